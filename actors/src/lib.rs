@@ -1,0 +1,13 @@
+//! The lwsys service actors. Each file owns one service and its state; the
+//! rest of the system reaches it only through typed messages from
+//! `lwsys-messages`.
+//!
+//! # Layout
+//! - [`state`]: `StateService`, the sole owner of the current system state,
+//!   the consent journal, observers and waiters.
+#![forbid(unsafe_code)]
+
+pub mod state;
+pub mod time;
+
+pub use state::StateService;

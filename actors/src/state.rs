@@ -1,0 +1,243 @@
+//! `StateService`: the sole owner of the current system state, when it was
+//! entered, the bounded journal of consent rounds, and the observers and
+//! waiters that follow the state. It changes state only on a [`Commit`]
+//! whose `from` is the current state.
+
+use std::collections::VecDeque;
+
+use actix::prelude::*;
+use lwsys_messages::state::{
+    Changed, Commit, CommitRefused, GetJournal, GetState, Journal, JournalEntry, Observe,
+    RecordRound, StateReading, SystemState, WaitFor, WaitTimedOut,
+};
+use slog::{debug, Logger};
+use tokio::sync::oneshot;
+
+use crate::time::unix_us;
+
+/// How many consent rounds the journal keeps unless configured otherwise.
+pub const DEFAULT_JOURNAL_LEN: usize = 256;
+
+/// Owns the current state. See the module docs.
+pub struct StateService {
+    state: SystemState,
+    since_us: u64,
+    journal: VecDeque<JournalEntry>,
+    journal_len: usize,
+    observers: Vec<Recipient<Changed>>,
+    waiters: Vec<Waiter>,
+    log: Logger,
+}
+
+struct Waiter {
+    wanted: SystemState,
+    tx: oneshot::Sender<SystemState>,
+}
+
+impl StateService {
+    /// A service at `CONTEXT_CREATED` keeping at most `journal_len` rounds
+    /// (at least one).
+    pub fn new(log: &Logger, journal_len: usize) -> Self {
+        Self {
+            state: SystemState::ContextCreated,
+            since_us: unix_us(),
+            journal: VecDeque::with_capacity(journal_len.clamp(1, 1024)),
+            journal_len: journal_len.max(1),
+            observers: Vec::new(),
+            waiters: Vec::new(),
+            log: log.new(slog::o!("service" => "state")),
+        }
+    }
+
+    fn reading(&self) -> StateReading {
+        StateReading { state: self.state, since_us: self.since_us }
+    }
+}
+
+impl Actor for StateService {
+    type Context = Context<Self>;
+}
+
+impl Handler<Commit> for StateService {
+    type Result = Result<StateReading, CommitRefused>;
+
+    fn handle(&mut self, msg: Commit, _ctx: &mut Self::Context) -> Self::Result {
+        if msg.from != self.state {
+            return Err(CommitRefused { expected: msg.from, current: self.state });
+        }
+        self.state = msg.to;
+        self.since_us = unix_us();
+        debug!(self.log, "state committed"; "from" => %msg.from, "to" => %msg.to);
+        let changed = Changed { from: msg.from, to: msg.to };
+        // An observer whose actor stopped is dropped here rather than kept
+        // forever: do_send to it would be silently lost anyway.
+        self.observers.retain(|o| o.connected());
+        for o in &self.observers {
+            o.do_send(changed);
+        }
+        let now = self.state;
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].wanted <= now || self.waiters[i].tx.is_closed() {
+                let w = self.waiters.swap_remove(i);
+                let _ = w.tx.send(now);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(self.reading())
+    }
+}
+
+impl Handler<GetState> for StateService {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _msg: GetState, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.reading())
+    }
+}
+
+impl Handler<WaitFor> for StateService {
+    type Result = ResponseActFuture<Self, Result<SystemState, WaitTimedOut>>;
+
+    fn handle(&mut self, msg: WaitFor, _ctx: &mut Self::Context) -> Self::Result {
+        if self.state >= msg.state {
+            let now = self.state;
+            return Box::pin(fut::ready(Ok(now)));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(Waiter { wanted: msg.state, tx });
+        let wanted = msg.state;
+        let timeout = msg.timeout;
+        let wait = async move {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, rx).await.ok().and_then(Result::ok),
+                None => rx.await.ok(),
+            }
+        };
+        Box::pin(wait.into_actor(self).map(move |got, act, _ctx| {
+            got.filter(|s| *s >= wanted).ok_or(WaitTimedOut { wanted, current: act.state })
+        }))
+    }
+}
+
+impl Handler<RecordRound> for StateService {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordRound, _ctx: &mut Self::Context) {
+        if self.journal.len() == self.journal_len {
+            self.journal.pop_front();
+        }
+        self.journal.push_back(msg.0);
+    }
+}
+
+impl Handler<GetJournal> for StateService {
+    type Result = MessageResult<GetJournal>;
+
+    fn handle(&mut self, _msg: GetJournal, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(Journal {
+            state: Some(self.reading()),
+            rounds: self.journal.iter().cloned().collect(),
+        })
+    }
+}
+
+impl Handler<Observe> for StateService {
+    type Result = ();
+
+    fn handle(&mut self, msg: Observe, _ctx: &mut Self::Context) {
+        self.observers.push(msg.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lwsys_messages::state::{RoundOutcome, Verdict};
+
+    use super::*;
+
+    fn log() -> Logger {
+        Logger::root(slog::Discard, slog::o!())
+    }
+
+    #[actix_rt::test]
+    async fn commit_changes_state_only_from_the_current_one() {
+        let s = StateService::new(&log(), 8).start();
+        let ok = s
+            .send(Commit { from: SystemState::ContextCreated, to: SystemState::PrePrivDrop })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.state, SystemState::PrePrivDrop);
+        let refused = s
+            .send(Commit { from: SystemState::ContextCreated, to: SystemState::Operational })
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused.current, SystemState::PrePrivDrop);
+        assert_eq!(s.send(GetState).await.unwrap().state, SystemState::PrePrivDrop);
+    }
+
+    #[actix_rt::test]
+    async fn wait_for_resolves_once_current_reaches_the_state() {
+        let s = StateService::new(&log(), 8).start();
+        let wait = s.send(WaitFor { state: SystemState::Initialized, timeout: None });
+        for (from, to) in [
+            (SystemState::ContextCreated, SystemState::PrePrivDrop),
+            (SystemState::PrePrivDrop, SystemState::Operational),
+        ] {
+            s.send(Commit { from, to }).await.unwrap().unwrap();
+        }
+        assert_eq!(wait.await.unwrap(), Ok(SystemState::Operational));
+        // Already past: answers at once.
+        let again = s.send(WaitFor { state: SystemState::Dhcp, timeout: None }).await.unwrap();
+        assert_eq!(again, Ok(SystemState::Operational));
+    }
+
+    #[actix_rt::test]
+    async fn wait_for_times_out_with_the_current_state() {
+        tokio::time::pause();
+        let s = StateService::new(&log(), 8).start();
+        let got = s
+            .send(WaitFor {
+                state: SystemState::Operational,
+                timeout: Some(Duration::from_millis(500)),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Err(WaitTimedOut {
+                wanted: SystemState::Operational,
+                current: SystemState::ContextCreated
+            })
+        );
+    }
+
+    #[actix_rt::test]
+    async fn journal_keeps_the_newest_rounds_up_to_its_bound() {
+        let s = StateService::new(&log(), 3).start();
+        for i in 0..5u64 {
+            s.send(RecordRound(JournalEntry {
+                at_us: i,
+                current: SystemState::ContextCreated,
+                target: SystemState::PrePrivDrop,
+                verdicts: vec![lwsys_messages::NotifierVerdict {
+                    name: "n".into(),
+                    verdict: Verdict::Allow,
+                    latency_us: None,
+                }],
+                inline_ns: 0,
+                outcome: RoundOutcome::Committed,
+            }))
+            .await
+            .unwrap();
+        }
+        let j = s.send(GetJournal).await.unwrap();
+        let at: Vec<u64> = j.rounds.iter().map(|r| r.at_us).collect();
+        assert_eq!(at, vec![2, 3, 4]);
+    }
+}

@@ -1,0 +1,23 @@
+//! Plain data shared by every part of lwsys: system states, verdicts, the
+//! service messages and the JSON control protocol's types.
+//!
+//! # Layout
+//! - [`state`]: [`SystemState`], [`Verdict`] and the messages of the state
+//!   machine (`Consent`, `Changed`, `Aborted`, `Resume`, `Commit`, ...).
+//! - [`protocol`]: the control protocol's error codes and framing constants.
+//!
+//! This crate has no behaviour and no I/O. With the `actor` feature the
+//! service messages also implement `actix::Message`.
+#![forbid(unsafe_code)]
+
+pub mod protocol;
+pub mod state;
+
+pub use protocol::ErrorCode;
+#[cfg(feature = "actor")]
+pub use state::Observe;
+pub use state::{
+    Aborted, Changed, Commit, CommitRefused, Consent, GetJournal, GetState, Journal, JournalEntry,
+    NotifierVerdict, RecordRound, Resume, RoundOutcome, StateReading, SystemState, Verdict,
+    WaitFor, WaitTimedOut, ALL_STATES,
+};

@@ -1,0 +1,1 @@
+//! lwsys supervisor library.
