@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`state`]: [`SystemState`], [`Verdict`] and the messages of the state
 //!   machine (`Consent`, `Changed`, `Aborted`, `Resume`, `Commit`, ...).
+//! - [`supervisor`]: requests to the `Supervisor` (walks, cycles, shutdown,
+//!   the notifier registry, explanations) and the events it pushes.
 //! - [`protocol`]: the control protocol's error codes and framing constants.
 //!
 //! This crate has no behaviour and no I/O. With the `actor` feature the
@@ -21,3 +23,4 @@ pub use state::{
     NotifierVerdict, RecordRound, Resume, RoundOutcome, StateReading, SystemState, Verdict,
     WaitFor, WaitTimedOut, ALL_STATES,
 };
+pub mod supervisor;

@@ -164,6 +164,7 @@ impl<'de> Deserialize<'de> for SystemState {
 
 /// A notifier's answer to a proposed transition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "actor", derive(actix::MessageResponse))]
 #[serde(tag = "verdict", rename_all = "lowercase")]
 pub enum Verdict {
     /// Go ahead.

@@ -1,1 +1,22 @@
-//! lwsys supervisor library.
+//! lwsys supervisor library: the consent engine and its wiring.
+//!
+//! # Layout
+//! - [`supervisor`]: the `Supervisor` actor (notifier registry, transition
+//!   queue, consent rounds).
+//! - [`config`]: the `lwsysd` command line and TOML config.
+//! - [`logging`]: slog to stderr, term or JSON.
+//! - [`builder`]: `Builder`, the context-creation info (notifiers seen from
+//!   the first transition, timing, boot target).
+//! - [`handle`]: `SystemHandle`, the cloneable way in from any thread.
+#![forbid(unsafe_code)]
+
+pub mod builder;
+pub mod config;
+pub mod handle;
+pub mod logging;
+pub mod supervisor;
+
+pub use builder::{Builder, NotifierSpec};
+pub use handle::{Error, SystemHandle};
+pub use lwsys_messages as messages;
+pub use supervisor::{InlineNotifier, Supervisor, SupervisorConfig};

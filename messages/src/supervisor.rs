@@ -1,0 +1,284 @@
+//! Messages to the `Supervisor`: transition requests, the notifier registry,
+//! explanations and event subscriptions.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{JournalEntry, SystemState};
+use crate::ErrorCode;
+
+/// Walk one state at a time to `target` (lws_state_transition_steps); a
+/// no-op when the current state is at or past it. Sent by the
+/// `SystemHandle` and the control server; answered when the walk settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "WalkResult"))]
+pub struct Steps {
+    /// The state to reach.
+    pub target: SystemState,
+}
+
+/// One atomic transition to `target` (lws_state_transition): consent is
+/// asked once for (current, target). Answered when it settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "WalkResult"))]
+pub struct Jump {
+    /// The state to enter.
+    pub target: SystemState,
+}
+
+/// The built-in cycles of DESIGN §3. Answered when the last step settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "WalkResult"))]
+pub enum Cycle {
+    /// Jump POLICY_INVALID, jump INITIALIZED, steps OPERATIONAL.
+    PolicyInvalidate,
+    /// Jump AWAITING_MODAL_UPDATING, jump MODAL_UPDATING.
+    EnterModal,
+    /// Jump OPERATIONAL.
+    LeaveModal,
+}
+
+/// Shut the system down: a forced jump to CONTEXT_DESTROYING (notifiers are
+/// asked and told, but cannot veto; the whole pass is bounded by the grace
+/// period). Answered once CONTEXT_DESTROYING is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "WalkResult"))]
+pub struct Shutdown;
+
+/// Where a settled walk left the system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalkReport {
+    /// The state the system is in now.
+    pub state: SystemState,
+    /// Whether the requested target was reached.
+    pub reached: bool,
+    /// Who holds the walk and why, when a notifier deferred it.
+    pub pending: Option<Pending>,
+}
+
+/// A notifier holding a walk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The notifier that deferred.
+    pub by: Arc<str>,
+    /// Its reason (`"timeout"` for silence).
+    pub reason: String,
+    /// The transition it holds.
+    pub target: SystemState,
+    /// Since when, in Unix microseconds.
+    pub since_us: u64,
+}
+
+/// Why a walk request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalkError {
+    /// A notifier denied a transition.
+    #[error("{by} denied the transition to {target}: {reason}")]
+    Denied {
+        /// The notifier that denied.
+        by: Arc<str>,
+        /// Its reason.
+        reason: String,
+        /// The transition refused.
+        target: SystemState,
+        /// The state the system stays in.
+        state: SystemState,
+    },
+    /// The system is shutting down; the request was dropped.
+    #[error("the system is shutting down")]
+    ShuttingDown,
+    /// The supervisor or state service is gone.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl WalkError {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Denied { .. } => ErrorCode::Denied,
+            Self::ShuttingDown => ErrorCode::Busy,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// The answer to a walk request.
+pub type WalkResult = Result<WalkReport, WalkError>;
+
+/// A notifier registry error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifierError {
+    /// The name is taken by a live notifier.
+    #[error("a notifier named {0:?} is already registered")]
+    Duplicate(String),
+    /// The name is empty or too long.
+    #[error("bad notifier name {0:?}: 1 to 64 bytes")]
+    BadName(String),
+    /// No notifier has that name.
+    #[error("no notifier named {0:?}")]
+    NotFound(String),
+}
+
+impl NotifierError {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Duplicate(_) | Self::BadName(_) => ErrorCode::BadRequest,
+            Self::NotFound(_) => ErrorCode::NotFound,
+        }
+    }
+}
+
+/// Remove the notifier named `name`; a walk it holds continues. Replies
+/// `NotFound` when there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "Result<(), NotifierError>"))]
+pub struct Unregister {
+    /// The notifier's name.
+    pub name: String,
+}
+
+/// Ask the `Supervisor` why the system is where it is: the current state,
+/// the walks held by notifiers, and the journal of recent consent rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "Explanation"))]
+pub struct Explain;
+
+/// The answer to [`Explain`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The current state.
+    pub state: SystemState,
+    /// When it was entered, in Unix microseconds.
+    pub since_us: u64,
+    /// The walk currently held by a notifier, if any (the oldest first when
+    /// several are parked).
+    pub pending: Option<Pending>,
+    /// Every parked walk.
+    pub parked: Vec<Pending>,
+    /// Recent consent rounds, oldest first.
+    pub journal: Vec<JournalEntry>,
+}
+
+/// Ask the `Supervisor` for its registry: the notifiers' names and kinds in
+/// consent order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "Vec<NotifierInfo>"))]
+pub struct ListNotifiers;
+
+/// One registered notifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifierInfo {
+    /// Its name.
+    pub name: Arc<str>,
+    /// `"inline"`, `"actor"` or `"connection"`.
+    pub kind: String,
+}
+
+/// An event pushed to subscribers (and, as JSON, to protocol clients that
+/// subscribed to its topic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+pub enum SystemEvent {
+    /// The state changed.
+    State {
+        /// The state left.
+        from: SystemState,
+        /// The state entered.
+        to: SystemState,
+        /// When, in Unix microseconds.
+        at_us: u64,
+    },
+    /// The notifier registry changed, or a notifier missed its deadline.
+    Notifier {
+        /// `registered`, `unregistered` or `timeout`.
+        kind: NotifierEventKind,
+        /// The notifier's name.
+        name: Arc<str>,
+        /// Why, for `unregistered` (`"requested"`, `"stopped"`, `"closed"`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A service-specific event (clock, ota, ...), already in its JSON form
+    /// with an `event` member naming the topic.
+    Service(serde_json::Value),
+}
+
+impl SystemEvent {
+    /// The subscription topic this event belongs to.
+    pub fn topic(&self) -> &str {
+        match self {
+            Self::State { .. } => "state",
+            Self::Notifier { .. } => "notifier",
+            Self::Service(v) => v.get("event").and_then(|e| e.as_str()).unwrap_or("service"),
+        }
+    }
+
+    /// The event as a protocol JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Service(v) => v.clone(),
+            other => serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// What happened to a notifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierEventKind {
+    /// It joined the registry.
+    Registered,
+    /// It left (asked to, or its actor or connection went away).
+    Unregistered,
+    /// It did not answer a consent request in time.
+    Timeout,
+}
+
+/// Send every [`SystemEvent`] to this recipient until it stops. No reply.
+#[cfg(feature = "actor")]
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub actix::Recipient<SystemEvent>);
+
+#[cfg(feature = "actor")]
+impl std::fmt::Debug for Subscribe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subscribe(..)")
+    }
+}
+
+/// Register an actor as a notifier under `name`: it is asked for
+/// [`Consent`](crate::state::Consent) before every transition (in
+/// registration order), told [`Changed`](crate::state::Changed) after
+/// each, and [`Aborted`](crate::state::Aborted) when a transition it allowed
+/// was not made. Replies with the notifier's registry id.
+#[cfg(feature = "actor")]
+#[derive(actix::Message)]
+#[rtype(result = "Result<u64, NotifierError>")]
+pub struct RegisterNotifier {
+    /// A unique name, 1 to 64 bytes.
+    pub name: String,
+    /// Asked before every transition.
+    pub consent: actix::Recipient<crate::state::Consent>,
+    /// Told after every transition.
+    pub changed: actix::Recipient<crate::state::Changed>,
+    /// Told when a transition it allowed was not made.
+    pub aborted: actix::Recipient<crate::state::Aborted>,
+    /// What kind of party this is, for explanations: `"actor"` or
+    /// `"connection"`.
+    pub kind: &'static str,
+}
+
+#[cfg(feature = "actor")]
+impl std::fmt::Debug for RegisterNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterNotifier")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}

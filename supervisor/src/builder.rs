@@ -1,0 +1,139 @@
+//! `Builder`: the lws context-creation info of lwsys. It gathers the
+//! notifiers that must see the very first transition (lws's
+//! `register_notifier_list`), the timing knobs and the boot target, starts
+//! the services and the `Supervisor`, and sets off the boot walk.
+
+use std::time::Duration;
+
+use actix::{Actor, Addr, Handler};
+use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
+use lwsys_messages::state::{Aborted, Changed, Consent, SystemState};
+use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};
+use slog::Logger;
+
+use crate::handle::{actor_registration, SystemHandle};
+use crate::supervisor::{InlineNotifier, Supervisor, SupervisorConfig};
+
+/// A notifier given at build time.
+pub enum NotifierSpec {
+    /// Run on the supervisor's thread.
+    Inline(String, Box<dyn InlineNotifier>),
+    /// An actor asked by message.
+    Actor(RegisterNotifier),
+}
+
+impl NotifierSpec {
+    /// An inline notifier (any `FnMut(current, target) -> Verdict`).
+    pub fn inline(name: &str, f: impl InlineNotifier) -> Self {
+        Self::Inline(name.to_owned(), Box::new(f))
+    }
+
+    /// An actor notifier.
+    pub fn actor<A>(name: &str, addr: &Addr<A>) -> Self
+    where
+        A: Actor + Handler<Consent> + Handler<Changed> + Handler<Aborted>,
+        A::Context: actix::dev::ToEnvelope<A, Consent>
+            + actix::dev::ToEnvelope<A, Changed>
+            + actix::dev::ToEnvelope<A, Aborted>,
+    {
+        Self::Actor(actor_registration(name, addr, "actor"))
+    }
+}
+
+/// Why a system could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Two notifiers share a name, or a name is invalid.
+    #[error(transparent)]
+    Notifier(#[from] NotifierError),
+}
+
+/// Gathers what a system needs, then starts it. See the module docs.
+pub struct Builder {
+    log: Logger,
+    cfg: SupervisorConfig,
+    boot_target: SystemState,
+    journal_len: usize,
+    notifiers: Vec<NotifierSpec>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// Defaults: logs discarded, 5 s consent deadline, 5 s shutdown grace,
+    /// boot to OPERATIONAL, 256 journal rounds, no notifiers.
+    pub fn new() -> Self {
+        Self {
+            log: Logger::root(slog::Discard, slog::o!()),
+            cfg: SupervisorConfig::default(),
+            boot_target: SystemState::Operational,
+            journal_len: DEFAULT_JOURNAL_LEN,
+            notifiers: Vec::new(),
+        }
+    }
+
+    /// Log through `log`.
+    pub fn logger(mut self, log: Logger) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// How long a notifier may take to answer a consent request.
+    pub fn consent_timeout(mut self, d: Duration) -> Self {
+        self.cfg.consent_timeout = d;
+        self
+    }
+
+    /// The bound on a shutdown pass through CONTEXT_DESTROYING.
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.cfg.shutdown_grace = d;
+        self
+    }
+
+    /// Where the boot walk goes (CONTEXT_CREATED: nowhere; the system waits
+    /// for a request).
+    pub fn boot_target(mut self, s: SystemState) -> Self {
+        self.boot_target = s;
+        self
+    }
+
+    /// How many consent rounds the journal keeps.
+    pub fn journal_len(mut self, n: usize) -> Self {
+        self.journal_len = n;
+        self
+    }
+
+    /// Add notifiers, in consent order; they see the very first transition.
+    pub fn notifiers(mut self, list: impl IntoIterator<Item = NotifierSpec>) -> Self {
+        self.notifiers.extend(list);
+        self
+    }
+
+    /// Add one inline notifier.
+    pub fn inline_notifier(self, name: &str, f: impl InlineNotifier) -> Self {
+        self.notifiers([NotifierSpec::inline(name, f)])
+    }
+
+    /// Start the system. Must be called inside a running actix `System`.
+    pub fn start(self) -> Result<SystemHandle, BuildError> {
+        let state = StateService::new(&self.log, self.journal_len).start();
+        let mut inline = Vec::new();
+        let mut actors = Vec::new();
+        for n in self.notifiers {
+            match n {
+                NotifierSpec::Inline(name, f) => inline.push((name, f)),
+                NotifierSpec::Actor(r) => actors.push(r),
+            }
+        }
+        let sup = Supervisor::new(&self.log, self.cfg, state.clone(), inline, actors)?;
+        let supervisor = sup.start();
+        if self.boot_target > SystemState::ContextCreated {
+            supervisor.do_send(Steps { target: self.boot_target });
+        }
+        Ok(SystemHandle { supervisor, state })
+    }
+}

@@ -1,0 +1,353 @@
+//! Configuration: the `lwsysd` command line (clap) and the TOML config file
+//! (serde), every key with a documented default; flags override the file.
+//! `docs/config.md` lists every key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use lwsys_messages::state::SystemState;
+use serde::{Deserialize, Serialize};
+
+/// The `lwsysd` command line.
+#[derive(Debug, Clone, Parser, Default)]
+#[command(name = "lwsysd", version, about = "The lwsys system supervisor daemon")]
+pub struct Cli {
+    /// TOML config file; every key is optional (see docs/config.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Durable store and socket directory. Default: $STATE_DIRECTORY, else
+    /// $XDG_STATE_HOME/lwsys, else ./lwsys-state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Control socket path. Default: <state-dir>/lwsys.sock.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Also speak the control protocol on stdin/stdout (logs go to stderr);
+    /// EOF on stdin shuts the daemon down cleanly.
+    #[arg(long)]
+    pub stdio: bool,
+    /// Where the boot walk goes (CONTEXT_CREATED holds the boot).
+    #[arg(long, value_name = "STATE")]
+    pub boot_target: Option<SystemState>,
+    /// How long a notifier may take to answer a consent request.
+    #[arg(long, value_name = "MS")]
+    pub consent_timeout_ms: Option<u64>,
+    /// Log format on stderr.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Lowest level logged: critical, error, warning, info, debug, trace.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Term,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The consent engine.
+    pub supervisor: SupervisorSection,
+    /// Logging.
+    pub log: LogSection,
+    /// System ops.
+    pub system: SystemSection,
+    /// The control socket.
+    pub control: ControlSection,
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorSection {
+    /// Where the boot walk goes. Default OPERATIONAL.
+    pub boot_target: SystemState,
+    /// Consent deadline per notifier, ms. Default 5000.
+    pub consent_timeout_ms: u64,
+    /// Bound on the shutdown pass through CONTEXT_DESTROYING, ms. Default 5000.
+    pub shutdown_grace_ms: u64,
+    /// Consent rounds kept in the journal. Default 256.
+    pub journal_len: usize,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        Self {
+            boot_target: SystemState::Operational,
+            consent_timeout_ms: 5000,
+            shutdown_grace_ms: 5000,
+            journal_len: 256,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `term` or `json`. Default term.
+    pub format: LogFormat,
+    /// Lowest level logged. Default info.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { format: LogFormat::Term, level: "info".into() }
+    }
+}
+
+/// `[system]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemSection {
+    /// `"exec"` re-executes lwsysd with the same arguments; anything else is
+    /// a command line run without a shell (e.g. `systemctl reboot`).
+    pub reboot: String,
+    /// Time the device needs to wake from suspend, µs: deadline timers are
+    /// armed that much earlier. Default 0.
+    pub wake_latency_us: u64,
+}
+
+impl Default for SystemSection {
+    fn default() -> Self {
+        Self { reboot: "exec".into(), wake_latency_us: 0 }
+    }
+}
+
+/// `[control]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// Lines a client may have waiting to be written before it is
+    /// disconnected as too slow. Default 4096.
+    pub client_queue: usize,
+    /// Most clients connected at once; more are refused. Default 1024.
+    pub max_clients: usize,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self { client_queue: 4096, max_clients: 1024 }
+    }
+}
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names the
+    /// line, column and key).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, with line and key.
+        message: String,
+    },
+    /// A value is out of its range.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, as `section.key`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parse TOML text; `path` names the file in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read and parse a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Check ranges that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.supervisor;
+        if !(1..=3_600_000).contains(&s.consent_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "supervisor.consent_timeout_ms",
+                message: "must be 1 to 3600000".into(),
+            });
+        }
+        if s.shutdown_grace_ms > 3_600_000 {
+            return Err(ConfigError::Invalid {
+                key: "supervisor.shutdown_grace_ms",
+                message: "must be at most 3600000".into(),
+            });
+        }
+        if s.journal_len == 0 || s.journal_len > 1_000_000 {
+            return Err(ConfigError::Invalid {
+                key: "supervisor.journal_len",
+                message: "must be 1 to 1000000".into(),
+            });
+        }
+        if crate::logging::parse_level(&self.log.level).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                message: format!("unknown level {:?}", self.log.level),
+            });
+        }
+        if self.control.client_queue == 0 || self.control.max_clients == 0 {
+            return Err(ConfigError::Invalid {
+                key: "control.client_queue",
+                message: "client_queue and max_clients must be at least 1".into(),
+            });
+        }
+        if self.system.reboot.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "system.reboot",
+                message: "must be \"exec\" or a command line".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Apply command-line overrides.
+    pub fn apply_cli(&mut self, cli: &Cli) -> Result<(), ConfigError> {
+        if let Some(t) = cli.boot_target {
+            self.supervisor.boot_target = t;
+        }
+        if let Some(ms) = cli.consent_timeout_ms {
+            self.supervisor.consent_timeout_ms = ms;
+        }
+        if let Some(f) = cli.log_format {
+            self.log.format = f;
+        }
+        if let Some(l) = &cli.log_level {
+            self.log.level = l.clone();
+        }
+        self.validate()
+    }
+
+    /// The consent deadline.
+    pub fn consent_timeout(&self) -> Duration {
+        Duration::from_millis(self.supervisor.consent_timeout_ms)
+    }
+
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.supervisor.shutdown_grace_ms)
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// The state directory: `--state-dir`, else `$STATE_DIRECTORY` (systemd;
+/// the first of a colon-separated list), else `$XDG_STATE_HOME/lwsys`, else
+/// `./lwsys-state`. Takes the environment as a function so tests need not
+/// touch the process environment.
+pub fn state_dir(cli: &Cli, env: impl Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(d) = &cli.state_dir {
+        return d.clone();
+    }
+    if let Some(d) = env("STATE_DIRECTORY").filter(|s| !s.is_empty()) {
+        return PathBuf::from(d.split(':').next().unwrap_or(&d));
+    }
+    if let Some(d) = env("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return Path::new(&d).join("lwsys");
+    }
+    PathBuf::from("lwsys-state")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let cfg = Config::from_toml("", Path::new("x.toml")).unwrap();
+        assert_eq!(cfg, Config::default());
+        assert_eq!(cfg.supervisor.boot_target, SystemState::Operational);
+        assert_eq!(cfg.supervisor.consent_timeout_ms, 5000);
+        assert_eq!(cfg.system.reboot, "exec");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_file_line_and_key() {
+        let err = Config::from_toml(
+            "[supervisor]\nboot_target = \"DHCP\"\nbogus = 1\n",
+            Path::new("dev.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("dev.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let err = Config::from_toml("[supervisor]\nboot_target = \"NOPE\"\n", Path::new("c.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("NOPE"), "{err}");
+        let err = Config::from_toml("[supervisor]\nconsent_timeout_ms = 0\n", Path::new("c.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("supervisor.consent_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut cfg =
+            Config::from_toml("[supervisor]\nconsent_timeout_ms = 100\n", Path::new("c")).unwrap();
+        let cli = Cli {
+            consent_timeout_ms: Some(300),
+            boot_target: Some(SystemState::Dhcp),
+            ..Cli::default()
+        };
+        cfg.apply_cli(&cli).unwrap();
+        assert_eq!(cfg.supervisor.consent_timeout_ms, 300);
+        assert_eq!(cfg.supervisor.boot_target, SystemState::Dhcp);
+    }
+
+    #[test]
+    fn state_dir_follows_the_documented_order() {
+        let none = |_: &str| None;
+        assert_eq!(state_dir(&Cli::default(), none), PathBuf::from("lwsys-state"));
+        let xdg = |k: &str| (k == "XDG_STATE_HOME").then(|| "/x".to_owned());
+        assert_eq!(state_dir(&Cli::default(), xdg), PathBuf::from("/x/lwsys"));
+        let sd = |k: &str| Some(if k == "STATE_DIRECTORY" { "/s:/t" } else { "/x" }.to_owned());
+        assert_eq!(state_dir(&Cli::default(), sd), PathBuf::from("/s"));
+        let cli = Cli { state_dir: Some("/c".into()), ..Cli::default() };
+        assert_eq!(state_dir(&cli, sd), PathBuf::from("/c"));
+    }
+
+    #[test]
+    fn printed_config_parses_back_to_itself() {
+        let cfg = Config::default();
+        assert_eq!(Config::from_toml(&cfg.to_toml(), Path::new("p")).unwrap(), cfg);
+    }
+}

@@ -1,0 +1,211 @@
+//! `SystemHandle`: the cloneable, `Send` way into a running lwsys system,
+//! the `lws_system_get_ops(context)` of lwsys. Its methods are async and
+//! work from inside actix or from any thread (`SystemHandle::blocking`).
+
+use std::time::Duration;
+
+use actix::{Actor, Addr, Handler, MailboxError, Recipient};
+use lwsys_actors::StateService;
+use lwsys_messages::state::{
+    Aborted, Changed, Consent, GetState, Resume, StateReading, SystemState, WaitFor, WaitTimedOut,
+};
+use lwsys_messages::supervisor::{
+    Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierInfo,
+    RegisterNotifier, Shutdown, Steps, Subscribe, SystemEvent, Unregister, WalkError, WalkResult,
+};
+use lwsys_messages::ErrorCode;
+
+use crate::supervisor::{InlineNotifier, RegisterInline, Supervisor};
+
+/// An error from a [`SystemHandle`] call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A walk was denied, dropped by shutdown, or failed inside.
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    /// The notifier registry refused the call.
+    #[error(transparent)]
+    Notifier(#[from] NotifierError),
+    /// A wait ran out of time.
+    #[error(transparent)]
+    WaitTimedOut(#[from] WaitTimedOut),
+    /// The service that owns the answer has stopped.
+    #[error("service unavailable: {0}")]
+    Gone(String),
+}
+
+impl Error {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Walk(e) => e.code(),
+            Self::Notifier(e) => e.code(),
+            Self::WaitTimedOut(_) => ErrorCode::Timeout,
+            Self::Gone(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+fn gone(e: MailboxError) -> Error {
+    Error::Gone(e.to_string())
+}
+
+/// The way into a running system. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct SystemHandle {
+    pub(crate) supervisor: Addr<Supervisor>,
+    pub(crate) state: Addr<StateService>,
+}
+
+impl SystemHandle {
+    /// The current state and when it was entered.
+    pub async fn state(&self) -> Result<StateReading, Error> {
+        self.state.send(GetState).await.map_err(gone)
+    }
+
+    /// Walk one state at a time to `target`; answers when the walk settles
+    /// (reached, or parked by a notifier's `Defer`).
+    pub async fn steps(&self, target: SystemState) -> Result<WalkResult, Error> {
+        self.supervisor.send(Steps { target }).await.map_err(gone)
+    }
+
+    /// One atomic transition to `target`.
+    pub async fn jump(&self, target: SystemState) -> Result<WalkResult, Error> {
+        self.supervisor.send(Jump { target }).await.map_err(gone)
+    }
+
+    /// Run a built-in cycle (policy invalidate, enter or leave modal).
+    pub async fn cycle(&self, cycle: Cycle) -> Result<WalkResult, Error> {
+        self.supervisor.send(cycle).await.map_err(gone)
+    }
+
+    /// Shut down through CONTEXT_DESTROYING; answers once it is committed.
+    pub async fn shutdown(&self) -> Result<WalkResult, Error> {
+        self.supervisor.send(Shutdown).await.map_err(gone)
+    }
+
+    /// Wait until the state is at or past `state` (`None`: no timeout).
+    pub async fn wait_for(
+        &self,
+        state: SystemState,
+        timeout: Option<Duration>,
+    ) -> Result<SystemState, Error> {
+        Ok(self.state.send(WaitFor { state, timeout }).await.map_err(gone)??)
+    }
+
+    /// Register an actor as a notifier (asked for consent, told of changes
+    /// and aborts). Returns its registry id.
+    pub async fn register_notifier<A>(&self, name: &str, addr: &Addr<A>) -> Result<u64, Error>
+    where
+        A: Actor + Handler<Consent> + Handler<Changed> + Handler<Aborted>,
+        A::Context: actix::dev::ToEnvelope<A, Consent>
+            + actix::dev::ToEnvelope<A, Changed>
+            + actix::dev::ToEnvelope<A, Aborted>,
+    {
+        let msg = actor_registration(name, addr, "actor");
+        Ok(self.supervisor.send(msg).await.map_err(gone)??)
+    }
+
+    /// Register a prepared actor registration (for custom recipients).
+    pub async fn register(&self, msg: RegisterNotifier) -> Result<u64, Error> {
+        Ok(self.supervisor.send(msg).await.map_err(gone)??)
+    }
+
+    /// Register an inline notifier, run on the supervisor's thread.
+    pub async fn register_inline(
+        &self,
+        name: &str,
+        notifier: impl InlineNotifier,
+    ) -> Result<u64, Error> {
+        let msg = RegisterInline { name: name.to_owned(), notifier: Box::new(notifier) };
+        Ok(self.supervisor.send(msg).await.map_err(gone)??)
+    }
+
+    /// Remove the notifier `name`; a walk it holds continues.
+    pub async fn unregister(&self, name: &str) -> Result<(), Error> {
+        Ok(self.supervisor.send(Unregister { name: name.to_owned() }).await.map_err(gone)??)
+    }
+
+    /// Continue the walk that notifier `name` deferred. Returns whether one
+    /// was waiting.
+    pub async fn resume(&self, name: &str) -> Result<bool, Error> {
+        self.supervisor.send(Resume { name: name.to_owned() }).await.map_err(gone)
+    }
+
+    /// The notifiers in consent order.
+    pub async fn notifiers(&self) -> Result<Vec<NotifierInfo>, Error> {
+        self.supervisor.send(ListNotifiers).await.map_err(gone)
+    }
+
+    /// Send every system event to `to`.
+    pub async fn subscribe(&self, to: Recipient<SystemEvent>) -> Result<(), Error> {
+        self.supervisor.send(Subscribe(to)).await.map_err(gone)
+    }
+
+    /// Why the system is where it is: pending walks and the journal.
+    pub async fn explain(&self) -> Result<Explanation, Error> {
+        self.supervisor.send(Explain).await.map_err(gone)
+    }
+
+    /// Synchronous wrappers for plain threads (not for actix threads: they
+    /// block the caller until the answer comes).
+    pub fn blocking(&self) -> Blocking<'_> {
+        Blocking(self)
+    }
+}
+
+/// Build a [`RegisterNotifier`] for an actor.
+pub fn actor_registration<A>(name: &str, addr: &Addr<A>, kind: &'static str) -> RegisterNotifier
+where
+    A: Actor + Handler<Consent> + Handler<Changed> + Handler<Aborted>,
+    A::Context: actix::dev::ToEnvelope<A, Consent>
+        + actix::dev::ToEnvelope<A, Changed>
+        + actix::dev::ToEnvelope<A, Aborted>,
+{
+    RegisterNotifier {
+        name: name.to_owned(),
+        consent: addr.clone().recipient(),
+        changed: addr.clone().recipient(),
+        aborted: addr.clone().recipient(),
+        kind,
+    }
+}
+
+/// [`SystemHandle`] calls that block the calling thread.
+pub struct Blocking<'a>(&'a SystemHandle);
+
+impl Blocking<'_> {
+    /// See [`SystemHandle::state`].
+    pub fn state(&self) -> Result<StateReading, Error> {
+        futures::executor::block_on(self.0.state())
+    }
+
+    /// See [`SystemHandle::steps`].
+    pub fn steps(&self, target: SystemState) -> Result<WalkResult, Error> {
+        futures::executor::block_on(self.0.steps(target))
+    }
+
+    /// See [`SystemHandle::jump`].
+    pub fn jump(&self, target: SystemState) -> Result<WalkResult, Error> {
+        futures::executor::block_on(self.0.jump(target))
+    }
+
+    /// See [`SystemHandle::wait_for`].
+    pub fn wait_for(
+        &self,
+        state: SystemState,
+        timeout: Option<Duration>,
+    ) -> Result<SystemState, Error> {
+        futures::executor::block_on(self.0.wait_for(state, timeout))
+    }
+
+    /// See [`SystemHandle::resume`].
+    pub fn resume(&self, name: &str) -> Result<bool, Error> {
+        futures::executor::block_on(self.0.resume(name))
+    }
+
+    /// See [`SystemHandle::shutdown`].
+    pub fn shutdown(&self) -> Result<WalkResult, Error> {
+        futures::executor::block_on(self.0.shutdown())
+    }
+}

@@ -1,0 +1,144 @@
+//! The notifier registry: who is asked for consent, in registration order.
+
+use std::sync::Arc;
+
+use actix::Recipient;
+use lwsys_messages::state::{Aborted, Changed, Consent, SystemState, Verdict};
+use lwsys_messages::supervisor::{NotifierError, NotifierInfo};
+
+/// A notifier run on the supervisor's own thread, the fast path (like lws's
+/// C callbacks). It must not block: anything slow belongs in an actor
+/// notifier. Any `FnMut(current, target) -> Verdict` closure is one.
+pub trait InlineNotifier: Send + 'static {
+    /// May the system go from `current` to `target`?
+    fn consent(&mut self, current: SystemState, target: SystemState) -> Verdict;
+
+    /// The state changed (after every commit).
+    fn changed(&mut self, _changed: Changed) {}
+
+    /// A transition this notifier allowed was not made.
+    fn aborted(&mut self, _current: SystemState, _target: SystemState) {}
+}
+
+impl<F> InlineNotifier for F
+where
+    F: FnMut(SystemState, SystemState) -> Verdict + Send + 'static,
+{
+    fn consent(&mut self, current: SystemState, target: SystemState) -> Verdict {
+        self(current, target)
+    }
+}
+
+/// How a notifier is reached.
+pub(crate) enum Kind {
+    Inline(Box<dyn InlineNotifier>),
+    Actor {
+        consent: Recipient<Consent>,
+        changed: Recipient<Changed>,
+        aborted: Recipient<Aborted>,
+        kind: &'static str,
+    },
+}
+
+impl Kind {
+    pub(crate) fn aborted(&mut self, current: SystemState, target: SystemState) {
+        match self {
+            Self::Inline(f) => f.aborted(current, target),
+            Self::Actor { aborted, .. } => aborted.do_send(Aborted { current, target }),
+        }
+    }
+
+    fn changed(&mut self, ch: Changed) {
+        match self {
+            Self::Inline(f) => f.changed(ch),
+            Self::Actor { changed, .. } => changed.do_send(ch),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Inline(_) => "inline",
+            Self::Actor { kind, .. } => kind,
+        }
+    }
+
+    fn is_dead(&self) -> bool {
+        matches!(self, Self::Actor { consent, .. } if !consent.connected())
+    }
+}
+
+pub(crate) struct Notifier {
+    /// Increasing with registration, so the list is ordered by id.
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: Kind,
+}
+
+/// The notifiers, in registration order.
+#[derive(Default)]
+pub(crate) struct Registry {
+    list: Vec<Notifier>,
+    last_id: u64,
+}
+
+impl Registry {
+    /// Add a notifier; a dead actor notifier holding the name is replaced.
+    pub(crate) fn add(&mut self, name: &str, kind: Kind) -> Result<u64, NotifierError> {
+        if name.is_empty() || name.len() > 64 {
+            return Err(NotifierError::BadName(name.to_owned()));
+        }
+        if let Some(pos) = self.list.iter().position(|n| &*n.name == name) {
+            if !self.list[pos].kind.is_dead() {
+                return Err(NotifierError::Duplicate(name.to_owned()));
+            }
+            self.list.remove(pos);
+        }
+        self.last_id += 1;
+        self.list.push(Notifier { id: self.last_id, name: Arc::from(name), kind });
+        Ok(self.last_id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// The first notifier registered after id `id`.
+    pub(crate) fn next_after(&mut self, id: u64) -> Option<&mut Notifier> {
+        let i = self.list.partition_point(|n| n.id <= id);
+        self.list.get_mut(i)
+    }
+
+    fn index(&self, id: u64) -> Option<usize> {
+        self.list.binary_search_by_key(&id, |n| n.id).ok()
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Notifier> {
+        let i = self.index(id)?;
+        self.list.get_mut(i)
+    }
+
+    pub(crate) fn name_of(&self, id: u64) -> Option<Arc<str>> {
+        self.index(id).map(|i| self.list[i].name.clone())
+    }
+
+    pub(crate) fn find(&self, name: &str) -> Option<u64> {
+        self.list.iter().find(|n| &*n.name == name).map(|n| n.id)
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Notifier> {
+        self.index(id).map(|i| self.list.remove(i))
+    }
+
+    pub(crate) fn tell_changed(&mut self, ch: Changed) {
+        for n in &mut self.list {
+            n.kind.changed(ch);
+        }
+    }
+
+    pub(crate) fn infos(&self) -> Vec<NotifierInfo> {
+        self.list
+            .iter()
+            .map(|n| NotifierInfo { name: n.name.clone(), kind: n.kind.label().to_owned() })
+            .collect()
+    }
+}
