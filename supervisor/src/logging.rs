@@ -20,45 +20,22 @@ pub fn parse_level(s: &str) -> Option<Level> {
 
 /// A logger writing to stderr in `format`, dropping records below `level`.
 /// Records go through a bounded async queue so logging never blocks the
-/// event loop; the guard-free `slog_async` drops (and counts) records if
-/// stderr stalls.
+/// event loop (`slog_async` drops records rather than stall if stderr
+/// does).
 pub fn stderr_logger(format: LogFormat, level: &str) -> Logger {
     let level = parse_level(level).unwrap_or(Level::Info);
-    let drain = match format {
+    match format {
         LogFormat::Term => {
-            let d =
-                slog_term::FullFormat::new(slog_term::PlainSyncDecorator::new(std::io::stderr()))
-                    .build()
-                    .fuse();
-            slog_async::Async::new(d)
-                .chan_size(4096)
+            let d = slog_term::FullFormat::new(slog_term::PlainSyncDecorator::new(std::io::stderr()))
                 .build()
-                .fuse()
-                .filter_level(level)
-                .fuse()
-                .boxed()
+                .fuse();
+            let d = slog_async::Async::new(d).chan_size(4096).build().fuse();
+            Logger::root(d.filter_level(level).fuse(), o!())
         }
         LogFormat::Json => {
             let d = slog_json::Json::new(std::io::stderr()).add_default_keys().build().fuse();
-            slog_async::Async::new(d)
-                .chan_size(4096)
-                .build()
-                .fuse()
-                .filter_level(level)
-                .fuse()
-                .boxed()
+            let d = slog_async::Async::new(d).chan_size(4096).build().fuse();
+            Logger::root(d.filter_level(level).fuse(), o!())
         }
-    };
-    Logger::root(drain, o!("daemon" => "lwsysd"))
-}
-
-/// Extension so both arms of [`stderr_logger`] have one type.
-trait Boxed {
-    fn boxed(self) -> Box<dyn Drain<Ok = (), Err = slog::Never> + Send>;
-}
-
-impl<D: Drain<Ok = (), Err = slog::Never> + Send + 'static> Boxed for D {
-    fn boxed(self) -> Box<dyn Drain<Ok = (), Err = slog::Never> + Send> {
-        Box::new(self)
     }
 }
