@@ -24,12 +24,24 @@ use lwsys_messages::blobs::{
 enum Blob {
     /// Points at shared bytes; nothing copied.
     Direct(Bytes),
-    /// A chain of chunks, each a private copy; `len` is their total.
-    Heap { chunks: Vec<Bytes>, len: usize },
+    /// A chain of non-empty chunks, each a private copy; `starts[i]` is
+    /// where chunk `i` begins (so a read at an offset finds its chunk by
+    /// binary search, not by walking the chain); `len` is their total.
+    Heap { chunks: Vec<Bytes>, starts: Vec<usize>, len: usize },
 }
 
 impl Blob {
-    const EMPTY: Blob = Blob::Heap { chunks: Vec::new(), len: 0 };
+    const EMPTY: Blob = Blob::Heap { chunks: Vec::new(), starts: Vec::new(), len: 0 };
+
+    /// A heap blob of one chunk (none if `data` is empty).
+    fn one_chunk(data: Bytes) -> Blob {
+        let len = data.len();
+        if len == 0 {
+            Self::EMPTY
+        } else {
+            Blob::Heap { chunks: vec![data], starts: vec![0], len }
+        }
+    }
 
     fn size(&self) -> usize {
         match self {
@@ -137,14 +149,12 @@ impl BlobModel {
         let size = self.check_grow(id, data.len(), false)?;
         let slot = self.slot_mut(id)?;
         if let Blob::Direct(b) = slot {
-            let copy = Bytes::copy_from_slice(b);
-            let len = copy.len();
-            let chunks = if len == 0 { Vec::new() } else { vec![copy] };
-            *slot = Blob::Heap { chunks, len };
+            *slot = Blob::one_chunk(Bytes::copy_from_slice(b));
         }
-        if let Blob::Heap { chunks, len } = slot {
+        if let Blob::Heap { chunks, starts, len } = slot {
             if !data.is_empty() {
                 chunks.push(Bytes::copy_from_slice(data));
+                starts.push(*len);
                 *len = size;
             }
         }
@@ -206,15 +216,13 @@ impl BlobModel {
             Blob::Direct(b) => {
                 out.extend_from_slice(b.get(offset..offset + want).unwrap_or_default());
             }
-            Blob::Heap { chunks, .. } => {
-                let mut skip = offset;
-                for c in chunks {
+            Blob::Heap { chunks, starts, .. } => {
+                // The last chunk starting at or before `offset` holds it.
+                let first = starts.partition_point(|s| *s <= offset).saturating_sub(1);
+                let mut skip = offset - starts.get(first).copied().unwrap_or(0);
+                for c in chunks.get(first..).unwrap_or_default() {
                     if out.len() == want {
                         break;
-                    }
-                    if skip >= c.len() {
-                        skip -= c.len();
-                        continue;
                     }
                     let take = (c.len() - skip).min(want - out.len());
                     out.extend_from_slice(c.get(skip..skip + take).unwrap_or_default());
@@ -246,7 +254,7 @@ impl BlobModel {
     pub fn raw_contents(&self, id: BlobId) -> Result<Vec<u8>, BlobError> {
         Ok(match self.slot(id)? {
             Blob::Direct(b) => b.to_vec(),
-            Blob::Heap { chunks, len } => {
+            Blob::Heap { chunks, len, .. } => {
                 let mut v = Vec::with_capacity(*len);
                 for c in chunks {
                     v.extend_from_slice(c);
@@ -261,8 +269,7 @@ impl BlobModel {
     /// is kept rather than lost.
     pub fn restore(&mut self, id: BlobId, value: Vec<u8>) -> Result<usize, BlobError> {
         let len = value.len();
-        let chunks = if len == 0 { Vec::new() } else { vec![Bytes::from(value)] };
-        *self.slot_mut(id)? = Blob::Heap { chunks, len };
+        *self.slot_mut(id)? = Blob::one_chunk(Bytes::from(value));
         Ok(len)
     }
 }
