@@ -20,6 +20,7 @@
 //! secrets ([`BlobKind::is_secret`]). Refusing secrets to other uids is the
 //! control protocol's job.
 
+mod handle;
 pub mod model;
 
 use actix::prelude::*;
@@ -29,6 +30,7 @@ use lwsys_messages::blobs::{
 };
 use slog::{debug, warn, Logger};
 
+pub use self::handle::BlobHandle;
 pub use self::model::BlobModel;
 use crate::store::{Store, StoreError};
 

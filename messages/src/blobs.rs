@@ -236,6 +236,10 @@ pub enum BlobError {
     /// The durable store failed; the blob is unchanged.
     #[error("blob store: {0}")]
     Store(String),
+    /// The blob service is not running (its mailbox closed); whether the
+    /// update happened is unknown.
+    #[error("blob service unavailable")]
+    Unavailable,
 }
 
 impl BlobError {
@@ -247,6 +251,7 @@ impl BlobError {
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::NotSingle { .. } => ErrorCode::BadRequest,
             Self::Store(_) => ErrorCode::Io,
+            Self::Unavailable => ErrorCode::Internal,
         }
     }
 }
@@ -458,6 +463,7 @@ mod tests {
             (BlobError::TooLarge { id, size: 9, max: 8 }, ErrorCode::TooLarge),
             (BlobError::NotSingle { id, chunks: 2 }, ErrorCode::BadRequest),
             (BlobError::Store("disk full".into()), ErrorCode::Io),
+            (BlobError::Unavailable, ErrorCode::Internal),
         ];
         for (e, code) in cases {
             assert_eq!(e.code(), code, "{e}");

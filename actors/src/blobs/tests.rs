@@ -195,3 +195,37 @@ fn contents_never_reach_the_log() {
     assert!(text.contains("AUTH"), "{text}");
     assert!(!text.contains("s3cr3t"), "{text}");
 }
+
+#[actix_rt::test]
+async fn handles_reach_the_service_and_report_it_gone() {
+    let addr = BlobService::with_defaults(&log(), None).unwrap().start();
+    let token = BlobHandle::new(addr.clone(), TOKEN);
+    assert_eq!(token.id(), TOKEN);
+    assert_eq!(token.set(&b"ab"[..]).await, Ok(2));
+    assert_eq!(token.append(vec![b'c']).await, Ok(3));
+    assert_eq!(&token.get(1, Some(1)).await.unwrap().data[..], b"b");
+    assert!(matches!(token.view().await, Err(BlobError::NotSingle { .. })));
+    assert_eq!(token.size().await, Ok(3));
+    assert_eq!(token.empty().await, Ok(0));
+    assert_eq!(token.set_direct(Bytes::from_static(b"xyz")).await, Ok(3));
+    assert_eq!(&token.view().await.unwrap()[..], b"xyz");
+    assert_eq!(token.destroy().await, Ok(0));
+    let bad = BlobHandle::new(addr.clone(), BlobId::new(BlobKind::Auth, 2));
+    assert!(matches!(bad.size().await, Err(BlobError::IdxOutOfRange { .. })));
+    // A handle used from a plain thread, off the actix loop.
+    let from_thread = token.clone();
+    let t = tokio::task::spawn_blocking(move || {
+        futures::executor::block_on(from_thread.set(&b"t"[..]))
+    });
+    assert_eq!(t.await.unwrap(), Ok(1));
+
+    // A service whose arbiter stopped: its mailbox is closed.
+    let arbiter = actix::Arbiter::new();
+    let svc = BlobService::with_defaults(&log(), None).unwrap();
+    let gone = BlobService::start_in_arbiter(&arbiter.handle(), move |_| svc);
+    let orphan = BlobHandle::new(gone, SERIAL);
+    assert_eq!(orphan.size().await, Ok(0));
+    arbiter.stop();
+    tokio::task::spawn_blocking(move || arbiter.join()).await.unwrap().unwrap();
+    assert_eq!(orphan.size().await, Err(BlobError::Unavailable));
+}
