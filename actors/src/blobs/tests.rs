@@ -229,3 +229,93 @@ async fn handles_reach_the_service_and_report_it_gone() {
     tokio::task::spawn_blocking(move || arbiter.join()).await.unwrap().unwrap();
     assert_eq!(orphan.size().await, Err(BlobError::Unavailable));
 }
+
+/// The environment variable that turns [`crash_child`] into the writer.
+const CRASH_DIR_VAR: &str = "LWSYS_BLOB_CRASH_DIR";
+
+fn words(v: &[u8]) -> Vec<u64> {
+    v.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// The writer half of `a_killed_writer_leaves_each_blob_before_or_after`:
+/// run as a child process of the test binary. It sets AUTH/0 to `n` words
+/// of value `n` and appends word `n` to AUTH/1, printing an ack after each
+/// reply, until it is killed.
+#[test]
+#[ignore = "run by a_killed_writer_leaves_each_blob_before_or_after"]
+fn crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_VAR) else { return };
+    let mut svc = service(std::path::Path::new(&dir));
+    let mut n = words(&read(&svc, TOKEN)).last().copied().unwrap_or(0);
+    loop {
+        n += 1;
+        let word = n.to_le_bytes();
+        let value: Vec<u8> =
+            word.iter().copied().cycle().take(8 * (n as usize % 200 + 1)).collect();
+        svc.set(REG, &value).unwrap();
+        println!("ack set {n}");
+        svc.append(TOKEN, &word).unwrap();
+        println!("ack append {n}");
+    }
+}
+
+#[test]
+fn a_killed_writer_leaves_each_blob_before_or_after() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    use rand::Rng;
+
+    let rounds = if std::env::var_os("LWSYS_SLOW_TESTS").is_some() { 100 } else { 6 };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::thread_rng();
+    let mut last_append = 0;
+    for _ in 0..rounds {
+        let mut child = Command::new(&exe)
+            .args(["--ignored", "--exact", "blobs::tests::crash_child", "--nocapture"])
+            .env(CRASH_DIR_VAR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut acked_set, mut acked_append) = (0u64, last_append);
+        let mut ack = |line: String| {
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next(), parts.next().and_then(|n| n.parse().ok())) {
+                (Some("ack"), Some("set"), Some(n)) => acked_set = n,
+                (Some("ack"), Some("append"), Some(n)) => acked_append = n,
+                _ => {}
+            }
+            acked_append
+        };
+        let stop_after = rng.gen_range(1..40);
+        for line in lines.by_ref() {
+            if ack(line.unwrap()) >= last_append + stop_after {
+                break;
+            }
+        }
+        // Kill somewhere inside a write, not just between two.
+        std::thread::sleep(std::time::Duration::from_micros(rng.gen_range(0..8000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Acks printed before the kill are still in the pipe.
+        for line in lines {
+            ack(line.unwrap());
+        }
+
+        let svc = service(dir.path());
+        let reg = words(&read(&svc, REG));
+        let n = reg.first().copied().unwrap_or(0);
+        assert!(n >= acked_set, "AUTH/0 went back from {acked_set} to {n}");
+        assert!(n <= acked_set + 1, "AUTH/0 {n} was never written (acked {acked_set})");
+        assert_eq!(reg.len() as u64, n % 200 + 1, "AUTH/0 is torn");
+        assert!(reg.iter().all(|w| *w == n), "AUTH/0 is torn");
+        let token = words(&read(&svc, TOKEN));
+        let m = token.len() as u64;
+        assert!(m >= acked_append && m <= acked_append + 1, "AUTH/1 has {m}, acked {acked_append}");
+        assert!(token.iter().copied().eq(1..=m), "AUTH/1 is not 1..={m}");
+        last_append = m;
+    }
+}
