@@ -3,11 +3,19 @@
 //! `lwsys-messages`.
 //!
 //! # Layout
+//! - [`blobs`]: `BlobService`, the sole owner of the system blobs, with the
+//!   pure lws blob model in [`blobs::model`].
+//! - [`store`]: `Store`, the durable redb store in the state directory,
+//!   shared by the services that keep state across restarts.
 //! - [`state`]: `StateService`, the sole owner of the current system state,
 //!   the consent journal, observers and waiters.
 #![forbid(unsafe_code)]
 
+pub mod blobs;
 pub mod state;
+pub mod store;
 pub mod time;
 
+pub use blobs::BlobService;
 pub use state::StateService;
+pub use store::Store;

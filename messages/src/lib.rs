@@ -2,6 +2,8 @@
 //! service messages and the JSON control protocol's types.
 //!
 //! # Layout
+//! - [`blobs`]: [`BlobKind`], [`BlobError`] and the messages of the system
+//!   blobs (`SetBlob`, `AppendBlob`, `GetBlob`, ...).
 //! - [`state`]: [`SystemState`], [`Verdict`] and the messages of the state
 //!   machine (`Consent`, `Changed`, `Aborted`, `Resume`, `Commit`, ...).
 //! - [`supervisor`]: requests to the `Supervisor` (walks, cycles, shutdown,
@@ -12,9 +14,11 @@
 //! service messages also implement `actix::Message`.
 #![forbid(unsafe_code)]
 
+pub mod blobs;
 pub mod protocol;
 pub mod state;
 
+pub use blobs::{BlobError, BlobId, BlobKind};
 pub use protocol::ErrorCode;
 #[cfg(feature = "actor")]
 pub use state::Observe;
