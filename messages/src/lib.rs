@@ -5,6 +5,8 @@
 //! - [`state`]: [`SystemState`], [`Verdict`] and the messages of the state
 //!   machine (`Consent`, `Changed`, `Aborted`, `Resume`, `Commit`, ...).
 //! - [`protocol`]: the control protocol's error codes and framing constants.
+//! - [`trust`]: the trust service's messages (`QueryTrust`, `GetTrustInfo`),
+//!   its answers (`TrustedCerts`, `TrustInfo`) and `TrustError`.
 //!
 //! This crate has no behaviour and no I/O. With the `actor` feature the
 //! service messages also implement `actix::Message`.
@@ -12,6 +14,7 @@
 
 pub mod protocol;
 pub mod state;
+pub mod trust;
 
 pub use protocol::ErrorCode;
 #[cfg(feature = "actor")]
