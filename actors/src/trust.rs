@@ -7,18 +7,16 @@
 //! [`TblbBackend`], [`CertDirBackend`], and [`JitVerifier`], the rustls
 //! verifier that looks CAs up by the AKIDs of the chain a server presents.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use lwsys_messages::trust::{
-    BackendInfo, GetTrustInfo, QueryTrust, TrustError, TrustInfo, TrustedCerts, MAX_SKID_LEN,
+    GetTrustInfo, QueryTrust, TrustError, TrustInfo, TrustedCerts, MAX_SKID_LEN,
 };
-use serde::{Deserialize, Serialize};
 use slog::{debug, Logger};
 
+mod backend;
 mod cache;
 mod certdir;
 mod store;
@@ -33,95 +31,12 @@ mod tests;
 #[cfg(test)]
 mod tls_tests;
 
+pub use backend::{TrustBackend, TrustConfig, TrustSource};
 pub use cache::{HostCache, DEFAULT_CACHE_MAX_BYTES, DEFAULT_CACHE_TTL, ENTRY_OVERHEAD};
 pub use certdir::CertDirBackend;
 pub use store::{unix_now, TrustStore};
 pub use tblb::{TblbBackend, TblbError, TBLB_HEADER_LEN, TBLB_MAGIC, TBLB_VERSION};
 pub use verifier::{JitVerifier, MAX_JIT_CAS};
-
-/// A source of trusted CA certificates, searchable by SKID. Lookups are
-/// synchronous and must be cheap (in memory): the TLS verifier calls them
-/// inside a handshake.
-pub trait TrustBackend: Send + Sync {
-    /// A name for logs and stats (the file or directory path).
-    fn name(&self) -> &str;
-    /// Every certificate (DER) whose SKID equals `skid` exactly.
-    fn lookup(&self, skid: &[u8]) -> Vec<Bytes>;
-    /// Counts for `system.info`.
-    fn info(&self) -> BackendInfo;
-}
-
-/// The trust query platform op (upstream's `jit_trust_query`): every
-/// trusted CA with a SKID, possibly answered later (a device may fetch it
-/// from flash or a web root). The default is the [`TrustStore`] over the
-/// configured backends; the `Builder` may install any implementation,
-/// including a closure `Fn(&[u8]) -> TrustReply`.
-pub trait TrustQuery: Send + Sync {
-    /// Every certificate with this SKID, or [`TrustError::NotFound`].
-    fn query(&self, skid: &[u8]) -> TrustReply;
-
-    /// What backs this query, for `system.info`; nothing by default.
-    fn info(&self) -> TrustInfo {
-        TrustInfo::default()
-    }
-}
-
-/// The answer of a [`TrustQuery`], which may come later.
-pub type TrustReply = BoxFuture<'static, Result<TrustedCerts, TrustError>>;
-
-impl TrustQuery for TrustStore {
-    fn query(&self, skid: &[u8]) -> TrustReply {
-        Box::pin(futures::future::ready(self.lookup(skid)))
-    }
-
-    fn info(&self) -> TrustInfo {
-        TrustStore::info(self)
-    }
-}
-
-impl<F> TrustQuery for F
-where
-    F: Fn(&[u8]) -> TrustReply + Send + Sync,
-{
-    fn query(&self, skid: &[u8]) -> TrustReply {
-        self(skid)
-    }
-}
-
-/// One trust backend in the configuration; TOML `{ blob = "path" }` or
-/// `{ cert_dir = "path" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrustSource {
-    /// An lws TBLB trust blob file.
-    Blob(PathBuf),
-    /// A directory of PEM or DER certificates, such as `/etc/ssl/certs`.
-    CertDir(PathBuf),
-}
-
-/// The trust service's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TrustConfig {
-    /// The backends, queried in this order. Default: none (every query is
-    /// `not_found`).
-    pub sources: Vec<TrustSource>,
-    /// How long a host's cached CA SKIDs live, in seconds. Default 3600.
-    pub cache_ttl_secs: u64,
-    /// The host cache's footprint bound in bytes; 0 disables the cache.
-    /// Default 32768.
-    pub cache_max_bytes: usize,
-}
-
-impl Default for TrustConfig {
-    fn default() -> Self {
-        Self {
-            sources: Vec::new(),
-            cache_ttl_secs: DEFAULT_CACHE_TTL.as_secs(),
-            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
-        }
-    }
-}
 
 /// Answers [`QueryTrust`] and [`GetTrustInfo`]. See the module docs.
 pub struct TrustService {
@@ -177,7 +92,7 @@ impl Handler<QueryTrust> for TrustService {
             ));
             return Box::pin(futures::future::ready(Err(e)));
         }
-        debug!(self.log, "trust query"; "skid" => hex::encode(&msg.skid));
+        debug!(self.log, "trust query"; "skid" => %store::HexSkid(&msg.skid));
         self.query.query(&msg.skid)
     }
 }
@@ -187,5 +102,42 @@ impl Handler<GetTrustInfo> for TrustService {
 
     fn handle(&mut self, _msg: GetTrustInfo, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.query.info())
+    }
+}
+
+/// The trust query platform op (upstream's `jit_trust_query`): every
+/// trusted CA with a SKID, possibly answered later (a device may fetch it
+/// from flash or a web root). The default is the [`TrustStore`] over the
+/// configured backends; the `Builder` may install any implementation,
+/// including a closure `Fn(&[u8]) -> TrustReply`.
+pub trait TrustQuery: Send + Sync {
+    /// Every certificate with this SKID, or [`TrustError::NotFound`].
+    fn query(&self, skid: &[u8]) -> TrustReply;
+
+    /// What backs this query, for `system.info`; nothing by default.
+    fn info(&self) -> TrustInfo {
+        TrustInfo::default()
+    }
+}
+
+/// The answer of a [`TrustQuery`], which may come later.
+pub type TrustReply = BoxFuture<'static, Result<TrustedCerts, TrustError>>;
+
+impl TrustQuery for TrustStore {
+    fn query(&self, skid: &[u8]) -> TrustReply {
+        Box::pin(futures::future::ready(self.lookup(skid)))
+    }
+
+    fn info(&self) -> TrustInfo {
+        TrustStore::info(self)
+    }
+}
+
+impl<F> TrustQuery for F
+where
+    F: Fn(&[u8]) -> TrustReply + Send + Sync,
+{
+    fn query(&self, skid: &[u8]) -> TrustReply {
+        self(skid)
     }
 }
