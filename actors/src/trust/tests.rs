@@ -342,6 +342,17 @@ fn store_queries_backends_in_order_and_reports_a_cert_once() {
     assert_eq!(info.cache.ttl_secs, 3600);
 }
 
+#[tokio::test(start_paused = true)]
+async fn store_cache_entries_expire_after_the_configured_ttl_on_tokio_time() {
+    let store = TrustStore::new(&logger(), Vec::new(), Duration::from_secs(3600), 4096);
+    store.remember("a.test", vec![vec![1; 20]]);
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    assert_eq!(store.cached_skids("a.test"), Some(vec![vec![1; 20]]));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(store.cached_skids("a.test"), None);
+    assert_eq!(store.info().cache.hosts, 0);
+}
+
 #[test]
 fn a_bad_source_fails_the_store_with_its_path() {
     let config = TrustConfig {
