@@ -9,13 +9,18 @@
 //!   shared by the services that keep state across restarts.
 //! - [`state`]: `StateService`, the sole owner of the current system state,
 //!   the consent journal, observers and waiters.
+//! - [`trust`]: `TrustService`, just-in-time CA trust: the trust query op
+//!   (`TrustQuery`), TBLB and cert-dir backends, the host cache and the
+//!   rustls `JitVerifier`.
 #![forbid(unsafe_code)]
 
 pub mod blobs;
 pub mod state;
 pub mod store;
 pub mod time;
+pub mod trust;
 
 pub use blobs::BlobService;
 pub use state::StateService;
 pub use store::Store;
+pub use trust::TrustService;

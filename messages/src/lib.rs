@@ -9,6 +9,8 @@
 //! - [`supervisor`]: requests to the `Supervisor` (walks, cycles, shutdown,
 //!   the notifier registry, explanations) and the events it pushes.
 //! - [`protocol`]: the control protocol's error codes and framing constants.
+//! - [`trust`]: the trust service's messages (`QueryTrust`, `GetTrustInfo`),
+//!   its answers (`TrustedCerts`, `TrustInfo`) and `TrustError`.
 //!
 //! This crate has no behaviour and no I/O. With the `actor` feature the
 //! service messages also implement `actix::Message`.
@@ -17,6 +19,7 @@
 pub mod blobs;
 pub mod protocol;
 pub mod state;
+pub mod trust;
 
 pub use blobs::{BlobError, BlobId, BlobKind};
 pub use protocol::ErrorCode;
