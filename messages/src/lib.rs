@@ -5,14 +5,19 @@
 //! - [`state`]: [`SystemState`], [`Verdict`] and the messages of the state
 //!   machine (`Consent`, `Changed`, `Aborted`, `Resume`, `Commit`, ...).
 //! - [`protocol`]: the control protocol's error codes and framing constants.
+//! - [`clock`]: reading and setting the time, `clock` events and errors.
 //!
 //! This crate has no behaviour and no I/O. With the `actor` feature the
 //! service messages also implement `actix::Message`.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod protocol;
 pub mod state;
 
+#[cfg(feature = "actor")]
+pub use clock::SubscribeClock;
+pub use clock::{ClockError, ClockEvent, ClockReading, ClockSource, GetClock, SetClock};
 pub use protocol::ErrorCode;
 #[cfg(feature = "actor")]
 pub use state::Observe;
