@@ -214,6 +214,10 @@ impl ClockService {
         result: Result<sntp::Sample, sntp::SntpError>,
         ctx: &mut Context<Self>,
     ) {
+        // DENY and RSTR mean "stop asking me" (RFC 4330 section 8): wait the
+        // longest delay rather than walk the schedule up again.
+        let refused = matches!(&result,
+            Err(sntp::SntpError::KissOfDeath(code)) if code == "DENY" || code == "RSTR");
         let applied = result.map_err(|e| e.to_string()).and_then(|s| {
             let target = i128::from(self.ops.now_us()) + i128::from(s.offset_us);
             let target = u64::try_from(target).map_err(|_| "offset out of range".to_owned())?;
@@ -242,7 +246,7 @@ impl ClockService {
                 self.became_valid();
             }
             Err(reason) => {
-                let delay = self.backoff.next_delay();
+                let delay = if refused { self.cfg.backoff_max } else { self.backoff.next_delay() };
                 let armed = self.arm(delay, ctx);
                 let retry_in_ms = u64::try_from(armed.as_millis()).unwrap_or(u64::MAX);
                 warn!(self.log, "sntp failed"; "server" => &server, "reason" => &reason,

@@ -308,6 +308,14 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn names_resolve_off_the_event_loop_and_literals_directly() {
+        let a = resolve("localhost:4123").await.unwrap();
+        assert!(a.ip().is_loopback() && a.port() == 4123, "{a}");
+        assert_eq!(resolve("127.0.0.1").await.unwrap(), "127.0.0.1:123".parse().unwrap());
+        assert!(matches!(resolve("no-such-host.invalid").await, Err(SntpError::Resolve { .. })));
+    }
+
     #[test]
     fn request_is_a_v4_client_packet_with_our_timestamp() {
         let p = request(0x0102_0304_0506_0708);

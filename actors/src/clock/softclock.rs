@@ -10,7 +10,13 @@ use nix::errno::Errno;
 use nix::sys::time::TimeSpec;
 use nix::time::{clock_settime, ClockId};
 
-use crate::time::unix_us;
+/// The host clock in Unix microseconds (0 before 1970), read directly so
+/// that `time::unix_us` may itself be built on [`SoftClock::global`].
+pub fn host_unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
 
 /// Where a `set_clock` put the time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +52,8 @@ static GLOBAL: LazyLock<SoftClock> = LazyLock::new(SoftClock::default);
 
 impl SoftClock {
     /// The process-wide soft clock the daemon's ops use, so that
-    /// `time::unix_us` can add the same offset to every timestamp.
+    /// `time::unix_us` can add the same offset to every timestamp (tests
+    /// use their own instances instead, so they cannot disturb each other).
     pub fn global() -> &'static SoftClock {
         &GLOBAL
     }
@@ -64,7 +71,7 @@ impl SoftClock {
     /// The host clock plus the offset, in Unix microseconds (0 if that is
     /// before 1970).
     pub fn now_us(&self) -> u64 {
-        let host = i128::from(unix_us());
+        let host = i128::from(host_unix_us());
         u64::try_from(host + i128::from(self.offset_us())).unwrap_or(0)
     }
 }
@@ -121,7 +128,7 @@ impl ClockOps for LinuxClockOps {
                 Err(e) => return Err(ClockError::Io(format!("clock_settime: {e}"))),
             }
         }
-        let host = i128::from(unix_us());
+        let host = i128::from(host_unix_us());
         let offset = i128::from(target_us) - host;
         self.soft.set_offset_us(i64::try_from(offset).unwrap_or(0));
         Ok(SetOutcome::Soft)
@@ -142,6 +149,7 @@ impl ClockOps for LinuxClockOps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::unix_us;
 
     #[test]
     fn soft_path_moves_only_lwsys_time() {

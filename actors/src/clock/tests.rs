@@ -228,6 +228,30 @@ async fn kiss_of_death_is_rejected_with_its_code() {
 }
 
 #[actix_rt::test]
+async fn deny_kiss_waits_the_longest_delay() {
+    let addr = fake_peer(|q| {
+        let mut p = good_reply(q);
+        p[1] = 0;
+        p[12..16].copy_from_slice(b"DENY");
+        p
+    })
+    .await;
+    let cfg = ClockConfig {
+        backoff_min: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(300),
+        ..sntp_cfg()
+    };
+    let mut r = rig(cfg, server_from_fn(move || addr.to_string()));
+    match next_event(&mut r.events, Duration::from_secs(5)).await {
+        ClockEvent::Failed { reason, retry_in_ms, .. } => {
+            assert_eq!(reason, "kiss-of-death DENY");
+            assert_eq!(retry_in_ms, 300_000);
+        }
+        e => panic!("expected failed, got {e:?}"),
+    }
+}
+
+#[actix_rt::test]
 async fn reply_with_another_origin_is_rejected() {
     assert_rejected(
         |q| {
