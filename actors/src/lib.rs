@@ -12,15 +12,20 @@
 //! - [`trust`]: `TrustService`, just-in-time CA trust: the trust query op
 //!   (`TrustQuery`), TBLB and cert-dir backends, the host cache and the
 //!   rustls `JitVerifier`.
+//! - [`clock`]: `ClockService`, which holds TIME_VALID until the time is
+//!   known (host clock, SNTP or `clock.set`), with the clock ops, the soft
+//!   clock and the SNTP client.
 #![forbid(unsafe_code)]
 
 pub mod blobs;
+pub mod clock;
 pub mod state;
 pub mod store;
 pub mod time;
 pub mod trust;
 
 pub use blobs::BlobService;
+pub use clock::ClockService;
 pub use state::StateService;
 pub use store::Store;
 pub use trust::TrustService;

@@ -11,17 +11,22 @@
 //! - [`protocol`]: the control protocol's error codes and framing constants.
 //! - [`trust`]: the trust service's messages (`QueryTrust`, `GetTrustInfo`),
 //!   its answers (`TrustedCerts`, `TrustInfo`) and `TrustError`.
+//! - [`clock`]: reading and setting the time, `clock` events and errors.
 //!
 //! This crate has no behaviour and no I/O. With the `actor` feature the
 //! service messages also implement `actix::Message`.
 #![forbid(unsafe_code)]
 
 pub mod blobs;
+pub mod clock;
 pub mod protocol;
 pub mod state;
 pub mod trust;
 
 pub use blobs::{BlobError, BlobId, BlobKind};
+#[cfg(feature = "actor")]
+pub use clock::SubscribeClock;
+pub use clock::{ClockError, ClockEvent, ClockReading, ClockSource, GetClock, SetClock};
 pub use protocol::ErrorCode;
 #[cfg(feature = "actor")]
 pub use state::Observe;
