@@ -100,3 +100,27 @@ mod tests {
         }
     }
 }
+
+/// Every op of the control protocol, as named on the wire. `docs/protocol.md`
+/// documents each (a test checks).
+pub const OPS: &[&str] = &[
+    "hello",
+    "state.get",
+    "state.steps",
+    "state.jump",
+    "state.wait",
+    "state.explain",
+    "state.policy_invalidate",
+    "state.enter_modal",
+    "state.leave_modal",
+    "notifier.register",
+    "notifier.resume",
+    "notifier.unregister",
+    "consent.reply",
+    "subscribe",
+    "system.info",
+    "system.shutdown",
+];
+
+/// The event topics a client may subscribe to.
+pub const TOPICS: &[&str] = &["state", "notifier", "clock", "ota"];

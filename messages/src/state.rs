@@ -342,6 +342,7 @@ pub struct JournalEntry {
     /// read per closure would cost more than the closures themselves.
     pub inline_ns: u64,
     /// How the round ended.
+    #[serde(flatten)]
     pub outcome: RoundOutcome,
 }
 

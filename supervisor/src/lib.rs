@@ -4,6 +4,8 @@
 //! - [`supervisor`]: the `Supervisor` actor (notifier registry, transition
 //!   queue, consent rounds).
 //! - [`config`]: the `lwsysd` command line and TOML config.
+//! - [`control`]: the JSON-lines control server, one session per client.
+//! - [`daemon`]: the `lwsysd` runner: sockets, signals, orderly exit.
 //! - [`logging`]: slog to stderr, term or JSON.
 //! - [`builder`]: `Builder`, the context-creation info (notifiers seen from
 //!   the first transition, timing, boot target).
@@ -12,6 +14,8 @@
 
 pub mod builder;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod handle;
 pub mod logging;
 pub mod supervisor;

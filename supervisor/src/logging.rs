@@ -18,24 +18,26 @@ pub fn parse_level(s: &str) -> Option<Level> {
     }
 }
 
-/// A logger writing to stderr in `format`, dropping records below `level`.
+/// A logger writing to stderr in `format`, dropping records below `level`,
+/// and the guard whose drop flushes what is queued.
 /// Records go through a bounded async queue so logging never blocks the
 /// event loop (`slog_async` drops records rather than stall if stderr
 /// does).
-pub fn stderr_logger(format: LogFormat, level: &str) -> Logger {
+pub fn stderr_logger(format: LogFormat, level: &str) -> (Logger, slog_async::AsyncGuard) {
     let level = parse_level(level).unwrap_or(Level::Info);
     match format {
         LogFormat::Term => {
-            let d = slog_term::FullFormat::new(slog_term::PlainSyncDecorator::new(std::io::stderr()))
-                .build()
-                .fuse();
-            let d = slog_async::Async::new(d).chan_size(4096).build().fuse();
-            Logger::root(d.filter_level(level).fuse(), o!())
+            let d =
+                slog_term::FullFormat::new(slog_term::PlainSyncDecorator::new(std::io::stderr()))
+                    .build()
+                    .fuse();
+            let (d, guard) = slog_async::Async::new(d).chan_size(4096).build_with_guard();
+            (Logger::root(d.fuse().filter_level(level).fuse(), o!()), guard)
         }
         LogFormat::Json => {
             let d = slog_json::Json::new(std::io::stderr()).add_default_keys().build().fuse();
-            let d = slog_async::Async::new(d).chan_size(4096).build().fuse();
-            Logger::root(d.filter_level(level).fuse(), o!())
+            let (d, guard) = slog_async::Async::new(d).chan_size(4096).build_with_guard();
+            (Logger::root(d.fuse().filter_level(level).fuse(), o!()), guard)
         }
     }
 }
