@@ -5,14 +5,18 @@
 //! - [`state`]: [`SystemState`], [`Verdict`] and the messages of the state
 //!   machine (`Consent`, `Changed`, `Aborted`, `Resume`, `Commit`, ...).
 //! - [`protocol`]: the control protocol's error codes and framing constants.
+//! - [`ota`]: OTA status, progress events, `CheckOta`, `ReportCurrent`,
+//!   `GetOtaStatus` and `OtaError`.
 //!
 //! This crate has no behaviour and no I/O. With the `actor` feature the
 //! service messages also implement `actix::Message`.
 #![forbid(unsafe_code)]
 
+pub mod ota;
 pub mod protocol;
 pub mod state;
 
+pub use ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
 pub use protocol::ErrorCode;
 #[cfg(feature = "actor")]
 pub use state::Observe;
