@@ -133,14 +133,23 @@ impl ResumingBody<'_> {
     }
 
     fn reopen(&mut self, why: &str) -> io::Result<()> {
-        if self.resumes >= self.fetcher.cfg.max_resumes {
-            return Err(io::Error::other(OtaError::Network(format!(
-                "{}: {why} after {} resumes",
-                self.url, self.resumes
-            ))));
-        }
-        self.resumes += 1;
-        let resp = self.fetcher.get(&self.url, self.offset).map_err(io::Error::other)?;
+        let resp = loop {
+            if self.resumes >= self.fetcher.cfg.max_resumes {
+                return Err(io::Error::other(OtaError::Network(format!(
+                    "{}: {why} after {} resumes",
+                    self.url, self.resumes
+                ))));
+            }
+            self.resumes += 1;
+            match self.fetcher.get(&self.url, self.offset) {
+                Ok(resp) => break resp,
+                // The network may still be down: back off a little, retry.
+                Err(OtaError::Network(_)) => {
+                    std::thread::sleep(Duration::from_millis(250 * u64::from(self.resumes)));
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        };
         match resp.status() {
             206 => {
                 let range = resp.header("Content-Range").unwrap_or("");

@@ -141,7 +141,13 @@ fn stream(
             };
             match gz.read(rest) {
                 Ok(0) => break,
-                Ok(n) => filled += n,
+                Ok(n) => {
+                    filled += n;
+                    // Abort as soon as the image is longer than promised.
+                    if total + filled as u64 > m.size {
+                        return Err(OtaError::ImageTooLong(m.size));
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(read_error(e)),
             }

@@ -558,3 +558,39 @@ proptest! {
         prop_assert!(verify_manifest(&b, pk, &policy).is_err());
     }
 }
+
+/// Throughput of the whole pipeline (MB/s of inflated image) against
+/// `curl | gunzip | sha512sum > file` on the same loopback server.
+/// Run: `cargo test --release -p lwsys-actors pipeline_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "a figure, not a check: run in release with --ignored"]
+fn pipeline_throughput_on_loopback() {
+    use std::io::Write as _;
+    const MIB: usize = 256;
+    let f = Fixture::new();
+    let src = f.repo.with_extension("big");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+    for i in 0..MIB {
+        out.write_all(&image_bytes(1 << 20, i as u64 + 7)).unwrap();
+    }
+    drop(out);
+    let m = publish(&private_jwk(&f.key), VARIANT, &src, &f.repo, 1000).unwrap();
+    let mut slots = f.slots();
+    let t = std::time::Instant::now();
+    f.run(&mut slots).unwrap();
+    let ours = t.elapsed().as_secs_f64();
+    let sink = f.state.join("curl.out");
+    let url = format!("{}/{VARIANT}/{}", f.server.url(), m.path);
+    let t = std::time::Instant::now();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("curl -s {url} | gunzip | tee {} | sha512sum >/dev/null", sink.display()))
+        .status();
+    let theirs = t.elapsed().as_secs_f64();
+    let mb = m.size as f64 / 1e6;
+    eprintln!(
+        "pipeline: {MIB} MiB in {ours:.2} s = {:.0} MB/s; curl|gunzip|sha512sum ({status:?}): {theirs:.2} s = {:.0} MB/s",
+        mb / ours,
+        mb / theirs
+    );
+}
