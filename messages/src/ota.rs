@@ -87,10 +87,14 @@ pub struct OtaStatus {
     pub confirmed_unixtime: u64,
     /// Why the last rollback happened, if any.
     pub last_rollback_reason: Option<String>,
+    /// Why the last check or install failed, if it did.
+    pub last_error: Option<String>,
 }
 
-/// An `ota` topic event: progress of an update.
+/// An `ota` topic event: progress of an update. Sent by the OTA worker
+/// thread to `OtaService` (and by it to `ota` subscribers); no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
 pub struct OtaEvent {
     /// Current phase.
     pub phase: OtaPhase,

@@ -447,6 +447,10 @@ impl OtaOps for SlotDir {
         self.state.rolled_back_unixtime
     }
 
+    fn status(&self) -> OtaStatus {
+        SlotDir::status(self)
+    }
+
     fn periodic_check_secs(&self) -> u64 {
         self.periodic_check_secs
     }

@@ -594,3 +594,50 @@ fn pipeline_throughput_on_loopback() {
         mb / theirs
     );
 }
+
+/// Forwards `ota` events to a channel so a test can wait on them.
+struct EventTap(tokio::sync::mpsc::UnboundedSender<OtaEvent>);
+
+impl actix::Actor for EventTap {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<OtaEvent> for EventTap {
+    type Result = ();
+
+    fn handle(&mut self, e: OtaEvent, _: &mut actix::Context<Self>) {
+        let _ = self.0.send(e);
+    }
+}
+
+#[actix_rt::test]
+async fn service_check_installs_and_report_current_confirms() {
+    use actix::Actor as _;
+    use lwsys_messages::ota::{CheckOta, GetOtaStatus, ReportCurrent};
+    let f = Fixture::new();
+    f.publish(1000, 300_000);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let tap = EventTap(tx).start();
+    let svc = OtaService::new(
+        &log(),
+        Box::new(f.slots()),
+        FetchConfig::new(&f.server.url(), VARIANT),
+        f.public,
+        ManifestPolicy::new(VARIANT),
+        Some(tap.recipient()),
+    )
+    .start();
+    svc.send(CheckOta).await.unwrap().unwrap();
+    assert!(matches!(svc.send(CheckOta).await.unwrap(), Err(OtaError::Busy(_))));
+    while let Some(e) = rx.recv().await {
+        if e.phase == OtaPhase::Done {
+            break;
+        }
+        assert_ne!(e.phase, OtaPhase::Failed);
+    }
+    let s = svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!((s.phase, s.percent, s.selected.as_str()), (OtaPhase::Done, 100, "b"));
+    let s = svc.send(ReportCurrent { bad: false }).await.unwrap().unwrap();
+    assert_eq!(s.confirmed_unixtime, 1000);
+    assert_eq!(s.slots[1].status, SlotStatus::Good);
+}
