@@ -15,10 +15,13 @@
 //! - [`clock`]: `ClockService`, which holds TIME_VALID until the time is
 //!   known (host clock, SNTP or `clock.set`), with the clock ops, the soft
 //!   clock and the SNTP client.
+//! - [`ota`]: signed manifests, the streaming download pipeline, the
+//!   `OtaOps` trait and the default A/B `SlotDir` platform.
 #![forbid(unsafe_code)]
 
 pub mod blobs;
 pub mod clock;
+pub mod ota;
 pub mod state;
 pub mod store;
 pub mod time;

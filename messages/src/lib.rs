@@ -12,6 +12,8 @@
 //! - [`trust`]: the trust service's messages (`QueryTrust`, `GetTrustInfo`),
 //!   its answers (`TrustedCerts`, `TrustInfo`) and `TrustError`.
 //! - [`clock`]: reading and setting the time, `clock` events and errors.
+//! - [`ota`]: OTA status, progress events, `CheckOta`, `ReportCurrent`,
+//!   `GetOtaStatus` and `OtaError`.
 //!
 //! This crate has no behaviour and no I/O. With the `actor` feature the
 //! service messages also implement `actix::Message`.
@@ -19,6 +21,7 @@
 
 pub mod blobs;
 pub mod clock;
+pub mod ota;
 pub mod protocol;
 pub mod state;
 pub mod trust;
@@ -27,6 +30,7 @@ pub use blobs::{BlobError, BlobId, BlobKind};
 #[cfg(feature = "actor")]
 pub use clock::SubscribeClock;
 pub use clock::{ClockError, ClockEvent, ClockReading, ClockSource, GetClock, SetClock};
+pub use ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
 pub use protocol::ErrorCode;
 #[cfg(feature = "actor")]
 pub use state::Observe;

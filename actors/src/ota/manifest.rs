@@ -1,0 +1,176 @@
+//! The signed update manifest: a compact JWS (ES512) over lws_ota's JSON
+//! payload, verified strictly (exact variant, newer unixtime, sane path).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use lwsys_messages::OtaError;
+use p521::ecdsa::signature::{Signer as _, Verifier as _};
+use p521::ecdsa::{Signature, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// Bytes in an ES512 signature (r || s).
+pub const SIGNATURE_LEN: usize = 132;
+
+/// The manifest payload, field for field as upstream's tooling writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Firmware variant; must equal the device's exactly.
+    pub variant: String,
+    /// The gzip image's file name next to the manifest.
+    pub path: String,
+    /// Bytes of the inflated image.
+    pub size: u64,
+    /// Release time; orders releases.
+    pub unixtime: u64,
+    /// SHA-512 of the inflated image, 128 hex digits.
+    pub sha512: String,
+    /// Whether to reboot after installing.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// What a manifest must satisfy besides its signature.
+#[derive(Debug, Clone)]
+pub struct ManifestPolicy {
+    /// The device's variant.
+    pub variant: String,
+    /// The last confirmed install's unixtime; the manifest must be newer.
+    pub installed_unixtime: u64,
+    /// The newest rolled-back release; it and older ones are not retried.
+    pub rolled_back_unixtime: u64,
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest inflated image accepted, in bytes.
+    pub max_image_bytes: u64,
+}
+
+impl ManifestPolicy {
+    /// A policy for `variant` with default limits (64 KiB manifest, 4 GiB
+    /// image) and nothing installed yet.
+    pub fn new(variant: &str) -> Self {
+        Self {
+            variant: variant.to_owned(),
+            installed_unixtime: 0,
+            rolled_back_unixtime: 0,
+            max_manifest_bytes: 64 * 1024,
+            max_image_bytes: 4 << 30,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: Option<String>,
+}
+
+fn malformed(msg: impl Into<String>) -> OtaError {
+    OtaError::Malformed(msg.into())
+}
+
+fn b64(part: &str, what: &str) -> Result<Vec<u8>, OtaError> {
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed(format!("{what} is not base64url")))
+}
+
+/// Checks that `path` names a plain file next to the manifest.
+pub fn check_path(path: &str) -> Result<(), OtaError> {
+    let bad = path.is_empty()
+        || path.contains(['/', '\\', ':', '\0'])
+        || path.contains("..")
+        || path.chars().any(char::is_control);
+    if bad {
+        return Err(OtaError::BadPath(path.to_owned()));
+    }
+    Ok(())
+}
+
+/// Verifies a compact JWS manifest with the issuer's key and checks it
+/// against `policy`. The signature is checked before anything in the
+/// payload is trusted; the header must say exactly `ES512`.
+pub fn verify_manifest(
+    jws: &[u8],
+    key: &VerifyingKey,
+    policy: &ManifestPolicy,
+) -> Result<Manifest, OtaError> {
+    if jws.len() as u64 > policy.max_manifest_bytes {
+        return Err(OtaError::ManifestTooLarge {
+            size: jws.len() as u64,
+            max: policy.max_manifest_bytes,
+        });
+    }
+    let text = std::str::from_utf8(jws).map_err(|_| malformed("not UTF-8"))?;
+    // Tolerate the trailing newline a file written by hand may have.
+    let text = text.trim_end_matches(['\n', '\r']);
+    let mut parts = text.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed("not header.payload.signature"));
+    };
+    let header: Header = serde_json::from_slice(&b64(h, "header")?)
+        .map_err(|e| malformed(format!("header: {e}")))?;
+    match header.alg.as_deref() {
+        Some("ES512") => {}
+        other => return Err(OtaError::BadAlg(other.unwrap_or("").to_owned())),
+    }
+    let sig = b64(s, "signature")?;
+    if sig.len() != SIGNATURE_LEN {
+        return Err(OtaError::BadSignature);
+    }
+    let sig = Signature::from_slice(&sig).map_err(|_| OtaError::BadSignature)?;
+    let signed_len = h.len() + 1 + p.len();
+    let signed = text.get(..signed_len).ok_or(OtaError::BadSignature)?;
+    key.verify(signed.as_bytes(), &sig).map_err(|_| OtaError::BadSignature)?;
+    let m: Manifest = serde_json::from_slice(&b64(p, "payload")?)
+        .map_err(|e| malformed(format!("payload: {e}")))?;
+    check_manifest(&m, policy)?;
+    Ok(m)
+}
+
+/// The checks on a signed payload.
+pub fn check_manifest(m: &Manifest, policy: &ManifestPolicy) -> Result<(), OtaError> {
+    // Exact match: upstream compares a prefix, so "" or "xyz" would pass on
+    // an "xyz-v1" device and could brick it.
+    if m.variant != policy.variant {
+        return Err(OtaError::WrongVariant {
+            want: policy.variant.clone(),
+            got: m.variant.clone(),
+        });
+    }
+    check_path(&m.path)?;
+    if m.sha512.len() != 128 || !m.sha512.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(OtaError::BadHash);
+    }
+    if m.size > policy.max_image_bytes {
+        return Err(OtaError::ImageTooLarge { size: m.size, max: policy.max_image_bytes });
+    }
+    if m.unixtime <= policy.installed_unixtime {
+        return Err(OtaError::NotNewer {
+            manifest: m.unixtime,
+            installed: policy.installed_unixtime,
+        });
+    }
+    if m.unixtime <= policy.rolled_back_unixtime {
+        return Err(OtaError::RolledBack(m.unixtime));
+    }
+    Ok(())
+}
+
+/// Signs `payload` (any JSON value, so tests can sign bad payloads) as a
+/// compact JWS with header `{"alg":"ES512"}`, the way upstream's tooling
+/// does.
+pub fn sign_payload(key: &SigningKey, payload: &serde_json::Value) -> String {
+    sign_with_header(key, r#"{"alg":"ES512"}"#, payload.to_string().as_bytes())
+}
+
+/// Signs arbitrary header and payload bytes (for tests of other algs).
+pub fn sign_with_header(key: &SigningKey, header: &str, payload: &[u8]) -> String {
+    let signed = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+    let sig: Signature = key.sign(signed.as_bytes());
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+}
+
+/// Signs a manifest.
+pub fn sign_manifest(key: &SigningKey, m: &Manifest) -> String {
+    let payload = serde_json::to_value(m).unwrap_or_default();
+    sign_payload(key, &payload)
+}

@@ -1,0 +1,283 @@
+//! Messages, status and errors of the OTA service (`OtaService`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ErrorCode;
+
+/// Where an update stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OtaPhase {
+    /// Nothing under way.
+    #[default]
+    Idle,
+    /// Fetching and verifying the manifest.
+    Checking,
+    /// Streaming the image into the inactive slot.
+    Downloading,
+    /// Image written; checking size and hash.
+    Verifying,
+    /// Verified; switching the slot over.
+    Finalizing,
+    /// Installed and selected (100 %); a reboot boots it as a trial.
+    Done,
+    /// The last attempt failed; see the error.
+    Failed,
+}
+
+impl fmt::Display for OtaPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::Idle => "idle",
+            Self::Checking => "checking",
+            Self::Downloading => "downloading",
+            Self::Verifying => "verifying",
+            Self::Finalizing => "finalizing",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        };
+        f.write_str(s)
+    }
+}
+
+/// The health of one A/B slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotStatus {
+    /// Never written.
+    #[default]
+    Empty,
+    /// Booted and confirmed.
+    Good,
+    /// Verified and selected, not yet confirmed by a boot.
+    Trial,
+    /// Being written, failed, or rolled back: never selected.
+    Bad,
+}
+
+/// One slot as shown by `ota.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    /// `a` or `b`.
+    pub name: String,
+    /// Its health.
+    pub status: SlotStatus,
+    /// The release's unixtime written there (0 for the factory image).
+    pub unixtime: u64,
+}
+
+/// Reply to [`GetOtaStatus`]: the `ota.status` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct OtaStatus {
+    /// Current phase.
+    pub phase: OtaPhase,
+    /// Progress of the current phase, 0..=100.
+    pub percent: u8,
+    /// Inflated image bytes written so far.
+    pub bytes: u64,
+    /// The slots and their health.
+    pub slots: Vec<SlotInfo>,
+    /// The selected (next boot) slot.
+    pub selected: String,
+    /// Unixtime of the last release written and selected as a trial.
+    pub attempted_unixtime: u64,
+    /// Unixtime of the last release confirmed good.
+    pub confirmed_unixtime: u64,
+    /// Why the last rollback happened, if any.
+    pub last_rollback_reason: Option<String>,
+    /// Why the last check or install failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// An `ota` topic event: progress of an update. Sent by the OTA worker
+/// thread to `OtaService` (and by it to `ota` subscribers); no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+pub struct OtaEvent {
+    /// Current phase.
+    pub phase: OtaPhase,
+    /// Percent of the image, 0..=100; 100 only once finalized.
+    pub percent: u8,
+    /// Inflated bytes written so far.
+    pub bytes: u64,
+}
+
+/// `ota.check`, sent by the protocol session: force a check now.
+/// The reply is `Ok(())` once the check is scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "Result<(), OtaError>"))]
+pub struct CheckOta;
+
+/// `ota.report_current {bad}`, sent by the protocol session or the
+/// Supervisor (auto-confirm): `bad: false` confirms a trial boot,
+/// `bad: true` marks the current slot bad and selects the other good one.
+/// The reply is the new status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "actor",
+    derive(actix::Message),
+    rtype(result = "Result<OtaStatus, OtaError>")
+)]
+pub struct ReportCurrent {
+    /// Whether the current boot is bad.
+    pub bad: bool,
+}
+
+/// `ota.status`, sent by the protocol session; answered with [`OtaStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "OtaStatus"))]
+pub struct GetOtaStatus;
+
+/// Why an update was rejected or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OtaError {
+    /// The manifest is not a well-formed compact JWS or its JSON is bad.
+    #[error("malformed manifest: {0}")]
+    Malformed(String),
+    /// The manifest is larger than the configured maximum.
+    #[error("manifest of {size} bytes is over the {max} byte limit")]
+    ManifestTooLarge {
+        /// Bytes received so far.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The JWS `alg` is not ES512.
+    #[error("manifest alg {0:?} is not ES512")]
+    BadAlg(String),
+    /// The signature does not verify with the issuer's key.
+    #[error("manifest signature does not verify")]
+    BadSignature,
+    /// The manifest is for another variant.
+    #[error("manifest variant {got:?} is not ours ({want:?})")]
+    WrongVariant {
+        /// Ours.
+        want: String,
+        /// The manifest's.
+        got: String,
+    },
+    /// Not newer than the last confirmed install.
+    #[error("release {manifest} is not newer than the installed {installed}")]
+    NotNewer {
+        /// The manifest's unixtime.
+        manifest: u64,
+        /// The last confirmed install.
+        installed: u64,
+    },
+    /// This release was rolled back before and is not retried.
+    #[error("release {0} was rolled back; waiting for a newer one")]
+    RolledBack(u64),
+    /// The image `size` is over the configured maximum.
+    #[error("image of {size} bytes is over the {max} byte limit")]
+    ImageTooLarge {
+        /// The manifest's size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// `sha512` is not 128 hex digits.
+    #[error("manifest sha512 is not 128 hex digits")]
+    BadHash,
+    /// `path` is empty or has `/`, `\`, `..` or a scheme.
+    #[error("manifest path {0:?} is not a plain file name")]
+    BadPath(String),
+    /// The issuer key (JWK) is unusable.
+    #[error("bad key: {0}")]
+    BadKey(String),
+    /// The image inflates to more than `size` bytes.
+    #[error("image is longer than the manifest's {0} bytes")]
+    ImageTooLong(u64),
+    /// The image ended before `size` bytes.
+    #[error("image ended after {got} of {want} bytes")]
+    ImageTooShort {
+        /// Bytes inflated.
+        got: u64,
+        /// The manifest's size.
+        want: u64,
+    },
+    /// The inflated image's SHA-512 differs from the manifest's.
+    #[error("image hash does not match the manifest")]
+    HashMismatch,
+    /// The gzip stream is corrupt (bad header, data, CRC or length).
+    #[error("corrupt gzip stream: {0}")]
+    Gzip(String),
+    /// The server answered with an HTTP error status.
+    #[error("server answered HTTP {status} for {url}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The URL asked for.
+        url: String,
+    },
+    /// Network failure (connect, timeout, connection lost past retries).
+    #[error("network: {0}")]
+    Network(String),
+    /// A file operation on the slots or state failed.
+    #[error("io: {0}")]
+    Io(String),
+    /// The slots are not in a state that allows this (such as writing
+    /// while a trial is unconfirmed).
+    #[error("slots busy: {0}")]
+    Busy(String),
+    /// The update was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// OTA is not configured.
+    #[error("ota not configured: {0}")]
+    NotConfigured(String),
+}
+
+impl OtaError {
+    /// The protocol error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Malformed(_) | Self::BadHash | Self::BadPath(_) | Self::BadKey(_) => {
+                ErrorCode::BadRequest
+            }
+            Self::ManifestTooLarge { .. } | Self::ImageTooLarge { .. } | Self::ImageTooLong(_) => {
+                ErrorCode::TooLarge
+            }
+            Self::BadAlg(_) | Self::BadSignature | Self::WrongVariant { .. } => {
+                ErrorCode::Forbidden
+            }
+            Self::NotNewer { .. } | Self::RolledBack(_) => ErrorCode::OutOfRange,
+            Self::ImageTooShort { .. } | Self::HashMismatch | Self::Gzip(_) => {
+                ErrorCode::BadRequest
+            }
+            Self::Http { status: 404, .. } => ErrorCode::NotFound,
+            Self::Http { .. } | Self::Network(_) | Self::Io(_) => ErrorCode::Io,
+            Self::Busy(_) => ErrorCode::Busy,
+            Self::Cancelled => ErrorCode::Denied,
+            Self::NotConfigured(_) => ErrorCode::NotFound,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_json() {
+        let s = OtaStatus {
+            phase: OtaPhase::Downloading,
+            percent: 42,
+            slots: vec![SlotInfo { name: "a".into(), status: SlotStatus::Trial, unixtime: 7 }],
+            ..OtaStatus::default()
+        };
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(j.contains("\"downloading\"") && j.contains("\"trial\""));
+        assert_eq!(serde_json::from_str::<OtaStatus>(&j).unwrap(), s);
+    }
+
+    #[test]
+    fn errors_map_to_protocol_codes() {
+        assert_eq!(OtaError::BadSignature.code(), ErrorCode::Forbidden);
+        let e = OtaError::Http { status: 404, url: "u".into() };
+        assert_eq!(e.code(), ErrorCode::NotFound);
+        assert_eq!(OtaError::ImageTooLong(1).code(), ErrorCode::TooLarge);
+    }
+}
