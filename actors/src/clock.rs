@@ -356,6 +356,14 @@ impl Handler<Consent> for ClockService {
     }
 }
 
+impl Handler<lwsys_messages::state::Aborted> for ClockService {
+    type Result = ();
+
+    /// The clock prepares nothing for a transition, so there is nothing to
+    /// undo.
+    fn handle(&mut self, _msg: lwsys_messages::state::Aborted, _ctx: &mut Self::Context) {}
+}
+
 impl Handler<Changed> for ClockService {
     type Result = ();
 

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use actix::{Actor, Addr, Handler};
+use actix::{Actor, Addr, AsyncContext, Handler};
 use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
 use lwsys_messages::state::{Aborted, Changed, Consent, SystemState};
 use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};
 use slog::Logger;
 
 use crate::handle::{actor_registration, SystemHandle};
+use crate::services::ServiceConfig;
 use crate::supervisor::{InlineNotifier, Supervisor, SupervisorConfig};
 
 /// A notifier given at build time.
@@ -46,6 +47,9 @@ pub enum BuildError {
     /// Two notifiers share a name, or a name is invalid.
     #[error(transparent)]
     Notifier(#[from] NotifierError),
+    /// A service could not start.
+    #[error(transparent)]
+    Service(#[from] crate::services::ServiceError),
 }
 
 /// Gathers what a system needs, then starts it. See the module docs.
@@ -55,6 +59,7 @@ pub struct Builder {
     boot_target: SystemState,
     journal_len: usize,
     notifiers: Vec<NotifierSpec>,
+    services: Option<ServiceConfig>,
 }
 
 impl Default for Builder {
@@ -73,6 +78,7 @@ impl Builder {
             boot_target: SystemState::Operational,
             journal_len: DEFAULT_JOURNAL_LEN,
             notifiers: Vec::new(),
+            services: None,
         }
     }
 
@@ -118,11 +124,32 @@ impl Builder {
         self.notifiers([NotifierSpec::inline(name, f)])
     }
 
+    /// Run the services of a full system (blobs, clock, trust) beside the
+    /// consent engine. Without this the system is the bare state machine.
+    /// The clock is registered as the first notifier.
+    pub fn services(mut self, cfg: ServiceConfig) -> Self {
+        self.services = Some(cfg);
+        self
+    }
+
     /// Start the system. Must be called inside a running actix `System`.
     pub fn start(self) -> Result<SystemHandle, BuildError> {
         let state = StateService::new(&self.log, self.journal_len).start();
+        // The supervisor's address exists before it runs, so services that
+        // resume walks can be given it and still be build-time notifiers.
+        let sup_ctx: actix::Context<Supervisor> = actix::Context::new();
+        let sup_addr = sup_ctx.address();
         let mut inline = Vec::new();
         let mut actors = Vec::new();
+        let services = match self.services {
+            Some(cfg) => {
+                let name = cfg.clock.name.clone();
+                let s = crate::services::start(&self.log, cfg, sup_addr.clone().recipient())?;
+                actors.push(actor_registration(&name, &s.clock, "builtin"));
+                Some(s)
+            }
+            None => None,
+        };
         for n in self.notifiers {
             match n {
                 NotifierSpec::Inline(name, f) => inline.push((name, f)),
@@ -130,10 +157,10 @@ impl Builder {
             }
         }
         let sup = Supervisor::new(&self.log, self.cfg, state.clone(), inline, actors)?;
-        let supervisor = sup.start();
+        let supervisor = sup_ctx.run(sup);
         if self.boot_target > SystemState::ContextCreated {
             supervisor.do_send(Steps { target: self.boot_target });
         }
-        Ok(SystemHandle { supervisor, state })
+        Ok(SystemHandle { supervisor, state, services })
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use lwsys_messages::blobs::BlobKind;
 use lwsys_messages::state::SystemState;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +68,154 @@ pub struct Config {
     pub system: SystemSection,
     /// The control socket.
     pub control: ControlSection,
+    /// System blobs.
+    pub blobs: BlobsSection,
+    /// Time keeping.
+    pub time: TimeSection,
+    /// CA trust.
+    pub trust: TrustSection,
+}
+
+/// `[blobs]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsSection {
+    /// Kinds kept across restarts in the durable store. Default AUTH,
+    /// CLIENT_CERT_DER, CLIENT_KEY_DER, DEVICE_SERIAL, DEVICE_TYPE.
+    pub durable: Vec<BlobKind>,
+    /// Largest blob in bytes; a set or append past it is refused. Default
+    /// 1048576.
+    pub max_bytes: usize,
+}
+
+impl Default for BlobsSection {
+    fn default() -> Self {
+        Self {
+            durable: lwsys_messages::blobs::DEFAULT_DURABLE.to_vec(),
+            max_bytes: lwsys_messages::blobs::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// How the clock comes to trust the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeSourceName {
+    /// The host clock (when synchronised, or always with trust_unsynced).
+    #[default]
+    System,
+    /// SNTP against the server in the NTP_SERVER blob.
+    Sntp,
+}
+
+/// `[time]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeSection {
+    /// `"system"` or `"sntp"`. Default system.
+    pub source: TimeSourceName,
+    /// With `system`: trust the host clock even when the kernel does not
+    /// say it is synchronised. Default true.
+    pub trust_unsynced: bool,
+    /// Let `set_clock` step CLOCK_REALTIME (needs CAP_SYS_TIME); otherwise
+    /// lwsys keeps a soft clock offset. Default false.
+    pub set_system_clock: bool,
+    /// NTP server used while the NTP_SERVER blob is empty. Default
+    /// pool.ntp.org.
+    pub server: String,
+    /// Re-sync period after a good sync, seconds. Default 3600.
+    pub resync_secs: u64,
+    /// First retry delay after a failed sync, ms. Default 1000.
+    pub backoff_min_ms: u64,
+    /// Longest retry delay, ms. Default 300000.
+    pub backoff_max_ms: u64,
+    /// How long one SNTP query may take, ms. Default 5000.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for TimeSection {
+    fn default() -> Self {
+        Self {
+            source: TimeSourceName::System,
+            trust_unsynced: true,
+            set_system_clock: false,
+            server: "pool.ntp.org".into(),
+            resync_secs: 3600,
+            backoff_min_ms: 1000,
+            backoff_max_ms: 300_000,
+            query_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[trust]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSection {
+    /// lws TBLB trust blobs, queried first, in order. Default none.
+    pub blob_files: Vec<PathBuf>,
+    /// Directories of PEM/DER certificates, queried next. Default none.
+    pub cert_dirs: Vec<PathBuf>,
+    /// How long a host's issuing CAs are remembered, seconds. Default 3600.
+    pub cache_ttl_secs: u64,
+    /// Byte bound on that cache (least recently used evicted). Default 32768.
+    pub cache_max_bytes: usize,
+}
+
+impl Default for TrustSection {
+    fn default() -> Self {
+        Self {
+            blob_files: Vec::new(),
+            cert_dirs: Vec::new(),
+            cache_ttl_secs: 3600,
+            cache_max_bytes: 32768,
+        }
+    }
+}
+
+impl Config {
+    /// The services' settings, with durable state under `state_dir`.
+    pub fn services(&self, state_dir: &Path) -> crate::services::ServiceConfig {
+        use lwsys_actors::clock::{ClockConfig, TimeSource};
+        use lwsys_actors::trust::{TrustConfig, TrustSource};
+        let t = &self.time;
+        let clock = ClockConfig {
+            source: match t.source {
+                TimeSourceName::System => TimeSource::System,
+                TimeSourceName::Sntp => TimeSource::Sntp,
+            },
+            trust_unsynced: t.trust_unsynced,
+            default_server: t.server.clone(),
+            resync: Duration::from_secs(t.resync_secs),
+            backoff_min: Duration::from_millis(t.backoff_min_ms),
+            backoff_max: Duration::from_millis(t.backoff_max_ms),
+            query_timeout: Duration::from_millis(t.query_timeout_ms),
+            wake_latency: Duration::from_micros(self.system.wake_latency_us),
+            ..ClockConfig::default()
+        };
+        let sources = self
+            .trust
+            .blob_files
+            .iter()
+            .cloned()
+            .map(TrustSource::Blob)
+            .chain(self.trust.cert_dirs.iter().cloned().map(TrustSource::CertDir))
+            .collect();
+        crate::services::ServiceConfig {
+            state_dir: Some(state_dir.to_owned()),
+            blob_max_bytes: self.blobs.max_bytes,
+            durable: self.blobs.durable.clone(),
+            clock,
+            clock_ops: None,
+            set_system_clock: t.set_system_clock,
+            trust: TrustConfig {
+                sources,
+                cache_ttl_secs: self.trust.cache_ttl_secs,
+                cache_max_bytes: self.trust.cache_max_bytes,
+            },
+            trust_query: None,
+        }
+    }
 }
 
 /// `[supervisor]`
@@ -222,6 +371,23 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "control.client_queue",
                 message: "client_queue and max_clients must be at least 1".into(),
+            });
+        }
+        if self.blobs.max_bytes == 0 || self.blobs.max_bytes > 256 * 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "blobs.max_bytes",
+                message: "must be 1 to 268435456".into(),
+            });
+        }
+        let t = &self.time;
+        if t.backoff_min_ms == 0
+            || t.backoff_max_ms < t.backoff_min_ms
+            || t.resync_secs == 0
+            || t.query_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid {
+                key: "time.backoff_min_ms",
+                message: "backoff_min_ms, resync_secs and query_timeout_ms must be positive and backoff_max_ms >= backoff_min_ms".into(),
             });
         }
         if self.system.reboot.trim().is_empty() {

@@ -101,6 +101,7 @@ async fn serve_until_shutdown(
         .shutdown_grace(cfg.shutdown_grace())
         .boot_target(cfg.supervisor.boot_target)
         .journal_len(cfg.supervisor.journal_len)
+        .services(cfg.services(&state_dir))
         .start()
     {
         Ok(s) => s,

@@ -15,7 +15,10 @@ use lwsys_messages::supervisor::{
 };
 use lwsys_messages::ErrorCode;
 
+use crate::services::Services;
 use crate::supervisor::{InlineNotifier, RegisterInline, Supervisor};
+use lwsys_actors::blobs::BlobHandle;
+use lwsys_messages::blobs::{BlobError, BlobId, BlobKind};
 
 /// An error from a [`SystemHandle`] call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,9 +58,28 @@ fn gone(e: MailboxError) -> Error {
 pub struct SystemHandle {
     pub(crate) supervisor: Addr<Supervisor>,
     pub(crate) state: Addr<StateService>,
+    pub(crate) services: Option<Services>,
 }
 
 impl SystemHandle {
+    /// The services of a full system (`None` for a bare state machine
+    /// built without [`Builder::services`](crate::Builder::services)).
+    pub fn services(&self) -> Option<&Services> {
+        self.services.as_ref()
+    }
+
+    /// The blob `kind`/`idx` (lws_system_get_blob): a handle usable from
+    /// any thread. Errors when the kind has no such slot or the system has
+    /// no blob service.
+    pub fn blob(&self, kind: BlobKind, idx: usize) -> Result<BlobHandle, BlobError> {
+        if idx >= kind.slots() {
+            return Err(BlobError::IdxOutOfRange { kind, idx, slots: kind.slots() });
+        }
+        let id = BlobId::new(kind, idx);
+        let s = self.services.as_ref().ok_or(BlobError::Unavailable)?;
+        Ok(BlobHandle::new(s.blobs.clone(), id))
+    }
+
     /// The current state and when it was entered.
     pub async fn state(&self) -> Result<StateReading, Error> {
         self.state.send(GetState).await.map_err(gone)

@@ -9,6 +9,7 @@
 //! - [`logging`]: slog to stderr, term or JSON.
 //! - [`builder`]: `Builder`, the context-creation info (notifiers seen from
 //!   the first transition, timing, boot target).
+//! - [`services`]: the blob, clock and trust services of a full system.
 //! - [`handle`]: `SystemHandle`, the cloneable way in from any thread.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod control;
 pub mod daemon;
 pub mod handle;
 pub mod logging;
+pub mod services;
 pub mod supervisor;
 
 pub use builder::{Builder, NotifierSpec};
