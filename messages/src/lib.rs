@@ -5,14 +5,18 @@
 //! - [`state`]: [`SystemState`], [`Verdict`] and the messages of the state
 //!   machine (`Consent`, `Changed`, `Aborted`, `Resume`, `Commit`, ...).
 //! - [`protocol`]: the control protocol's error codes and framing constants.
+//! - [`attach`]: the foreign-thread attach service's error, statistics and
+//!   messages (`GetAttachStats`, `SetSystem`).
 //!
 //! This crate has no behaviour and no I/O. With the `actor` feature the
 //! service messages also implement `actix::Message`.
 #![forbid(unsafe_code)]
 
+pub mod attach;
 pub mod protocol;
 pub mod state;
 
+pub use attach::{AttachError, AttachStats, GetAttachStats};
 pub use protocol::ErrorCode;
 #[cfg(feature = "actor")]
 pub use state::Observe;
