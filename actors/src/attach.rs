@@ -48,7 +48,7 @@ use slog::{error, info, Logger};
 
 pub use ctx::AttachCtx;
 pub use handle::{AttachHandle, AttachTicket};
-use handle::{Item, Padded, Shared, Track};
+use handle::{Item, Padded, Shared, Track, CLOSED};
 
 /// How many items may be pending unless configured otherwise.
 pub const DEFAULT_BOUND: usize = 65_536;
@@ -89,6 +89,8 @@ pub struct AttachService {
     continuation: bool,
     /// The loop's copy of the shared track list.
     tracks: Vec<Arc<Track>>,
+    /// Per track, items finished in the current batch.
+    finished: Vec<u64>,
     run: u64,
     panicked: u64,
     /// `shared.cancelled` when the waiting queues were last swept.
@@ -142,6 +144,7 @@ impl AttachService {
             batch: config.batch.max(1),
             continuation: false,
             tracks: Vec::new(),
+            finished: Vec::new(),
             run: 0,
             panicked: 0,
             swept_at: 0,
@@ -183,17 +186,17 @@ impl AttachService {
         self.shared.wake_pending.0.swap(false, Ordering::AcqRel);
         self.sweep_cancelled();
         let mut budget = self.batch;
-        let mut finished = 0usize;
+        let mut ran = 0usize;
         while budget > 0 {
             let Some(item) = self.ready.pop_front() else { break };
             budget -= 1;
-            finished += usize::from(self.run_item(item, ctx));
+            ran += usize::from(self.run_item(item, ctx));
         }
         while budget > 0 {
             let Ok(item) = self.rx.try_recv() else { break };
             budget -= 1;
             if item.state <= self.state {
-                finished += usize::from(self.run_item(item, ctx));
+                ran += usize::from(self.run_item(item, ctx));
             } else {
                 self.seq += 1;
                 if let Some(q) = self.waiting.get_mut(usize::from(item.state.number())) {
@@ -202,8 +205,9 @@ impl AttachService {
                 }
             }
         }
-        if finished > 0 {
-            self.shared.pending.0.fetch_sub(finished, Ordering::AcqRel);
+        if ran > 0 {
+            self.shared.pending.0.fetch_sub(ran, Ordering::AcqRel);
+            self.publish_finished();
         }
         if !self.ready.is_empty() || !self.rx.is_empty() {
             self.schedule(ctx);
@@ -249,11 +253,28 @@ impl AttachService {
         };
         if ran {
             self.run += 1;
-            if let Some(t) = self.track(track) {
-                t.finish(1);
+            let idx = track as usize;
+            if idx >= self.finished.len() {
+                self.finished.resize(idx + 1, 0);
+            }
+            if let Some(n) = self.finished.get_mut(idx) {
+                *n += 1;
             }
         }
         ran
+    }
+
+    /// Tells each thread's track how many of its items finished in this
+    /// batch: once per batch rather than a locked add per item.
+    fn publish_finished(&mut self) {
+        for idx in 0..self.finished.len() {
+            let n = self.finished.get_mut(idx).map_or(0, std::mem::take);
+            if n > 0 {
+                if let Some(t) = self.track(idx as u32) {
+                    t.finish(n);
+                }
+            }
+        }
     }
 
     fn track(&mut self, idx: u32) -> Option<&Arc<Track>> {
@@ -300,10 +321,24 @@ impl AttachService {
             q.drain(..).for_each(|(_, it)| discard(it));
         }
         self.waiting_len = 0;
-        while let Ok(item) = self.rx.try_recv() {
-            discard(item);
+        // Producers that counted an item before CLOSED was set may still be
+        // sending it: wait for the count to drain, briefly; they never block
+        // between counting and sending.
+        let pending = &self.shared.pending.0;
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut counted = (pending.load(Ordering::Acquire) & !CLOSED).saturating_sub(dropped);
+        while counted > 0 && std::time::Instant::now() < give_up {
+            match self.rx.try_recv() {
+                Ok(item) => {
+                    if catch_unwind(AssertUnwindSafe(|| item.job.cancel())).unwrap_or(true) {
+                        dropped += 1;
+                    }
+                }
+                Err(_) => std::thread::yield_now(),
+            }
+            counted = (pending.load(Ordering::Acquire) & !CLOSED).saturating_sub(dropped);
         }
-        self.shared.pending.0.fetch_sub(dropped, Ordering::AcqRel);
+        pending.fetch_sub(dropped, Ordering::AcqRel);
         info!(self.log, "attach service stopped";
             "dropped" => dropped, "run" => self.run, "panicked" => self.panicked);
     }
@@ -369,7 +404,7 @@ impl Handler<GetAttachStats> for AttachService {
             cancelled: self.shared.cancelled.load(Ordering::Relaxed),
             panicked: self.panicked,
             rejected: self.shared.rejected.load(Ordering::Relaxed),
-            pending: self.shared.pending.0.load(Ordering::Relaxed) as u64,
+            pending: (self.shared.pending.0.load(Ordering::Relaxed) & !CLOSED) as u64,
             waiting: self.waiting_len as u64,
         })
     }

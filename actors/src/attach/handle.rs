@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::panic::Location;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -23,6 +23,9 @@ use super::{AttachCtx, Drain};
 #[repr(align(128))]
 pub(super) struct Padded<T>(pub T);
 
+/// The bit of `Shared::pending` that says the loop has stopped.
+pub(super) const CLOSED: usize = 1 << (usize::BITS - 1);
+
 /// One accepted attach request on its way to the loop.
 pub(super) struct Item {
     pub job: Arc<dyn Job>,
@@ -39,7 +42,9 @@ pub(super) struct Shared {
     /// Set while a wake (a `Drain` message or the loop's own continuation)
     /// is on its way; only the producer that flips it false -> true sends.
     pub wake_pending: Padded<AtomicBool>,
-    /// Accepted items not yet run, cancelled or dropped.
+    /// Accepted items not yet run, cancelled or dropped, plus [`CLOSED`]
+    /// once the loop stops: one RMW per attach both counts the item and
+    /// sees the shutdown, with no fence.
     pub pending: Padded<AtomicUsize>,
     pub bound: usize,
     pub closed: AtomicBool,
@@ -185,10 +190,10 @@ impl Shared {
     }
 
     /// Marks the service closed and releases every blocked flush. The
-    /// caller drains the channel after this (see `attach`).
+    /// caller then drops every item still counted in `pending`.
     pub fn close(&self) {
+        self.pending.0.fetch_or(CLOSED, Ordering::AcqRel);
         self.closed.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
         let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for t in tracks {
             t.release();
@@ -234,18 +239,22 @@ impl AttachHandle {
     {
         let origin = Location::caller();
         let s = &self.shared;
-        if s.closed.load(Ordering::Acquire) {
+        let before = s.pending.0.fetch_add(1, Ordering::AcqRel);
+        if before & CLOSED != 0 {
+            s.pending.0.fetch_sub(1, Ordering::AcqRel);
             return Err(AttachError::Shutdown);
         }
-        if s.pending.0.fetch_add(1, Ordering::AcqRel) >= s.bound {
+        if before >= s.bound {
             s.pending.0.fetch_sub(1, Ordering::AcqRel);
             s.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(AttachError::Full { bound: s.bound });
         }
         let job: Arc<dyn Job> = Arc::new(Node::new(f));
         let (idx, track) = s.with_track(|idx, track| {
-            // Only this thread writes its `queued`; flush reads it here too.
-            track.queued.0.fetch_add(1, Ordering::Relaxed);
+            // Only this thread writes its `queued` (flush reads it here
+            // too), so a plain store does; no locked instruction needed.
+            let q = track.queued.0.load(Ordering::Relaxed);
+            track.queued.0.store(q + 1, Ordering::Relaxed);
             (idx, track.clone())
         });
         let item = Item { job: job.clone(), state, track: idx, origin };
@@ -255,17 +264,9 @@ impl AttachHandle {
             track.finish(1);
             return Err(AttachError::Shutdown);
         }
+        // An item counted before the loop set CLOSED is drained by the
+        // loop's shutdown, which waits for the count to reach zero.
         s.wake();
-        // The loop may have closed between the check above and the send,
-        // after its last drain: take the item back rather than leave it in
-        // a channel nobody reads. The fence pairs with the one in `close`:
-        // either we see `closed`, or the loop's final drain sees the item.
-        fence(Ordering::SeqCst);
-        if s.closed.load(Ordering::Relaxed) && job.cancel() {
-            s.pending.0.fetch_sub(1, Ordering::AcqRel);
-            track.finish(1);
-            return Err(AttachError::Shutdown);
-        }
         Ok(AttachTicket { job, track })
     }
 
@@ -319,7 +320,7 @@ impl AttachHandle {
     /// Items accepted and not yet run, cancelled or dropped, from every
     /// thread.
     pub fn pending(&self) -> usize {
-        self.shared.pending.0.load(Ordering::Relaxed)
+        self.shared.pending.0.load(Ordering::Relaxed) & !CLOSED
     }
 
     /// Whether the service has stopped (attach then fails).
