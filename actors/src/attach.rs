@@ -5,9 +5,10 @@
 //! How it works:
 //! - Foreign threads push items into a crossbeam channel and wake the loop
 //!   only when no wake is pending: one flag, set by producers with
-//!   `swap(true)` (the one that flips it sends the `Drain` message),
-//!   cleared by the loop with an acquire-release `swap(false)` before it
-//!   drains, so no item is left behind without a wake on its way.
+//!   `swap(true)` (only the one that flips it sends the `Drain` message;
+//!   producers that read it set skip the swap), cleared by the loop with an
+//!   acquire-release `swap(false)` before it drains, so no item is left
+//!   behind without a wake on its way (`Shared::wake` has the argument).
 //! - The loop drains at most `batch` items per turn. If more remain it
 //!   re-wakes itself through `tokio::task::yield_now`, not `ctx.notify`:
 //!   actix keeps polling an actor while its own messages or spawned items
@@ -182,8 +183,10 @@ impl AttachService {
     /// Runs up to one batch: the released items first, then the channel.
     fn drain(&mut self, ctx: &mut Context<Self>) {
         // Before reading the channel: a producer that pushes after this
-        // swap sees the flag clear and sends a new wake.
+        // sees the flag clear and sends a new wake (see `Shared::wake` for
+        // the fence pairing).
         self.shared.wake_pending.0.swap(false, Ordering::AcqRel);
+        std::sync::atomic::fence(Ordering::SeqCst);
         self.sweep_cancelled();
         let mut budget = self.batch;
         let mut ran = 0usize;

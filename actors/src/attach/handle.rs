@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -182,9 +182,20 @@ impl Shared {
         Lease { service: self.id, idx, track, shared: Arc::downgrade(self) }
     }
 
-    /// Sends the wake unless one is already on its way.
+    /// Sends the wake unless one is already on its way; called after the
+    /// item is in the channel.
+    ///
+    /// Only a producer that sees the flag clear tries `swap(true)`, and
+    /// only the one that flips it sends: under a flood the flag stays set
+    /// and producers merely read it, instead of bouncing its cache line
+    /// with a locked swap each. The fence pairs with the loop's fence after
+    /// it clears the flag: either the loop's drain sees our item, or we see
+    /// the flag clear (or set again by a producer whose wake comes after).
     pub fn wake(&self) {
-        if !self.wake_pending.0.swap(true, Ordering::AcqRel) {
+        fence(Ordering::SeqCst);
+        if !self.wake_pending.0.load(Ordering::Relaxed)
+            && !self.wake_pending.0.swap(true, Ordering::AcqRel)
+        {
             self.wake.do_send(Drain);
         }
     }
