@@ -17,8 +17,11 @@
 //!   clock and the SNTP client.
 //! - [`ota`]: signed manifests, the streaming download pipeline, the
 //!   `OtaOps` trait and the default A/B `SlotDir` platform.
+//! - [`attach`]: `AttachService` and `AttachHandle`, callbacks from foreign
+//!   threads run on the loop once a state is reached.
 #![forbid(unsafe_code)]
 
+pub mod attach;
 pub mod blobs;
 pub mod clock;
 pub mod ota;
@@ -27,6 +30,7 @@ pub mod store;
 pub mod time;
 pub mod trust;
 
+pub use attach::{AttachCtx, AttachHandle, AttachService, AttachTicket};
 pub use blobs::BlobService;
 pub use clock::ClockService;
 pub use state::StateService;

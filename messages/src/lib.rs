@@ -14,11 +14,14 @@
 //! - [`clock`]: reading and setting the time, `clock` events and errors.
 //! - [`ota`]: OTA status, progress events, `CheckOta`, `ReportCurrent`,
 //!   `GetOtaStatus` and `OtaError`.
+//! - [`attach`]: the foreign-thread attach service's error, statistics and
+//!   messages (`GetAttachStats`, `SetSystem`).
 //!
 //! This crate has no behaviour and no I/O. With the `actor` feature the
 //! service messages also implement `actix::Message`.
 #![forbid(unsafe_code)]
 
+pub mod attach;
 pub mod blobs;
 pub mod clock;
 pub mod ota;
@@ -26,6 +29,7 @@ pub mod protocol;
 pub mod state;
 pub mod trust;
 
+pub use attach::{AttachError, AttachStats, GetAttachStats};
 pub use blobs::{BlobError, BlobId, BlobKind};
 #[cfg(feature = "actor")]
 pub use clock::SubscribeClock;

@@ -1,0 +1,210 @@
+//! Benchmark of foreign-thread attach, measured the way upstream's was:
+//! T foreign threads queue 100k callbacks (in all) for OPERATIONAL while
+//! the loop runs; wall time from their release to the last callback, and
+//! attach-to-callback latency p50/p99; then the latency of one item waking
+//! an idle loop. Run with `cargo bench --bench attach`; it takes a few
+//! seconds and prints medians over several runs.
+// A benchmark's output is its point.
+#![allow(clippy::print_stdout)]
+
+use std::cell::RefCell;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use lwsys_actors::attach::{AttachConfig, AttachHandle, AttachService};
+use lwsys_messages::state::SystemState;
+
+/// Callbacks per run, split over the producing threads.
+const TOTAL: usize = 100_000;
+/// Runs per configuration; the medians are reported.
+const RUNS: usize = 7;
+/// Idle-wake samples.
+const WAKES: usize = 2_000;
+
+/// What the callbacks record, on the loop thread only.
+#[derive(Default)]
+struct Recorder {
+    lat_ns: Vec<u64>,
+    remaining: usize,
+    done: Option<crossbeam_channel::Sender<Instant>>,
+}
+
+thread_local! {
+    static REC: RefCell<Recorder> = RefCell::new(Recorder::default());
+}
+
+fn record(t0: Option<Instant>) {
+    let now = Instant::now();
+    REC.with(|r| {
+        let mut r = r.borrow_mut();
+        if let Some(t0) = t0 {
+            r.lat_ns.push(u64::try_from((now - t0).as_nanos()).unwrap_or(u64::MAX));
+        }
+        r.remaining -= 1;
+        if r.remaining == 0 {
+            if let Some(tx) = r.done.take() {
+                let _ = tx.send(now);
+            }
+        }
+    });
+}
+
+fn start_loop() -> (AttachHandle, actix::System, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("attach-loop".into())
+        .spawn(move || {
+            let sys = actix::System::new();
+            sys.block_on(async {
+                let log = slog::Logger::root(slog::Discard, slog::o!());
+                // The bound covers a whole run, so that the figures are
+                // the drain's and not the producers' retries.
+                let config = AttachConfig { bound: 1 << 18, ..AttachConfig::default() };
+                let (_addr, h) =
+                    AttachService::start_with_handle(&log, SystemState::Operational, config);
+                let _ = tx.send((h, actix::System::current()));
+            });
+            let _ = sys.run();
+        })
+        .expect("spawn loop thread");
+    let (h, sys) = rx.recv().expect("loop started");
+    (h, sys, thread)
+}
+
+struct Run {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn one_run(h: &AttachHandle, threads: usize, timed: bool) -> Run {
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    h.attach(SystemState::Operational, move |_| {
+        REC.with(|r| {
+            *r.borrow_mut() = Recorder {
+                lat_ns: Vec::with_capacity(if timed { TOTAL } else { 0 }),
+                remaining: TOTAL,
+                done: Some(done_tx),
+            }
+        })
+    })
+    .expect("attach setup");
+    h.flush(Duration::from_secs(10)).expect("setup ran");
+
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let producers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (h, barrier) = (h.clone(), barrier.clone());
+            let n = TOTAL / threads + usize::from(t < TOTAL % threads);
+            std::thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..n {
+                    let r = if timed {
+                        let t0 = Instant::now();
+                        h.attach(SystemState::Operational, move |_| record(Some(t0)))
+                    } else {
+                        h.attach(SystemState::Operational, |_| record(None))
+                    };
+                    r.expect("attach");
+                }
+            })
+        })
+        .collect();
+    // Let every producer reach the barrier first, so release is ours.
+    std::thread::sleep(Duration::from_millis(20));
+    let released = Instant::now();
+    barrier.wait();
+    let last = done_rx.recv_timeout(Duration::from_secs(60)).expect("all callbacks ran");
+    for p in producers {
+        p.join().expect("producer");
+    }
+    let wall = last - released;
+
+    let (lat_tx, lat_rx) = crossbeam_channel::bounded(1);
+    h.attach(SystemState::Operational, move |_| {
+        let _ = lat_tx.send(REC.with(|r| std::mem::take(&mut r.borrow_mut().lat_ns)));
+    })
+    .expect("attach collect");
+    let mut lat = lat_rx.recv_timeout(Duration::from_secs(10)).expect("latencies");
+    lat.sort_unstable();
+    Run {
+        per_sec: TOTAL as f64 / wall.as_secs_f64(),
+        p50_us: percentile(&lat, 0.50),
+        p99_us: percentile(&lat, 0.99),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn idle_wake(h: &AttachHandle) -> (f64, f64) {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let mut lat = Vec::with_capacity(WAKES);
+    for _ in 0..WAKES {
+        // Long enough for the loop to park in epoll again.
+        std::thread::sleep(Duration::from_micros(300));
+        let tx = tx.clone();
+        let t0 = Instant::now();
+        h.attach(SystemState::Operational, move |_| {
+            let _ = tx.send(t0.elapsed());
+        })
+        .expect("attach");
+        let d: Duration = rx.recv_timeout(Duration::from_secs(10)).expect("wake ran");
+        lat.push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+    lat.sort_unstable();
+    (percentile(&lat, 0.5), percentile(&lat, 0.99))
+}
+
+fn main() {
+    let (h, sys, thread) = start_loop();
+    println!("attach: {TOTAL} callbacks for OPERATIONAL per run, median of {RUNS} runs");
+    println!(
+        "{:<8} {:>3} {:>14} {:>10} {:>10}   (per run: callbacks/s)",
+        "mode", "T", "callbacks/s", "p50 us", "p99 us"
+    );
+    for timed in [true, false] {
+        for threads in [1, 4] {
+            // One warm-up run, not counted.
+            let _ = one_run(&h, threads, timed);
+            let runs: Vec<Run> = (0..RUNS).map(|_| one_run(&h, threads, timed)).collect();
+            let rates: Vec<String> =
+                runs.iter().map(|r| format!("{:.2}M", r.per_sec / 1e6)).collect();
+            let mode = if timed { "timed" } else { "untimed" };
+            let rate = median(runs.iter().map(|r| r.per_sec).collect());
+            if timed {
+                println!(
+                    "{mode:<8} {threads:>3} {:>13.2}M {:>10.1} {:>10.1}   [{}]",
+                    rate / 1e6,
+                    median(runs.iter().map(|r| r.p50_us).collect()),
+                    median(runs.iter().map(|r| r.p99_us).collect()),
+                    rates.join(" ")
+                );
+            } else {
+                println!(
+                    "{mode:<8} {threads:>3} {:>13.2}M {:>10} {:>10}   [{}]",
+                    rate / 1e6,
+                    "-",
+                    "-",
+                    rates.join(" ")
+                );
+            }
+        }
+    }
+    let (p50, p99) = idle_wake(&h);
+    println!(
+        "idle wake: one item into an idle loop, {WAKES} samples: p50 {p50:.1} us, p99 {p99:.1} us"
+    );
+    sys.stop();
+    let _ = thread.join();
+}

@@ -1,0 +1,375 @@
+//! The foreign side of attach: [`AttachHandle`] (what other threads hold),
+//! [`AttachTicket`], and the state both share with the loop: the channel,
+//! the wake flag, the pending counter and the per-thread flush tracks.
+
+use std::cell::RefCell;
+use std::panic::Location;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use actix::Recipient;
+use crossbeam_channel::Sender;
+use lwsys_messages::attach::AttachError;
+use lwsys_messages::state::SystemState;
+
+use super::job::{Job, Node};
+use super::{AttachCtx, Drain};
+
+/// Keeps a hot atomic on its own cache line, so that producers bumping one
+/// counter do not slow the loop reading another.
+#[derive(Default)]
+#[repr(align(128))]
+pub(super) struct Padded<T>(pub T);
+
+/// The bit of `Shared::pending` that says the loop has stopped.
+pub(super) const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// One accepted attach request on its way to the loop.
+pub(super) struct Item {
+    pub job: Arc<dyn Job>,
+    pub state: SystemState,
+    /// The attaching thread's track index (see [`Track`]).
+    pub track: u32,
+    pub origin: &'static Location<'static>,
+}
+
+/// What the handles and the loop share for one `AttachService`.
+pub(super) struct Shared {
+    /// Tells the thread-local track leases which service they belong to.
+    pub id: u64,
+    /// Set while a wake (a `Drain` message or the loop's own continuation)
+    /// is on its way; only the producer that flips it false -> true sends.
+    pub wake_pending: Padded<AtomicBool>,
+    /// Accepted items not yet run, cancelled or dropped, plus [`CLOSED`]
+    /// once the loop stops: one RMW per attach both counts the item and
+    /// sees the shutdown, with no fence.
+    pub pending: Padded<AtomicUsize>,
+    pub bound: usize,
+    pub closed: AtomicBool,
+    pub tx: Sender<Item>,
+    pub wake: Recipient<Drain>,
+    pub cancelled: AtomicU64,
+    pub rejected: AtomicU64,
+    /// Every track ever leased; indices are stable, slots are reused.
+    pub tracks: Mutex<Vec<Arc<Track>>>,
+    pub free: Mutex<Vec<u32>>,
+    pub loop_thread: OnceLock<ThreadId>,
+}
+
+/// Per (thread, service) counters behind `flush`: the owning thread counts
+/// the items it queued, whoever finishes one (the loop running it, a
+/// ticket cancelling it) counts it done. A thread that exits gives its slot
+/// back and the next thread continues the counts, which keeps them equal or
+/// at worst makes the new owner's first flush also wait for the old
+/// owner's leftovers.
+pub(super) struct Track {
+    queued: Padded<AtomicU64>,
+    done: Padded<AtomicU64>,
+    /// The `queued` value a blocked `flush` waits for; 0 when none waits.
+    flush_target: AtomicU64,
+    /// The owning thread's name (for panic reports); also the condvar lock.
+    name: Mutex<String>,
+    cv: Condvar,
+    service: Weak<Shared>,
+}
+
+impl Track {
+    fn new(service: Weak<Shared>) -> Self {
+        Self {
+            queued: Padded::default(),
+            done: Padded::default(),
+            flush_target: AtomicU64::new(0),
+            name: Mutex::new(current_thread_name()),
+            cv: Condvar::new(),
+            service,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, String> {
+        self.name.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The name of the thread that owns this track.
+    pub fn thread_name(&self) -> String {
+        self.lock().clone()
+    }
+
+    /// Counts `n` of this thread's items as finished and wakes a flush that
+    /// waits for them. SeqCst pairs with `flush`: either it sees our count,
+    /// or we see its target and take the lock to notify.
+    pub fn finish(&self, n: u64) {
+        let done = self.done.0.fetch_add(n, Ordering::SeqCst) + n;
+        let target = self.flush_target.load(Ordering::SeqCst);
+        if target != 0 && done >= target {
+            let _g = self.lock();
+            self.cv.notify_all();
+        }
+    }
+
+    /// Releases a blocked flush so that it sees the service closed.
+    pub fn release(&self) {
+        let _g = self.lock();
+        self.cv.notify_all();
+    }
+}
+
+fn current_thread_name() -> String {
+    let t = std::thread::current();
+    match t.name() {
+        Some(n) => n.to_owned(),
+        None => format!("{:?}", t.id()),
+    }
+}
+
+/// This thread's claim on a track of one service; gives the slot back when
+/// the thread exits.
+struct Lease {
+    service: u64,
+    idx: u32,
+    track: Arc<Track>,
+    shared: Weak<Shared>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(s) = self.shared.upgrade() {
+            s.free.lock().unwrap_or_else(PoisonError::into_inner).push(self.idx);
+        }
+    }
+}
+
+thread_local! {
+    static LEASES: RefCell<Vec<Lease>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Shared {
+    /// This thread's track for this service, leased on first use.
+    fn with_track<R>(self: &Arc<Self>, f: impl FnOnce(u32, &Arc<Track>) -> R) -> R {
+        LEASES.with(|cell| {
+            let mut leases = cell.borrow_mut();
+            if let Some(l) = leases.iter().find(|l| l.service == self.id) {
+                return f(l.idx, &l.track);
+            }
+            // A miss is rare (once per thread and service): forget services
+            // that are gone while here.
+            leases.retain(|l| l.shared.strong_count() > 0);
+            let lease = self.lease();
+            let r = f(lease.idx, &lease.track);
+            leases.push(lease);
+            r
+        })
+    }
+
+    fn lease(self: &Arc<Self>) -> Lease {
+        let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        let reused = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let (idx, track) = match reused.and_then(|i| Some((i, tracks.get(i as usize)?.clone()))) {
+            Some((i, t)) => {
+                *t.lock() = current_thread_name();
+                (i, t)
+            }
+            None => {
+                let t = Arc::new(Track::new(Arc::downgrade(self)));
+                // More than 4 billion live threads is not a thing; saturate
+                // rather than wrap should it ever happen.
+                let i = u32::try_from(tracks.len()).unwrap_or(u32::MAX);
+                tracks.push(t.clone());
+                (i, t)
+            }
+        };
+        Lease { service: self.id, idx, track, shared: Arc::downgrade(self) }
+    }
+
+    /// Sends the wake unless one is already on its way; called after the
+    /// item is in the channel.
+    ///
+    /// Only a producer that sees the flag clear tries `swap(true)`, and
+    /// only the one that flips it sends: under a flood the flag stays set
+    /// and producers merely read it, instead of bouncing its cache line
+    /// with a locked swap each. The fence pairs with the loop's fence after
+    /// it clears the flag: either the loop's drain sees our item, or we see
+    /// the flag clear (or set again by a producer whose wake comes after).
+    pub fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if !self.wake_pending.0.load(Ordering::Relaxed)
+            && !self.wake_pending.0.swap(true, Ordering::AcqRel)
+        {
+            self.wake.do_send(Drain);
+        }
+    }
+
+    /// Marks the service closed and releases every blocked flush. The
+    /// caller then drops every item still counted in `pending`.
+    pub fn close(&self) {
+        self.pending.0.fetch_or(CLOSED, Ordering::AcqRel);
+        self.closed.store(true, Ordering::SeqCst);
+        let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for t in tracks {
+            t.release();
+        }
+    }
+}
+
+/// What foreign threads hold to ask for callbacks on the loop of an
+/// `AttachService`. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct AttachHandle {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AttachHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachHandle")
+            .field("pending", &self.pending())
+            .field("bound", &self.shared.bound)
+            .finish()
+    }
+}
+
+impl AttachHandle {
+    /// Asks for `f` to run on the service's event loop once the system
+    /// state is at or past `state`, by upstream's numeric rule: an item for
+    /// `OPERATIONAL` also runs at `POLICY_INVALID`, `CONTEXT_DESTROYING` and
+    /// later. Items whose state is reached run in the order they were
+    /// queued (upstream runs the newest first); an item waiting for a later
+    /// state runs when it is reached, before items queued after it.
+    ///
+    /// The caller's source location is recorded (`#[track_caller]`) and
+    /// reported with the thread's name if `f` panics; wrappers should be
+    /// `#[track_caller]` too.
+    ///
+    /// Fails with [`AttachError::Full`] when the configured number of
+    /// items is already pending, and [`AttachError::Shutdown`] once the
+    /// service has stopped; `f` is then dropped here, unrun.
+    #[track_caller]
+    pub fn attach<F>(&self, state: SystemState, f: F) -> Result<AttachTicket, AttachError>
+    where
+        F: FnOnce(&mut AttachCtx<'_>) + Send + 'static,
+    {
+        let origin = Location::caller();
+        let s = &self.shared;
+        let before = s.pending.0.fetch_add(1, Ordering::AcqRel);
+        if before & CLOSED != 0 {
+            s.pending.0.fetch_sub(1, Ordering::AcqRel);
+            return Err(AttachError::Shutdown);
+        }
+        if before >= s.bound {
+            s.pending.0.fetch_sub(1, Ordering::AcqRel);
+            s.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(AttachError::Full { bound: s.bound });
+        }
+        let job: Arc<dyn Job> = Arc::new(Node::new(f));
+        let (idx, track) = s.with_track(|idx, track| {
+            // Only this thread writes its `queued` (flush reads it here
+            // too), so a plain store does; no locked instruction needed.
+            let q = track.queued.0.load(Ordering::Relaxed);
+            track.queued.0.store(q + 1, Ordering::Relaxed);
+            (idx, track.clone())
+        });
+        let item = Item { job: job.clone(), state, track: idx, origin };
+        if s.tx.send(item).is_err() {
+            // The loop is gone and its receiver with it.
+            s.pending.0.fetch_sub(1, Ordering::AcqRel);
+            track.finish(1);
+            return Err(AttachError::Shutdown);
+        }
+        // An item counted before the loop set CLOSED is drained by the
+        // loop's shutdown, which waits for the count to reach zero.
+        s.wake();
+        Ok(AttachTicket { job, track })
+    }
+
+    /// Blocks this thread until every item it attached to this service
+    /// (through any handle) before the call has run or been cancelled, or
+    /// `timeout` passes.
+    ///
+    /// The rule is per thread, not per handle: items other threads queued,
+    /// even through the same handle, are not waited for. Items waiting for
+    /// a state not yet reached keep the flush waiting. Fails with
+    /// [`AttachError::FlushTimeout`], with [`AttachError::Shutdown`] if the
+    /// service stops first (its pending items are then dropped), and with
+    /// [`AttachError::OnLoop`] on the loop's own thread, where waiting would
+    /// deadlock.
+    pub fn flush(&self, timeout: Duration) -> Result<(), AttachError> {
+        let s = &self.shared;
+        if s.loop_thread.get() == Some(&std::thread::current().id()) {
+            return Err(AttachError::OnLoop);
+        }
+        let deadline = Instant::now() + timeout;
+        s.with_track(|_, track| {
+            let target = track.queued.0.load(Ordering::Relaxed);
+            if track.done.0.load(Ordering::SeqCst) >= target {
+                return Ok(());
+            }
+            let mut guard = track.lock();
+            track.flush_target.store(target, Ordering::SeqCst);
+            let result = loop {
+                let done = track.done.0.load(Ordering::SeqCst);
+                if done >= target {
+                    break Ok(());
+                }
+                if s.closed.load(Ordering::SeqCst) {
+                    break Err(AttachError::Shutdown);
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    break Err(AttachError::FlushTimeout { outstanding: target - done });
+                }
+                guard = track
+                    .cv
+                    .wait_timeout(guard, deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            };
+            track.flush_target.store(0, Ordering::SeqCst);
+            result
+        })
+    }
+
+    /// Items accepted and not yet run, cancelled or dropped, from every
+    /// thread.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.0.load(Ordering::Relaxed) & !CLOSED
+    }
+
+    /// Whether the service has stopped (attach then fails).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+/// The receipt for one attached item; dropping it does not cancel.
+pub struct AttachTicket {
+    job: Arc<dyn Job>,
+    track: Arc<Track>,
+}
+
+impl std::fmt::Debug for AttachTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachTicket").field("pending", &self.is_pending()).finish()
+    }
+}
+
+impl AttachTicket {
+    /// Cancels the item if it has not started running; returns whether it
+    /// did. A cancelled item's closure is dropped here, on this thread.
+    pub fn cancel(&self) -> bool {
+        if !self.job.cancel() {
+            return false;
+        }
+        if let Some(s) = self.track.service.upgrade() {
+            s.pending.0.fetch_sub(1, Ordering::AcqRel);
+            s.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.track.finish(1);
+        true
+    }
+
+    /// Whether the item is still waiting to run (neither run, nor
+    /// cancelled, nor dropped at shutdown).
+    pub fn is_pending(&self) -> bool {
+        self.job.is_pending()
+    }
+}

@@ -1,0 +1,57 @@
+//! One attached closure, shared by the loop and its ticket: whoever takes
+//! the closure out first (the loop to run it, the ticket to cancel it, the
+//! shutdown to drop it) owns it, so it runs or is dropped exactly once.
+
+use std::sync::{Mutex, PoisonError};
+
+use super::AttachCtx;
+
+/// A type-erased attached closure.
+pub(super) trait Job: Send + Sync {
+    /// Runs the closure unless it was taken already; returns whether it ran.
+    fn run(&self, ctx: &mut AttachCtx<'_>) -> bool;
+    /// Takes and drops the closure unless it was taken already; returns
+    /// whether it did.
+    fn cancel(&self) -> bool;
+    /// Whether the closure is still there.
+    fn is_pending(&self) -> bool;
+}
+
+/// The closure behind its once-only lock. The lock is never held while the
+/// closure runs or is dropped, so it is never poisoned by user code.
+pub(super) struct Node<F> {
+    f: Mutex<Option<F>>,
+}
+
+impl<F> Node<F> {
+    pub fn new(f: F) -> Self {
+        Self { f: Mutex::new(Some(f)) }
+    }
+
+    fn take(&self) -> Option<F> {
+        self.f.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl<F> Job for Node<F>
+where
+    F: FnOnce(&mut AttachCtx<'_>) + Send + 'static,
+{
+    fn run(&self, ctx: &mut AttachCtx<'_>) -> bool {
+        match self.take() {
+            Some(f) => {
+                f(ctx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn cancel(&self) -> bool {
+        self.take().is_some()
+    }
+
+    fn is_pending(&self) -> bool {
+        self.f.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+}
