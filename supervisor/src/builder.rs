@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, AsyncContext, Handler};
 use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
-use lwsys_messages::state::{Aborted, Changed, Consent, SystemState};
+use lwsys_actors::attach::{AttachConfig, AttachService};
+use lwsys_messages::attach::SetSystem;
+use lwsys_messages::state::{Aborted, Changed, Consent, Observe, SystemState};
 use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};
 use slog::Logger;
 
@@ -60,6 +62,7 @@ pub struct Builder {
     journal_len: usize,
     notifiers: Vec<NotifierSpec>,
     services: Option<ServiceConfig>,
+    attach: AttachConfig,
 }
 
 impl Default for Builder {
@@ -79,6 +82,7 @@ impl Builder {
             journal_len: DEFAULT_JOURNAL_LEN,
             notifiers: Vec::new(),
             services: None,
+            attach: AttachConfig::default(),
         }
     }
 
@@ -124,6 +128,12 @@ impl Builder {
         self.notifiers([NotifierSpec::inline(name, f)])
     }
 
+    /// Settings of the attach queue (bound on pending callbacks, batch).
+    pub fn attach_config(mut self, cfg: AttachConfig) -> Self {
+        self.attach = cfg;
+        self
+    }
+
     /// Run the services of a full system (blobs, clock, trust) beside the
     /// consent engine. Without this the system is the bare state machine.
     /// The clock is registered as the first notifier.
@@ -135,6 +145,11 @@ impl Builder {
     /// Start the system. Must be called inside a running actix `System`.
     pub fn start(self) -> Result<SystemHandle, BuildError> {
         let state = StateService::new(&self.log, self.journal_len).start();
+        // Attach is built in (no platform locking is needed in Rust). It
+        // observes the state from before the first commit.
+        let (attach_addr, attach) =
+            AttachService::start_with_handle(&self.log, SystemState::ContextCreated, self.attach);
+        state.do_send(Observe(attach_addr.clone().recipient()));
         // The supervisor's address exists before it runs, so services that
         // resume walks can be given it and still be build-time notifiers.
         let sup_ctx: actix::Context<Supervisor> = actix::Context::new();
@@ -161,6 +176,8 @@ impl Builder {
         if self.boot_target > SystemState::ContextCreated {
             supervisor.do_send(Steps { target: self.boot_target });
         }
-        Ok(SystemHandle { supervisor, state, services })
+        let handle = SystemHandle { supervisor, state, services, attach, attach_addr };
+        handle.attach_addr.do_send(SetSystem(std::sync::Arc::new(handle.clone())));
+        Ok(handle)
     }
 }

@@ -17,7 +17,9 @@ use lwsys_messages::ErrorCode;
 
 use crate::services::Services;
 use crate::supervisor::{InlineNotifier, RegisterInline, Supervisor};
+use lwsys_actors::attach::{AttachCtx, AttachHandle, AttachService, AttachTicket};
 use lwsys_actors::blobs::BlobHandle;
+use lwsys_messages::attach::{AttachError, AttachStats, GetAttachStats};
 use lwsys_messages::blobs::{BlobError, BlobId, BlobKind};
 
 /// An error from a [`SystemHandle`] call.
@@ -59,6 +61,8 @@ pub struct SystemHandle {
     pub(crate) supervisor: Addr<Supervisor>,
     pub(crate) state: Addr<StateService>,
     pub(crate) services: Option<Services>,
+    pub(crate) attach: AttachHandle,
+    pub(crate) attach_addr: Addr<AttachService>,
 }
 
 impl SystemHandle {
@@ -78,6 +82,27 @@ impl SystemHandle {
         let id = BlobId::new(kind, idx);
         let s = self.services.as_ref().ok_or(BlobError::Unavailable)?;
         Ok(BlobHandle::new(s.blobs.clone(), id))
+    }
+
+    /// Run `f` on the system's event loop once the state is at or past
+    /// `state` (upstream's numeric rule: an item for OPERATIONAL also runs
+    /// at POLICY_INVALID and later). Callable from any thread.
+    #[track_caller]
+    pub fn attach<F>(&self, state: SystemState, f: F) -> Result<AttachTicket, AttachError>
+    where
+        F: FnOnce(&mut AttachCtx<'_>) + Send + 'static,
+    {
+        self.attach.attach(state, f)
+    }
+
+    /// The attach handle, for threads that need only attach.
+    pub fn attach_handle(&self) -> &AttachHandle {
+        &self.attach
+    }
+
+    /// Counters of the attach service (run, cancelled, panicked, pending).
+    pub async fn attach_stats(&self) -> Result<AttachStats, Error> {
+        self.attach_addr.send(GetAttachStats).await.map_err(gone)
     }
 
     /// The current state and when it was entered.
