@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use actix::{Actor, Addr, AsyncContext, Handler};
-use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
 use lwsys_actors::attach::{AttachConfig, AttachService};
+use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
 use lwsys_messages::attach::SetSystem;
 use lwsys_messages::state::{Aborted, Changed, Consent, Observe, SystemState};
 use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};

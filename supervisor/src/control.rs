@@ -10,6 +10,11 @@
 
 mod framing;
 mod ops;
+mod ops_blob;
+mod ops_clock;
+mod ops_ota;
+mod ops_system;
+mod ops_trust;
 mod server;
 
 use std::collections::{HashMap, HashSet};

@@ -76,6 +76,11 @@ impl From<WalkError> for ProtoError {
     }
 }
 
+/// An `unknown_op` error for `op`.
+pub(crate) fn unknown(op: &str) -> ProtoError {
+    ProtoError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}"))
+}
+
 /// The fields of a successful reply.
 pub type OpResult = Result<Map<String, Value>, ProtoError>;
 
@@ -87,19 +92,19 @@ pub enum Dispatch {
     Later(ResponseActFuture<ControlSession, OpResult>),
 }
 
-fn fields(v: Value) -> Map<String, Value> {
+pub(crate) fn fields(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
     }
 }
 
-fn bad(msg: impl Into<String>) -> ProtoError {
+pub(crate) fn bad(msg: impl Into<String>) -> ProtoError {
     ProtoError::new(ErrorCode::BadRequest, msg)
 }
 
 /// A required string parameter.
-pub fn str_param<'a>(req: &'a Map<String, Value>, key: &str) -> Result<&'a str, ProtoError> {
+pub(crate) fn str_param<'a>(req: &'a Map<String, Value>, key: &str) -> Result<&'a str, ProtoError> {
     match req.get(key) {
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(bad(format!("\"{key}\" must be a string"))),
@@ -108,7 +113,7 @@ pub fn str_param<'a>(req: &'a Map<String, Value>, key: &str) -> Result<&'a str, 
 }
 
 /// An optional unsigned integer parameter.
-pub fn opt_u64(req: &Map<String, Value>, key: &str) -> Result<Option<u64>, ProtoError> {
+pub(crate) fn opt_u64(req: &Map<String, Value>, key: &str) -> Result<Option<u64>, ProtoError> {
     match req.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -119,7 +124,7 @@ pub fn opt_u64(req: &Map<String, Value>, key: &str) -> Result<Option<u64>, Proto
 }
 
 /// A required state parameter, by name.
-pub fn state_param(req: &Map<String, Value>, key: &str) -> Result<SystemState, ProtoError> {
+pub(crate) fn state_param(req: &Map<String, Value>, key: &str) -> Result<SystemState, ProtoError> {
     str_param(req, key)?
         .parse()
         .map_err(|e: lwsys_messages::state::UnknownState| bad(e.to_string()))
@@ -134,12 +139,12 @@ fn pending_json(p: &Option<Pending>) -> Value {
     }
 }
 
-fn walk_reply(res: Result<WalkResult, Error>) -> OpResult {
+pub(crate) fn walk_reply(res: Result<WalkResult, Error>) -> OpResult {
     let r: WalkReport = res.map_err(ProtoError::from)?.map_err(ProtoError::from)?;
     Ok(fields(json!({"state": r.state, "reached": r.reached, "pending": pending_json(&r.pending)})))
 }
 
-fn later<F>(f: F) -> Dispatch
+pub(crate) fn later<F>(f: F) -> Dispatch
 where
     F: std::future::Future<Output = OpResult> + 'static,
 {
@@ -158,6 +163,12 @@ impl ControlSession {
             Ok(d) => d,
             Err(e) => Dispatch::Now(Err(e)),
         }
+    }
+
+    /// Whether the peer may read secrets and change owner-only settings:
+    /// it runs as the daemon's own user.
+    pub(crate) fn peer_is_owner(&self) -> bool {
+        self.peer.uid == self.env.daemon_uid
     }
 
     fn dispatch_inner(
@@ -247,6 +258,12 @@ impl ControlSession {
                 })))
             }),
             "system.shutdown" => later(async move { walk_reply(sys.shutdown().await) }),
+            op if op.starts_with("blob.") => return self.dispatch_blob(op, req),
+            op if op.starts_with("clock.") => return self.dispatch_clock(op, req),
+            op if op.starts_with("trust.") => return self.dispatch_trust(op, req),
+            op if op.starts_with("ota.") => return self.dispatch_ota(op, req),
+            "attach" => return self.dispatch_attach(req, ctx),
+            "system.reboot" => return self.dispatch_reboot(req),
             other => {
                 return Err(ProtoError::new(ErrorCode::UnknownOp, format!("unknown op {other:?}")))
             }

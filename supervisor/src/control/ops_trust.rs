@@ -1,0 +1,17 @@
+//! The `trust.*` ops of the control protocol.
+
+use serde_json::{Map, Value};
+
+use super::ops::{unknown, Dispatch, ProtoError};
+use super::ControlSession;
+
+impl ControlSession {
+    /// Run a `trust.*` op.
+    pub(super) fn dispatch_trust(
+        &mut self,
+        op: &str,
+        _req: &Map<String, Value>,
+    ) -> Result<Dispatch, ProtoError> {
+        Err(unknown(op))
+    }
+}
