@@ -172,11 +172,12 @@ impl Builder {
             }
         }
         let sup = Supervisor::new(&self.log, self.cfg, state.clone(), inline, actors)?;
+        let shutdown = sup.shutdown_watch();
         let supervisor = sup_ctx.run(sup);
         if self.boot_target > SystemState::ContextCreated {
             supervisor.do_send(Steps { target: self.boot_target });
         }
-        let handle = SystemHandle { supervisor, state, services, attach, attach_addr };
+        let handle = SystemHandle { supervisor, state, services, attach, attach_addr, shutdown };
         handle.attach_addr.do_send(SetSystem(std::sync::Arc::new(handle.clone())));
         Ok(handle)
     }

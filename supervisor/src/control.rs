@@ -160,6 +160,9 @@ impl ControlSession {
                 let mut m = Map::with_capacity(fields.len() + 2);
                 m.insert("id".into(), id);
                 m.insert("ok".into(), Value::Bool(true));
+                // `id` and `ok` are the protocol's; an op cannot replace them.
+                fields.remove("id");
+                fields.remove("ok");
                 m.append(&mut fields);
                 Value::Object(m)
             }

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lwsys_messages::state::SystemState;
 use slog::{crit, info, Logger};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -138,7 +137,7 @@ async fn serve_until_shutdown(
     tokio::select! {
         _ = term.recv() => info!(log, "SIGTERM received"),
         _ = int.recv() => info!(log, "SIGINT received"),
-        _ = sys.wait_for(SystemState::ContextDestroying, None) => {}
+        _ = sys.shutdown_begun() => {}
     }
     let _ = sys.shutdown().await;
     // Let the final replies (such as system.shutdown's) reach their

@@ -63,6 +63,7 @@ pub struct SystemHandle {
     pub(crate) services: Option<Services>,
     pub(crate) attach: AttachHandle,
     pub(crate) attach_addr: Addr<AttachService>,
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl SystemHandle {
@@ -129,6 +130,13 @@ impl SystemHandle {
     /// Shut down through CONTEXT_DESTROYING; answers once it is committed.
     pub async fn shutdown(&self) -> Result<WalkResult, Error> {
         self.supervisor.send(Shutdown).await.map_err(gone)
+    }
+
+    /// Resolves once a shutdown has begun (by any party).
+    pub async fn shutdown_begun(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the supervisor is gone, which is a shutdown too.
+        let _ = rx.wait_for(|begun| *begun).await;
     }
 
     /// Wait until the state is at or past `state` (`None`: no timeout).

@@ -72,6 +72,10 @@ pub struct Supervisor {
     subscribers: Vec<Recipient<SystemEvent>>,
     shutting_down: bool,
     grace_over: bool,
+    /// Tells the world once a shutdown has begun (the daemon waits on it:
+    /// a numeric wait for CONTEXT_DESTROYING would also fire at the modal
+    /// states, which are numbered past it).
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
 
 /// One consent round for (current, target).
@@ -141,7 +145,13 @@ impl Supervisor {
             subscribers: Vec::new(),
             shutting_down: false,
             grace_over: false,
+            shutdown_tx: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// A receiver that turns true once a shutdown has begun.
+    pub fn shutdown_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
     }
 
     fn emit(&mut self, ev: SystemEvent) {
@@ -607,6 +617,7 @@ impl Handler<Shutdown> for Supervisor {
             info!(self.log, "shutting down"; "from" => %self.current,
                   "grace_ms" => self.cfg.shutdown_grace.as_millis());
             self.shutting_down = true;
+            self.shutdown_tx.send_replace(true);
             for w in self.queue.drain(..).chain(self.parked.drain(..)) {
                 w.fail(WalkError::ShuttingDown);
             }

@@ -84,6 +84,18 @@ impl TestDaemon {
 
     /// Start as `opts` says, and wait until the socket answers.
     pub fn with(opts: Options) -> Self {
+        let mut d = Self::spawn(opts);
+        d.wait_socket();
+        d
+    }
+
+    /// Start on `state_dir` without waiting for the socket (for daemons
+    /// expected to fail at start).
+    pub fn with_no_wait(state_dir: &Path) -> Self {
+        Self::spawn(Options { state_dir: Some(state_dir.to_owned()), ..Options::default() })
+    }
+
+    fn spawn(opts: Options) -> Self {
         let (dir, state_dir) = match &opts.state_dir {
             Some(d) => (None, d.clone()),
             None => {
@@ -145,7 +157,9 @@ impl TestDaemon {
     pub fn connect(&self) -> Client {
         let s = UnixStream::connect(&self.socket).unwrap();
         let r = s.try_clone().unwrap();
-        Client::new(Box::new(s), lines_of(r))
+        let mut c = Client::new(Box::new(s.try_clone().unwrap()), lines_of(r));
+        c.sock = Some(s);
+        c
     }
 
     /// A client on the daemon's stdin/stdout (started with `stdio`); only
@@ -258,11 +272,22 @@ pub struct Client {
     next_id: u64,
     events: std::collections::VecDeque<Value>,
     replies: Vec<Value>,
+    /// Shut down on drop, so the daemon sees the close even though the
+    /// reader thread still holds a clone of the socket.
+    sock: Option<UnixStream>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sock {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 impl Client {
     fn new(w: Box<dyn Write + Send>, r: Receiver<String>) -> Self {
-        Self { w, r, next_id: 0, events: Default::default(), replies: Vec::new() }
+        Self { w, r, next_id: 0, events: Default::default(), replies: Vec::new(), sock: None }
     }
 
     /// Write raw bytes (a newline is not added).

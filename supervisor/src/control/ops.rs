@@ -291,7 +291,7 @@ impl ControlSession {
         Ok(Dispatch::Later(Box::pin(fut.into_actor(self).map(move |res, act, _ctx| match res {
             Ok(Ok(id)) => {
                 act.notifier = Some(name.clone());
-                Ok(fields(json!({"name": name, "id": id})))
+                Ok(fields(json!({"name": name, "notifier_id": id})))
             }
             Ok(Err(e)) => Err(ProtoError::new(e.code(), e.to_string())),
             Err(e) => Err(ProtoError::new(ErrorCode::Internal, e.to_string())),
