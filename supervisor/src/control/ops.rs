@@ -249,7 +249,9 @@ impl ControlSession {
             "system.info" => later(async move {
                 let s = sys.state().await?;
                 let notifiers = sys.notifiers().await?;
+                let attach = sys.attach_stats().await?;
                 Ok(fields(json!({
+                    "attach": attach,
                     "version": env!("CARGO_PKG_VERSION"),
                     "protocol": PROTOCOL_VERSION,
                     "state": s.state,
