@@ -249,12 +249,15 @@ impl ControlSession {
             "system.info" => later(async move {
                 let s = sys.state().await?;
                 let notifiers = sys.notifiers().await?;
+                let trust = super::ops_trust::trust_info(&sys).await?;
                 Ok(fields(json!({
                     "version": env!("CARGO_PKG_VERSION"),
                     "protocol": PROTOCOL_VERSION,
                     "state": s.state,
                     "pid": std::process::id(),
                     "notifiers": notifiers,
+                    "trust": trust,
+                    "wake_latency_us": sys.services().map(|s| s.wake_latency_us),
                 })))
             }),
             "system.shutdown" => later(async move { walk_reply(sys.shutdown().await) }),
