@@ -87,7 +87,10 @@ pub enum ServiceError {
     Trust(#[from] lwsys_messages::trust::TrustError),
 }
 
-/// The NTP server as the blob service says, read at every attempt.
+/// The NTP server as the blob service says, read at every attempt. An
+/// empty NTP_SERVER blob reads as upstream's default (pool.ntp.org); that
+/// value defers to `fallback` (`[time] server`), so the config can name
+/// the server until a client sets the blob.
 fn ntp_server_from(blobs: Addr<BlobService>, fallback: String) -> ServerName {
     Box::new(move || {
         let blobs = blobs.clone();
@@ -95,7 +98,10 @@ fn ntp_server_from(blobs: Addr<BlobService>, fallback: String) -> ServerName {
         Box::pin(async move {
             let id = BlobId { kind: BlobKind::NtpServer, idx: 0 };
             match blobs.send(GetBlob { id, offset: 0, len: Some(255) }).await {
-                Ok(Ok(b)) => String::from_utf8(b.data.to_vec()).unwrap_or(fallback),
+                Ok(Ok(b)) => match String::from_utf8(b.data.to_vec()) {
+                    Ok(name) if name.trim() != lwsys_messages::blobs::DEFAULT_NTP_SERVER => name,
+                    _ => fallback,
+                },
                 _ => fallback,
             }
         })
