@@ -750,5 +750,14 @@ impl Handler<Subscribe> for Supervisor {
     }
 }
 
+impl Handler<SystemEvent> for Supervisor {
+    type Result = ();
+
+    /// A service's event (such as the clock's), broadcast to subscribers.
+    fn handle(&mut self, msg: SystemEvent, _ctx: &mut Self::Context) {
+        self.emit(msg);
+    }
+}
+
 #[cfg(test)]
 mod tests;

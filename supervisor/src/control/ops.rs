@@ -250,6 +250,7 @@ impl ControlSession {
                 let s = sys.state().await?;
                 let notifiers = sys.notifiers().await?;
                 let attach = sys.attach_stats().await?;
+                let trust = super::ops_trust::trust_info(&sys).await?;
                 Ok(fields(json!({
                     "attach": attach,
                     "version": env!("CARGO_PKG_VERSION"),
@@ -257,6 +258,8 @@ impl ControlSession {
                     "state": s.state,
                     "pid": std::process::id(),
                     "notifiers": notifiers,
+                    "trust": trust,
+                    "wake_latency_us": sys.services().map(|s| s.wake_latency_us),
                 })))
             }),
             "system.shutdown" => later(async move { walk_reply(sys.shutdown().await) }),

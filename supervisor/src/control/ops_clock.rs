@@ -1,17 +1,163 @@
-//! The `clock.*` ops of the control protocol.
+//! The `clock.*` ops of the control protocol: `clock.get` reads the clock
+//! service, `clock.set {unix_us}` sets the time (owner only).
 
-use serde_json::{Map, Value};
+use lwsys_messages::clock::{ClockError, ClockReading, GetClock, SetClock};
+use lwsys_messages::ErrorCode;
+use serde_json::{json, Map, Value};
 
-use super::ops::{unknown, Dispatch, ProtoError};
+use super::ops::{bad, fields, later, unknown, Dispatch, OpResult, ProtoError};
 use super::ControlSession;
+
+/// The reply fields of a clock reading.
+fn reading_reply(r: &ClockReading) -> OpResult {
+    Ok(fields(json!({
+        "unix_us": r.unix_us,
+        "valid": r.valid,
+        "source": r.source,
+        "last_offset_us": r.last_offset_us,
+        "last_delay_us": r.last_delay_us,
+        "last_sync_us": r.last_sync_us,
+    })))
+}
+
+fn clock_error(e: &ClockError) -> ProtoError {
+    ProtoError::new(e.code(), e.to_string())
+}
+
+fn no_clock() -> ProtoError {
+    ProtoError::new(ErrorCode::Internal, "this system runs no clock service")
+}
+
+fn gone(e: actix::MailboxError) -> ProtoError {
+    clock_error(&ClockError::Unavailable(e.to_string()))
+}
+
+/// `unix_us` of `clock.set`: a required non-negative integer.
+fn unix_us_param(req: &Map<String, Value>) -> Result<u64, ProtoError> {
+    match req.get("unix_us") {
+        Some(v) => v.as_u64().ok_or_else(|| bad("\"unix_us\" must be a non-negative integer")),
+        None => Err(bad("missing \"unix_us\"")),
+    }
+}
 
 impl ControlSession {
     /// Run a `clock.*` op.
     pub(super) fn dispatch_clock(
         &mut self,
         op: &str,
-        _req: &Map<String, Value>,
+        req: &Map<String, Value>,
     ) -> Result<Dispatch, ProtoError> {
-        Err(unknown(op))
+        match op {
+            "clock.get" => {
+                let clock = self.env.sys.services().ok_or_else(no_clock)?.clock.clone();
+                Ok(later(async move { reading_reply(&clock.send(GetClock).await.map_err(gone)?) }))
+            }
+            "clock.set" => {
+                // Permission first: a client that may not set the clock
+                // learns nothing about what it sent.
+                if !self.peer_is_owner() {
+                    let why = format!(
+                        "uid {} is not the daemon's uid {}",
+                        self.peer.uid, self.env.daemon_uid
+                    );
+                    return Err(clock_error(&ClockError::Forbidden(why)));
+                }
+                let unix_us = unix_us_param(req)?;
+                ClockError::check_range(unix_us).map_err(|e| clock_error(&e))?;
+                let clock = self.env.sys.services().ok_or_else(no_clock)?.clock.clone();
+                Ok(later(async move {
+                    let r = clock.send(SetClock { unix_us }).await.map_err(gone)?;
+                    reading_reply(&r.map_err(|e| clock_error(&e))?)
+                }))
+            }
+            other => Err(unknown(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use super::super::{Peer, SessionEnv};
+    use super::*;
+    use crate::services::ServiceConfig;
+    use crate::Builder;
+
+    const DAEMON_UID: u32 = 4242;
+
+    /// A session for a peer with `uid` on a system with services (the
+    /// clock trusts the host clock), and the client's end of the pipe.
+    fn session(uid: u32) -> (tokio::io::DuplexStream, crate::SystemHandle) {
+        let sys = Builder::new().services(ServiceConfig::default()).start().unwrap();
+        let env = SessionEnv {
+            sys: sys.clone(),
+            log: slog::Logger::root(slog::Discard, slog::o!()),
+            daemon_uid: DAEMON_UID,
+            consent_timeout: Duration::from_secs(5),
+            queue: 64,
+            unwritten: Arc::new(AtomicUsize::new(0)),
+        };
+        let (client, server) = tokio::io::duplex(4096);
+        let (r, w) = tokio::io::split(server);
+        let peer = Peer { uid, gid: uid, pid: None };
+        ControlSession::start(env, peer, BufReader::new(r), w, None);
+        (client, sys)
+    }
+
+    async fn call(client: &mut BufReader<tokio::io::DuplexStream>, line: &str) -> Value {
+        client.get_mut().write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_line(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&reply).unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn clock_set_from_another_uid_is_forbidden_and_changes_nothing() {
+        let (client, sys) = session(DAEMON_UID + 1);
+        let mut client = BufReader::new(client);
+        let before = sys.services().unwrap().clock.send(GetClock).await.unwrap();
+        let r = call(&mut client, r#"{"id":1,"op":"clock.set","unix_us":1800000000000000}"#).await;
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["error"]["code"], "forbidden", "{r}");
+        // Even a malformed request is refused for permission first.
+        let r = call(&mut client, r#"{"id":2,"op":"clock.set"}"#).await;
+        assert_eq!(r["error"]["code"], "forbidden", "{r}");
+        let after = sys.services().unwrap().clock.send(GetClock).await.unwrap();
+        assert_eq!(after.source, before.source);
+        assert_eq!(after.last_sync_us, None);
+        // Reading is open to everyone.
+        let r = call(&mut client, r#"{"id":3,"op":"clock.get"}"#).await;
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["source"], "system", "{r}");
+    }
+
+    #[actix_rt::test]
+    async fn clock_set_from_the_owner_checks_its_parameter() {
+        let (client, _sys) = session(DAEMON_UID);
+        let mut client = BufReader::new(client);
+        for (i, bad) in [
+            r#""unix_us":0"#,
+            r#""unix_us":7258118400000001"#,
+            r#""unix_us":-5"#,
+            r#""unix_us":"1800000000000000""#,
+            r#""unix_us":1.5"#,
+            r#""other":1"#,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let r = call(&mut client, &format!(r#"{{"id":{i},"op":"clock.set",{bad}}}"#)).await;
+            assert_eq!(r["error"]["code"], "bad_request", "{bad}: {r}");
+        }
+        let r = call(&mut client, r#"{"id":9,"op":"clock.bogus"}"#).await;
+        assert_eq!(r["error"]["code"], "unknown_op", "{r}");
     }
 }
