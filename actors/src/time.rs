@@ -1,11 +1,12 @@
-//! Wall-clock readings used for timestamps across the services.
+//! Wall-clock readings used for timestamps across the services. They follow
+//! the soft clock: when `set_clock` could not step the host clock, lwsys
+//! keeps an offset and every timestamp it makes includes it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::clock::SoftClock;
 
-/// The current wall-clock time in Unix microseconds (0 if the clock is set
-/// before 1970, which a device with no RTC can report at boot).
+/// The current wall-clock time in Unix microseconds, soft clock offset
+/// included (0 if that is before 1970, which a device with no RTC can
+/// report at boot).
 pub fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    SoftClock::global().now_us()
 }
