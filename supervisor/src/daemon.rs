@@ -56,7 +56,11 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     if cli.print_config {
-        print!("{}", cfg.to_toml());
+        // The user asked for this on stdout: it is the command's output.
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", cfg.to_toml());
+        }
         return EXIT_OK;
     }
     let (log, guard) = stderr_logger(cfg.log.format, &cfg.log.level);
