@@ -88,19 +88,6 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_names_match_serde() {
-        for code in ErrorCode::ALL {
-            let json = serde_json::to_value(code).unwrap();
-            assert_eq!(json, code.as_str());
-        }
-    }
-}
-
 /// Every op of the control protocol, as named on the wire. `docs/protocol.md`
 /// documents each (a test checks).
 pub const OPS: &[&str] = &[
@@ -138,3 +125,16 @@ pub const OPS: &[&str] = &[
 
 /// The event topics a client may subscribe to.
 pub const TOPICS: &[&str] = &["state", "notifier", "clock", "ota"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, code.as_str());
+        }
+    }
+}

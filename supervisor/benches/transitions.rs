@@ -1,1 +1,3 @@
+//! Transition benchmarks (being written).
+
 fn main() {}

@@ -1,1 +1,3 @@
+//! `lwsysctl`: the lwsys command-line client (being written).
+
 fn main() {}
