@@ -48,28 +48,23 @@ impl Connection {
     }
 
     /// Send `req` (an object; an `id` is added when it has none) and wait
-    /// for the reply with that id. Events that arrive first are dropped:
-    /// a one-shot command has not subscribed to any.
+    /// for its reply. Events that arrive first are skipped: a one-shot
+    /// command has not subscribed to any.
+    ///
+    /// The reply is the first line with an `ok` member, whatever its `id`:
+    /// a connection carries one request at a time, so nothing else can be
+    /// answered, and a reply whose `id` the daemon got wrong (or a
+    /// `parse_error` with `id: null`) still ends the wait instead of
+    /// hanging it.
     pub fn call(&mut self, mut req: Map<String, Value>) -> Result<Value, ConnError> {
-        let id = match req.get("id") {
-            Some(id) => id.clone(),
-            None => {
-                self.next_id += 1;
-                let id = Value::from(self.next_id);
-                req.insert("id".into(), id.clone());
-                id
-            }
-        };
+        if !req.contains_key("id") {
+            self.next_id += 1;
+            req.insert("id".into(), Value::from(self.next_id));
+        }
         self.send(&Value::Object(req))?;
         loop {
             let v = self.next_line()?.ok_or(ConnError::Closed)?;
-            // Replies have `ok`; events have `event` and no `ok`.
-            if v.get("ok").is_some() && v.get("id") == Some(&id) {
-                return Ok(v);
-            }
-            // A reply with a null id answers a line the daemon could not
-            // read at all: that can only be ours.
-            if v.get("ok").is_some() && v.get("id") == Some(&Value::Null) {
+            if v.get("ok").is_some() {
                 return Ok(v);
             }
         }
@@ -95,5 +90,54 @@ impl Connection {
             Ok(v @ Value::Object(_)) => Ok(Some(v)),
             _ => Err(ConnError::Garbled(line.trim_end().chars().take(200).collect())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A daemon stand-in that reads one line and answers with `lines`.
+    fn fake(lines: &'static [&'static str]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut req = String::new();
+            r.read_line(&mut req).unwrap();
+            let mut w = s;
+            for l in lines {
+                writeln!(w, "{l}").unwrap();
+            }
+        });
+        (dir, path)
+    }
+
+    #[test]
+    fn the_reply_is_the_first_line_with_ok_after_any_events() {
+        let (_d, path) =
+            fake(&[r#"{"event":"state","from":"A","to":"B"}"#, r#"{"id":9,"ok":true}"#]);
+        let mut c = Connection::open(&path).unwrap();
+        let v = c.call(Map::new()).unwrap();
+        assert_eq!(v["ok"], true);
+    }
+
+    #[test]
+    fn a_daemon_that_hangs_up_or_garbles_is_an_error_not_a_hang() {
+        let (_d, path) = fake(&[]);
+        let mut c = Connection::open(&path).unwrap();
+        assert!(matches!(c.call(Map::new()), Err(ConnError::Closed)));
+        let (_d, path) = fake(&["[1,2]"]);
+        let mut c = Connection::open(&path).unwrap();
+        assert!(matches!(c.call(Map::new()), Err(ConnError::Garbled(_))));
+    }
+
+    #[test]
+    fn a_missing_socket_says_where_and_why() {
+        let e = Connection::open(Path::new("/nonexistent/lwsys.sock")).err().unwrap();
+        assert!(e.to_string().starts_with("cannot connect to /nonexistent/lwsys.sock: "), "{e}");
     }
 }
