@@ -256,3 +256,29 @@ pub(crate) fn show(
     }
     Outcome::fail(EXIT_ERROR_REPLY, line)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_socket_follows_the_daemons_state_dir_rule() {
+        let none = |_: &str| None;
+        assert_eq!(default_socket(none), PathBuf::from("lwsys-state/lwsys.sock"));
+        let xdg = |k: &str| (k == "XDG_STATE_HOME").then(|| "/x".to_owned());
+        assert_eq!(default_socket(xdg), PathBuf::from("/x/lwsys/lwsys.sock"));
+        let sd = |k: &str| (k == "STATE_DIRECTORY").then(|| "/s:/t".to_owned());
+        assert_eq!(default_socket(sd), PathBuf::from("/s/lwsys.sock"));
+    }
+
+    #[test]
+    fn an_error_reply_is_exit_1_with_code_and_message() {
+        let r = serde_json::json!({"id": 1, "ok": false,
+            "error": {"code": "denied", "message": "n2 denied"}, "by": "n2", "state": "DHCP"});
+        let mut out = Vec::new();
+        let o = show(&r, false, |_| String::new(), &mut out);
+        assert_eq!(o.code, EXIT_ERROR_REPLY);
+        assert_eq!(o.err.as_deref(), Some("error: denied: n2 denied (by n2, state DHCP)"));
+        assert!(out.is_empty());
+    }
+}

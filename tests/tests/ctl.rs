@@ -194,13 +194,13 @@ fn the_socket_can_come_from_the_environment() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
-#[test]
-fn watch_prints_a_state_event_when_another_client_jumps() {
-    let d = TestDaemon::start(&[]);
-    d.connect().wait_state("OPERATIONAL");
+/// `lwsysctl watch` (with `extra` flags) on `d`, its stdout lines on a
+/// channel.
+fn spawn_watch(d: &TestDaemon, extra: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
     let mut child = Command::new(bin_path("lwsysctl"))
         .arg("--socket")
         .arg(d.socket())
+        .args(extra)
         .arg("watch")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -216,30 +216,39 @@ fn watch_prints_a_state_event_when_another_client_jumps() {
             }
         }
     });
-    // The watch is subscribed once it reports a notifier coming and going:
-    // poke until it does, so the jump below cannot happen before it.
+    (child, rx)
+}
+
+/// Wait until the watch is subscribed: it reports a notifier coming and
+/// going. Pokes until it does, so what the test does next cannot happen
+/// before the subscription. Returns the first line printed.
+fn wait_subscribed(d: &TestDaemon, rx: &mpsc::Receiver<String>) -> String {
     let deadline = Instant::now() + WAIT;
-    let mut seen = Vec::new();
     for n in 0.. {
         let mut p = d.connect();
         register(&mut p, &format!("poke-{n}"));
         drop(p);
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) => {
-                seen.push(l);
-                break;
-            }
-            Err(_) => assert!(Instant::now() < deadline, "watch printed nothing"),
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            return l;
         }
+        assert!(Instant::now() < deadline, "watch printed nothing");
     }
-    assert!(seen[0].starts_with("notifier "), "{seen:?}");
+    unreachable!()
+}
+
+#[test]
+fn watch_prints_a_state_event_when_another_client_jumps() {
+    let d = TestDaemon::start(&[]);
+    d.connect().wait_state("OPERATIONAL");
+    let (mut child, rx) = spawn_watch(&d, &[]);
+    let first = wait_subscribed(&d, &rx);
+    assert!(first.starts_with("notifier registered poke-"), "{first}");
     d.connect().ok("state.jump", json!({"target": "POLICY_INVALID"}));
     loop {
         let l = rx.recv_timeout(WAIT).expect("no state line from watch");
         if l.contains(" state OPERATIONAL -> POLICY_INVALID") {
             break;
         }
-        seen.push(l);
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -251,4 +260,32 @@ fn shutdown_makes_the_daemon_exit_0() {
     d.connect().wait_state("OPERATIONAL");
     assert_eq!(ok(&d, &["shutdown"]).trim(), "CONTEXT_DESTROYING");
     assert!(d.wait_exit().success());
+}
+
+#[test]
+fn watch_prints_json_events_and_ends_with_0_when_the_daemon_closes() {
+    let mut d = TestDaemon::start(&[]);
+    d.connect().wait_state("OPERATIONAL");
+    let (mut child, rx) = spawn_watch(&d, &["--json"]);
+    let first: Value = serde_json::from_str(&wait_subscribed(&d, &rx)).unwrap();
+    assert_eq!(first["event"], "notifier");
+    ok(&d, &["shutdown"]);
+    assert!(d.wait_exit().success());
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "watch did not end when the daemon closed");
+        // Exit is the event; poll it finely.
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(status.code(), Some(0));
+    // The child has exited, so its stdout is at EOF and this ends.
+    let rest: Vec<Value> = rx.iter().map(|l| serde_json::from_str(&l).unwrap()).collect();
+    assert!(rest.iter().all(|v| v.get("event").is_some()), "only events: {rest:?}");
+    assert!(
+        rest.iter().any(|v| v["event"] == "state" && v["to"] == "CONTEXT_DESTROYING"),
+        "{rest:?}"
+    );
 }
