@@ -1,3 +1,11 @@
-//! `lwsysctl`: the lwsys command-line client (being written).
+//! `lwsysctl`: parse the command line, run it against the daemon, exit
+//! with its status (0 ok, 1 error reply, 2 usage or connection failure).
 
-fn main() {}
+use clap::Parser;
+use lwsys::ctl::{run, Cli};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = run(cli, &mut std::io::stdout().lock(), &mut std::io::stderr().lock());
+    std::process::exit(code);
+}

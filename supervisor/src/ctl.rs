@@ -1,0 +1,284 @@
+//! `lwsysctl`, the command-line client of the control protocol: the clap
+//! command line, and `run`, which turns one command into one request (or a
+//! stream of events, for `watch`) and prints the answer.
+//!
+//! Output goes to writers handed in by the binary, so everything here is
+//! testable and nothing prints behind the caller's back. Exit statuses:
+//! [`EXIT_OK`], [`EXIT_ERROR_REPLY`] (the daemon answered with an error),
+//! [`EXIT_USAGE`] (bad command line or no daemon to talk to).
+
+mod blob;
+mod client;
+mod clock;
+mod format;
+mod ota;
+mod state;
+mod system;
+mod trust;
+mod watch;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use lwsys_messages::state::SystemState;
+use serde_json::{Map, Value};
+
+pub use blob::BlobCommand;
+pub use client::{ConnError, Connection};
+pub use clock::ClockCommand;
+pub use ota::OtaCommand;
+pub use trust::TrustCommand;
+
+/// Exit status: the daemon answered `ok: true`.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the daemon answered with an error.
+pub const EXIT_ERROR_REPLY: i32 = 1;
+/// Exit status: bad command line, or the daemon could not be reached.
+pub const EXIT_USAGE: i32 = 2;
+
+/// The `lwsysctl` command line.
+#[derive(Debug, Parser)]
+#[command(name = "lwsysctl", version, about = "Control and inspect a running lwsysd")]
+pub struct Cli {
+    /// The daemon's control socket. Default: $LWSYS_SOCKET, else
+    /// <state-dir>/lwsys.sock with the state dir found as lwsysd finds it
+    /// ($STATE_DIRECTORY, else $XDG_STATE_HOME/lwsys, else ./lwsys-state).
+    #[arg(long, value_name = "PATH", env = "LWSYS_SOCKET", global = true)]
+    pub socket: Option<PathBuf>,
+    /// Print the protocol's JSON reply (one line) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands, one per protocol op (or group of ops).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The current state and since when (state.get).
+    State,
+    /// Walk one state at a time to TARGET (state.steps).
+    Steps {
+        /// The state to reach, such as OPERATIONAL.
+        target: SystemState,
+    },
+    /// One atomic transition to TARGET (state.jump).
+    Jump {
+        /// The state to enter.
+        target: SystemState,
+    },
+    /// Wait until the state is at or past STATE (state.wait).
+    Wait {
+        /// The state to wait for.
+        state: SystemState,
+        /// Give up after this many milliseconds (error `timeout`).
+        #[arg(long, value_name = "N")]
+        timeout_ms: Option<u64>,
+    },
+    /// Why the system is where it is: who holds the walk, and the last
+    /// consent rounds with verdicts and latencies (state.explain).
+    Explain,
+    /// Stream state and notifier events until interrupted or the daemon
+    /// closes the connection.
+    Watch,
+    /// The registered notifiers, in consent order (from system.info).
+    Notifiers,
+    /// Version, state, pid and what the daemon offers (system.info).
+    Info,
+    /// Shut the daemon down through CONTEXT_DESTROYING (system.shutdown).
+    Shutdown,
+    /// Reboot the system after an orderly shutdown (system.reboot).
+    Reboot,
+    /// Policy changed: POLICY_INVALID, INITIALIZED, then on to OPERATIONAL
+    /// (state.policy_invalidate).
+    PolicyInvalidate,
+    /// Enter MODAL_UPDATING through AWAITING_MODAL_UPDATING
+    /// (state.enter_modal).
+    EnterModal,
+    /// Leave a modal update: back to OPERATIONAL (state.leave_modal).
+    LeaveModal,
+    /// Read and write system blobs (blob.*).
+    #[command(subcommand)]
+    Blob(BlobCommand),
+    /// Read or set the time lwsys uses (clock.*).
+    #[command(subcommand)]
+    Clock(ClockCommand),
+    /// Look up trusted CAs (trust.*).
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Firmware updates (ota.*).
+    #[command(subcommand)]
+    Ota(OtaCommand),
+    /// Send one request line as given (an id is added if missing) and print
+    /// the reply as JSON.
+    Raw {
+        /// The request, a JSON object such as '{"op":"state.get"}'.
+        #[arg(value_name = "JSON")]
+        request: String,
+    },
+}
+
+/// Why a command could not even be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The command line named something the client can check itself.
+    #[error("{0}")]
+    Usage(String),
+    /// Talking to the daemon failed.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+}
+
+/// One request and how to show its successful reply to a person.
+pub(crate) struct Call {
+    /// The op.
+    pub op: &'static str,
+    /// Its parameters.
+    pub params: Map<String, Value>,
+    /// The reply as text (the whole reply object is passed).
+    pub human: fn(&Value) -> String,
+}
+
+impl Call {
+    /// `op` with `params` (an object) shown by `human`.
+    pub fn new(op: &'static str, params: Value, human: fn(&Value) -> String) -> Self {
+        let params = match params {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        Self { op, params, human }
+    }
+}
+
+/// The socket used when `--socket` and `$LWSYS_SOCKET` are not given: the
+/// daemon's own default, `<state-dir>/lwsys.sock`.
+pub fn default_socket(env: impl Fn(&str) -> Option<String>) -> PathBuf {
+    crate::config::state_dir(&crate::config::Cli::default(), env).join("lwsys.sock")
+}
+
+/// Run `cli`, writing results to `out` and diagnostics to `err`; returns
+/// the process exit status.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let socket = cli.socket.clone().unwrap_or_else(|| default_socket(|k| std::env::var(k).ok()));
+    let outcome = match run_on(&socket, cli, out) {
+        Ok(o) => o,
+        // Already says "cannot connect to <path>: <why>".
+        Err(CtlError::Conn(e @ ConnError::Connect { .. })) => {
+            Outcome::fail(EXIT_USAGE, e.to_string())
+        }
+        Err(e) => Outcome::fail(EXIT_USAGE, format!("lwsysctl: {e}")),
+    };
+    let _ = out.flush();
+    if let Some(line) = outcome.err {
+        let _ = writeln!(err, "{line}");
+    }
+    outcome.code
+}
+
+fn run_on(socket: &std::path::Path, cli: Cli, out: &mut dyn Write) -> Result<Outcome, CtlError> {
+    let call = match cli.command {
+        Command::Watch => {
+            let mut conn = Connection::open(socket)?;
+            return watch::run(&mut conn, cli.json, out);
+        }
+        Command::Raw { request } => return system::raw(socket, &request, out),
+        Command::State => state::get(),
+        Command::Steps { target } => state::walk("state.steps", target),
+        Command::Jump { target } => state::walk("state.jump", target),
+        Command::Wait { state, timeout_ms } => state::wait(state, timeout_ms),
+        Command::Explain => state::explain(),
+        Command::PolicyInvalidate => state::cycle("state.policy_invalidate"),
+        Command::EnterModal => state::cycle("state.enter_modal"),
+        Command::LeaveModal => state::cycle("state.leave_modal"),
+        Command::Notifiers => system::notifiers_call(),
+        Command::Info => system::info(),
+        Command::Shutdown => system::shutdown(),
+        Command::Reboot => system::reboot(),
+        Command::Blob(c) => blob::call(c)?,
+        Command::Clock(c) => clock::call(c),
+        Command::Trust(c) => trust::call(c),
+        Command::Ota(c) => ota::call(c),
+    };
+    let mut conn = Connection::open(socket)?;
+    let mut req = call.params;
+    req.insert("op".into(), Value::from(call.op));
+    let reply = conn.call(req)?;
+    Ok(show(&reply, cli.json, call.human, out))
+}
+
+/// What `run_on` decided: an exit status, and an error line for stderr.
+pub(crate) struct Outcome {
+    code: i32,
+    err: Option<String>,
+}
+
+impl Outcome {
+    /// Success.
+    pub fn ok() -> Self {
+        Self { code: EXIT_OK, err: None }
+    }
+
+    /// Failure with `code`, `line` for stderr.
+    pub fn fail(code: i32, line: String) -> Self {
+        Self { code, err: Some(line) }
+    }
+}
+
+/// Print `reply`: JSON or text on success; on an error reply the JSON
+/// still goes to `out` with `--json`, and the error line is kept for
+/// stderr.
+pub(crate) fn show(
+    reply: &Value,
+    json: bool,
+    human: fn(&Value) -> String,
+    out: &mut dyn Write,
+) -> Outcome {
+    if json {
+        let _ = writeln!(out, "{reply}");
+    }
+    if reply.get("ok") == Some(&Value::Bool(true)) {
+        if !json {
+            let text = human(reply);
+            let _ = write!(out, "{text}");
+            if !text.is_empty() && !text.ends_with('\n') {
+                let _ = writeln!(out);
+            }
+        }
+        return Outcome::ok();
+    }
+    let e = reply.get("error").cloned().unwrap_or(Value::Null);
+    let mut line = format!("error: {}: {}", format::text(&e, "code"), format::text(&e, "message"));
+    // `denied` carries who refused beside the error.
+    if let Some(by) = reply.get("by").and_then(Value::as_str) {
+        line.push_str(&format!(" (by {by}, state {})", format::text(reply, "state")));
+    }
+    Outcome::fail(EXIT_ERROR_REPLY, line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_socket_follows_the_daemons_state_dir_rule() {
+        let none = |_: &str| None;
+        assert_eq!(default_socket(none), PathBuf::from("lwsys-state/lwsys.sock"));
+        let xdg = |k: &str| (k == "XDG_STATE_HOME").then(|| "/x".to_owned());
+        assert_eq!(default_socket(xdg), PathBuf::from("/x/lwsys/lwsys.sock"));
+        let sd = |k: &str| (k == "STATE_DIRECTORY").then(|| "/s:/t".to_owned());
+        assert_eq!(default_socket(sd), PathBuf::from("/s/lwsys.sock"));
+    }
+
+    #[test]
+    fn an_error_reply_is_exit_1_with_code_and_message() {
+        let r = serde_json::json!({"id": 1, "ok": false,
+            "error": {"code": "denied", "message": "n2 denied"}, "by": "n2", "state": "DHCP"});
+        let mut out = Vec::new();
+        let o = show(&r, false, |_| String::new(), &mut out);
+        assert_eq!(o.code, EXIT_ERROR_REPLY);
+        assert_eq!(o.err.as_deref(), Some("error: denied: n2 denied (by n2, state DHCP)"));
+        assert!(out.is_empty());
+    }
+}
