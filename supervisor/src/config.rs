@@ -286,11 +286,27 @@ pub struct ControlSection {
     pub client_queue: usize,
     /// Most clients connected at once; more are refused. Default 1024.
     pub max_clients: usize,
+    /// Uids that may do everything (the daemon's own uid and root always
+    /// may). Default none.
+    pub admin_uids: Vec<u32>,
+    /// Gids whose members may do everything. Default none.
+    pub admin_gids: Vec<u32>,
+    /// Uids that may only read (no changes, no secrets). Default none.
+    pub readonly_uids: Vec<u32>,
+    /// Gids whose members may only read. Default none.
+    pub readonly_gids: Vec<u32>,
 }
 
 impl Default for ControlSection {
     fn default() -> Self {
-        Self { client_queue: 4096, max_clients: 1024 }
+        Self {
+            client_queue: 4096,
+            max_clients: 1024,
+            admin_uids: Vec::new(),
+            admin_gids: Vec::new(),
+            readonly_uids: Vec::new(),
+            readonly_gids: Vec::new(),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! is bounded: a client that does not read is disconnected, with a log
 //! line, rather than allowed to grow the daemon's memory or stall it.
 
+mod access;
 mod framing;
 mod ops;
 mod ops_blob;
@@ -32,6 +33,7 @@ use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::handle::SystemHandle;
+pub use access::{needs_admin, AccessPolicy, Role};
 pub use framing::{Frame, LineReader};
 pub use server::{bind_socket, serve, BindError, ClientGuard, ServerHandle};
 
@@ -56,8 +58,8 @@ pub struct SessionEnv {
     pub sys: SystemHandle,
     /// The daemon's logger.
     pub log: Logger,
-    /// The uid the daemon runs as (owner-only ops compare against it).
-    pub daemon_uid: u32,
+    /// Who may connect and what each may do.
+    pub access: Arc<AccessPolicy>,
     /// The consent deadline, after which a ticket is stale.
     pub consent_timeout: Duration,
     /// Bound on a client's outgoing queue, in lines.
@@ -72,6 +74,7 @@ pub struct ControlSession {
     env: SessionEnv,
     log: Logger,
     peer: Peer,
+    role: Role,
     out: mpsc::Sender<String>,
     in_flight: usize,
     eof: bool,
@@ -91,12 +94,13 @@ pub struct ControlSession {
 struct Incoming(std::io::Result<Frame>);
 
 impl ControlSession {
-    /// Start a session on `reader`/`writer` for `peer`;
+    /// Start a session on `reader`/`writer` for `peer` acting as `role`;
     /// `guard` counts the client while the session lives; a session without
     /// one (stdio) shuts the daemon down at EOF.
     pub fn start<R, W>(
         env: SessionEnv,
         peer: Peer,
+        role: Role,
         reader: R,
         writer: W,
         guard: Option<ClientGuard>,
@@ -124,6 +128,7 @@ impl ControlSession {
                 env,
                 log,
                 peer,
+                role,
                 out: tx,
                 in_flight: 0,
                 eof: false,

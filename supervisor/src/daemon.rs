@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::builder::Builder;
 use crate::config::{self, Cli, Config};
-use crate::control::{bind_socket, serve, ControlSession, Peer, SessionEnv};
+use crate::control::{bind_socket, serve, AccessPolicy, ControlSession, Peer, Role, SessionEnv};
 use crate::logging::stderr_logger;
 
 /// Exit code: clean shutdown.
@@ -37,11 +37,23 @@ pub fn effective_config(cli: &Cli) -> Result<Config, config::ConfigError> {
     Ok(cfg)
 }
 
-/// Create the state dir (mode 0700) if it does not exist.
-fn prepare_state_dir(dir: &Path) -> std::io::Result<()> {
+/// Create the state dir (mode 0700) if it does not exist; refuse one owned
+/// by another user (its owner could swap the durable store or the socket
+/// under us).
+fn prepare_state_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     if !dir.exists() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| e.to_string())?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err("not a directory".into());
+    }
+    let me = nix::unistd::getuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!("owned by uid {}, not by this daemon's uid {me}", meta.uid()));
     }
     Ok(())
 }
@@ -66,8 +78,8 @@ pub fn run(cli: Cli) -> i32 {
     let (log, guard) = stderr_logger(cfg.log.format, &cfg.log.level);
     let state_dir = config::state_dir(&cli, |k| std::env::var(k).ok());
     if let Err(e) = prepare_state_dir(&state_dir) {
-        crit!(log, "cannot create the state directory"; "path" => %state_dir.display(), "error" => %e);
-        return EXIT_INTERNAL;
+        crit!(log, "refusing the state directory"; "path" => %state_dir.display(), "error" => %e);
+        return EXIT_USAGE;
     }
     let socket = cli.socket.clone().unwrap_or_else(|| state_dir.join("lwsys.sock"));
     let system = actix::System::new();
@@ -117,7 +129,7 @@ async fn serve_until_shutdown(
     let env = SessionEnv {
         sys: sys.clone(),
         log: log.clone(),
-        daemon_uid: nix::unistd::getuid().as_raw(),
+        access: Arc::new(AccessPolicy::from_config(nix::unistd::getuid().as_raw(), &cfg.control)),
         consent_timeout: cfg.consent_timeout(),
         queue: cfg.control.client_queue,
         unwritten: unwritten.clone(),
@@ -130,7 +142,8 @@ async fn serve_until_shutdown(
             pid: i32::try_from(std::process::id()).ok(),
         };
         let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-        ControlSession::start(env, me, stdin, tokio::io::stdout(), None);
+        // Whoever holds our stdio started us: an admin.
+        ControlSession::start(env, me, Role::Admin, stdin, tokio::io::stdout(), None);
     }
     let (Ok(mut term), Ok(mut int)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))

@@ -165,10 +165,10 @@ impl ControlSession {
         }
     }
 
-    /// Whether the peer may read secrets and change owner-only settings:
-    /// it runs as the daemon's own user.
+    /// Whether the peer is an admin: it may change things and read
+    /// secrets (see `control::access`).
     pub(crate) fn peer_is_owner(&self) -> bool {
-        self.peer.uid == self.env.daemon_uid
+        self.role == super::Role::Admin
     }
 
     fn dispatch_inner(
@@ -177,6 +177,12 @@ impl ControlSession {
         req: &Map<String, Value>,
         ctx: &mut Context<Self>,
     ) -> Result<Dispatch, ProtoError> {
+        if super::needs_admin(op) && !self.peer_is_owner() {
+            return Err(ProtoError::new(
+                ErrorCode::Forbidden,
+                format!("{op} needs an admin; uid {} may only read", self.peer.uid),
+            ));
+        }
         let sys = self.env.sys.clone();
         Ok(match op {
             "hello" => later(async move {

@@ -134,11 +134,10 @@ impl ControlSession {
         let which = BlobOp::parse(op).ok_or_else(|| unknown(op))?;
         let kind = kind_param(req)?;
         if which == BlobOp::Get && kind.is_secret() && !self.peer_is_owner() {
-            warn!(self.log, "refused to read a secret blob to another uid";
-                  "kind" => %kind, "daemon_uid" => self.env.daemon_uid);
+            warn!(self.log, "refused to read a secret blob to a non-admin"; "kind" => %kind);
             return Err(ProtoError::new(
                 ErrorCode::Forbidden,
-                format!("{kind} is a secret: only the daemon's own uid may read it"),
+                format!("{kind} is a secret: only an admin may read it"),
             ));
         }
         let id = id_param(kind, req)?;
@@ -177,7 +176,7 @@ mod tests {
 
     use super::*;
     use crate::builder::Builder;
-    use crate::control::{Peer, SessionEnv};
+    use crate::control::{AccessPolicy, Peer, Role, SessionEnv};
     use crate::handle::SystemHandle;
     use crate::services::ServiceConfig;
 
@@ -193,7 +192,7 @@ mod tests {
             let env = SessionEnv {
                 sys: sys.clone(),
                 log: slog::Logger::root(slog::Discard, slog::o!()),
-                daemon_uid,
+                access: Arc::new(AccessPolicy::owner_only(daemon_uid)),
                 consent_timeout: Duration::from_secs(5),
                 queue: 64,
                 unwritten: Arc::new(AtomicUsize::new(0)),
@@ -203,7 +202,9 @@ mod tests {
             let (sr, sw) = tokio::io::split(server);
             // No ClientGuard (its counter is private to the server): EOF
             // would shut the system down, which only happens at test end.
-            ControlSession::start(env, peer, BufReader::new(sr), sw, None);
+            // A stranger would be refused at connect; here it reads only.
+            let role = env.access.role(&peer).unwrap_or(Role::ReadOnly);
+            ControlSession::start(env, peer, role, BufReader::new(sr), sw, None);
             let (cr, cw) = tokio::io::split(client);
             Self { w: cw, r: BufReader::new(cr).lines() }
         }
@@ -227,14 +228,17 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn secrets_are_forbidden_to_read_for_another_uid_but_writable_and_sizable() {
+    async fn a_read_only_client_cannot_read_secrets_or_change_blobs() {
         let sys = Builder::new().services(ServiceConfig::default()).start().unwrap();
         let me = nix::unistd::getuid().as_raw();
+        let mut owner = Pipe::open(&sys, me);
         let mut other = Pipe::open(&sys, me.wrapping_add(1));
 
-        let r = other.call(json!({"id": 1, "op": "blob.set", "kind": "AUTH", "data": "tok"})).await;
-        assert_eq!(r["ok"], true, "{r}");
-        assert_eq!(r["size"], 3);
+        let r = owner.call(json!({"id": 1, "op": "blob.set", "kind": "AUTH", "data": "tok"})).await;
+        assert_eq!(r["size"], 3, "{r}");
+        owner
+            .call(json!({"id": 1, "op": "blob.set", "kind": "DEVICE_SERIAL", "data": "sn-1"}))
+            .await;
         for (kind, idx) in [("AUTH", 0), ("AUTH", 1), ("CLIENT_KEY_DER", 0), ("MQTT_PASSWORD", 0)] {
             let r = other.call(json!({"id": 2, "op": "blob.get", "kind": kind, "idx": idx})).await;
             assert_eq!(code(&r), "forbidden", "{kind}: {r}");
@@ -242,15 +246,18 @@ mod tests {
         }
         let r = other.call(json!({"id": 3, "op": "blob.size", "kind": "AUTH"})).await;
         assert_eq!(r["size"], 3, "{r}");
-
-        let r = other
-            .call(json!({"id": 4, "op": "blob.set", "kind": "DEVICE_SERIAL", "data": "sn-1"}))
-            .await;
-        assert_eq!(r["ok"], true, "{r}");
+        for op in ["blob.set", "blob.append"] {
+            let r =
+                other.call(json!({"id": 4, "op": op, "kind": "DEVICE_SERIAL", "data": "x"})).await;
+            assert_eq!(code(&r), "forbidden", "{op}: {r}");
+        }
+        for op in ["blob.empty", "blob.destroy"] {
+            let r = other.call(json!({"id": 4, "op": op, "kind": "DEVICE_SERIAL"})).await;
+            assert_eq!(code(&r), "forbidden", "{op}: {r}");
+        }
         let r = other.call(json!({"id": 5, "op": "blob.get", "kind": "DEVICE_SERIAL"})).await;
-        assert_eq!(r["data"], "sn-1", "{r}");
+        assert_eq!(r["data"], "sn-1", "unchanged: {r}");
 
-        let mut owner = Pipe::open(&sys, me);
         let r = owner.call(json!({"id": 6, "op": "blob.get", "kind": "AUTH"})).await;
         assert_eq!(r["ok"], true, "{r}");
         assert_eq!(r["data_b64"], "dG9r");

@@ -56,10 +56,7 @@ impl ControlSession {
                 // Permission first: a client that may not set the clock
                 // learns nothing about what it sent.
                 if !self.peer_is_owner() {
-                    let why = format!(
-                        "uid {} is not the daemon's uid {}",
-                        self.peer.uid, self.env.daemon_uid
-                    );
+                    let why = format!("uid {} is not an admin", self.peer.uid);
                     return Err(clock_error(&ClockError::Forbidden(why)));
                 }
                 let unix_us = unix_us_param(req)?;
@@ -83,7 +80,7 @@ mod tests {
 
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-    use super::super::{Peer, SessionEnv};
+    use super::super::{AccessPolicy, Peer, Role, SessionEnv};
     use super::*;
     use crate::services::ServiceConfig;
     use crate::Builder;
@@ -97,7 +94,7 @@ mod tests {
         let env = SessionEnv {
             sys: sys.clone(),
             log: slog::Logger::root(slog::Discard, slog::o!()),
-            daemon_uid: DAEMON_UID,
+            access: Arc::new(AccessPolicy::owner_only(DAEMON_UID)),
             consent_timeout: Duration::from_secs(5),
             queue: 64,
             unwritten: Arc::new(AtomicUsize::new(0)),
@@ -105,7 +102,9 @@ mod tests {
         let (client, server) = tokio::io::duplex(4096);
         let (r, w) = tokio::io::split(server);
         let peer = Peer { uid, gid: uid, pid: None };
-        ControlSession::start(env, peer, BufReader::new(r), w, None);
+        // A stranger would be refused at connect; here it reads only.
+        let role = env.access.role(&peer).unwrap_or(Role::ReadOnly);
+        ControlSession::start(env, peer, role, BufReader::new(r), w, None);
         (client, sys)
     }
 

@@ -105,6 +105,10 @@ pub fn serve(
                     continue;
                 }
             };
+            let Some(role) = env.access.role(&peer) else {
+                warn!(log, "client not allowed; refusing"; "peer_uid" => peer.uid, "peer_gid" => peer.gid);
+                continue;
+            };
             if count.load(Ordering::SeqCst) >= max_clients {
                 warn!(log, "too many clients; refusing"; "max_clients" => max_clients, "peer_uid" => peer.uid);
                 continue;
@@ -112,7 +116,14 @@ pub fn serve(
             count.fetch_add(1, Ordering::SeqCst);
             let (r, w) = stream.into_split();
             let guard = ClientGuard(count.clone());
-            ControlSession::start(env.clone(), peer, tokio::io::BufReader::new(r), w, Some(guard));
+            ControlSession::start(
+                env.clone(),
+                peer,
+                role,
+                tokio::io::BufReader::new(r),
+                w,
+                Some(guard),
+            );
         }
     });
     ServerHandle { path, clients }
