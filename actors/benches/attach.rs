@@ -182,7 +182,11 @@ fn main() {
                 runs.iter().map(|r| format!("{:.2}M", r.per_sec / 1e6)).collect();
             let mode = if timed { "timed" } else { "untimed" };
             let rate = median(runs.iter().map(|r| r.per_sec).collect());
+            // One JSON line per metric, for scripts/bench.
+            println!("{{\"metric\": \"attach_callbacks_per_s_{mode}_t{threads}\", \"value\": {rate:.0}, \"unit\": \"callbacks/s\"}}");
             if timed {
+                let p99 = median(runs.iter().map(|r| r.p99_us).collect());
+                println!("{{\"metric\": \"attach_latency_p99_t{threads}\", \"value\": {p99:.1}, \"unit\": \"us\"}}");
                 println!(
                     "{mode:<8} {threads:>3} {:>13.2}M {:>10.1} {:>10.1}   [{}]",
                     rate / 1e6,
@@ -202,6 +206,7 @@ fn main() {
         }
     }
     let (p50, p99) = idle_wake(&h);
+    println!("{{\"metric\": \"attach_idle_wake_p50\", \"value\": {p50:.1}, \"unit\": \"us\"}}");
     println!(
         "idle wake: one item into an idle loop, {WAKES} samples: p50 {p50:.1} us, p99 {p99:.1} us"
     );
