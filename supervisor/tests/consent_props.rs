@@ -27,6 +27,9 @@ enum Answer {
     Allow,
     Defer,
     Deny,
+    /// Never answers (actor notifiers; inline ones defer instead), so the
+    /// consent deadline must turn it into a `Defer`.
+    Silent,
 }
 
 /// What a notifier saw, in order.
@@ -45,16 +48,27 @@ type Log = Arc<Mutex<Vec<Seen>>>;
 struct Script(Vec<(SystemState, Answer)>);
 
 impl Script {
-    fn ask(&mut self, current: SystemState, target: SystemState, log: &Log) -> Verdict {
-        let answer = match self.0.iter().position(|(t, _)| *t == target) {
+    /// The verdict for this ask; `None`: stay silent.
+    fn ask(
+        &mut self,
+        current: SystemState,
+        target: SystemState,
+        log: &Log,
+        can_be_silent: bool,
+    ) -> Option<Verdict> {
+        let mut answer = match self.0.iter().position(|(t, _)| *t == target) {
             Some(i) => self.0.remove(i).1,
             None => Answer::Allow,
         };
+        if answer == Answer::Silent && !can_be_silent {
+            answer = Answer::Defer;
+        }
         log.lock().unwrap().push(Seen::Consent { current, target, answer });
         match answer {
-            Answer::Allow => Verdict::Allow,
-            Answer::Defer => Verdict::defer("scripted"),
-            Answer::Deny => Verdict::deny("scripted"),
+            Answer::Allow => Some(Verdict::Allow),
+            Answer::Defer => Some(Verdict::defer("scripted")),
+            Answer::Deny => Some(Verdict::deny("scripted")),
+            Answer::Silent => None,
         }
     }
 }
@@ -72,11 +86,14 @@ impl Handler<Consent> for ActorNotifier {
     type Result = ResponseFuture<Verdict>;
 
     fn handle(&mut self, m: Consent, _: &mut Context<Self>) -> Self::Result {
-        let v = self.script.ask(m.current, m.target, &self.log);
+        let v = self.script.ask(m.current, m.target, &self.log, true);
         // Answer through a future, as a real notifier doing work would.
         Box::pin(async move {
             tokio::task::yield_now().await;
-            v
+            match v {
+                Some(v) => v,
+                None => futures::future::pending().await,
+            }
         })
     }
 }
@@ -104,7 +121,7 @@ struct Inline {
 
 impl InlineNotifier for Inline {
     fn consent(&mut self, current: SystemState, target: SystemState) -> Verdict {
-        self.script.ask(current, target, &self.log)
+        self.script.ask(current, target, &self.log, false).unwrap_or_else(|| Verdict::defer("x"))
     }
 
     fn changed(&mut self, m: Changed) {
@@ -163,7 +180,12 @@ fn state() -> impl Strategy<Value = SystemState> {
 }
 
 fn answer() -> impl Strategy<Value = Answer> {
-    prop_oneof![1 => Just(Answer::Allow), 3 => Just(Answer::Defer), 1 => Just(Answer::Deny)]
+    prop_oneof![
+        1 => Just(Answer::Allow),
+        3 => Just(Answer::Defer),
+        1 => Just(Answer::Deny),
+        1 => Just(Answer::Silent),
+    ]
 }
 
 fn script() -> impl Strategy<Value = Script> {
@@ -351,8 +373,9 @@ fn check_common(case: &Case, o: &Outcome) -> Result<(), TestCaseError> {
         // Each journal verdict matches what the notifier itself answered.
         for v in &e.verdicts {
             let i = names.iter().position(|x| **x == *v.name).unwrap_or(usize::MAX);
-            let want = match v.verdict {
+            let want = match &v.verdict {
                 Verdict::Allow => Answer::Allow,
+                Verdict::Defer { reason } if reason == "timeout" => Answer::Silent,
                 Verdict::Defer { .. } => Answer::Defer,
                 Verdict::Deny { .. } => Answer::Deny,
             };
