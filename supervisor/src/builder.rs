@@ -154,8 +154,7 @@ impl Builder {
         // resume walks can be given it and still be build-time notifiers.
         let sup_ctx: actix::Context<Supervisor> = actix::Context::new();
         let sup_addr = sup_ctx.address();
-        let mut inline = Vec::new();
-        let mut actors = Vec::new();
+        let mut notifiers = Vec::with_capacity(self.notifiers.len() + 1);
         let services = match self.services {
             Some(cfg) => {
                 let name = cfg.clock.name.clone();
@@ -165,18 +164,13 @@ impl Builder {
                     sup_addr.clone().recipient(),
                     sup_addr.clone().recipient(),
                 )?;
-                actors.push(actor_registration(&name, &s.clock, "builtin"));
+                notifiers.push(NotifierSpec::Actor(actor_registration(&name, &s.clock, "builtin")));
                 Some(s)
             }
             None => None,
         };
-        for n in self.notifiers {
-            match n {
-                NotifierSpec::Inline(name, f) => inline.push((name, f)),
-                NotifierSpec::Actor(r) => actors.push(r),
-            }
-        }
-        let sup = Supervisor::new(&self.log, self.cfg, state.clone(), inline, actors)?;
+        notifiers.extend(self.notifiers);
+        let sup = Supervisor::new(&self.log, self.cfg, state.clone(), notifiers)?;
         let shutdown = sup.shutdown_watch();
         let supervisor = sup_ctx.run(sup);
         if self.boot_target > SystemState::ContextCreated {

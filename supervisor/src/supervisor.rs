@@ -36,6 +36,8 @@ pub use registry::InlineNotifier;
 use registry::{Kind, Registry};
 use walk::{Leg, Mode, Walk};
 
+use crate::builder::NotifierSpec;
+
 /// Timing knobs of the consent engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SupervisorConfig {
@@ -106,28 +108,29 @@ enum Awaiting {
 
 impl Supervisor {
     /// A supervisor committing to `state`, which must be at
-    /// CONTEXT_CREATED, with the notifiers given at build time.
+    /// CONTEXT_CREATED, with the notifiers given at build time, asked in
+    /// the order given.
     pub fn new(
         log: &Logger,
         cfg: SupervisorConfig,
         state: Addr<StateService>,
-        inline: Vec<(String, Box<dyn InlineNotifier>)>,
-        actors: Vec<RegisterNotifier>,
+        notifiers: Vec<NotifierSpec>,
     ) -> Result<Self, NotifierError> {
         let mut registry = Registry::default();
-        for (name, f) in inline {
-            registry.add(&name, Kind::Inline(f))?;
-        }
-        for r in actors {
-            registry.add(
-                &r.name,
-                Kind::Actor {
-                    consent: r.consent,
-                    changed: r.changed,
-                    aborted: r.aborted,
-                    kind: r.kind,
-                },
-            )?;
+        // In the order given: that is the consent order.
+        for n in notifiers {
+            match n {
+                NotifierSpec::Inline(name, f) => registry.add(&name, Kind::Inline(f))?,
+                NotifierSpec::Actor(r) => registry.add(
+                    &r.name,
+                    Kind::Actor {
+                        consent: r.consent,
+                        changed: r.changed,
+                        aborted: r.aborted,
+                        kind: r.kind,
+                    },
+                )?,
+            };
         }
         Ok(Self {
             log: log.new(slog::o!("service" => "supervisor")),

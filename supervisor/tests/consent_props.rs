@@ -440,11 +440,9 @@ proptest! {
     }
 }
 
-/// `Builder::notifiers` documents the list as consent order, but
-/// `Builder::start` registers every inline notifier before every actor
-/// notifier, so an actor given first is asked after a later inline one.
+/// `Builder::notifiers` is the consent order, whatever the kinds: an
+/// actor given first is asked before a later inline one.
 #[test]
-#[ignore = "engine bug: Builder::start reorders inline notifiers before actors"]
 fn build_time_notifiers_are_asked_in_the_order_given() {
     let order = actix_rt::System::new().block_on(async {
         let log = Log::default();
