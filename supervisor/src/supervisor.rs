@@ -87,6 +87,8 @@ struct Round {
     forced: bool,
     /// Notifiers with an id at or below this have been asked.
     asked_upto: u64,
+    /// Where the next one probably is in the registry (a hint).
+    next_index: usize,
     allowed: Vec<u64>,
     verdicts: Vec<NotifierVerdict>,
     inline_ns: u64,
@@ -213,6 +215,7 @@ impl Supervisor {
             target,
             forced,
             asked_upto: 0,
+            next_index: 0,
             allowed: Vec::with_capacity(self.registry.len()),
             verdicts: Vec::with_capacity(self.registry.len()),
             inline_ns: 0,
@@ -232,7 +235,8 @@ impl Supervisor {
         let Some(round) = self.round.as_mut() else { return };
         let mut inline_run: Option<Instant> = None;
         loop {
-            let Some(n) = self.registry.next_after(round.asked_upto) else {
+            let Some((index, n)) = self.registry.next_after(round.asked_upto, round.next_index)
+            else {
                 if let Some(t) = inline_run {
                     round.inline_ns += elapsed_ns(t);
                 }
@@ -240,6 +244,7 @@ impl Supervisor {
                 return;
             };
             round.asked_upto = n.id;
+            round.next_index = index + 1;
             match &mut n.kind {
                 Kind::Inline(f) => {
                     inline_run.get_or_insert_with(Instant::now);

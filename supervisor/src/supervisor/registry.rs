@@ -102,10 +102,18 @@ impl Registry {
         self.list.len()
     }
 
-    /// The first notifier registered after id `id`.
-    pub(crate) fn next_after(&mut self, id: u64) -> Option<&mut Notifier> {
-        let i = self.list.partition_point(|n| n.id <= id);
-        self.list.get_mut(i)
+    /// The first notifier registered after id `id`, and its index. `hint`
+    /// is where the caller expects it (the index after the last one asked):
+    /// checked, and used unless the registry changed since.
+    pub(crate) fn next_after(&mut self, id: u64, hint: usize) -> Option<(usize, &mut Notifier)> {
+        let fits = self.list.get(hint).is_some_and(|n| n.id > id)
+            && (hint == 0 || self.list.get(hint - 1).is_some_and(|p| p.id <= id));
+        let i = if fits || hint == self.list.len() && self.list.last().is_none_or(|l| l.id <= id) {
+            hint
+        } else {
+            self.list.partition_point(|n| n.id <= id)
+        };
+        self.list.get_mut(i).map(|n| (i, n))
     }
 
     fn index(&self, id: u64) -> Option<usize> {
