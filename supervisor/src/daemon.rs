@@ -125,6 +125,7 @@ async fn serve_until_shutdown(
             return EXIT_INTERNAL;
         }
     };
+    let _systemd = crate::systemd::SystemdNotifier::start_if_wanted(&sys, &log);
     let unwritten = Arc::new(AtomicUsize::new(0));
     let env = SessionEnv {
         sys: sys.clone(),

@@ -9,6 +9,7 @@
 //! - [`logging`]: slog to stderr, term or JSON.
 //! - [`builder`]: `Builder`, the context-creation info (notifiers seen from
 //!   the first transition, timing, boot target).
+//! - [`systemd`]: sd_notify for `Type=notify` units.
 //! - [`services`]: the blob, clock and trust services of a full system.
 //! - [`handle`]: `SystemHandle`, the cloneable way in from any thread.
 //! - [`ctl`]: `lwsysctl`, the blocking command-line client of the protocol.
@@ -23,6 +24,7 @@ pub mod handle;
 pub mod logging;
 pub mod services;
 pub mod supervisor;
+pub mod systemd;
 
 pub use builder::{Builder, NotifierSpec};
 pub use handle::{Error, SystemHandle};

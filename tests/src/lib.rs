@@ -50,6 +50,8 @@ pub struct Options {
     pub stdio: bool,
     /// Reuse this state dir instead of a fresh one.
     pub state_dir: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `lwsysd` on a temporary state dir; killed on drop.
@@ -117,6 +119,7 @@ impl TestDaemon {
             cmd.arg("--stdio");
         }
         cmd.args(&opts.args);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.stdin(if opts.stdio { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(if opts.stdio { Stdio::piped() } else { Stdio::null() });
         cmd.stderr(Stdio::piped());
