@@ -236,10 +236,8 @@ fn run_command(argv: &[String], timeout: Duration) -> Result<(), OpError> {
     let [prog, args @ ..] = argv else {
         return Err(OpError::failed("reboot", "empty command line"));
     };
-    let out = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_or_else(|_| Stdio::null(), Stdio::from);
+    let out =
+        std::io::stderr().as_fd().try_clone_to_owned().map_or_else(|_| Stdio::null(), Stdio::from);
     let mut child = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())

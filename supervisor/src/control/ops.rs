@@ -249,12 +249,16 @@ impl ControlSession {
             "system.info" => later(async move {
                 let s = sys.state().await?;
                 let notifiers = sys.notifiers().await?;
+                let ops = sys.ops();
                 Ok(fields(json!({
                     "version": env!("CARGO_PKG_VERSION"),
                     "protocol": PROTOCOL_VERSION,
                     "state": s.state,
                     "pid": std::process::id(),
                     "notifiers": notifiers,
+                    "ops": ops.present(),
+                    "wake_latency_us": ops.wake_latency_us(),
+                    "uptime_s": ops.uptime().as_secs(),
                 })))
             }),
             "system.shutdown" => later(async move { walk_reply(sys.shutdown().await) }),
