@@ -95,13 +95,15 @@ fn durable_blobs_written_before_an_exec_reboot_are_there_after() {
 #[test]
 fn a_failing_reboot_command_is_reported_and_the_daemon_serves_again() {
     let mut d = TestDaemon::with(Options {
-        config: Some("[system]\nreboot = \"/bin/false\"\n".into()),
+        config: Some("[system]\nreboot = \"/bin/false\"\nwake_latency_us = 1500\n".into()),
         stdio: true,
         ..Options::default()
     });
     let mut c = d.stdio();
     c.wait_state("OPERATIONAL");
-    let pid = c.ok("system.info", json!({}))["pid"].clone();
+    let info = c.ok("system.info", json!({}));
+    assert_eq!(info["wake_latency_us"], 1500, "{info}");
+    let pid = info["pid"].clone();
     c.ok("system.reboot", json!({}));
     let ev = c.event("reboot_failed");
     assert_eq!(ev["error"]["code"], "io", "{ev}");
@@ -114,4 +116,29 @@ fn a_failing_reboot_command_is_reported_and_the_daemon_serves_again() {
     assert_eq!(s["state"], "OPERATIONAL");
     let logs = d.logs();
     assert!(logs.contains("reboot failed; coming back up"), "{logs}");
+}
+
+#[test]
+fn custom_ops_example_calls_its_own_reboot_after_context_destroying() {
+    // Built by `cargo build --workspace --bins --examples` (scripts/test).
+    let out =
+        std::process::Command::new(lwsys_tests::bin_path("examples/custom_ops")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("custom reboot op ran after CONTEXT_DESTROYING"), "{stdout}");
+}
+
+#[test]
+fn a_socket_client_reboot_closes_it_and_the_socket_is_bound_again() {
+    let mut d = TestDaemon::start(&[]);
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    let r = c.ok("system.reboot", json!({}));
+    assert_eq!(r["rebooting"], true);
+    assert!(c.closed(WAIT), "the old image's clients are closed");
+    wait_logged(&mut d, "control socket ready", 2);
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    let info = c.ok("system.info", json!({}));
+    assert_eq!(info["pid"].as_u64().unwrap(), u64::from(d.pid()));
 }

@@ -40,6 +40,9 @@ impl ControlSession {
         if let Err(e) = sys.ops().system() {
             return Err(ProtoError::new(e.code(), e.to_string()));
         }
+        if sys.ops().reboot_status() == lwsys_actors::platform::RebootStatus::Pending {
+            return Err(ProtoError::new(ErrorCode::Busy, "a reboot is already in progress"));
+        }
         info!(self.log, "reboot requested");
         // The reply is queued by the caller right after this map runs, and
         // so before the spawned reboot has sent its first message.
