@@ -19,12 +19,16 @@
 //!   `OtaOps` trait and the default A/B `SlotDir` platform.
 //! - [`attach`]: `AttachService` and `AttachHandle`, callbacks from foreign
 //!   threads run on the loop once a state is reached.
+//! - [`platform`]: the platform ops (`SystemOps`, `ClockOps`, `TrustQuery`,
+//!   `OtaOps`), their default Linux implementations, and `Ops`, what a
+//!   running system provides.
 #![forbid(unsafe_code)]
 
 pub mod attach;
 pub mod blobs;
 pub mod clock;
 pub mod ota;
+pub mod platform;
 pub mod state;
 pub mod store;
 pub mod time;

@@ -3,10 +3,12 @@
 //! `register_notifier_list`), the timing knobs and the boot target, starts
 //! the services and the `Supervisor`, and sets off the boot walk.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, AsyncContext, Handler};
 use lwsys_actors::attach::{AttachConfig, AttachService};
+use lwsys_actors::platform::{LinuxSystemOps, Ops, SystemOps};
 use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
 use lwsys_messages::attach::SetSystem;
 use lwsys_messages::state::{Aborted, Changed, Consent, Observe, SystemState};
@@ -63,6 +65,7 @@ pub struct Builder {
     notifiers: Vec<NotifierSpec>,
     services: Option<ServiceConfig>,
     attach: AttachConfig,
+    system_ops: Option<Arc<dyn SystemOps>>,
 }
 
 impl Default for Builder {
@@ -83,6 +86,7 @@ impl Builder {
             notifiers: Vec::new(),
             services: None,
             attach: AttachConfig::default(),
+            system_ops: None,
         }
     }
 
@@ -134,6 +138,13 @@ impl Builder {
         self
     }
 
+    /// The system ops (reboot, set_clock, wake latency). Default:
+    /// [`LinuxSystemOps::default`] (reboot re-executes this program).
+    pub fn system_ops(mut self, ops: Arc<dyn SystemOps>) -> Self {
+        self.system_ops = Some(ops);
+        self
+    }
+
     /// Run the services of a full system (blobs, clock, trust) beside the
     /// consent engine. Without this the system is the bare state machine.
     /// The clock is registered as the first notifier.
@@ -176,7 +187,13 @@ impl Builder {
         if self.boot_target > SystemState::ContextCreated {
             supervisor.do_send(Steps { target: self.boot_target });
         }
-        let handle = SystemHandle { supervisor, state, services, attach, attach_addr, shutdown };
+        let system_ops = self.system_ops.unwrap_or_else(|| Arc::new(LinuxSystemOps::default()));
+        let mut ops = Ops::new(system_ops);
+        if let Some(s) = &services {
+            ops = ops.with_trust(s.trust.clone().recipient());
+        }
+        let handle =
+            SystemHandle { supervisor, state, services, attach, attach_addr, shutdown, ops };
         handle.attach_addr.do_send(SetSystem(std::sync::Arc::new(handle.clone())));
         Ok(handle)
     }

@@ -1,14 +1,30 @@
 //! The `lwsysd` daemon: config and state dir, the system, the control
 //! socket (and stdio), signals, and an orderly exit through
 //! CONTEXT_DESTROYING. `bin/lwsysd.rs` only parses and calls [`run`].
+//!
+//! Reboot (`system.reboot`, `SystemHandle::reboot`): the system passes
+//! through CONTEXT_DESTROYING, the store is flushed, then the reboot op of
+//! [`DaemonOps`] runs. With `[system] reboot = "exec"` the daemon finishes
+//! like a shutdown (final replies written, socket removed, logs flushed)
+//! and [`run`] re-executes lwsysd with the same arguments: same pid, same
+//! stdin/stdout. A command is run as is; if it succeeds the daemon exits 0
+//! (the machine is going down). If the reboot fails, the daemon comes back
+//! up the same way as an exec reboot: it re-executes itself, so it never
+//! stays in CONTEXT_DESTROYING (the state machine does not leave it, and a
+//! fresh process is the one clean way back). Only if that exec fails too
+//! does it exit 70, for a service manager to restart it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use slog::{crit, info, Logger};
+use lwsys_actors::clock::{LinuxClockOps, SetOutcome, SoftClock};
+use lwsys_actors::platform::{
+    self, LinuxSystemOps, OpError, RebootAction, RebootStatus, SystemOps, REBOOT_COMMAND_TIMEOUT,
+};
+use slog::{crit, error, info, Logger};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::builder::Builder;
@@ -25,6 +41,62 @@ pub const EXIT_INTERNAL: i32 = 70;
 
 /// How long final replies get to reach their clients at exit.
 const DRAIN: Duration = Duration::from_secs(1);
+
+/// How long the daemon waits, once in CONTEXT_DESTROYING, for a reboot op
+/// to return (a command is killed after [`REBOOT_COMMAND_TIMEOUT`]).
+const REBOOT_SETTLE: Duration = REBOOT_COMMAND_TIMEOUT.saturating_add(Duration::from_secs(10));
+
+/// How a served system ended.
+enum End {
+    /// Exit with this code.
+    Exit(i32),
+    /// Re-execute lwsysd (an exec reboot, or coming back up after a failed
+    /// reboot).
+    Reexec,
+}
+
+/// The daemon's system ops: [`LinuxSystemOps`] as configured, except that
+/// an exec reboot is handed to [`run`], which execs once the runtime has
+/// stopped, the final replies are written and the logs flushed.
+pub struct DaemonOps {
+    linux: LinuxSystemOps,
+    exec: AtomicBool,
+}
+
+impl DaemonOps {
+    /// The ops `[system]` and `[time]` in `cfg` describe.
+    pub fn from_config(cfg: &Config) -> Result<Self, OpError> {
+        let action = RebootAction::parse(&cfg.system.reboot)?;
+        let clock = LinuxClockOps::new(cfg.time.set_system_clock, SoftClock::global().clone());
+        let linux = LinuxSystemOps::new(action, Arc::new(clock), cfg.system.wake_latency_us);
+        Ok(Self { linux, exec: AtomicBool::new(false) })
+    }
+
+    /// Whether an exec reboot was asked for.
+    fn exec_requested(&self) -> bool {
+        self.exec.load(Ordering::SeqCst)
+    }
+}
+
+impl SystemOps for DaemonOps {
+    fn reboot(&self) -> Result<(), OpError> {
+        match self.linux.action() {
+            RebootAction::Exec => {
+                self.exec.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            RebootAction::Command(_) => self.linux.reboot(),
+        }
+    }
+
+    fn set_clock(&self, unix_us: u64) -> Result<SetOutcome, OpError> {
+        self.linux.set_clock(unix_us)
+    }
+
+    fn wake_latency_us(&self) -> u64 {
+        self.linux.wake_latency_us()
+    }
+}
 
 /// Load the config named on the command line (or the embedded defaults)
 /// with the flags applied.
@@ -83,14 +155,28 @@ pub fn run(cli: Cli) -> i32 {
     }
     let socket = cli.socket.clone().unwrap_or_else(|| state_dir.join("lwsys.sock"));
     let system = actix::System::new();
-    let code =
-        system.block_on(serve_until_shutdown(cfg, log.clone(), state_dir, socket, cli.stdio));
+    let end = system.block_on(serve_until_shutdown(
+        cfg.clone(),
+        log.clone(),
+        state_dir,
+        socket,
+        cli.stdio,
+    ));
     drop(log);
     drop(guard);
     // The runtime is not dropped: tokio's stdin reader sits in a blocking
-    // read that would hold the exit until another line arrived.
+    // read that would hold the exit until another line arrived. (An exec
+    // ends that thread without it consuming anything.)
     std::mem::forget(system);
-    code
+    match end {
+        End::Exit(code) => code,
+        End::Reexec => {
+            let e = platform::exec_self();
+            let (log, _guard) = stderr_logger(cfg.log.format, &cfg.log.level);
+            crit!(log, "cannot re-execute lwsysd"; "error" => %e);
+            EXIT_INTERNAL
+        }
+    }
 }
 
 async fn serve_until_shutdown(
@@ -99,7 +185,7 @@ async fn serve_until_shutdown(
     state_dir: PathBuf,
     socket: PathBuf,
     stdio: bool,
-) -> i32 {
+) -> End {
     info!(log, "lwsysd starting"; "version" => env!("CARGO_PKG_VERSION"), "pid" => std::process::id(),
           "state_dir" => %state_dir.display(), "boot_target" => %cfg.supervisor.boot_target);
     // Bind before booting so a second daemon fails before it does anything.
@@ -107,7 +193,14 @@ async fn serve_until_shutdown(
         Ok(l) => l,
         Err(e) => {
             crit!(log, "cannot serve the control socket"; "error" => %e);
-            return EXIT_INTERNAL;
+            return End::Exit(EXIT_INTERNAL);
+        }
+    };
+    let ops = match DaemonOps::from_config(&cfg) {
+        Ok(o) => Arc::new(o),
+        Err(e) => {
+            crit!(log, "bad system ops settings"; "error" => %e);
+            return End::Exit(EXIT_USAGE);
         }
     };
     let sys = match Builder::new()
@@ -117,12 +210,13 @@ async fn serve_until_shutdown(
         .boot_target(cfg.supervisor.boot_target)
         .journal_len(cfg.supervisor.journal_len)
         .services(cfg.services(&state_dir))
+        .system_ops(ops.clone())
         .start()
     {
         Ok(s) => s,
         Err(e) => {
             crit!(log, "cannot start the system"; "error" => %e);
-            return EXIT_INTERNAL;
+            return End::Exit(EXIT_INTERNAL);
         }
     };
     let _systemd = crate::systemd::SystemdNotifier::start_if_wanted(&sys, &log);
@@ -150,7 +244,7 @@ async fn serve_until_shutdown(
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
         crit!(log, "cannot install signal handlers");
-        return EXIT_INTERNAL;
+        return End::Exit(EXIT_INTERNAL);
     };
     tokio::select! {
         _ = term.recv() => info!(log, "SIGTERM received"),
@@ -158,6 +252,7 @@ async fn serve_until_shutdown(
         _ = sys.shutdown_begun() => {}
     }
     let _ = sys.shutdown().await;
+    let end = reboot_outcome(&sys, &ops, &log).await;
     // Let the final replies (such as system.shutdown's) reach their
     // clients, bounded so a stuck client cannot hold the exit.
     let deadline = tokio::time::Instant::now() + DRAIN;
@@ -165,6 +260,37 @@ async fn serve_until_shutdown(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     drop(server);
-    info!(log, "lwsysd stopped");
-    EXIT_OK
+    match end {
+        End::Exit(_) => info!(log, "lwsysd stopped"),
+        End::Reexec => info!(log, "lwsysd re-executing"; "pid" => std::process::id()),
+    }
+    end
+}
+
+/// How the daemon ends once in CONTEXT_DESTROYING: after a reboot, as its
+/// op settled; otherwise a plain exit.
+async fn reboot_outcome(sys: &crate::SystemHandle, ops: &DaemonOps, log: &Logger) -> End {
+    if sys.ops().reboot_status() == RebootStatus::Idle {
+        return End::Exit(EXIT_OK);
+    }
+    let settled = tokio::time::timeout(REBOOT_SETTLE, sys.ops().reboot_settled()).await;
+    match settled {
+        Ok(RebootStatus::Done) if ops.exec_requested() => End::Reexec,
+        Ok(RebootStatus::Done) => {
+            info!(log, "reboot command accepted; exiting");
+            End::Exit(EXIT_OK)
+        }
+        Ok(RebootStatus::Failed(e)) => {
+            error!(log, "reboot failed; coming back up"; "error" => %e);
+            // Give the session that asked a turn to queue its
+            // `reboot_failed` event before the final drain.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            End::Reexec
+        }
+        Ok(RebootStatus::Idle | RebootStatus::Pending) | Err(_) => {
+            error!(log, "reboot did not settle; coming back up";
+                   "waited_s" => REBOOT_SETTLE.as_secs());
+            End::Reexec
+        }
+    }
 }

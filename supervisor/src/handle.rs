@@ -19,6 +19,7 @@ use crate::services::Services;
 use crate::supervisor::{InlineNotifier, RegisterInline, Supervisor};
 use lwsys_actors::attach::{AttachCtx, AttachHandle, AttachService, AttachTicket};
 use lwsys_actors::blobs::BlobHandle;
+use lwsys_actors::platform::{OpError, Ops, RebootStatus};
 use lwsys_messages::attach::{AttachError, AttachStats, GetAttachStats};
 use lwsys_messages::blobs::{BlobError, BlobId, BlobKind};
 
@@ -37,6 +38,9 @@ pub enum Error {
     /// The service that owns the answer has stopped.
     #[error("service unavailable: {0}")]
     Gone(String),
+    /// A platform op is not provided or failed.
+    #[error(transparent)]
+    Op(#[from] OpError),
 }
 
 impl Error {
@@ -47,6 +51,7 @@ impl Error {
             Self::Notifier(e) => e.code(),
             Self::WaitTimedOut(_) => ErrorCode::Timeout,
             Self::Gone(_) => ErrorCode::Internal,
+            Self::Op(e) => e.code(),
         }
     }
 }
@@ -64,6 +69,7 @@ pub struct SystemHandle {
     pub(crate) attach: AttachHandle,
     pub(crate) attach_addr: Addr<AttachService>,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    pub(crate) ops: Ops,
 }
 
 impl SystemHandle {
@@ -137,6 +143,55 @@ impl SystemHandle {
         let mut rx = self.shutdown.clone();
         // An error means the supervisor is gone, which is a shutdown too.
         let _ = rx.wait_for(|begun| *begun).await;
+    }
+
+    /// The platform ops (`lws_system_get_ops(context)`): which are
+    /// provided, and calls to them.
+    pub fn ops(&self) -> &Ops {
+        &self.ops
+    }
+
+    /// Reboot: shut down through CONTEXT_DESTROYING (notifiers asked and
+    /// told, bounded by the shutdown grace), flush the durable store, then
+    /// call the reboot op on a blocking thread. Without a reboot op it
+    /// fails before anything goes down. The outcome is also recorded in
+    /// [`Ops::reboot_status`], so a daemon knows not to exit under it.
+    pub async fn reboot(&self) -> Result<(), Error> {
+        let op = self.ops.system()?.clone();
+        self.ops.set_reboot_status(RebootStatus::Pending);
+        let res = self.reboot_with(op).await;
+        self.ops.set_reboot_status(match &res {
+            Ok(()) => RebootStatus::Done,
+            Err(Error::Op(e)) => RebootStatus::Failed(e.clone()),
+            Err(e) => {
+                RebootStatus::Failed(OpError::Failed { op: "reboot", message: e.to_string() })
+            }
+        });
+        res
+    }
+
+    async fn reboot_with(
+        &self,
+        op: std::sync::Arc<dyn lwsys_actors::platform::SystemOps>,
+    ) -> Result<(), Error> {
+        self.shutdown().await??;
+        let store = self.services.as_ref().and_then(|s| s.store.clone());
+        let call = tokio::task::spawn_blocking(move || {
+            if let Some(store) = store {
+                store.flush().map_err(|e| OpError::Failed {
+                    op: "reboot",
+                    message: format!("flushing the durable store: {e}"),
+                })?;
+            }
+            op.reboot()
+        });
+        match call.await {
+            Ok(res) => Ok(res?),
+            Err(e) => {
+                Err(OpError::Failed { op: "reboot", message: format!("the op panicked: {e}") }
+                    .into())
+            }
+        }
     }
 
     /// Wait until the state is at or past `state` (`None`: no timeout).

@@ -257,6 +257,7 @@ impl ControlSession {
                 let notifiers = sys.notifiers().await?;
                 let attach = sys.attach_stats().await?;
                 let trust = super::ops_trust::trust_info(&sys).await?;
+                let ops = sys.ops();
                 Ok(fields(json!({
                     "attach": attach,
                     "version": env!("CARGO_PKG_VERSION"),
@@ -265,7 +266,9 @@ impl ControlSession {
                     "pid": std::process::id(),
                     "notifiers": notifiers,
                     "trust": trust,
-                    "wake_latency_us": sys.services().map(|s| s.wake_latency_us),
+                    "ops": ops.present(),
+                    "wake_latency_us": ops.wake_latency_us(),
+                    "uptime_s": ops.uptime().as_secs(),
                 })))
             }),
             "system.shutdown" => later(async move { walk_reply(sys.shutdown().await) }),

@@ -1,12 +1,20 @@
 //! The `attach` and `system.reboot` ops of the control protocol.
+//!
+//! `system.reboot` (owner only) answers `ok` at once, before anything goes
+//! down, then runs `SystemHandle::reboot` as a task of its own (so a client
+//! that hangs up cannot cancel it halfway): CONTEXT_DESTROYING, store
+//! flush, the reboot op. If that fails and the client is still connected it
+//! is sent `{"event": "reboot_failed", "error": {"code", "message"}}`; the
+//! daemon then comes back up (see `daemon`).
 
 use actix::prelude::*;
-use serde_json::{Map, Value};
-
 use lwsys_messages::ErrorCode;
+use serde_json::{json, Map, Value};
+use slog::{info, warn};
+
 use tokio::sync::oneshot;
 
-use super::ops::{bad, state_param, unknown, Dispatch, OpResult, ProtoError};
+use super::ops::{bad, fields, state_param, Dispatch, OpResult, ProtoError};
 use super::ControlSession;
 
 impl ControlSession {
@@ -51,11 +59,219 @@ impl ControlSession {
         Ok(Dispatch::Later(Box::pin(fut)))
     }
 
-    /// Run `system.reboot`.
+    /// Run `system.reboot`: see the module docs.
     pub(super) fn dispatch_reboot(
         &mut self,
         _req: &Map<String, Value>,
     ) -> Result<Dispatch, ProtoError> {
-        Err(unknown("system.reboot"))
+        if !self.peer_is_owner() {
+            return Err(ProtoError::new(
+                ErrorCode::Forbidden,
+                "only the daemon's own user may reboot it",
+            ));
+        }
+        let sys = self.env.sys.clone();
+        if let Err(e) = sys.ops().system() {
+            return Err(ProtoError::new(e.code(), e.to_string()));
+        }
+        if sys.ops().reboot_status() == lwsys_actors::platform::RebootStatus::Pending {
+            return Err(ProtoError::new(ErrorCode::Busy, "a reboot is already in progress"));
+        }
+        info!(self.log, "reboot requested");
+        // The reply is queued by the caller right after this map runs, and
+        // so before the spawned reboot has sent its first message.
+        let fut = actix::fut::ready(()).map(move |(), _act: &mut Self, ctx: &mut Context<Self>| {
+            let task = actix::spawn(async move { sys.reboot().await });
+            ctx.spawn(actix::fut::wrap_future(task).map(|res, act: &mut Self, ctx| {
+                let (code, message) = match res {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => (e.code(), e.to_string()),
+                    Err(e) => (ErrorCode::Internal, format!("reboot task failed: {e}")),
+                };
+                warn!(act.log, "reboot failed"; "error" => %message);
+                let ev =
+                    json!({"event": "reboot_failed", "error": {"code": code, "message": message}});
+                act.send_line(&ev, ctx);
+            }));
+            Ok(fields(json!({"rebooting": true})))
+        });
+        Ok(Dispatch::Later(Box::pin(fut)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use lwsys_actors::platform::{OpError, RebootStatus, SetOutcome, SystemOps};
+    use lwsys_messages::state::{Aborted, Changed, Consent, SystemState, Verdict};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use super::super::{ControlSession, Peer, SessionEnv};
+    use crate::builder::{Builder, NotifierSpec};
+    use crate::handle::{Error, SystemHandle};
+    use crate::InlineNotifier;
+
+    type Journal = Arc<Mutex<Vec<String>>>;
+
+    /// Reboot ops that write down the state the system is in when called.
+    struct Recording {
+        journal: Journal,
+        fail: bool,
+    }
+
+    impl SystemOps for Recording {
+        fn reboot(&self) -> Result<(), OpError> {
+            self.journal.lock().unwrap().push("op reboot".into());
+            if self.fail {
+                return Err(OpError::Failed { op: "reboot", message: "no watchdog".into() });
+            }
+            Ok(())
+        }
+
+        fn set_clock(&self, _unix_us: u64) -> Result<SetOutcome, OpError> {
+            Err(OpError::NotProvided("set_clock"))
+        }
+
+        fn wake_latency_us(&self) -> u64 {
+            0
+        }
+    }
+
+    /// An actor notifier that records the consents it is asked for.
+    struct ActorWatch(Journal);
+
+    impl actix::Actor for ActorWatch {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<Consent> for ActorWatch {
+        type Result = Verdict;
+        fn handle(&mut self, m: Consent, _: &mut Self::Context) -> Verdict {
+            if m.target == SystemState::ContextDestroying {
+                self.0.lock().unwrap().push(format!("actor consent {}", m.target));
+            }
+            Verdict::Allow
+        }
+    }
+
+    impl actix::Handler<Changed> for ActorWatch {
+        type Result = ();
+        fn handle(&mut self, _: Changed, _: &mut Self::Context) {}
+    }
+
+    impl actix::Handler<Aborted> for ActorWatch {
+        type Result = ();
+        fn handle(&mut self, _: Aborted, _: &mut Self::Context) {}
+    }
+
+    /// An inline notifier, told of changes on the supervisor's thread.
+    struct InlineWatch(Journal);
+
+    impl InlineNotifier for InlineWatch {
+        fn consent(&mut self, _: SystemState, _: SystemState) -> Verdict {
+            Verdict::Allow
+        }
+        fn changed(&mut self, c: Changed) {
+            if c.to == SystemState::ContextDestroying {
+                self.0.lock().unwrap().push(format!("changed {} -> {}", c.from, c.to));
+            }
+        }
+    }
+
+    async fn system(journal: &Journal, fail: bool) -> SystemHandle {
+        use actix::Actor as _;
+        let watch = ActorWatch(journal.clone()).start();
+        let ops = Arc::new(Recording { journal: journal.clone(), fail });
+        let sys = Builder::new()
+            .system_ops(ops)
+            .notifiers([
+                NotifierSpec::actor("actor", &watch),
+                NotifierSpec::inline("inline", InlineWatch(journal.clone())),
+            ])
+            .start()
+            .unwrap();
+        sys.wait_for(SystemState::Operational, None).await.unwrap();
+        sys
+    }
+
+    #[actix_rt::test]
+    async fn reboot_passes_through_context_destroying_then_calls_the_custom_op() {
+        let journal = Journal::default();
+        let sys = system(&journal, false).await;
+        assert_eq!(sys.ops().reboot_status(), RebootStatus::Idle);
+        sys.reboot().await.unwrap();
+        assert_eq!(
+            *journal.lock().unwrap(),
+            [
+                "actor consent CONTEXT_DESTROYING",
+                "changed OPERATIONAL -> CONTEXT_DESTROYING",
+                "op reboot"
+            ]
+        );
+        assert_eq!(sys.state().await.unwrap().state, SystemState::ContextDestroying);
+        assert_eq!(sys.ops().reboot_status(), RebootStatus::Done);
+    }
+
+    #[actix_rt::test]
+    async fn a_failing_reboot_op_is_an_error_value_and_recorded() {
+        let journal = Journal::default();
+        let sys = system(&journal, true).await;
+        let e = sys.reboot().await.unwrap_err();
+        assert!(matches!(&e, Error::Op(OpError::Failed { op: "reboot", .. })), "{e}");
+        assert_eq!(e.code(), lwsys_messages::ErrorCode::Io);
+        assert!(matches!(sys.ops().reboot_status(), RebootStatus::Failed(_)));
+    }
+
+    /// A session on an in-memory pipe for a peer with `uid`.
+    fn session(sys: &SystemHandle, uid: u32) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (r, w) = tokio::io::split(server);
+        let env = SessionEnv {
+            sys: sys.clone(),
+            log: slog::Logger::root(slog::Discard, slog::o!()),
+            access: Arc::new(crate::control::AccessPolicy::owner_only(1000)),
+            consent_timeout: Duration::from_secs(5),
+            queue: 64,
+            unwritten: Arc::new(AtomicUsize::new(0)),
+        };
+        let peer = Peer { uid, gid: uid, pid: None };
+        // A stranger would be refused at connect; here it reads only.
+        let role = env.access.role(&peer).unwrap_or(crate::control::Role::ReadOnly);
+        ControlSession::start(env, peer, role, BufReader::new(r), w, None);
+        client
+    }
+
+    async fn call(
+        client: tokio::io::DuplexStream,
+        line: &str,
+    ) -> (tokio::io::DuplexStream, serde_json::Value) {
+        let (r, mut w) = tokio::io::split(client);
+        w.write_all(line.as_bytes()).await.unwrap();
+        let mut r = BufReader::new(r);
+        let mut reply = String::new();
+        r.read_line(&mut reply).await.unwrap();
+        (r.into_inner().unsplit(w), serde_json::from_str(&reply).unwrap())
+    }
+
+    #[actix_rt::test]
+    async fn system_reboot_is_for_the_owner_only_and_answers_before_going_down() {
+        let journal = Journal::default();
+        let sys = system(&journal, false).await;
+        let stranger = session(&sys, 1001);
+        let (_s, r) = call(stranger, "{\"id\":1,\"op\":\"system.reboot\"}\n").await;
+        assert_eq!(r["error"]["code"], "forbidden", "{r}");
+        assert_eq!(sys.state().await.unwrap().state, SystemState::Operational);
+
+        let owner = session(&sys, 1000);
+        let (_o, r) = call(owner, "{\"id\":2,\"op\":\"system.reboot\"}\n").await;
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["id"], 2);
+        // Past this the reboot has begun (it is pending before it shuts down).
+        sys.wait_for(SystemState::ContextDestroying, None).await.unwrap();
+        assert_eq!(sys.ops().reboot_settled().await, RebootStatus::Done);
+        assert_eq!(journal.lock().unwrap().last().map(String::as_str), Some("op reboot"));
     }
 }
