@@ -15,6 +15,9 @@ pub enum OtaPhase {
     Idle,
     /// Fetching and verifying the manifest.
     Checking,
+    /// A newer release was found; waiting for the notifiers' consent to
+    /// enter MODAL_UPDATING (retried every second for a while).
+    AwaitingConsent,
     /// Streaming the image into the inactive slot.
     Downloading,
     /// Image written; checking size and hash.
@@ -32,6 +35,7 @@ impl fmt::Display for OtaPhase {
         let s = match self {
             Self::Idle => "idle",
             Self::Checking => "checking",
+            Self::AwaitingConsent => "awaiting_consent",
             Self::Downloading => "downloading",
             Self::Verifying => "verifying",
             Self::Finalizing => "finalizing",
@@ -104,11 +108,30 @@ pub struct OtaEvent {
     pub bytes: u64,
 }
 
-/// `ota.check`, sent by the protocol session: force a check now.
-/// The reply is `Ok(())` once the check is scheduled.
+/// `ota.check`, sent by the protocol session: force a check now (or join
+/// the one under way). The reply comes when the check settles: no newer
+/// release, installed, or an error (including consent refused for too
+/// long).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "Result<(), OtaError>"))]
+#[cfg_attr(
+    feature = "actor",
+    derive(actix::Message),
+    rtype(result = "Result<CheckOutcome, OtaError>")
+)]
 pub struct CheckOta;
+
+/// How a settled check ended (the `ota.check` reply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CheckOutcome {
+    /// Whether a new release was installed and selected for a trial boot.
+    pub updated: bool,
+    /// The release found (installed, or not newer), if a manifest verified.
+    pub unixtime: Option<u64>,
+    /// Whether the system reboots into it now (the manifest's `reset`).
+    pub reboot: bool,
+    /// Why nothing was installed, when `updated` is false.
+    pub reason: Option<String>,
+}
 
 /// `ota.report_current {bad}`, sent by the protocol session or the
 /// Supervisor (auto-confirm): `bad: false` confirms a trial boot,
@@ -228,6 +251,10 @@ pub enum OtaError {
     /// OTA is not configured.
     #[error("ota not configured: {0}")]
     NotConfigured(String),
+    /// The notifiers kept refusing MODAL_UPDATING; the update waits for
+    /// the next check.
+    #[error("consent to update refused: {0}")]
+    ConsentRefused(String),
 }
 
 impl OtaError {
@@ -250,7 +277,7 @@ impl OtaError {
             Self::Http { status: 404, .. } => ErrorCode::NotFound,
             Self::Http { .. } | Self::Network(_) | Self::Io(_) => ErrorCode::Io,
             Self::Busy(_) => ErrorCode::Busy,
-            Self::Cancelled => ErrorCode::Denied,
+            Self::Cancelled | Self::ConsentRefused(_) => ErrorCode::Denied,
             Self::NotConfigured(_) => ErrorCode::NotFound,
         }
     }
