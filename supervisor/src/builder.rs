@@ -159,7 +159,13 @@ impl Builder {
         let services = match self.services {
             Some(cfg) => {
                 let name = cfg.clock.name.clone();
-                let s = crate::services::start(&self.log, cfg, sup_addr.clone().recipient())?;
+                let s = crate::services::start(
+                    &self.log,
+                    cfg,
+                    sup_addr.clone().recipient(),
+                    &sup_addr,
+                    &state,
+                )?;
                 actors.push(actor_registration(&name, &s.clock, "builtin"));
                 Some(s)
             }

@@ -11,11 +11,13 @@
 //!   the first transition, timing, boot target).
 //! - [`services`]: the blob, clock and trust services of a full system.
 //! - [`handle`]: `SystemHandle`, the cloneable way in from any thread.
+//! - [`ctl_ota`]: `lwsysctl ota` helpers: keygen, publish, progress bar.
 #![forbid(unsafe_code)]
 
 pub mod builder;
 pub mod config;
 pub mod control;
+pub mod ctl_ota;
 pub mod daemon;
 pub mod handle;
 pub mod logging;

@@ -1,7 +1,8 @@
 //! The service actors a full system runs beside the consent engine (blobs,
-//! clock, trust), their settings, and how they are started and wired: the
-//! clock is a build-time notifier that resumes the supervisor, and reads
-//! its NTP server from the blob service.
+//! clock, trust, and OTA when configured), their settings, and how they are
+//! started and wired: the clock is a build-time notifier that resumes the
+//! supervisor, and reads its NTP server from the blob service; OTA observes
+//! the state, asks the supervisor for MODAL_UPDATING and sends it events.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,11 +10,17 @@ use std::sync::Arc;
 use actix::{Actor, Addr, Recipient};
 use lwsys_actors::blobs::BlobService;
 use lwsys_actors::clock::{ClockConfig, ClockOps, ClockService, ServerName};
+use lwsys_actors::ota::{OtaService, SlotDir};
 use lwsys_actors::store::Store;
 use lwsys_actors::trust::{TrustConfig, TrustQuery, TrustService};
+use lwsys_actors::StateService;
 use lwsys_messages::blobs::{BlobId, BlobKind, GetBlob};
+use lwsys_messages::state::Observe;
 use lwsys_messages::state::Resume;
+use lwsys_messages::supervisor::Shutdown;
 use slog::Logger;
+
+use crate::supervisor::Supervisor;
 
 /// Settings of the services of a full system.
 #[derive(Clone)]
@@ -35,6 +42,17 @@ pub struct ServiceConfig {
     pub trust: TrustConfig,
     /// A replacement trust query op.
     pub trust_query: Option<Arc<dyn TrustQuery>>,
+    /// OTA updates; `None` (no `[ota] repository`) runs no OTA service.
+    pub ota: Option<OtaSettings>,
+}
+
+/// The OTA service's settings.
+#[derive(Clone)]
+pub struct OtaSettings {
+    /// The `[ota]` section.
+    pub section: crate::config::OtaSection,
+    /// `[system] wake_latency_us`: checks are armed this much earlier.
+    pub wake_latency: std::time::Duration,
 }
 
 impl Default for ServiceConfig {
@@ -48,6 +66,7 @@ impl Default for ServiceConfig {
             set_system_clock: false,
             trust: TrustConfig::default(),
             trust_query: None,
+            ota: None,
         }
     }
 }
@@ -63,6 +82,8 @@ pub struct Services {
     pub trust: Addr<TrustService>,
     /// The durable store, when there is a state dir.
     pub store: Option<Store>,
+    /// OTA updates, when `[ota] repository` is set.
+    pub ota: Option<Addr<OtaService>>,
 }
 
 /// Why a service could not start.
@@ -77,6 +98,9 @@ pub enum ServiceError {
     /// A trust backend could not be loaded.
     #[error("trust: {0}")]
     Trust(#[from] lwsys_messages::trust::TrustError),
+    /// The OTA key, CA file or slots could not be used.
+    #[error("ota: {0}")]
+    Ota(#[from] lwsys_messages::ota::OtaError),
 }
 
 /// The NTP server as the blob service says, read at every attempt.
@@ -94,11 +118,66 @@ fn ntp_server_from(blobs: Addr<BlobService>, fallback: String) -> ServerName {
     })
 }
 
-/// Start the services; `resume` is where the clock sends its `Resume`.
+/// Start the OTA service: slots under `state_dir`, the issuer's key read
+/// from the configured file; it observes `state` and asks `sup` for
+/// MODAL_UPDATING. Its reboot op is a shutdown (the daemon exits) until
+/// the daemon's reboot op is wired in.
+fn start_ota(
+    log: &Logger,
+    settings: &OtaSettings,
+    state_dir: Option<&std::path::Path>,
+    sup: &Addr<Supervisor>,
+    state: &Addr<StateService>,
+) -> Result<Addr<OtaService>, ServiceError> {
+    use lwsys_actors::ota::{
+        parse_public_jwk, tls_from_ca_file, Bootloader, FetchConfig, ManifestPolicy, OtaConfig,
+        OtaLinks,
+    };
+    use lwsys_messages::ota::OtaError;
+    let o = &settings.section;
+    let dir = state_dir.ok_or_else(|| OtaError::NotConfigured("needs a state dir".into()))?;
+    let jwk = std::fs::read_to_string(&o.public_jwk)
+        .map_err(|e| OtaError::BadKey(format!("{}: {e}", o.public_jwk.display())))?;
+    let key = parse_public_jwk(&jwk)?;
+    let mut fetch = FetchConfig::new(&o.repository, &o.variant);
+    fetch.connect_timeout = std::time::Duration::from_millis(o.connect_timeout_ms);
+    fetch.read_timeout = std::time::Duration::from_millis(o.read_timeout_ms);
+    if !o.ca_file.as_os_str().is_empty() {
+        fetch.tls = Some(tls_from_ca_file(&o.ca_file)?);
+    }
+    let mut policy = ManifestPolicy::new(&o.variant);
+    policy.max_image_bytes = o.max_image_bytes;
+    let bootloader = match o.bootloader.trim() {
+        "" => Bootloader::record_only(),
+        line => Bootloader::command(line),
+    };
+    let slots = SlotDir::open(dir, log)?
+        .with_max_boot_attempts(o.max_boot_attempts)
+        .with_periodic_check_secs(o.periodic_check_secs)
+        .with_bootloader(bootloader);
+    let mut cfg = OtaConfig::new(fetch, policy);
+    cfg.auto_confirm = o.confirm == crate::config::ConfirmMode::Auto;
+    cfg.wake_latency = settings.wake_latency;
+    let reboot_to = sup.clone();
+    let links = OtaLinks {
+        modal: sup.clone().recipient(),
+        events: Some(sup.clone().recipient()),
+        reboot: Arc::new(move || reboot_to.do_send(Shutdown)),
+    };
+    let ota = OtaService::new(log, Box::new(slots), key, cfg, links).start();
+    state.do_send(Observe(ota.clone().recipient()));
+    Ok(ota)
+}
+
+/// Start the services; `resume` is where the clock sends its `Resume`,
+/// `sup` the supervisor (OTA's modal requests and events), `state` the
+/// state service (OTA observes it).
 pub fn start(
     log: &Logger,
     cfg: ServiceConfig,
     resume: Recipient<Resume>,
+    sup: &Addr<Supervisor>,
+    state: &Addr<StateService>,
 ) -> Result<Services, ServiceError> {
     let store = cfg.state_dir.as_deref().map(Store::open).transpose()?;
     let blobs = BlobService::new(log, cfg.blob_max_bytes, &cfg.durable, store.clone())?.start();
@@ -115,5 +194,9 @@ pub fn start(
         None => TrustService::open(log, &cfg.trust)?,
     }
     .start();
-    Ok(Services { blobs, clock, trust, store })
+    let ota = match &cfg.ota {
+        Some(o) => Some(start_ota(log, o, cfg.state_dir.as_deref(), sup, state)?),
+        None => None,
+    };
+    Ok(Services { blobs, clock, trust, store, ota })
 }

@@ -731,6 +731,16 @@ impl Handler<ListNotifiers> for Supervisor {
     }
 }
 
+/// A service's event (`SystemEvent::Service`, such as `ota` progress):
+/// passed on to every subscriber.
+impl Handler<SystemEvent> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SystemEvent, _ctx: &mut Self::Context) {
+        self.emit(msg);
+    }
+}
+
 impl Handler<Subscribe> for Supervisor {
     type Result = ();
 
