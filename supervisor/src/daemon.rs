@@ -78,6 +78,19 @@ pub fn run(cli: Cli) -> i32 {
     code
 }
 
+/// Resolves once the system is in CONTEXT_DESTROYING. `wait_for` alone is
+/// not enough: the modal states (AWAITING_MODAL_UPDATING, MODAL_UPDATING)
+/// sort after CONTEXT_DESTROYING, so while one is current it is looked at
+/// again after a short pause instead.
+async fn destroying(sys: &crate::SystemHandle) {
+    loop {
+        match sys.wait_for(SystemState::ContextDestroying, None).await {
+            Ok(SystemState::ContextDestroying) | Err(_) => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 async fn serve_until_shutdown(
     cfg: Config,
     log: Logger,
@@ -138,7 +151,7 @@ async fn serve_until_shutdown(
     tokio::select! {
         _ = term.recv() => info!(log, "SIGTERM received"),
         _ = int.recv() => info!(log, "SIGINT received"),
-        _ = sys.wait_for(SystemState::ContextDestroying, None) => {}
+        _ = destroying(&sys) => {}
     }
     let _ = sys.shutdown().await;
     // Let the final replies (such as system.shutdown's) reach their
