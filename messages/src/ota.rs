@@ -258,6 +258,35 @@ pub enum OtaError {
 }
 
 impl OtaError {
+    /// The variant's name in snake case (`bad_signature`, `hash_mismatch`,
+    /// ...), sent as `kind` beside the protocol error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::ManifestTooLarge { .. } => "manifest_too_large",
+            Self::BadAlg(_) => "bad_alg",
+            Self::BadSignature => "bad_signature",
+            Self::WrongVariant { .. } => "wrong_variant",
+            Self::NotNewer { .. } => "not_newer",
+            Self::RolledBack(_) => "rolled_back",
+            Self::ImageTooLarge { .. } => "image_too_large",
+            Self::BadHash => "bad_hash",
+            Self::BadPath(_) => "bad_path",
+            Self::BadKey(_) => "bad_key",
+            Self::ImageTooLong(_) => "image_too_long",
+            Self::ImageTooShort { .. } => "image_too_short",
+            Self::HashMismatch => "hash_mismatch",
+            Self::Gzip(_) => "gzip",
+            Self::Http { .. } => "http",
+            Self::Network(_) => "network",
+            Self::Io(_) => "io",
+            Self::Busy(_) => "busy",
+            Self::Cancelled => "cancelled",
+            Self::NotConfigured(_) => "not_configured",
+            Self::ConsentRefused(_) => "consent_refused",
+        }
+    }
+
     /// The protocol error code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -306,5 +335,7 @@ mod tests {
         let e = OtaError::Http { status: 404, url: "u".into() };
         assert_eq!(e.code(), ErrorCode::NotFound);
         assert_eq!(OtaError::ImageTooLong(1).code(), ErrorCode::TooLarge);
+        assert_eq!(OtaError::ConsentRefused("x".into()).code(), ErrorCode::Denied);
+        assert_eq!(OtaError::HashMismatch.kind(), "hash_mismatch");
     }
 }

@@ -12,11 +12,9 @@ use super::ops::{bad, fields, later, unknown, Dispatch, ProtoError};
 use super::ControlSession;
 
 fn ota_error(e: OtaError) -> ProtoError {
-    // The error's variant (`bad_signature`, `consent_refused`, ...) sits
-    // beside the code for clients that tell them apart.
-    let kind =
-        serde_json::to_value(&e).ok().and_then(|v| v.get("kind").cloned()).unwrap_or(Value::Null);
-    ProtoError::new(e.code(), e.to_string()).with("kind", kind)
+    // The variant (`bad_signature`, `consent_refused`, ...) sits beside
+    // the code for clients that tell them apart.
+    ProtoError::new(e.code(), e.to_string()).with("kind", e.kind())
 }
 
 fn gone(e: actix::MailboxError) -> ProtoError {
