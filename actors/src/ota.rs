@@ -31,7 +31,7 @@ pub mod slots;
 mod worker;
 
 pub use config::{OtaConfig, OtaLinks};
-pub use fetch::{tls_from_ca_file, FetchConfig, Fetcher};
+pub use fetch::{tls_from_ca_file, tls_with_verifier, FetchConfig, Fetcher};
 pub use jwk::{keygen, parse_private_jwk, parse_public_jwk};
 pub use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
 pub use manifest::{verify_manifest, Manifest, ManifestPolicy};
@@ -312,3 +312,5 @@ mod service_tests;
 mod tests;
 #[cfg(test)]
 mod testserver;
+#[cfg(test)]
+mod tls_tests;

@@ -214,7 +214,8 @@ pub struct OtaSection {
     /// Largest inflated image accepted, bytes. Default 4294967296.
     pub max_image_bytes: u64,
     /// PEM CA certificates trusted for an `https:` repository; "" uses the
-    /// built-in web roots. Default "".
+    /// trust store when `[trust]` has sources, else the built-in web roots.
+    /// Default "".
     pub ca_file: PathBuf,
 }
 

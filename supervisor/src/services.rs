@@ -119,19 +119,21 @@ fn ntp_server_from(blobs: Addr<BlobService>, fallback: String) -> ServerName {
 }
 
 /// Start the OTA service: slots under `state_dir`, the issuer's key read
-/// from the configured file; it observes `state` and asks `sup` for
+/// from the configured file, https trusting `ca_file`, else the trust
+/// store's `verifier`, else the web roots; it observes `state` and asks `sup` for
 /// MODAL_UPDATING. Its reboot op is a shutdown (the daemon exits) until
 /// the daemon's reboot op is wired in.
 fn start_ota(
     log: &Logger,
     settings: &OtaSettings,
+    verifier: Option<Arc<lwsys_actors::trust::JitVerifier>>,
     state_dir: Option<&std::path::Path>,
     sup: &Addr<Supervisor>,
     state: &Addr<StateService>,
 ) -> Result<Addr<OtaService>, ServiceError> {
     use lwsys_actors::ota::{
-        parse_public_jwk, tls_from_ca_file, Bootloader, FetchConfig, ManifestPolicy, OtaConfig,
-        OtaLinks,
+        parse_public_jwk, tls_from_ca_file, tls_with_verifier, Bootloader, FetchConfig,
+        ManifestPolicy, OtaConfig, OtaLinks,
     };
     use lwsys_messages::ota::OtaError;
     let o = &settings.section;
@@ -144,6 +146,8 @@ fn start_ota(
     fetch.read_timeout = std::time::Duration::from_millis(o.read_timeout_ms);
     if !o.ca_file.as_os_str().is_empty() {
         fetch.tls = Some(tls_from_ca_file(&o.ca_file)?);
+    } else if let Some(v) = verifier {
+        fetch.tls = Some(tls_with_verifier(v)?);
     }
     let mut policy = ManifestPolicy::new(&o.variant);
     policy.max_image_bytes = o.max_image_bytes;
@@ -192,10 +196,12 @@ pub fn start(
     let trust = match cfg.trust_query {
         Some(q) => TrustService::with_query(log, q),
         None => TrustService::open(log, &cfg.trust)?,
-    }
-    .start();
+    };
+    // OTA over https trusts the trust store when it has sources of its own.
+    let verifier = if cfg.trust.sources.is_empty() { None } else { trust.verifier() };
+    let trust = trust.start();
     let ota = match &cfg.ota {
-        Some(o) => Some(start_ota(log, o, cfg.state_dir.as_deref(), sup, state)?),
+        Some(o) => Some(start_ota(log, o, verifier, cfg.state_dir.as_deref(), sup, state)?),
         None => None,
     };
     Ok(Services { blobs, clock, trust, store, ota })

@@ -221,3 +221,18 @@ pub fn tls_from_ca_file(path: &std::path::Path) -> Result<Arc<rustls::ClientConf
         .with_no_client_auth();
     Ok(Arc::new(cfg))
 }
+
+/// TLS settings that verify servers with `verifier` (the trust store's
+/// `JitVerifier`, which finds the issuing CA just in time).
+pub fn tls_with_verifier(
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+) -> Result<Arc<rustls::ClientConfig>, OtaError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OtaError::Network(format!("tls: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
