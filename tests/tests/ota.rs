@@ -307,6 +307,20 @@ fn manifest_with_a_bad_signature_is_rejected_and_the_active_slot_kept() {
 }
 
 #[test]
+fn missing_manifest_is_not_found_and_changes_nothing() {
+    let repo = Repo::new(1000);
+    std::fs::remove_file(repo.dir.path().join("repo").join(VARIANT).join("manifest.jws")).unwrap();
+    let d = repo.daemon("auto", None);
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    let r = c.err("ota.check", json!({}), "not_found");
+    assert_eq!(r["kind"], "http", "{r}");
+    assert_eq!(c.ok("state.get", json!({}))["state"], "OPERATIONAL");
+    let s = c.ok("ota.status", json!({}));
+    assert_eq!(slots(&s), ("a".into(), "good".into(), "empty".into()), "{s}");
+}
+
+#[test]
 fn corrupt_image_aborts_the_install_and_leaves_modal_back_to_operational() {
     let repo = Repo::new(1000);
     // Same name, other content: the signed manifest's hash no longer fits.

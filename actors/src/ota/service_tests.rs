@@ -135,6 +135,20 @@ async fn first_check_comes_30_to_45_s_after_operational_then_every_period() {
 }
 
 #[actix_rt::test]
+async fn checks_are_armed_wake_latency_early() {
+    let f = Fixture::new();
+    let mut h = Harness::start(&f, 0, |c| {
+        c.first_check_jitter = Duration::ZERO;
+        c.wake_latency = Duration::from_secs(10);
+    });
+    tokio::time::pause();
+    let t0 = tokio::time::Instant::now();
+    h.svc.send(operational()).await.unwrap();
+    h.phase(&["checking"]).await;
+    assert_eq!(t0.elapsed().as_secs(), 20);
+}
+
+#[actix_rt::test]
 async fn newer_release_is_installed_with_consent_then_reboots_when_reset() {
     let f = Fixture::new();
     f.publish(1000, 300_000);
