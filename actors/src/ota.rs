@@ -197,6 +197,11 @@ impl Handler<Changed> for OtaService {
     type Result = ();
 
     fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
+        if msg.to == SystemState::ModalUpdating {
+            // A walk a notifier deferred may go on by itself once it
+            // resumes: that is consent too.
+            return self.consent_given(ctx);
+        }
         if msg.to != SystemState::Operational || self.operational_seen {
             return;
         }

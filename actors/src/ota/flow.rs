@@ -114,19 +114,14 @@ impl OtaService {
         res: Result<WalkResult, MailboxError>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(run) = &mut self.run else { return };
+        // Only an attempt still waiting counts (a parked walk that went on
+        // by itself may have started the install already).
+        let Some(run) = self.run.as_mut().filter(|r| r.stage == Stage::AwaitingConsent) else {
+            return;
+        };
         let refused = match res {
             Ok(Ok(r)) if r.reached && r.state == SystemState::ModalUpdating => {
-                let Some(m) = run.manifest.clone() else { return };
-                run.stage = Stage::Installing;
-                self.progress.last_error = None;
-                slog::info!(self.log, "consent given; installing"; "unixtime" => m.unixtime, "size" => m.size);
-                self.set_phase(OtaPhase::Downloading, 0, 0);
-                if self.jobs.send(Job::Install(m)).is_err() {
-                    self.leave_modal(ctx);
-                    self.finish(Err(OtaError::Io("ota worker is gone".into())), ctx);
-                }
-                return;
+                return self.consent_given(ctx);
             }
             Ok(Ok(r)) => match r.pending {
                 Some(p) => format!("{} deferred: {}", p.by, p.reason),
@@ -151,6 +146,22 @@ impl OtaService {
                     act.ask_consent(ctx);
                 }
             });
+        }
+    }
+
+    /// MODAL_UPDATING is entered while a release waits for it: install.
+    pub(super) fn consent_given(&mut self, ctx: &mut Context<Self>) {
+        let Some(run) = self.run.as_mut().filter(|r| r.stage == Stage::AwaitingConsent) else {
+            return;
+        };
+        let Some(m) = run.manifest.clone() else { return };
+        run.stage = Stage::Installing;
+        self.progress.last_error = None;
+        slog::info!(self.log, "consent given; installing"; "unixtime" => m.unixtime, "size" => m.size);
+        self.set_phase(OtaPhase::Downloading, 0, 0);
+        if self.jobs.send(Job::Install(m)).is_err() {
+            self.leave_modal(ctx);
+            self.finish(Err(OtaError::Io("ota worker is gone".into())), ctx);
         }
     }
 

@@ -20,6 +20,8 @@ use super::*;
 /// then allow; records every cycle.
 struct StubSupervisor {
     deny: u32,
+    /// Defer every EnterModal instead (the walk parks).
+    defer: bool,
     cycles: Arc<Mutex<Vec<Cycle>>>,
 }
 
@@ -33,6 +35,16 @@ impl Handler<Cycle> for StubSupervisor {
     fn handle(&mut self, c: Cycle, _: &mut Context<Self>) -> Self::Result {
         self.cycles.lock().unwrap().push(c);
         let r: WalkResult = match c {
+            Cycle::EnterModal if self.defer => Ok(WalkReport {
+                state: SystemState::AwaitingModalUpdating,
+                reached: false,
+                pending: Some(lwsys_messages::supervisor::Pending {
+                    by: "slow-app".into(),
+                    reason: "saving".into(),
+                    target: SystemState::ModalUpdating,
+                    since_us: 0,
+                }),
+            }),
             Cycle::EnterModal if self.deny > 0 => {
                 self.deny -= 1;
                 Err(WalkError::Denied {
@@ -76,7 +88,9 @@ struct Harness {
 impl Harness {
     fn start(f: &Fixture, deny: u32, tune: impl FnOnce(&mut OtaConfig)) -> Self {
         let cycles = Arc::new(Mutex::new(Vec::new()));
-        let sup = StubSupervisor { deny, cycles: cycles.clone() }.start();
+        let defer = deny == DEFER;
+        let deny = if defer { 0 } else { deny };
+        let sup = StubSupervisor { deny, defer, cycles: cycles.clone() }.start();
         let (tx, events) = mpsc::unbounded_channel();
         let tap = Tap(tx).start();
         let reboots = Arc::new(AtomicU32::new(0));
@@ -110,6 +124,9 @@ impl Harness {
         }
     }
 }
+
+/// `Harness::start`'s `deny` value that makes the stub defer instead.
+const DEFER: u32 = u32::MAX - 1;
 
 fn operational() -> Changed {
     Changed { from: SystemState::OneTimeUpdates, to: SystemState::Operational }
@@ -224,6 +241,30 @@ async fn consent_given_after_refusals_lets_the_update_proceed() {
     let out = h.svc.send(CheckOta).await.unwrap().unwrap();
     assert!(out.updated);
     assert_eq!(h.cycles(), vec![Cycle::EnterModal; 4]);
+}
+
+#[actix_rt::test]
+async fn deferred_walk_that_goes_on_by_itself_counts_as_consent() {
+    let f = Fixture::new();
+    f.publish(1000, 10_000);
+    let mut h = Harness::start(&f, DEFER, |_| {});
+    let check = h.svc.send(CheckOta);
+    let e = h.phase(&["awaiting_consent"]).await;
+    assert_eq!(e["phase"], "awaiting_consent");
+    // The notifier resumed; the parked walk entered MODAL_UPDATING.
+    loop {
+        let s = h.svc.send(GetOtaStatus).await.unwrap();
+        if s.last_error.is_some_and(|m| m.contains("slow-app deferred")) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let modal =
+        Changed { from: SystemState::AwaitingModalUpdating, to: SystemState::ModalUpdating };
+    h.svc.send(modal).await.unwrap();
+    let out = check.await.unwrap().unwrap();
+    assert!(out.updated);
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 1);
 }
 
 #[actix_rt::test]
