@@ -15,8 +15,10 @@
 //! - [`clock`]: `ClockService`, which holds TIME_VALID until the time is
 //!   known (host clock, SNTP or `clock.set`), with the clock ops, the soft
 //!   clock and the SNTP client.
-//! - [`ota`]: signed manifests, the streaming download pipeline, the
-//!   `OtaOps` trait and the default A/B `SlotDir` platform.
+//! - [`ota`]: `OtaService` (scheduled checks, consent via MODAL_UPDATING,
+//!   install on its worker thread, trial confirm, reboot), signed
+//!   manifests, the streaming download pipeline, the `OtaOps` trait and the
+//!   default A/B `SlotDir` platform.
 //! - [`attach`]: `AttachService` and `AttachHandle`, callbacks from foreign
 //!   threads run on the loop once a state is reached.
 //! - [`platform`]: the platform ops (`SystemOps`, `ClockOps`, `TrustQuery`,

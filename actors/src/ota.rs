@@ -7,18 +7,31 @@
 //! HTTP -> gunzip -> SHA-512 -> [`OtaOps::write`] and calls
 //! [`OtaOps::finalize`] only once the hash and size match.
 //! [`slots::SlotDir`] is the default A/B platform; [`sign`] is the issuer's
-//! side (`lwsysctl ota keygen` / `ota publish`). [`OtaService`] is a thin
-//! actor over them, without scheduling or consent yet.
+//! side (`lwsysctl ota keygen` / `ota publish`).
+//!
+//! [`OtaService`] runs the flow on the event loop: at start the platform's
+//! `on_boot` (trial counting, rollback); on reaching OPERATIONAL it
+//! confirms a trial boot (`confirm = "auto"`) and schedules the first check
+//! 30 s + up to 15 s later, then one every `periodic_check_secs`. A check
+//! runs on the worker thread (`ota/worker.rs`); a newer release asks the system for
+//! `Cycle::EnterModal` (refused: retried every second for 30 s), is
+//! installed on the worker, and either reboots (the manifest's `reset`) or
+//! leaves MODAL_UPDATING; any failure leaves it too. The steps between
+//! messages are in `ota/flow.rs`; the worker owns the ops.
 
+pub mod config;
 pub mod fetch;
+mod flow;
 pub mod jwk;
 pub mod manifest;
 pub mod ops;
 pub mod pipeline;
 pub mod sign;
 pub mod slots;
+mod worker;
 
-pub use fetch::{FetchConfig, Fetcher};
+pub use config::{OtaConfig, OtaLinks};
+pub use fetch::{tls_from_ca_file, tls_with_verifier, FetchConfig, Fetcher};
 pub use jwk::{keygen, parse_private_jwk, parse_public_jwk};
 pub use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
 pub use manifest::{verify_manifest, Manifest, ManifestPolicy};
@@ -28,50 +41,87 @@ pub use sign::publish;
 pub use slots::{Bootloader, SlotDir};
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use actix::{Actor, ActorContext as _, AsyncContext as _, Context, Handler, Message, Recipient};
-use lwsys_messages::ota::{CheckOta, GetOtaStatus, ReportCurrent};
+use actix::prelude::*;
+use lwsys_messages::ota::{CheckOta, CheckOutcome, GetOtaStatus, ReportCurrent};
+use lwsys_messages::state::{Changed, SystemState};
 use p521::ecdsa::VerifyingKey;
+use rand::Rng as _;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-/// The OTA service (skeleton): serves `ota.status` and
-/// `ota.report_current`, and runs a check-and-install on its own worker
-/// thread on `ota.check`. Scheduling (30 s + jitter, periodic checks) and
-/// consent (`enter_modal`) are the lead's to wire: see [`check`] and
-/// [`install`], between which consent goes.
+use worker::{Checked, Installed, Job, Slots, Worker};
+
+/// The OTA service. See the module docs for the flow.
 pub struct OtaService {
     log: slog::Logger,
-    ops: Arc<Mutex<Box<dyn OtaOps>>>,
-    fetcher: Arc<Fetcher>,
-    key: VerifyingKey,
-    policy: ManifestPolicy,
-    progress: OtaStatus,
-    busy: bool,
+    cfg: OtaConfig,
+    links: OtaLinks,
+    /// Until the worker starts (in `started`); then the worker owns them.
+    pending_worker: Option<(Box<dyn OtaOps>, VerifyingKey, crossbeam_channel::Receiver<Job>)>,
+    jobs: crossbeam_channel::Sender<Job>,
     cancel: Arc<AtomicBool>,
-    events: Option<Recipient<OtaEvent>>,
+    periodic: Duration,
+    /// The slots part of the status, as the worker last reported it.
+    slots: OtaStatus,
+    /// Phase, percent, bytes and last error.
+    progress: OtaStatus,
+    run: Option<Run>,
+    operational_seen: bool,
+    timer: Option<SpawnHandle>,
+}
+
+/// A check under way, from the manifest fetch until it settles.
+struct Run {
+    stage: Stage,
+    waiters: Vec<oneshot::Sender<Result<CheckOutcome, OtaError>>>,
+    manifest: Option<Manifest>,
+    consent_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Checking,
+    AwaitingConsent,
+    Installing,
 }
 
 impl OtaService {
-    /// A service over `ops`, fetching with `fetch` and trusting `key`.
-    /// `events`, if given, receives every progress event.
+    /// A service over `ops`, trusting `key`. Runs the platform's `on_boot`
+    /// (trial counting and rollback) right here, before anything else.
     pub fn new(
         log: &slog::Logger,
-        ops: Box<dyn OtaOps>,
-        fetch: FetchConfig,
+        mut ops: Box<dyn OtaOps>,
         key: VerifyingKey,
-        policy: ManifestPolicy,
-        events: Option<Recipient<OtaEvent>>,
+        cfg: OtaConfig,
+        links: OtaLinks,
     ) -> Self {
+        let log = log.new(slog::o!("service" => "ota"));
+        if let Err(e) = ops.on_boot() {
+            slog::error!(log, "boot bookkeeping of the slots failed"; "error" => %e);
+        }
+        let slots = ops.status();
+        slog::info!(log, "slots"; "selected" => %slots.selected,
+                    "confirmed_unixtime" => slots.confirmed_unixtime,
+                    "attempted_unixtime" => slots.attempted_unixtime);
+        let periodic =
+            cfg.periodic.unwrap_or_else(|| Duration::from_secs(ops.periodic_check_secs().max(1)));
+        let (jobs, rx) = crossbeam_channel::unbounded();
         Self {
-            log: log.new(slog::o!("service" => "ota")),
-            ops: Arc::new(Mutex::new(ops)),
-            fetcher: Arc::new(Fetcher::new(fetch)),
-            key,
-            policy,
-            progress: OtaStatus::default(),
-            busy: false,
+            log,
+            cfg,
+            links,
+            pending_worker: Some((ops, key, rx)),
+            jobs,
             cancel: Arc::new(AtomicBool::new(false)),
-            events,
+            periodic,
+            slots,
+            progress: OtaStatus::default(),
+            run: None,
+            operational_seen: false,
+            timer: None,
         }
     }
 }
@@ -79,90 +129,94 @@ impl OtaService {
 impl Actor for OtaService {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some((ops, key, rx)) = self.pending_worker.take() else { return };
+        let worker = Worker {
+            ops,
+            fetcher: Fetcher::new(self.cfg.fetch.clone()),
+            key,
+            policy: self.cfg.policy.clone(),
+            cancel: self.cancel.clone(),
+            addr: ctx.address(),
+        };
+        let spawned =
+            std::thread::Builder::new().name("lwsys-ota".into()).spawn(move || worker.run(rx));
+        if let Err(e) = spawned {
+            slog::crit!(self.log, "cannot start the ota worker"; "error" => %e);
+        }
+    }
+
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.cancel.store(true, Ordering::Relaxed);
     }
 }
 
-/// The worker thread's end result, sent to the service.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct WorkerDone(Result<Manifest, OtaError>);
-
 impl Handler<CheckOta> for OtaService {
-    type Result = Result<(), OtaError>;
+    type Result = ResponseFuture<Result<CheckOutcome, OtaError>>;
 
     fn handle(&mut self, _: CheckOta, ctx: &mut Context<Self>) -> Self::Result {
-        if self.busy {
-            return Err(OtaError::Busy("a check is under way".into()));
-        }
-        self.busy = true;
-        self.progress.last_error = None;
-        let (ops, fetcher, key, policy) =
-            (self.ops.clone(), self.fetcher.clone(), self.key, self.policy.clone());
-        let (cancel, addr) = (self.cancel.clone(), ctx.address());
-        let spawned = std::thread::Builder::new().name("lwsys-ota".into()).spawn(move || {
-            // The final event (done or failed) goes out only once the ops
-            // are unlocked and the result is in, so whoever sees it can use
-            // the service at once.
-            let mut last = None;
-            let result = match ops.lock() {
-                Ok(mut ops) => {
-                    check_and_install(ops.as_mut(), &fetcher, &key, &policy, &cancel, &mut |e| {
-                        match e.phase {
-                            OtaPhase::Done | OtaPhase::Failed => last = Some(e),
-                            _ => addr.do_send(e),
-                        }
-                    })
-                }
-                Err(_) => Err(OtaError::Io("ota ops poisoned".into())),
-            };
-            // No newer release is not a failure: back to idle.
-            let phase = match &result {
-                Err(OtaError::NotNewer { .. } | OtaError::RolledBack(_)) => OtaPhase::Idle,
-                _ => OtaPhase::Failed,
-            };
-            let last = last.unwrap_or(OtaEvent { phase, percent: 0, bytes: 0 });
-            addr.do_send(WorkerDone(result));
-            addr.do_send(last);
-        });
-        if let Err(e) = spawned {
-            self.busy = false;
-            return Err(OtaError::Io(format!("spawn ota worker: {e}")));
-        }
-        Ok(())
+        let (tx, rx) = oneshot::channel();
+        self.start_check(Some(tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(OtaError::Cancelled)) })
     }
 }
 
 impl Handler<ReportCurrent> for OtaService {
-    type Result = Result<OtaStatus, OtaError>;
+    type Result = ResponseActFuture<Self, Result<OtaStatus, OtaError>>;
 
-    fn handle(&mut self, msg: ReportCurrent, ctx: &mut Context<Self>) -> Self::Result {
-        let Ok(mut ops) = self.ops.try_lock() else {
-            return Err(OtaError::Busy("an install is under way".into()));
-        };
-        ops.report_current(msg.bad)?;
-        drop(ops);
-        slog::info!(self.log, "current boot reported"; "bad" => msg.bad);
-        Ok(self.handle(GetOtaStatus, ctx).0)
+    fn handle(&mut self, msg: ReportCurrent, _: &mut Context<Self>) -> Self::Result {
+        if self.run.as_ref().is_some_and(|r| r.stage == Stage::Installing) {
+            let e = OtaError::Busy("an install is under way".into());
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::Report { bad: msg.bad, reply: Some(tx) }).is_err() {
+            return Box::pin(actix::fut::ready(Err(OtaError::Io("ota worker is gone".into()))));
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(OtaError::Cancelled)) }.into_actor(self).map(
+            move |res, act, _| {
+                let slots = res?;
+                slog::info!(act.log, "current boot reported"; "bad" => msg.bad,
+                            "selected" => %slots.selected);
+                act.slots = slots;
+                Ok(act.status())
+            },
+        ))
     }
 }
 
 impl Handler<GetOtaStatus> for OtaService {
-    type Result = actix::MessageResult<GetOtaStatus>;
+    type Result = MessageResult<GetOtaStatus>;
 
     fn handle(&mut self, _: GetOtaStatus, _: &mut Context<Self>) -> Self::Result {
-        // While the worker holds the ops, the slots are being written:
-        // answer with the progress alone rather than block the actor.
-        let mut s = match self.ops.try_lock() {
-            Ok(ops) => ops.status(),
-            Err(_) => OtaStatus::default(),
-        };
-        s.phase = self.progress.phase;
-        s.percent = self.progress.percent;
-        s.bytes = self.progress.bytes;
-        s.last_error = self.progress.last_error.clone();
-        actix::MessageResult(s)
+        MessageResult(self.status())
+    }
+}
+
+impl Handler<Changed> for OtaService {
+    type Result = ();
+
+    fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
+        if msg.to == SystemState::ModalUpdating {
+            // A walk a notifier deferred may go on by itself once it
+            // resumes: that is consent too.
+            return self.consent_given(ctx);
+        }
+        if msg.to != SystemState::Operational || self.operational_seen {
+            return;
+        }
+        self.operational_seen = true;
+        let cur = self.slots.slots.iter().find(|s| s.name == self.slots.selected);
+        if self.cfg.auto_confirm && cur.is_some_and(|s| s.status == SlotStatus::Trial) {
+            slog::info!(self.log, "OPERATIONAL on a trial slot: confirming it");
+            let _ = self.jobs.send(Job::Report { bad: false, reply: None });
+        }
+        if self.run.is_none() && self.timer.is_none() {
+            let jitter_ms = u64::try_from(self.cfg.first_check_jitter.as_millis()).unwrap_or(0);
+            let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=jitter_ms));
+            let first = self.cfg.first_check + jitter;
+            self.arm(first, ctx);
+        }
     }
 }
 
@@ -170,39 +224,98 @@ impl Handler<OtaEvent> for OtaService {
     type Result = ();
 
     fn handle(&mut self, e: OtaEvent, _: &mut Context<Self>) {
-        self.progress.phase = e.phase;
-        self.progress.percent = e.percent;
-        self.progress.bytes = e.bytes;
-        if let Some(r) = &self.events {
-            r.do_send(e);
+        // A late event from an install that already settled is ignored.
+        if self.run.as_ref().is_some_and(|r| r.stage == Stage::Installing) {
+            if e.phase == OtaPhase::Failed {
+                return; // the outcome carries the error
+            }
+            self.set_phase(e.phase, e.percent, e.bytes);
         }
     }
 }
 
-impl Handler<WorkerDone> for OtaService {
+impl Handler<Checked> for OtaService {
     type Result = ();
 
-    fn handle(&mut self, done: WorkerDone, ctx: &mut Context<Self>) {
-        self.busy = false;
-        match done.0 {
+    fn handle(&mut self, msg: Checked, ctx: &mut Context<Self>) {
+        match msg.0 {
             Ok(m) => {
-                slog::info!(self.log, "update installed"; "unixtime" => m.unixtime, "reset" => m.reset);
+                slog::info!(self.log, "newer release found"; "unixtime" => m.unixtime, "size" => m.size);
+                if let Some(run) = &mut self.run {
+                    run.stage = Stage::AwaitingConsent;
+                    run.manifest = Some(m);
+                }
+                self.set_phase(OtaPhase::AwaitingConsent, 0, 0);
+                self.ask_consent(ctx);
             }
             Err(e @ (OtaError::NotNewer { .. } | OtaError::RolledBack(_))) => {
                 slog::debug!(self.log, "no update"; "why" => %e);
+                let unixtime = match e {
+                    OtaError::NotNewer { manifest, .. } | OtaError::RolledBack(manifest) => {
+                        Some(manifest)
+                    }
+                    _ => None,
+                };
+                let outcome = CheckOutcome {
+                    updated: false,
+                    unixtime,
+                    reboot: false,
+                    reason: Some(e.to_string()),
+                };
+                self.finish(Ok(outcome), ctx);
             }
             Err(e) => {
                 slog::warn!(self.log, "update check failed"; "error" => %e);
-                self.progress.last_error = Some(e.to_string());
+                self.finish(Err(e), ctx);
             }
-        }
-        if self.cancel.load(Ordering::Relaxed) {
-            ctx.stop();
         }
     }
 }
 
+impl Handler<Installed> for OtaService {
+    type Result = ();
+
+    fn handle(&mut self, msg: Installed, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Ok(m) => {
+                slog::info!(self.log, "update installed"; "unixtime" => m.unixtime, "reset" => m.reset,
+                            "selected" => %self.slots.selected);
+                let outcome = CheckOutcome {
+                    updated: true,
+                    unixtime: Some(m.unixtime),
+                    reboot: m.reset,
+                    reason: None,
+                };
+                self.finish(Ok(outcome), ctx);
+                if m.reset {
+                    slog::info!(self.log, "rebooting into the new release");
+                    (self.links.reboot)();
+                } else {
+                    self.leave_modal(ctx);
+                }
+            }
+            Err(e) => {
+                slog::warn!(self.log, "update failed; the active slot is untouched"; "error" => %e);
+                self.leave_modal(ctx);
+                self.finish(Err(e), ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Slots> for OtaService {
+    type Result = ();
+
+    fn handle(&mut self, msg: Slots, _: &mut Context<Self>) {
+        self.slots = msg.0;
+    }
+}
+
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod testserver;
+#[cfg(test)]
+mod tls_tests;

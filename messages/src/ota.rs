@@ -15,6 +15,9 @@ pub enum OtaPhase {
     Idle,
     /// Fetching and verifying the manifest.
     Checking,
+    /// A newer release was found; waiting for the notifiers' consent to
+    /// enter MODAL_UPDATING (retried every second for a while).
+    AwaitingConsent,
     /// Streaming the image into the inactive slot.
     Downloading,
     /// Image written; checking size and hash.
@@ -32,6 +35,7 @@ impl fmt::Display for OtaPhase {
         let s = match self {
             Self::Idle => "idle",
             Self::Checking => "checking",
+            Self::AwaitingConsent => "awaiting_consent",
             Self::Downloading => "downloading",
             Self::Verifying => "verifying",
             Self::Finalizing => "finalizing",
@@ -104,11 +108,30 @@ pub struct OtaEvent {
     pub bytes: u64,
 }
 
-/// `ota.check`, sent by the protocol session: force a check now.
-/// The reply is `Ok(())` once the check is scheduled.
+/// `ota.check`, sent by the protocol session: force a check now (or join
+/// the one under way). The reply comes when the check settles: no newer
+/// release, installed, or an error (including consent refused for too
+/// long).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "Result<(), OtaError>"))]
+#[cfg_attr(
+    feature = "actor",
+    derive(actix::Message),
+    rtype(result = "Result<CheckOutcome, OtaError>")
+)]
 pub struct CheckOta;
+
+/// How a settled check ended (the `ota.check` reply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CheckOutcome {
+    /// Whether a new release was installed and selected for a trial boot.
+    pub updated: bool,
+    /// The release found (installed, or not newer), if a manifest verified.
+    pub unixtime: Option<u64>,
+    /// Whether the system reboots into it now (the manifest's `reset`).
+    pub reboot: bool,
+    /// Why nothing was installed, when `updated` is false.
+    pub reason: Option<String>,
+}
 
 /// `ota.report_current {bad}`, sent by the protocol session or the
 /// Supervisor (auto-confirm): `bad: false` confirms a trial boot,
@@ -228,9 +251,42 @@ pub enum OtaError {
     /// OTA is not configured.
     #[error("ota not configured: {0}")]
     NotConfigured(String),
+    /// The notifiers kept refusing MODAL_UPDATING; the update waits for
+    /// the next check.
+    #[error("consent to update refused: {0}")]
+    ConsentRefused(String),
 }
 
 impl OtaError {
+    /// The variant's name in snake case (`bad_signature`, `hash_mismatch`,
+    /// ...), sent as `kind` beside the protocol error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::ManifestTooLarge { .. } => "manifest_too_large",
+            Self::BadAlg(_) => "bad_alg",
+            Self::BadSignature => "bad_signature",
+            Self::WrongVariant { .. } => "wrong_variant",
+            Self::NotNewer { .. } => "not_newer",
+            Self::RolledBack(_) => "rolled_back",
+            Self::ImageTooLarge { .. } => "image_too_large",
+            Self::BadHash => "bad_hash",
+            Self::BadPath(_) => "bad_path",
+            Self::BadKey(_) => "bad_key",
+            Self::ImageTooLong(_) => "image_too_long",
+            Self::ImageTooShort { .. } => "image_too_short",
+            Self::HashMismatch => "hash_mismatch",
+            Self::Gzip(_) => "gzip",
+            Self::Http { .. } => "http",
+            Self::Network(_) => "network",
+            Self::Io(_) => "io",
+            Self::Busy(_) => "busy",
+            Self::Cancelled => "cancelled",
+            Self::NotConfigured(_) => "not_configured",
+            Self::ConsentRefused(_) => "consent_refused",
+        }
+    }
+
     /// The protocol error code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -250,7 +306,7 @@ impl OtaError {
             Self::Http { status: 404, .. } => ErrorCode::NotFound,
             Self::Http { .. } | Self::Network(_) | Self::Io(_) => ErrorCode::Io,
             Self::Busy(_) => ErrorCode::Busy,
-            Self::Cancelled => ErrorCode::Denied,
+            Self::Cancelled | Self::ConsentRefused(_) => ErrorCode::Denied,
             Self::NotConfigured(_) => ErrorCode::NotFound,
         }
     }
@@ -279,5 +335,7 @@ mod tests {
         let e = OtaError::Http { status: 404, url: "u".into() };
         assert_eq!(e.code(), ErrorCode::NotFound);
         assert_eq!(OtaError::ImageTooLong(1).code(), ErrorCode::TooLarge);
+        assert_eq!(OtaError::ConsentRefused("x".into()).code(), ErrorCode::Denied);
+        assert_eq!(OtaError::HashMismatch.kind(), "hash_mismatch");
     }
 }

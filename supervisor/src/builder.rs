@@ -166,6 +166,9 @@ impl Builder {
         let sup_ctx: actix::Context<Supervisor> = actix::Context::new();
         let sup_addr = sup_ctx.address();
         let mut notifiers = Vec::with_capacity(self.notifiers.len() + 1);
+        // Filled once the handle exists: OTA reboots through it.
+        let ota_handle =
+            self.services.as_ref().and_then(|c| c.ota.as_ref()).map(|o| o.handle.clone());
         let services = match self.services {
             Some(cfg) => {
                 let name = cfg.clock.name.clone();
@@ -174,6 +177,8 @@ impl Builder {
                     cfg,
                     sup_addr.clone().recipient(),
                     sup_addr.clone().recipient(),
+                    &sup_addr,
+                    &state,
                 )?;
                 notifiers.push(NotifierSpec::Actor(actor_registration(&name, &s.clock, "builtin")));
                 Some(s)
@@ -195,6 +200,9 @@ impl Builder {
         let handle =
             SystemHandle { supervisor, state, services, attach, attach_addr, shutdown, ops };
         handle.attach_addr.do_send(SetSystem(std::sync::Arc::new(handle.clone())));
+        if let Some(cell) = ota_handle {
+            let _ = cell.set(handle.clone());
+        }
         Ok(handle)
     }
 }

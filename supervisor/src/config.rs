@@ -74,6 +74,8 @@ pub struct Config {
     pub time: TimeSection,
     /// CA trust.
     pub trust: TrustSection,
+    /// OTA updates (off unless `repository` is set).
+    pub ota: OtaSection,
 }
 
 /// `[blobs]`
@@ -173,6 +175,68 @@ impl Default for TrustSection {
     }
 }
 
+/// When a trial boot is confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfirmMode {
+    /// On reaching OPERATIONAL.
+    #[default]
+    Auto,
+    /// Only by `ota.report_current {bad: false}`.
+    Manual,
+}
+
+/// `[ota]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtaSection {
+    /// Base URL of the update repository; files are fetched from
+    /// `<repository>/<variant>/`. Default "" (OTA off).
+    pub repository: String,
+    /// This device's firmware variant (matched exactly). Default "".
+    pub variant: String,
+    /// Path to the issuer's public JWK (EC P-521). Default "".
+    pub public_jwk: PathBuf,
+    /// Seconds between periodic checks. Default 86400.
+    pub periodic_check_secs: u64,
+    /// `"auto"` confirms a trial boot on reaching OPERATIONAL; `"manual"`
+    /// leaves it to `ota.report_current`. Default auto.
+    pub confirm: ConfirmMode,
+    /// Unconfirmed boots of a trial slot before it is rolled back. Default 3.
+    pub max_boot_attempts: u32,
+    /// Command run (no shell) with the selected slot name appended after
+    /// each change of selection; "" only records it. Default "".
+    pub bootloader: String,
+    /// TCP connect timeout, ms. Default 10000.
+    pub connect_timeout_ms: u64,
+    /// Timeout of each read, ms. Default 30000.
+    pub read_timeout_ms: u64,
+    /// Largest inflated image accepted, bytes. Default 4294967296.
+    pub max_image_bytes: u64,
+    /// PEM CA certificates trusted for an `https:` repository; "" uses the
+    /// trust store when `[trust]` has sources, else the built-in web roots.
+    /// Default "".
+    pub ca_file: PathBuf,
+}
+
+impl Default for OtaSection {
+    fn default() -> Self {
+        Self {
+            repository: String::new(),
+            variant: String::new(),
+            public_jwk: PathBuf::new(),
+            periodic_check_secs: 86_400,
+            confirm: ConfirmMode::Auto,
+            max_boot_attempts: 3,
+            bootloader: String::new(),
+            connect_timeout_ms: 10_000,
+            read_timeout_ms: 30_000,
+            max_image_bytes: 4 << 30,
+            ca_file: PathBuf::new(),
+        }
+    }
+}
+
 impl Config {
     /// The services' settings, with durable state under `state_dir`.
     pub fn services(&self, state_dir: &Path) -> crate::services::ServiceConfig {
@@ -214,6 +278,11 @@ impl Config {
                 cache_max_bytes: self.trust.cache_max_bytes,
             },
             trust_query: None,
+            ota: (!self.ota.repository.is_empty()).then(|| crate::services::OtaSettings {
+                section: self.ota.clone(),
+                wake_latency: Duration::from_micros(self.system.wake_latency_us),
+                handle: Default::default(),
+            }),
         }
     }
 }
@@ -406,6 +475,25 @@ impl Config {
                 message: "backoff_min_ms, resync_secs and query_timeout_ms must be positive and backoff_max_ms >= backoff_min_ms".into(),
             });
         }
+        let o = &self.ota;
+        if !o.repository.is_empty() && (o.variant.is_empty() || o.public_jwk.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                key: "ota.repository",
+                message: "needs ota.variant and ota.public_jwk".into(),
+            });
+        }
+        if o.periodic_check_secs == 0
+            || o.max_boot_attempts == 0
+            || o.connect_timeout_ms == 0
+            || o.read_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid {
+                key: "ota.periodic_check_secs",
+                message: "periodic_check_secs, max_boot_attempts and the timeouts must be positive"
+                    .into(),
+            });
+        }
         if self.system.reboot.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "system.reboot",
@@ -525,6 +613,22 @@ mod tests {
         assert_eq!(state_dir(&Cli::default(), sd), PathBuf::from("/s"));
         let cli = Cli { state_dir: Some("/c".into()), ..Cli::default() };
         assert_eq!(state_dir(&cli, sd), PathBuf::from("/c"));
+    }
+
+    #[test]
+    fn ota_section_defaults_and_needs_variant_and_key_with_a_repository() {
+        let cfg = Config::from_toml("", Path::new("c")).unwrap();
+        assert_eq!(cfg.ota.periodic_check_secs, 86_400);
+        assert_eq!(cfg.ota.max_boot_attempts, 3);
+        assert_eq!(cfg.ota.confirm, ConfirmMode::Auto);
+        assert!(cfg.services(Path::new("/s")).ota.is_none());
+        let err =
+            Config::from_toml("[ota]\nrepository = \"http://x\"\n", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("ota.repository"), "{err}");
+        let text = "[ota]\nrepository = \"http://x\"\nvariant = \"v\"\npublic_jwk = \"k\"\nconfirm = \"manual\"\n";
+        let cfg = Config::from_toml(text, Path::new("c")).unwrap();
+        assert_eq!(cfg.ota.confirm, ConfirmMode::Manual);
+        assert!(cfg.services(Path::new("/s")).ota.is_some());
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //! - [`services`]: the blob, clock and trust services of a full system.
 //! - [`handle`]: `SystemHandle`, the cloneable way in from any thread.
 //! - [`ctl`]: `lwsysctl`, the blocking command-line client of the protocol.
+//! - [`ctl_ota`]: `lwsysctl ota` helpers: keygen, publish, progress bar.
 #![forbid(unsafe_code)]
 
 pub mod builder;
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod ctl_ota;
 pub mod daemon;
 pub mod handle;
 pub mod logging;

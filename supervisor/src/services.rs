@@ -1,8 +1,10 @@
 //! The service actors a full system runs beside the consent engine (blobs,
-//! clock, trust), their settings, and how they are started and wired: the
-//! clock is a build-time notifier that resumes the supervisor, reads its
-//! NTP server from the blob service, and has its events forwarded to the
-//! supervisor's subscribers (`forward`).
+//! clock, trust, and OTA when configured), their settings, and how they are
+//! started and wired: the clock is a build-time notifier that resumes the
+//! supervisor, reads its NTP server from the blob service, and has its
+//! events forwarded to the supervisor's subscribers (`forward`); OTA
+//! observes the state, asks the supervisor for MODAL_UPDATING and sends it
+//! events.
 
 pub mod forward;
 
@@ -12,13 +14,18 @@ use std::sync::Arc;
 use actix::{Actor, Addr, Recipient};
 use lwsys_actors::blobs::BlobService;
 use lwsys_actors::clock::{ClockConfig, ClockOps, ClockService, ServerName};
+use lwsys_actors::ota::{OtaService, SlotDir};
 use lwsys_actors::store::Store;
 use lwsys_actors::trust::{TrustConfig, TrustQuery, TrustService};
+use lwsys_actors::StateService;
 use lwsys_messages::blobs::{BlobId, BlobKind, GetBlob};
 use lwsys_messages::clock::SubscribeClock;
-use lwsys_messages::state::Resume;
+use lwsys_messages::state::{Observe, Resume};
+use lwsys_messages::supervisor::Shutdown;
 use lwsys_messages::supervisor::SystemEvent;
 use slog::Logger;
+
+use crate::supervisor::Supervisor;
 
 /// Settings of the services of a full system.
 #[derive(Clone)]
@@ -40,6 +47,20 @@ pub struct ServiceConfig {
     pub trust: TrustConfig,
     /// A replacement trust query op.
     pub trust_query: Option<Arc<dyn TrustQuery>>,
+    /// OTA updates; `None` (no `[ota] repository`) runs no OTA service.
+    pub ota: Option<OtaSettings>,
+}
+
+/// The OTA service's settings.
+#[derive(Clone)]
+pub struct OtaSettings {
+    /// The `[ota]` section.
+    pub section: crate::config::OtaSection,
+    /// `[system] wake_latency_us`: checks are armed this much earlier.
+    pub wake_latency: std::time::Duration,
+    /// The system, filled in once it is built, for the reboot after an
+    /// update (set once by `Builder::start`, read by the OTA service).
+    pub handle: Arc<std::sync::OnceLock<crate::SystemHandle>>,
 }
 
 impl Default for ServiceConfig {
@@ -53,6 +74,7 @@ impl Default for ServiceConfig {
             set_system_clock: false,
             trust: TrustConfig::default(),
             trust_query: None,
+            ota: None,
         }
     }
 }
@@ -71,6 +93,8 @@ pub struct Services {
     /// How long the device takes to wake, µs (the ops' `wake_latency_us`,
     /// reported by `system.info`).
     pub wake_latency_us: u64,
+    /// OTA updates, when `[ota] repository` is set.
+    pub ota: Option<Addr<OtaService>>,
 }
 
 /// Why a service could not start.
@@ -85,6 +109,9 @@ pub enum ServiceError {
     /// A trust backend could not be loaded.
     #[error("trust: {0}")]
     Trust(#[from] lwsys_messages::trust::TrustError),
+    /// The OTA key, CA file or slots could not be used.
+    #[error("ota: {0}")]
+    Ota(#[from] lwsys_messages::ota::OtaError),
 }
 
 /// The NTP server as the blob service says, read at every attempt. An
@@ -108,6 +135,77 @@ fn ntp_server_from(blobs: Addr<BlobService>, fallback: String) -> ServerName {
     })
 }
 
+/// Start the OTA service: slots under `state_dir`, the issuer's key read
+/// from the configured file, https trusting `ca_file`, else the trust
+/// store's `verifier`, else the web roots; it observes `state` and asks `sup` for
+/// MODAL_UPDATING. After an update that asks for it, it reboots through
+/// the system's reboot op.
+fn start_ota(
+    log: &Logger,
+    settings: &OtaSettings,
+    verifier: Option<Arc<lwsys_actors::trust::JitVerifier>>,
+    state_dir: Option<&std::path::Path>,
+    sup: &Addr<Supervisor>,
+    state: &Addr<StateService>,
+) -> Result<Addr<OtaService>, ServiceError> {
+    use lwsys_actors::ota::{
+        parse_public_jwk, tls_from_ca_file, tls_with_verifier, Bootloader, FetchConfig,
+        ManifestPolicy, OtaConfig, OtaLinks,
+    };
+    use lwsys_messages::ota::OtaError;
+    let o = &settings.section;
+    let dir = state_dir.ok_or_else(|| OtaError::NotConfigured("needs a state dir".into()))?;
+    let jwk = std::fs::read_to_string(&o.public_jwk)
+        .map_err(|e| OtaError::BadKey(format!("{}: {e}", o.public_jwk.display())))?;
+    let key = parse_public_jwk(&jwk)?;
+    let mut fetch = FetchConfig::new(&o.repository, &o.variant);
+    fetch.connect_timeout = std::time::Duration::from_millis(o.connect_timeout_ms);
+    fetch.read_timeout = std::time::Duration::from_millis(o.read_timeout_ms);
+    if !o.ca_file.as_os_str().is_empty() {
+        fetch.tls = Some(tls_from_ca_file(&o.ca_file)?);
+    } else if let Some(v) = verifier {
+        fetch.tls = Some(tls_with_verifier(v)?);
+    }
+    let mut policy = ManifestPolicy::new(&o.variant);
+    policy.max_image_bytes = o.max_image_bytes;
+    let bootloader = match o.bootloader.trim() {
+        "" => Bootloader::record_only(),
+        line => Bootloader::command(line),
+    };
+    let slots = SlotDir::open(dir, log)?
+        .with_max_boot_attempts(o.max_boot_attempts)
+        .with_periodic_check_secs(o.periodic_check_secs)
+        .with_bootloader(bootloader);
+    let mut cfg = OtaConfig::new(fetch, policy);
+    cfg.auto_confirm = o.confirm == crate::config::ConfirmMode::Auto;
+    cfg.wake_latency = settings.wake_latency;
+    let reboot_to = sup.clone();
+    let handle = settings.handle.clone();
+    let reboot_log = log.new(slog::o!("service" => "ota"));
+    let links = OtaLinks {
+        modal: sup.clone().recipient(),
+        events: Some(sup.clone().recipient()),
+        // Called on the event loop after a finalize whose manifest says
+        // `reset`: the system's reboot op (an orderly pass through
+        // CONTEXT_DESTROYING first). Before the handle exists, a shutdown.
+        reboot: Arc::new(move || match handle.get() {
+            Some(h) => {
+                let h = h.clone();
+                let log = reboot_log.clone();
+                actix::spawn(async move {
+                    if let Err(e) = h.reboot().await {
+                        slog::error!(log, "reboot after an update failed"; "error" => %e);
+                    }
+                });
+            }
+            None => reboot_to.do_send(Shutdown),
+        }),
+    };
+    let ota = OtaService::new(log, Box::new(slots), key, cfg, links).start();
+    state.do_send(Observe(ota.clone().recipient()));
+    Ok(ota)
+}
+
 /// Start the services; `resume` is where the clock sends its `Resume`,
 /// `events` where its events go as `SystemEvent`s (both the supervisor).
 pub fn start(
@@ -115,6 +213,8 @@ pub fn start(
     cfg: ServiceConfig,
     resume: Recipient<Resume>,
     events: Recipient<SystemEvent>,
+    sup: &Addr<Supervisor>,
+    state: &Addr<StateService>,
 ) -> Result<Services, ServiceError> {
     let store = cfg.state_dir.as_deref().map(Store::open).transpose()?;
     let blobs = BlobService::new(log, cfg.blob_max_bytes, &cfg.durable, store.clone())?.start();
@@ -132,7 +232,13 @@ pub fn start(
     let trust = match cfg.trust_query {
         Some(q) => TrustService::with_query(log, q),
         None => TrustService::open(log, &cfg.trust)?,
-    }
-    .start();
-    Ok(Services { blobs, clock, trust, store, wake_latency_us })
+    };
+    // OTA over https trusts the trust store when it has sources of its own.
+    let verifier = if cfg.trust.sources.is_empty() { None } else { trust.verifier() };
+    let trust = trust.start();
+    let ota = match &cfg.ota {
+        Some(o) => Some(start_ota(log, o, verifier, cfg.state_dir.as_deref(), sup, state)?),
+        None => None,
+    };
+    Ok(Services { blobs, clock, trust, store, wake_latency_us, ota })
 }

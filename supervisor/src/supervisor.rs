@@ -750,20 +750,21 @@ impl Handler<ListNotifiers> for Supervisor {
     }
 }
 
+/// A service's event (`SystemEvent::Service`, such as `ota` progress):
+/// passed on to every subscriber.
+impl Handler<SystemEvent> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SystemEvent, _ctx: &mut Self::Context) {
+        self.emit(msg);
+    }
+}
+
 impl Handler<Subscribe> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
         self.subscribers.push(msg.0);
-    }
-}
-
-impl Handler<SystemEvent> for Supervisor {
-    type Result = ();
-
-    /// A service's event (such as the clock's), broadcast to subscribers.
-    fn handle(&mut self, msg: SystemEvent, _ctx: &mut Self::Context) {
-        self.emit(msg);
     }
 }
 

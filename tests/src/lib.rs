@@ -226,6 +226,24 @@ impl TestDaemon {
         self.log.join("\n")
     }
 
+    /// Wait until `n` log lines (counting from the start) contain `needle`.
+    pub fn wait_log_count(&mut self, needle: &str, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.drain_log();
+            if self.log.iter().filter(|l| l.contains(needle)).count() >= n {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) => self.log.push(l),
+                Err(_) => {
+                    panic!("not {n} log lines with {needle:?}; log:\n{}", self.log.join("\n"))
+                }
+            }
+        }
+    }
+
     /// Wait until a log line contains `needle`.
     pub fn wait_log(&mut self, needle: &str) -> String {
         if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {

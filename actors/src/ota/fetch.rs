@@ -200,3 +200,39 @@ impl Read for ResumingBody<'_> {
         }
     }
 }
+
+/// TLS settings trusting only the CA certificates (PEM) in `path`, for
+/// `[ota] ca_file`.
+pub fn tls_from_ca_file(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, OtaError> {
+    let bad = |e: String| OtaError::BadKey(format!("ca_file {}: {e}", path.display()));
+    let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut io::BufReader::new(f)) {
+        roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificates".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// TLS settings that verify servers with `verifier` (the trust store's
+/// `JitVerifier`, which finds the issuing CA just in time).
+pub fn tls_with_verifier(
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+) -> Result<Arc<rustls::ClientConfig>, OtaError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OtaError::Network(format!("tls: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}

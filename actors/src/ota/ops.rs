@@ -8,6 +8,11 @@ use super::Manifest;
 /// The platform's OTA operations (upstream's `lws_ota_ops_t`), called from
 /// the OTA worker thread. The lead will move this trait to `platform.rs`.
 pub trait OtaOps: Send {
+    /// Called once per boot, before anything else (trial boot counting and
+    /// rollback on the default platform).
+    fn on_boot(&mut self) -> Result<(), OtaError> {
+        Ok(())
+    }
     /// Opens the inactive slot for writing `m`'s image. The slot is marked
     /// bad before the first byte is written.
     fn start(&mut self, m: &Manifest) -> Result<(), OtaError>;

@@ -347,6 +347,10 @@ impl SlotDir {
 }
 
 impl OtaOps for SlotDir {
+    fn on_boot(&mut self) -> Result<(), OtaError> {
+        SlotDir::on_boot(self)
+    }
+
     fn start(&mut self, m: &Manifest) -> Result<(), OtaError> {
         if self.writing.is_some() {
             self.abort()?;

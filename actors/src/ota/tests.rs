@@ -15,10 +15,10 @@ use super::pipeline::check;
 use super::testserver::TestServer;
 use super::*;
 
-const VARIANT: &str = "xyz-v1";
-const FACTORY: &[u8] = b"factory image";
+pub(crate) const VARIANT: &str = "xyz-v1";
+pub(crate) const FACTORY: &[u8] = b"factory image";
 
-fn log() -> slog::Logger {
+pub(crate) fn log() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
 
@@ -35,17 +35,17 @@ fn image_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-struct Fixture {
+pub(crate) struct Fixture {
     _tmp: tempfile::TempDir,
-    repo: PathBuf,
-    state: PathBuf,
-    key: p521::ecdsa::SigningKey,
-    public: p521::ecdsa::VerifyingKey,
-    server: TestServer,
+    pub(crate) repo: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) key: p521::ecdsa::SigningKey,
+    pub(crate) public: p521::ecdsa::VerifyingKey,
+    pub(crate) server: TestServer,
 }
 
 impl Fixture {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("repo");
         let state = tmp.path().join("state");
@@ -57,7 +57,7 @@ impl Fixture {
         Self { _tmp: tmp, repo, state, key, public, server }
     }
 
-    fn publish(&self, unixtime: u64, len: usize) -> (Manifest, Vec<u8>) {
+    pub(crate) fn publish(&self, unixtime: u64, len: usize) -> (Manifest, Vec<u8>) {
         let img = image_bytes(len, unixtime);
         let src = self.repo.with_extension(format!("src-{unixtime}"));
         std::fs::write(&src, &img).unwrap();
@@ -65,25 +65,25 @@ impl Fixture {
         (m, img)
     }
 
-    fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         self.repo.join(VARIANT)
     }
 
-    fn write_manifest(&self, m: &Manifest) {
+    pub(crate) fn write_manifest(&self, m: &Manifest) {
         std::fs::write(self.dir().join("manifest.jws"), sign_manifest(&self.key, m)).unwrap();
     }
 
-    fn slots(&self) -> SlotDir {
+    pub(crate) fn slots(&self) -> SlotDir {
         SlotDir::open(&self.state, &log()).unwrap()
     }
 
-    fn fetcher(&self) -> Fetcher {
+    pub(crate) fn fetcher(&self) -> Fetcher {
         let mut cfg = FetchConfig::new(&self.server.url(), VARIANT);
         cfg.read_timeout = std::time::Duration::from_secs(5);
         Fetcher::new(cfg)
     }
 
-    fn run(&self, slots: &mut SlotDir) -> Result<Manifest, OtaError> {
+    pub(crate) fn run(&self, slots: &mut SlotDir) -> Result<Manifest, OtaError> {
         let cancel = AtomicBool::new(false);
         check_and_install(
             slots,
@@ -96,7 +96,7 @@ impl Fixture {
     }
 
     /// The active slot `a` is selected, good, and its image unchanged.
-    fn assert_untouched(&self, slots: &SlotDir) {
+    pub(crate) fn assert_untouched(&self, slots: &SlotDir) {
         assert_eq!(slots.selected(), "a");
         assert_eq!(slots.state().slots[0].status, SlotStatus::Good);
         assert_eq!(std::fs::read(self.state.join("ota/a/image")).unwrap(), FACTORY);
@@ -593,51 +593,4 @@ fn pipeline_throughput_on_loopback() {
         mb / ours,
         mb / theirs
     );
-}
-
-/// Forwards `ota` events to a channel so a test can wait on them.
-struct EventTap(tokio::sync::mpsc::UnboundedSender<OtaEvent>);
-
-impl actix::Actor for EventTap {
-    type Context = actix::Context<Self>;
-}
-
-impl actix::Handler<OtaEvent> for EventTap {
-    type Result = ();
-
-    fn handle(&mut self, e: OtaEvent, _: &mut actix::Context<Self>) {
-        let _ = self.0.send(e);
-    }
-}
-
-#[actix_rt::test]
-async fn service_check_installs_and_report_current_confirms() {
-    use actix::Actor as _;
-    use lwsys_messages::ota::{CheckOta, GetOtaStatus, ReportCurrent};
-    let f = Fixture::new();
-    f.publish(1000, 300_000);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let tap = EventTap(tx).start();
-    let svc = OtaService::new(
-        &log(),
-        Box::new(f.slots()),
-        FetchConfig::new(&f.server.url(), VARIANT),
-        f.public,
-        ManifestPolicy::new(VARIANT),
-        Some(tap.recipient()),
-    )
-    .start();
-    svc.send(CheckOta).await.unwrap().unwrap();
-    assert!(matches!(svc.send(CheckOta).await.unwrap(), Err(OtaError::Busy(_))));
-    while let Some(e) = rx.recv().await {
-        if e.phase == OtaPhase::Done {
-            break;
-        }
-        assert_ne!(e.phase, OtaPhase::Failed);
-    }
-    let s = svc.send(GetOtaStatus).await.unwrap();
-    assert_eq!((s.phase, s.percent, s.selected.as_str()), (OtaPhase::Done, 100, "b"));
-    let s = svc.send(ReportCurrent { bad: false }).await.unwrap().unwrap();
-    assert_eq!(s.confirmed_unixtime, 1000);
-    assert_eq!(s.slots[1].status, SlotStatus::Good);
 }

@@ -1,9 +1,9 @@
 //! A tiny HTTP/1.1 file server on 127.0.0.1 for the OTA tests, with Range
 //! support and faults on demand (error status, dropped connection, Range
-//! ignored).
+//! ignored), plain or over TLS (a generated CA and a `localhost` leaf).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -29,11 +29,42 @@ pub struct TestServer {
     pub faults: Arc<Mutex<Faults>>,
     /// Requests seen, as (path, range header).
     pub log: RequestLog,
+    /// For TLS: the CA (PEM) that signed the server's `localhost` cert.
+    pub ca_pem: Option<String>,
 }
 
 impl TestServer {
     /// Serves `root` on 127.0.0.1:0.
     pub fn start(root: PathBuf) -> Self {
+        Self::start_with(root, None)
+    }
+
+    /// Serves `root` over TLS on 127.0.0.1:0 as `localhost`.
+    pub fn start_tls(root: PathBuf) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "lwsys ota test CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut lp = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        // The AKID lets the trust store's verifier find the CA by SKID.
+        lp.use_authority_key_identifier_extension = true;
+        let leaf = lp.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key.into())
+            .unwrap();
+        let mut s = Self::start_with(root, Some(Arc::new(cfg)));
+        s.ca_pem = Some(ca.pem());
+        s
+    }
+
+    fn start_with(root: PathBuf, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let faults = Arc::new(Mutex::new(Faults::default()));
@@ -43,27 +74,38 @@ impl TestServer {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let (root, f, l) = (root.clone(), f.clone(), l.clone());
+                let tls = tls.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &root, &f, &l);
+                    let _ = match tls {
+                        Some(cfg) => {
+                            let Ok(tls) = rustls::ServerConnection::new(cfg) else { return };
+                            serve(rustls::StreamOwned::new(tls, conn), &root, &f, &l)
+                        }
+                        None => serve(conn, &root, &f, &l),
+                    };
                 });
             }
         });
-        Self { addr, faults, log }
+        Self { addr, faults, log, ca_pem: None }
     }
 
     /// The base URL (the repository).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.ca_pem {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
     }
 }
 
 fn serve(
-    mut conn: TcpStream,
+    conn: impl Read + Write,
     root: &std::path::Path,
     faults: &Mutex<Faults>,
     log: &RequestLog,
 ) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
+    // Requests have no body, so nothing the reader buffers is lost.
+    let mut reader = BufReader::new(conn);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
@@ -80,6 +122,7 @@ fn serve(
         }
     }
     log.lock().unwrap().push((path.clone(), range.clone()));
+    let conn = reader.get_mut();
     let f = faults.lock().unwrap().clone();
     if let Some(status) = f.status {
         write!(conn, "HTTP/1.1 {status} Fault\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
@@ -115,11 +158,11 @@ fn serve(
     let cut = if is_image { faults.lock().unwrap().drop_after.take() } else { None };
     match cut {
         Some(n) if n < slice.len() => {
+            // Dropping the connection after this closes it mid-body.
             conn.write_all(&slice[..n])?;
             conn.flush()?;
-            conn.shutdown(std::net::Shutdown::Both)?;
         }
         _ => conn.write_all(slice)?,
     }
-    Ok(())
+    conn.flush()
 }

@@ -1,0 +1,34 @@
+//! What a supervised service carries so that its supervisor learns when it
+//! stops: a [`DeathNotice`] whose drop (when the actor is dropped, after a
+//! normal stop or a panic in a handler) sends `ServiceDied`.
+
+use actix::Recipient;
+use lwsys_messages::lifecycle::ServiceDied;
+
+/// Tells a supervisor, once, that the service holding it is gone.
+pub struct DeathNotice {
+    service: &'static str,
+    to: Option<Recipient<ServiceDied>>,
+}
+
+impl DeathNotice {
+    /// A notice for `service` that nobody watches yet.
+    pub fn new(service: &'static str) -> Self {
+        Self { service, to: None }
+    }
+
+    /// Tell `to` when the service is gone.
+    pub fn watch(&mut self, to: Recipient<ServiceDied>) {
+        self.to = Some(to);
+    }
+}
+
+impl Drop for DeathNotice {
+    fn drop(&mut self) {
+        // Runs while a panicking handler unwinds too; do_send neither
+        // blocks nor panics.
+        if let Some(to) = self.to.take() {
+            to.do_send(ServiceDied { service: self.service });
+        }
+    }
+}

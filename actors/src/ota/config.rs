@@ -1,0 +1,66 @@
+//! What `OtaService` is built from: its settings ([`OtaConfig`]) and the
+//! ways it reaches the rest of the system ([`OtaLinks`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use lwsys_messages::supervisor::{Cycle, SystemEvent};
+
+use super::{FetchConfig, ManifestPolicy};
+
+/// Settings of the OTA service.
+#[derive(Clone)]
+pub struct OtaConfig {
+    /// Where and how to fetch.
+    pub fetch: FetchConfig,
+    /// Manifest checks (variant, limits); the unixtimes come from the ops.
+    pub policy: ManifestPolicy,
+    /// Confirm a trial boot on reaching OPERATIONAL (`[ota] confirm =
+    /// "auto"`, the default); otherwise only `ota.report_current` does.
+    pub auto_confirm: bool,
+    /// Delay of the first check after OPERATIONAL (30 s).
+    pub first_check: Duration,
+    /// Up to this much random delay is added to the first check (15 s).
+    pub first_check_jitter: Duration,
+    /// Between periodic checks; `None` asks the ops (86400 s by default).
+    pub periodic: Option<Duration>,
+    /// Timers are armed this much earlier, for a device slow to wake.
+    pub wake_latency: Duration,
+    /// Between consent attempts when MODAL_UPDATING is refused (1 s).
+    pub consent_retry: Duration,
+    /// How long consent is retried before the update waits for the next
+    /// check (30 s).
+    pub consent_window: Duration,
+}
+
+impl OtaConfig {
+    /// Upstream's timing: first check 30 s + up to 15 s after OPERATIONAL,
+    /// consent retried every second for 30 s, auto-confirm.
+    pub fn new(fetch: FetchConfig, policy: ManifestPolicy) -> Self {
+        Self {
+            fetch,
+            policy,
+            auto_confirm: true,
+            first_check: Duration::from_secs(30),
+            first_check_jitter: Duration::from_secs(15),
+            periodic: None,
+            wake_latency: Duration::ZERO,
+            consent_retry: Duration::from_secs(1),
+            consent_window: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the OTA service reaches the system.
+#[derive(Clone)]
+pub struct OtaLinks {
+    /// Where `Cycle::EnterModal` / `Cycle::LeaveModal` go (the Supervisor).
+    pub modal: Recipient<Cycle>,
+    /// Where `ota` events go, as `SystemEvent::Service` JSON (the
+    /// Supervisor, which forwards them to subscribed clients).
+    pub events: Option<Recipient<SystemEvent>>,
+    /// Called after an installed release whose manifest says `reset`: the
+    /// platform's reboot op.
+    pub reboot: Arc<dyn Fn() + Send + Sync>,
+}

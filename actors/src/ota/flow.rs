@@ -1,0 +1,178 @@
+//! `OtaService`'s flow between messages: starting a check, asking for
+//! consent (with retries), leaving MODAL_UPDATING, settling a check and
+//! arming the next one, and telling subscribers.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use lwsys_messages::ota::{CheckOutcome, OtaError, OtaPhase, OtaStatus};
+use lwsys_messages::state::SystemState;
+use lwsys_messages::supervisor::{Cycle, SystemEvent, WalkResult};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::worker::Job;
+use super::{OtaService, Run, Stage};
+
+impl OtaService {
+    pub(super) fn status(&self) -> OtaStatus {
+        let mut s = self.slots.clone();
+        s.phase = self.progress.phase;
+        s.percent = self.progress.percent;
+        s.bytes = self.progress.bytes;
+        s.last_error = self.progress.last_error.clone();
+        s
+    }
+
+    /// Sets the phase and tells the subscribers.
+    pub(super) fn set_phase(&mut self, phase: OtaPhase, percent: u8, bytes: u64) {
+        self.progress.phase = phase;
+        self.progress.percent = percent;
+        self.progress.bytes = bytes;
+        self.emit();
+    }
+
+    pub(super) fn emit(&self) {
+        let Some(to) = &self.links.events else { return };
+        let p = &self.progress;
+        let mut ev = serde_json::json!({
+            "event": "ota",
+            "phase": p.phase,
+            "percent": p.percent,
+            "bytes": p.bytes,
+        });
+        if let (Some(e), Some(m)) = (&p.last_error, ev.as_object_mut()) {
+            m.insert("error".into(), serde_json::Value::String(e.clone()));
+        }
+        to.do_send(SystemEvent::Service(ev));
+    }
+
+    pub(super) fn arm(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        if let Some(h) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        let delay = delay.saturating_sub(self.cfg.wake_latency);
+        slog::debug!(self.log, "next check"; "in_s" => delay.as_secs());
+        self.timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.timer = None;
+            act.start_check(None, ctx);
+        }));
+    }
+
+    pub(super) fn start_check(
+        &mut self,
+        waiter: Option<oneshot::Sender<Result<CheckOutcome, OtaError>>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(run) = &mut self.run {
+            run.waiters.extend(waiter);
+            return;
+        }
+        if let Some(h) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        self.run = Some(Run {
+            stage: Stage::Checking,
+            waiters: waiter.into_iter().collect(),
+            manifest: None,
+            consent_since: None,
+        });
+        self.progress.last_error = None;
+        self.set_phase(OtaPhase::Checking, 0, 0);
+        if self.jobs.send(Job::Check).is_err() {
+            self.finish(Err(OtaError::Io("ota worker is gone".into())), ctx);
+        }
+    }
+
+    /// The check settled: answer its waiters, arm the next periodic check.
+    pub(super) fn finish(&mut self, res: Result<CheckOutcome, OtaError>, ctx: &mut Context<Self>) {
+        let Some(run) = self.run.take() else { return };
+        match &res {
+            Ok(o) if o.updated => {}
+            Ok(_) => self.set_phase(OtaPhase::Idle, 0, 0),
+            Err(e) => {
+                self.progress.last_error = Some(e.to_string());
+                self.set_phase(OtaPhase::Failed, 0, 0);
+            }
+        }
+        for w in run.waiters {
+            let _ = w.send(res.clone());
+        }
+        if self.operational_seen {
+            let periodic = self.periodic;
+            self.arm(periodic, ctx);
+        }
+    }
+
+    pub(super) fn ask_consent(&mut self, ctx: &mut Context<Self>) {
+        let fut = self.links.modal.send(Cycle::EnterModal);
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| act.on_consent(res, ctx)));
+    }
+
+    pub(super) fn on_consent(
+        &mut self,
+        res: Result<WalkResult, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
+        // Only an attempt still waiting counts (a parked walk that went on
+        // by itself may have started the install already).
+        let Some(run) = self.run.as_mut().filter(|r| r.stage == Stage::AwaitingConsent) else {
+            return;
+        };
+        let refused = match res {
+            Ok(Ok(r)) if r.reached && r.state == SystemState::ModalUpdating => {
+                return self.consent_given(ctx);
+            }
+            Ok(Ok(r)) => match r.pending {
+                Some(p) => format!("{} deferred: {}", p.by, p.reason),
+                None => format!("MODAL_UPDATING not reached (at {})", r.state),
+            },
+            Ok(Err(lwsys_messages::supervisor::WalkError::ShuttingDown)) | Err(_) => {
+                return self.finish(Err(OtaError::Cancelled), ctx);
+            }
+            Ok(Err(e)) => e.to_string(),
+        };
+        let since = *run.consent_since.get_or_insert_with(Instant::now);
+        self.progress.last_error = Some(format!("waiting for consent: {refused}"));
+        self.emit();
+        if since.elapsed() >= self.cfg.consent_window {
+            slog::warn!(self.log, "consent refused; waiting for the next check"; "why" => %refused);
+            self.leave_modal(ctx);
+            self.finish(Err(OtaError::ConsentRefused(refused)), ctx);
+        } else {
+            slog::info!(self.log, "consent refused; retrying"; "why" => %refused);
+            ctx.run_later(self.cfg.consent_retry, |act, ctx| {
+                if act.run.as_ref().is_some_and(|r| r.stage == Stage::AwaitingConsent) {
+                    act.ask_consent(ctx);
+                }
+            });
+        }
+    }
+
+    /// MODAL_UPDATING is entered while a release waits for it: install.
+    pub(super) fn consent_given(&mut self, ctx: &mut Context<Self>) {
+        let Some(run) = self.run.as_mut().filter(|r| r.stage == Stage::AwaitingConsent) else {
+            return;
+        };
+        let Some(m) = run.manifest.clone() else { return };
+        run.stage = Stage::Installing;
+        self.progress.last_error = None;
+        slog::info!(self.log, "consent given; installing"; "unixtime" => m.unixtime, "size" => m.size);
+        self.set_phase(OtaPhase::Downloading, 0, 0);
+        if self.jobs.send(Job::Install(m)).is_err() {
+            self.leave_modal(ctx);
+            self.finish(Err(OtaError::Io("ota worker is gone".into())), ctx);
+        }
+    }
+
+    /// Back to OPERATIONAL after an update that did not happen.
+    pub(super) fn leave_modal(&mut self, ctx: &mut Context<Self>) {
+        let fut = self.links.modal.send(Cycle::LeaveModal);
+        ctx.spawn(fut.into_actor(self).map(|res, act, _| match res {
+            Ok(Ok(r)) if r.reached => {}
+            Ok(Ok(r)) => slog::warn!(act.log, "could not leave modal"; "state" => %r.state),
+            Ok(Err(e)) => slog::warn!(act.log, "could not leave modal"; "error" => %e),
+            Err(e) => slog::warn!(act.log, "could not leave modal"; "error" => %e),
+        }));
+    }
+}

@@ -1,0 +1,345 @@
+//! Tests of `OtaService`'s flow against a stub supervisor: scheduling after
+//! OPERATIONAL, consent retries, install, reboot, leave-modal on failure,
+//! and auto-confirm of a trial boot.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use lwsys_messages::ota::{CheckOta, GetOtaStatus, ReportCurrent};
+use lwsys_messages::state::{Changed, SystemState};
+use lwsys_messages::supervisor::{Cycle, SystemEvent, WalkError, WalkReport, WalkResult};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::tests::{log, Fixture, VARIANT};
+use super::*;
+
+/// Answers `Cycle`s as the test says: deny the first `deny` EnterModals,
+/// then allow; records every cycle.
+struct StubSupervisor {
+    deny: u32,
+    /// Defer every EnterModal instead (the walk parks).
+    defer: bool,
+    cycles: Arc<Mutex<Vec<Cycle>>>,
+}
+
+impl Actor for StubSupervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Cycle> for StubSupervisor {
+    type Result = MessageResult<Cycle>;
+
+    fn handle(&mut self, c: Cycle, _: &mut Context<Self>) -> Self::Result {
+        self.cycles.lock().unwrap().push(c);
+        let r: WalkResult = match c {
+            Cycle::EnterModal if self.defer => Ok(WalkReport {
+                state: SystemState::AwaitingModalUpdating,
+                reached: false,
+                pending: Some(lwsys_messages::supervisor::Pending {
+                    by: "slow-app".into(),
+                    reason: "saving".into(),
+                    target: SystemState::ModalUpdating,
+                    since_us: 0,
+                }),
+            }),
+            Cycle::EnterModal if self.deny > 0 => {
+                self.deny -= 1;
+                Err(WalkError::Denied {
+                    by: "busy-app".into(),
+                    reason: "playing".into(),
+                    target: SystemState::ModalUpdating,
+                    state: SystemState::AwaitingModalUpdating,
+                })
+            }
+            Cycle::EnterModal => {
+                Ok(WalkReport { state: SystemState::ModalUpdating, reached: true, pending: None })
+            }
+            _ => Ok(WalkReport { state: SystemState::Operational, reached: true, pending: None }),
+        };
+        MessageResult(r)
+    }
+}
+
+/// Forwards `ota` events to a channel.
+struct Tap(mpsc::UnboundedSender<Value>);
+
+impl Actor for Tap {
+    type Context = Context<Self>;
+}
+
+impl Handler<SystemEvent> for Tap {
+    type Result = ();
+
+    fn handle(&mut self, e: SystemEvent, _: &mut Context<Self>) {
+        let _ = self.0.send(e.to_json());
+    }
+}
+
+struct Harness {
+    svc: Addr<OtaService>,
+    cycles: Arc<Mutex<Vec<Cycle>>>,
+    reboots: Arc<AtomicU32>,
+    events: mpsc::UnboundedReceiver<Value>,
+}
+
+impl Harness {
+    fn start(f: &Fixture, deny: u32, tune: impl FnOnce(&mut OtaConfig)) -> Self {
+        let cycles = Arc::new(Mutex::new(Vec::new()));
+        let defer = deny == DEFER;
+        let deny = if defer { 0 } else { deny };
+        let sup = StubSupervisor { deny, defer, cycles: cycles.clone() }.start();
+        let (tx, events) = mpsc::unbounded_channel();
+        let tap = Tap(tx).start();
+        let reboots = Arc::new(AtomicU32::new(0));
+        let r = reboots.clone();
+        let links = OtaLinks {
+            modal: sup.recipient(),
+            events: Some(tap.recipient()),
+            reboot: Arc::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            }),
+        };
+        let mut fetch = FetchConfig::new(&f.server.url(), VARIANT);
+        fetch.read_timeout = Duration::from_secs(5);
+        let mut cfg = OtaConfig::new(fetch, ManifestPolicy::new(VARIANT));
+        tune(&mut cfg);
+        let svc = OtaService::new(&log(), Box::new(f.slots()), f.public, cfg, links).start();
+        Self { svc, cycles, reboots, events }
+    }
+
+    fn cycles(&self) -> Vec<Cycle> {
+        self.cycles.lock().unwrap().clone()
+    }
+
+    /// The next `ota` event whose phase is one of `phases`.
+    async fn phase(&mut self, phases: &[&str]) -> Value {
+        loop {
+            let e = self.events.recv().await.unwrap();
+            if phases.iter().any(|p| e["phase"] == *p) {
+                return e;
+            }
+        }
+    }
+}
+
+/// `Harness::start`'s `deny` value that makes the stub defer instead.
+const DEFER: u32 = u32::MAX - 1;
+
+fn operational() -> Changed {
+    Changed { from: SystemState::OneTimeUpdates, to: SystemState::Operational }
+}
+
+#[actix_rt::test]
+async fn first_check_comes_30_to_45_s_after_operational_then_every_period() {
+    let f = Fixture::new();
+    let mut h = Harness::start(&f, 0, |c| c.periodic = Some(Duration::from_secs(600)));
+    tokio::time::pause();
+    let t0 = tokio::time::Instant::now();
+    h.svc.send(operational()).await.unwrap();
+    h.phase(&["checking"]).await;
+    let first = t0.elapsed();
+    assert!(first >= Duration::from_secs(30) && first <= Duration::from_secs(45), "{first:?}");
+    // Nothing published: the check fails (404) and the next is armed.
+    h.phase(&["failed", "idle"]).await;
+    let t1 = tokio::time::Instant::now();
+    h.phase(&["checking"]).await;
+    let gap = t1.elapsed();
+    assert!(gap >= Duration::from_secs(599) && gap <= Duration::from_secs(601), "{gap:?}");
+    assert!(h.cycles().is_empty(), "no consent asked without a release");
+}
+
+#[actix_rt::test]
+async fn checks_are_armed_wake_latency_early() {
+    let f = Fixture::new();
+    let mut h = Harness::start(&f, 0, |c| {
+        c.first_check_jitter = Duration::ZERO;
+        c.wake_latency = Duration::from_secs(10);
+    });
+    tokio::time::pause();
+    let t0 = tokio::time::Instant::now();
+    h.svc.send(operational()).await.unwrap();
+    h.phase(&["checking"]).await;
+    assert_eq!(t0.elapsed().as_secs(), 20);
+}
+
+#[actix_rt::test]
+async fn newer_release_is_installed_with_consent_then_reboots_when_reset() {
+    let f = Fixture::new();
+    f.publish(1000, 300_000);
+    let mut h = Harness::start(&f, 0, |_| {});
+    let out = h.svc.send(CheckOta).await.unwrap().unwrap();
+    assert!(out.updated && out.reboot, "{out:?}");
+    assert_eq!(out.unixtime, Some(1000));
+    assert_eq!(h.cycles(), vec![Cycle::EnterModal]);
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 1);
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!((s.phase, s.percent, s.selected.as_str()), (OtaPhase::Done, 100, "b"));
+    assert_eq!((s.attempted_unixtime, s.confirmed_unixtime), (1000, 0));
+    // Progress was seen, 100 % only at done.
+    let mut last = 0;
+    while let Ok(e) = h.events.try_recv() {
+        let pct = e["percent"].as_u64().unwrap();
+        if e["phase"] != "done" {
+            assert!(pct < 100, "{e}");
+        }
+        last = pct;
+    }
+    assert_eq!(last, 100);
+    let s = h.svc.send(ReportCurrent { bad: false }).await.unwrap().unwrap();
+    assert_eq!(s.confirmed_unixtime, 1000);
+}
+
+#[actix_rt::test]
+async fn release_without_reset_leaves_modal_instead_of_rebooting() {
+    let f = Fixture::new();
+    let (mut m, _) = f.publish(1000, 10_000);
+    m.reset = false;
+    f.write_manifest(&m);
+    let h = Harness::start(&f, 0, |_| {});
+    let out = h.svc.send(CheckOta).await.unwrap().unwrap();
+    assert!(out.updated && !out.reboot);
+    // The leave-modal request is sent after the reply; a status round trip
+    // lets it through.
+    h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!(h.cycles(), vec![Cycle::EnterModal, Cycle::LeaveModal]);
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 0);
+}
+
+#[actix_rt::test]
+async fn refused_consent_is_retried_every_second_for_30_s_then_leaves_modal() {
+    let f = Fixture::new();
+    f.publish(1000, 10_000);
+    let mut h = Harness::start(&f, u32::MAX, |_| {});
+    tokio::time::pause();
+    let t0 = tokio::time::Instant::now();
+    let id = h.svc.send(CheckOta);
+    let e = h.phase(&["awaiting_consent"]).await;
+    assert_eq!(e["percent"], 0);
+    let err = id.await.unwrap().unwrap_err();
+    assert!(matches!(err, OtaError::ConsentRefused(ref r) if r.contains("busy-app")), "{err:?}");
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_secs(30) && waited < Duration::from_secs(32), "{waited:?}");
+    h.svc.send(GetOtaStatus).await.unwrap();
+    let cycles = h.cycles();
+    let asks = cycles.iter().filter(|c| **c == Cycle::EnterModal).count();
+    assert!((30..=32).contains(&asks), "{asks} attempts");
+    assert_eq!(cycles.last(), Some(&Cycle::LeaveModal));
+    f.assert_untouched(&f.slots());
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert!(s.last_error.unwrap().contains("consent"));
+}
+
+#[actix_rt::test]
+async fn consent_given_after_refusals_lets_the_update_proceed() {
+    let f = Fixture::new();
+    f.publish(1000, 10_000);
+    let h = Harness::start(&f, 3, |_| {});
+    tokio::time::pause();
+    let out = h.svc.send(CheckOta).await.unwrap().unwrap();
+    assert!(out.updated);
+    assert_eq!(h.cycles(), vec![Cycle::EnterModal; 4]);
+}
+
+#[actix_rt::test]
+async fn deferred_walk_that_goes_on_by_itself_counts_as_consent() {
+    let f = Fixture::new();
+    f.publish(1000, 10_000);
+    let mut h = Harness::start(&f, DEFER, |_| {});
+    let check = h.svc.send(CheckOta);
+    let e = h.phase(&["awaiting_consent"]).await;
+    assert_eq!(e["phase"], "awaiting_consent");
+    // The notifier resumed; the parked walk entered MODAL_UPDATING.
+    loop {
+        let s = h.svc.send(GetOtaStatus).await.unwrap();
+        if s.last_error.is_some_and(|m| m.contains("slow-app deferred")) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let modal =
+        Changed { from: SystemState::AwaitingModalUpdating, to: SystemState::ModalUpdating };
+    h.svc.send(modal).await.unwrap();
+    let out = check.await.unwrap().unwrap();
+    assert!(out.updated);
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 1);
+}
+
+#[actix_rt::test]
+async fn failed_install_leaves_modal_and_the_active_slot_untouched() {
+    let f = Fixture::new();
+    let (mut m, _) = f.publish(1000, 10_000);
+    m.sha512 = "ab".repeat(64);
+    f.write_manifest(&m);
+    let h = Harness::start(&f, 0, |_| {});
+    let err = h.svc.send(CheckOta).await.unwrap().unwrap_err();
+    assert_eq!(err, OtaError::HashMismatch);
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!(s.phase, OtaPhase::Failed);
+    assert_eq!(h.cycles(), vec![Cycle::EnterModal, Cycle::LeaveModal]);
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 0);
+    f.assert_untouched(&f.slots());
+}
+
+#[actix_rt::test]
+async fn nothing_newer_answers_not_updated_without_asking_consent() {
+    let f = Fixture::new();
+    f.publish(1000, 10_000);
+    let h = Harness::start(&f, 0, |_| {});
+    assert!(h.svc.send(CheckOta).await.unwrap().unwrap().updated);
+    h.svc.send(ReportCurrent { bad: false }).await.unwrap().unwrap();
+    let out = h.svc.send(CheckOta).await.unwrap().unwrap();
+    assert!(!out.updated && out.reason.is_some(), "{out:?}");
+    assert_eq!(h.cycles(), vec![Cycle::EnterModal]);
+}
+
+/// Installs release 1000 into a fresh fixture so the next boot is a trial.
+fn trial_fixture() -> Fixture {
+    let f = Fixture::new();
+    f.publish(1000, 10_000);
+    let mut slots = f.slots();
+    f.run(&mut slots).unwrap();
+    f
+}
+
+#[actix_rt::test]
+async fn operational_on_a_trial_slot_confirms_it_when_auto() {
+    let f = trial_fixture();
+    let h = Harness::start(&f, 0, |_| {});
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!(s.slots[1].status, SlotStatus::Trial, "on_boot ran, still a trial");
+    h.svc.send(operational()).await.unwrap();
+    // Worker jobs run in order: once this check settles the confirm is in.
+    h.svc.send(CheckOta).await.unwrap().unwrap();
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!((s.selected.as_str(), s.slots[1].status), ("b", SlotStatus::Good));
+    assert_eq!(s.confirmed_unixtime, 1000);
+}
+
+#[actix_rt::test]
+async fn manual_confirm_leaves_the_trial_until_reported() {
+    let f = trial_fixture();
+    let h = Harness::start(&f, 0, |c| c.auto_confirm = false);
+    h.svc.send(operational()).await.unwrap();
+    h.svc.send(CheckOta).await.unwrap().unwrap_err();
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!(s.slots[1].status, SlotStatus::Trial);
+    let s = h.svc.send(ReportCurrent { bad: true }).await.unwrap().unwrap();
+    assert_eq!((s.selected.as_str(), s.slots[1].status), ("a", SlotStatus::Bad));
+    assert!(s.last_rollback_reason.unwrap().contains("reported bad"));
+}
+
+#[actix_rt::test]
+async fn trial_never_confirmed_is_rolled_back_by_the_service_on_boot() {
+    let f = trial_fixture();
+    for _ in 0..3 {
+        let h = Harness::start(&f, 0, |c| c.auto_confirm = false);
+        let s = h.svc.send(GetOtaStatus).await.unwrap();
+        assert_eq!(s.selected, "b");
+    }
+    let h = Harness::start(&f, 0, |c| c.auto_confirm = false);
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!((s.selected.as_str(), s.slots[1].status), ("a", SlotStatus::Bad));
+}

@@ -1,0 +1,33 @@
+//! Messages of service supervision: a supervised service tells its
+//! supervisor when it stops, and tests can make one fail on purpose.
+
+/// Sent to the `Supervisor` when a supervised service's actor is gone
+/// (stopped, or killed by a panic in a handler). No reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+pub struct ServiceDied {
+    /// The service's name (`blobs`, `clock`, `trust`).
+    pub service: &'static str,
+}
+
+/// Sent by the `Supervisor` to a service: tell this recipient when you are
+/// gone. No reply.
+#[cfg(feature = "actor")]
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct WatchDeath(pub actix::Recipient<ServiceDied>);
+
+#[cfg(feature = "actor")]
+impl std::fmt::Debug for WatchDeath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WatchDeath(..)")
+    }
+}
+
+/// The fault hook: the service panics in its handler, as a bug would. Sent
+/// only by the daemon's `debug.crash` op, which exists only when the
+/// daemon runs with `LWSYS_FAULT_INJECTION=1`. The reply never comes (the
+/// service dies), which is itself what tests check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+pub struct Crash;

@@ -1,0 +1,175 @@
+//! `lwsysctl ota` helpers: `keygen` (a P-521 JWK pair on disk), `publish`
+//! (sign and gzip an image into a directory ready to serve) and
+//! `render_progress` (one line of `ota watch`'s progress bar).
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use lwsys_actors::ota::{Manifest, OtaError, OtaEvent, OtaPhase};
+
+/// File name of the private key `keygen` writes.
+pub const PRIVATE_JWK: &str = "ota-private.jwk";
+/// File name of the public key `keygen` writes (give it to devices as
+/// `[ota] public_jwk`).
+pub const PUBLIC_JWK: &str = "ota-public.jwk";
+
+/// Where `keygen` put the keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPair {
+    /// The private JWK (mode 0600): the issuer's secret.
+    pub private: PathBuf,
+    /// The public JWK.
+    pub public: PathBuf,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> OtaError {
+    OtaError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), OtaError> {
+    // create_new: never overwrite a key someone may already rely on.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| io("create", path, e))?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| io("write", path, e))
+}
+
+/// `lwsysctl ota keygen OUT_DIR`: writes a new P-521 key pair as JWKs,
+/// [`PRIVATE_JWK`] (mode 0600) and [`PUBLIC_JWK`] (0644), into `out_dir`
+/// (created if missing). Refuses to overwrite existing key files.
+pub fn keygen(out_dir: &Path) -> Result<KeyPair, OtaError> {
+    std::fs::create_dir_all(out_dir).map_err(|e| io("create", out_dir, e))?;
+    let (private, public) = lwsys_actors::ota::keygen();
+    let pair = KeyPair { private: out_dir.join(PRIVATE_JWK), public: out_dir.join(PUBLIC_JWK) };
+    write_new(&pair.private, &private, 0o600)?;
+    write_new(&pair.public, &public, 0o644)?;
+    Ok(pair)
+}
+
+/// `lwsysctl ota publish --key KEY --variant V IMAGE DIR`: measures, gzips
+/// and signs `image` into `DIR/V/` (`manifest.jws` and the gzip image),
+/// stamped with the current time. Returns the manifest.
+pub fn publish(key: &Path, variant: &str, image: &Path, dir: &Path) -> Result<Manifest, OtaError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    publish_at(key, variant, image, dir, now)
+}
+
+/// [`publish`] with an explicit release `unixtime` (releases are ordered
+/// by it; a device installs only a newer one).
+pub fn publish_at(
+    key: &Path,
+    variant: &str,
+    image: &Path,
+    dir: &Path,
+    unixtime: u64,
+) -> Result<Manifest, OtaError> {
+    let jwk = std::fs::read_to_string(key).map_err(|e| io("read", key, e))?;
+    lwsys_actors::ota::publish(&jwk, variant, image, dir, unixtime)
+}
+
+/// Bytes as a short human figure (`1.5 MiB`).
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    if unit == "B" {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {unit}")
+    }
+}
+
+/// Cells in the progress bar.
+const BAR: usize = 30;
+
+/// One line of `lwsysctl ota watch`: `[#######-------]  42% downloading
+/// 1.5 MiB`. The bar is full only at `done` (100 % comes only once the
+/// install is finalized).
+pub fn render_progress(event: &OtaEvent) -> String {
+    let pct = usize::from(event.percent.min(100));
+    let filled = pct * BAR / 100;
+    let bar: String = "#".repeat(filled) + &"-".repeat(BAR - filled);
+    let mut line = format!("[{bar}] {pct:>3}% {}", event.phase);
+    if event.bytes > 0 || matches!(event.phase, OtaPhase::Downloading | OtaPhase::Verifying) {
+        line.push(' ');
+        line.push_str(&human(event.bytes));
+    }
+    line
+}
+
+/// The [`OtaEvent`] in an `{"event": "ota", ...}` protocol line, if it is
+/// one (extra members such as `error` are ignored).
+pub fn parse_event(v: &serde_json::Value) -> Option<OtaEvent> {
+    if v.get("event").and_then(|e| e.as_str()) != Some("ota") {
+        return None;
+    }
+    serde_json::from_value(v.clone()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn keygen_writes_a_private_key_only_its_owner_reads_and_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = keygen(dir.path()).unwrap();
+        let mode = std::fs::metadata(&pair.private).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let public = std::fs::read_to_string(&pair.public).unwrap();
+        lwsys_actors::ota::parse_public_jwk(&public).unwrap();
+        assert!(!public.contains("\"d\""));
+        assert!(keygen(dir.path()).is_err());
+    }
+
+    #[test]
+    fn publish_writes_a_manifest_and_image_ready_to_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = keygen(&dir.path().join("keys")).unwrap();
+        let image = dir.path().join("fw.img");
+        std::fs::write(&image, vec![7u8; 100_000]).unwrap();
+        let repo = dir.path().join("repo");
+        let m = publish_at(&pair.private, "xyz-v1", &image, &repo, 1234).unwrap();
+        assert_eq!((m.size, m.unixtime, m.reset), (100_000, 1234, true));
+        let jws = std::fs::read(repo.join("xyz-v1/manifest.jws")).unwrap();
+        let key =
+            lwsys_actors::ota::parse_public_jwk(&std::fs::read_to_string(&pair.public).unwrap())
+                .unwrap();
+        let policy = lwsys_actors::ota::ManifestPolicy::new("xyz-v1");
+        assert_eq!(lwsys_actors::ota::verify_manifest(&jws, &key, &policy).unwrap(), m);
+        assert!(repo.join("xyz-v1").join(&m.path).exists());
+        assert!(publish(&pair.private, "xyz-v1", &image, &repo).unwrap().unixtime > 1234);
+    }
+
+    #[test]
+    fn progress_bar_is_full_only_when_done() {
+        let e = OtaEvent { phase: OtaPhase::Downloading, percent: 50, bytes: 3 << 20 };
+        let line = render_progress(&e);
+        assert_eq!(
+            line,
+            format!("[{}{}]  50% downloading 3.0 MiB", "#".repeat(15), "-".repeat(15))
+        );
+        let done = render_progress(&OtaEvent { phase: OtaPhase::Done, percent: 100, bytes: 10 });
+        assert!(done.starts_with(&format!("[{}] 100% done", "#".repeat(30))), "{done}");
+        let v = serde_json::json!({"event": "ota", "phase": "checking", "percent": 0, "bytes": 0, "error": "x"});
+        assert_eq!(parse_event(&v).unwrap().phase, OtaPhase::Checking);
+        assert!(parse_event(&serde_json::json!({"event": "state"})).is_none());
+    }
+}
