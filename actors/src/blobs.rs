@@ -23,11 +23,13 @@
 mod handle;
 pub mod model;
 
+use crate::lifecycle::DeathNotice;
 use actix::prelude::*;
 use lwsys_messages::blobs::{
     AppendBlob, BlobBytes, BlobError, BlobId, BlobKind, BlobSize, DestroyBlob, EmptyBlob, GetBlob,
     GetBlobSize, SetBlob, SetBlobDirect, ViewBlob, DEFAULT_DURABLE, DEFAULT_MAX_BYTES,
 };
+use lwsys_messages::lifecycle::{Crash, WatchDeath};
 use slog::{debug, warn, Logger};
 
 pub use self::handle::BlobHandle;
@@ -40,6 +42,7 @@ pub struct BlobService {
     durable: Vec<BlobKind>,
     store: Option<Store>,
     log: Logger,
+    death: DeathNotice,
 }
 
 fn store_err(e: StoreError) -> BlobError {
@@ -60,7 +63,13 @@ impl BlobService {
         let mut durable = durable.to_vec();
         durable.sort();
         durable.dedup();
-        let mut svc = Self { model: BlobModel::new(max_bytes), durable, store, log };
+        let mut svc = Self {
+            model: BlobModel::new(max_bytes),
+            durable,
+            store,
+            log,
+            death: DeathNotice::new("blobs"),
+        };
         svc.load()?;
         Ok(svc)
     }
@@ -241,6 +250,23 @@ impl Handler<ViewBlob> for BlobService {
 
     fn handle(&mut self, msg: ViewBlob, _ctx: &mut Self::Context) -> Self::Result {
         self.model.view(msg.id)
+    }
+}
+
+impl Handler<WatchDeath> for BlobService {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchDeath, _ctx: &mut Self::Context) {
+        self.death.watch(msg.0);
+    }
+}
+
+impl Handler<Crash> for BlobService {
+    type Result = ();
+
+    /// The fault hook: fail as a bug in a handler would.
+    fn handle(&mut self, _msg: Crash, _ctx: &mut Self::Context) {
+        panic!("fault injected into the BlobService (debug.crash)");
     }
 }
 

@@ -16,6 +16,8 @@ pub mod softclock;
 #[cfg(test)]
 mod tests;
 
+use crate::lifecycle::DeathNotice;
+use lwsys_messages::lifecycle::{Crash, WatchDeath};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +123,7 @@ pub struct ClockService {
     backoff: Backoff,
     timer: Option<SpawnHandle>,
     log: Logger,
+    death: DeathNotice,
 }
 
 impl ClockService {
@@ -150,6 +153,7 @@ impl ClockService {
             in_flight: false,
             timer: None,
             log: log.new(slog::o!("service" => "clock")),
+            death: DeathNotice::new("clock"),
         }
     }
 
@@ -369,5 +373,22 @@ impl Handler<Changed> for ClockService {
 
     fn handle(&mut self, msg: Changed, _ctx: &mut Self::Context) {
         debug!(self.log, "state changed"; "from" => %msg.from, "to" => %msg.to);
+    }
+}
+
+impl Handler<WatchDeath> for ClockService {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchDeath, _ctx: &mut Self::Context) {
+        self.death.watch(msg.0);
+    }
+}
+
+impl Handler<Crash> for ClockService {
+    type Result = ();
+
+    /// The fault hook: fail as a bug in a handler would.
+    fn handle(&mut self, _msg: Crash, _ctx: &mut Self::Context) {
+        panic!("fault injected into the ClockService (debug.crash)");
     }
 }

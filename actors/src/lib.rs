@@ -24,11 +24,14 @@
 //! - [`platform`]: the platform ops (`SystemOps`, `ClockOps`, `TrustQuery`,
 //!   `OtaOps`), their default Linux implementations, and `Ops`, what a
 //!   running system provides.
+//! - [`lifecycle`]: `DeathNotice`, how a supervised service reports that
+//!   it is gone.
 #![forbid(unsafe_code)]
 
 pub mod attach;
 pub mod blobs;
 pub mod clock;
+pub mod lifecycle;
 pub mod ota;
 pub mod platform;
 pub mod state;

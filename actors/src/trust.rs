@@ -7,6 +7,8 @@
 //! [`TblbBackend`], [`CertDirBackend`], and [`JitVerifier`], the rustls
 //! verifier that looks CAs up by the AKIDs of the chain a server presents.
 
+use crate::lifecycle::DeathNotice;
+use lwsys_messages::lifecycle::{Crash, WatchDeath};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -43,6 +45,7 @@ pub struct TrustService {
     query: Arc<dyn TrustQuery>,
     store: Option<Arc<TrustStore>>,
     log: Logger,
+    death: DeathNotice,
 }
 
 impl TrustService {
@@ -57,13 +60,19 @@ impl TrustService {
             query: store.clone(),
             store: Some(store),
             log: log.new(slog::o!("service" => "trust")),
+            death: DeathNotice::new("trust"),
         }
     }
 
     /// A service whose trust query is a custom op (the `Builder`'s
     /// replacement); it has no store, so no [`JitVerifier`] of its own.
     pub fn with_query(log: &Logger, query: Arc<dyn TrustQuery>) -> Self {
-        Self { query, store: None, log: log.new(slog::o!("service" => "trust")) }
+        Self {
+            query,
+            store: None,
+            log: log.new(slog::o!("service" => "trust")),
+            death: DeathNotice::new("trust"),
+        }
     }
 
     /// The store behind the default query, to build [`JitVerifier`]s.
@@ -102,6 +111,23 @@ impl Handler<GetTrustInfo> for TrustService {
 
     fn handle(&mut self, _msg: GetTrustInfo, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.query.info())
+    }
+}
+
+impl Handler<WatchDeath> for TrustService {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchDeath, _ctx: &mut Self::Context) {
+        self.death.watch(msg.0);
+    }
+}
+
+impl Handler<Crash> for TrustService {
+    type Result = ();
+
+    /// The fault hook: fail as a bug in a handler would.
+    fn handle(&mut self, _msg: Crash, _ctx: &mut Self::Context) {
+        panic!("fault injected into the TrustService (debug.crash)");
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`protocol`]: the control protocol's error codes and framing constants.
 //! - [`trust`]: the trust service's messages (`QueryTrust`, `GetTrustInfo`),
 //!   its answers (`TrustedCerts`, `TrustInfo`) and `TrustError`.
+//! - [`lifecycle`]: service supervision (`ServiceDied`, `WatchDeath`, the
+//!   `Crash` fault hook).
 //! - [`clock`]: reading and setting the time, `clock` events and errors.
 //! - [`ota`]: OTA status, progress events, `CheckOta`, `ReportCurrent`,
 //!   `GetOtaStatus` and `OtaError`.
@@ -24,6 +26,7 @@
 pub mod attach;
 pub mod blobs;
 pub mod clock;
+pub mod lifecycle;
 pub mod ota;
 pub mod protocol;
 pub mod state;

@@ -124,7 +124,7 @@ pub const OPS: &[&str] = &[
 ];
 
 /// The event topics a client may subscribe to.
-pub const TOPICS: &[&str] = &["state", "notifier", "clock", "ota"];
+pub const TOPICS: &[&str] = &["state", "notifier", "clock", "ota", "service"];
 
 #[cfg(test)]
 mod tests {

@@ -16,8 +16,9 @@ use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};
 use slog::Logger;
 
 use crate::handle::{actor_registration, SystemHandle};
-use crate::services::ServiceConfig;
+use crate::services::{ServiceConfig, ServiceFactory};
 use crate::supervisor::{InlineNotifier, Supervisor, SupervisorConfig};
+use crate::supervisor::{RestartLimits, Supervision};
 
 /// A notifier given at build time.
 pub enum NotifierSpec {
@@ -64,6 +65,7 @@ pub struct Builder {
     journal_len: usize,
     notifiers: Vec<NotifierSpec>,
     services: Option<ServiceConfig>,
+    restarts: RestartLimits,
     attach: AttachConfig,
     system_ops: Option<Arc<dyn SystemOps>>,
 }
@@ -85,6 +87,7 @@ impl Builder {
             journal_len: DEFAULT_JOURNAL_LEN,
             notifiers: Vec::new(),
             services: None,
+            restarts: RestartLimits::default(),
             attach: AttachConfig::default(),
             system_ops: None,
         }
@@ -132,6 +135,13 @@ impl Builder {
         self.notifiers([NotifierSpec::inline(name, f)])
     }
 
+    /// How often a dead service may be restarted before the supervisor
+    /// gives up and shuts the system down as failed.
+    pub fn restart_limits(mut self, limits: RestartLimits) -> Self {
+        self.restarts = limits;
+        self
+    }
+
     /// Settings of the attach queue (bound on pending callbacks, batch).
     pub fn attach_config(mut self, cfg: AttachConfig) -> Self {
         self.attach = cfg;
@@ -169,24 +179,25 @@ impl Builder {
         // Filled once the handle exists: OTA reboots through it.
         let ota_handle =
             self.services.as_ref().and_then(|c| c.ota.as_ref()).map(|o| o.handle.clone());
-        let services = match self.services {
-            Some(cfg) => {
-                let name = cfg.clock.name.clone();
-                let s = crate::services::start(
-                    &self.log,
-                    cfg,
-                    sup_addr.clone().recipient(),
-                    sup_addr.clone().recipient(),
-                    &sup_addr,
-                    &state,
-                )?;
-                notifiers.push(NotifierSpec::Actor(actor_registration(&name, &s.clock, "builtin")));
-                Some(s)
-            }
-            None => None,
-        };
+        // The address book of the services: the supervisor publishes a new
+        // one when it restarts a service.
+        let (services_tx, services_rx) = tokio::sync::watch::channel(None);
+        let mut supervision = None;
+        if let Some(cfg) = self.services {
+            let name = cfg.clock.name.clone();
+            let factory =
+                ServiceFactory::new(&self.log, cfg, &sup_addr, &state, services_rx.clone())?;
+            let s = factory.start_all()?;
+            notifiers.push(NotifierSpec::Actor(actor_registration(&name, &s.clock, "builtin")));
+            factory.watch(&s, None, &sup_addr.clone().recipient());
+            services_tx.send_replace(Some(s));
+            supervision = Some(Supervision::new(factory, services_tx, name, self.restarts));
+        }
         notifiers.extend(self.notifiers);
-        let sup = Supervisor::new(&self.log, self.cfg, state.clone(), notifiers)?;
+        let mut sup = Supervisor::new(&self.log, self.cfg, state.clone(), notifiers)?;
+        if let Some(s) = supervision {
+            sup.supervise(s);
+        }
         let shutdown = sup.shutdown_watch();
         let supervisor = sup_ctx.run(sup);
         if self.boot_target > SystemState::ContextCreated {
@@ -194,11 +205,18 @@ impl Builder {
         }
         let system_ops = self.system_ops.unwrap_or_else(|| Arc::new(LinuxSystemOps::default()));
         let mut ops = Ops::new(system_ops);
-        if let Some(s) = &services {
+        if let Some(s) = services_rx.borrow().as_ref() {
             ops = ops.with_trust(s.trust.clone().recipient());
         }
-        let handle =
-            SystemHandle { supervisor, state, services, attach, attach_addr, shutdown, ops };
+        let handle = SystemHandle {
+            supervisor,
+            state,
+            services: services_rx,
+            attach,
+            attach_addr,
+            shutdown,
+            ops,
+        };
         handle.attach_addr.do_send(SetSystem(std::sync::Arc::new(handle.clone())));
         if let Some(cell) = ota_handle {
             let _ = cell.set(handle.clone());

@@ -299,6 +299,11 @@ pub struct SupervisorSection {
     pub shutdown_grace_ms: u64,
     /// Consent rounds kept in the journal. Default 256.
     pub journal_len: usize,
+    /// Restarts of a dead service allowed within `restart_window_secs`;
+    /// one more and the daemon shuts down and exits 70. Default 5.
+    pub max_restarts: usize,
+    /// The window for `max_restarts`, seconds. Default 60.
+    pub restart_window_secs: u64,
 }
 
 impl Default for SupervisorSection {
@@ -308,6 +313,8 @@ impl Default for SupervisorSection {
             consent_timeout_ms: 5000,
             shutdown_grace_ms: 5000,
             journal_len: 256,
+            max_restarts: 5,
+            restart_window_secs: 60,
         }
     }
 }
@@ -440,6 +447,12 @@ impl Config {
                 message: "must be at most 3600000".into(),
             });
         }
+        if s.restart_window_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "supervisor.restart_window_secs",
+                message: "must be at least 1".into(),
+            });
+        }
         if s.journal_len == 0 || s.journal_len > 1_000_000 {
             return Err(ConfigError::Invalid {
                 key: "supervisor.journal_len",
@@ -523,6 +536,14 @@ impl Config {
     /// The consent deadline.
     pub fn consent_timeout(&self) -> Duration {
         Duration::from_millis(self.supervisor.consent_timeout_ms)
+    }
+
+    /// The service restart limits.
+    pub fn restart_limits(&self) -> crate::supervisor::RestartLimits {
+        crate::supervisor::RestartLimits {
+            max: self.supervisor.max_restarts,
+            window: Duration::from_secs(self.supervisor.restart_window_secs),
+        }
     }
 
     /// The shutdown grace period.

@@ -209,6 +209,7 @@ async fn serve_until_shutdown(
         .shutdown_grace(cfg.shutdown_grace())
         .boot_target(cfg.supervisor.boot_target)
         .journal_len(cfg.supervisor.journal_len)
+        .restart_limits(cfg.restart_limits())
         .services(cfg.services(&state_dir))
         .system_ops(ops.clone())
         .start()
@@ -252,7 +253,15 @@ async fn serve_until_shutdown(
         _ = sys.shutdown_begun() => {}
     }
     let _ = sys.shutdown().await;
-    let end = reboot_outcome(&sys, &ops, &log).await;
+    let end = match sys.failure() {
+        // The supervisor gave up on a service: exit non-zero so the init
+        // system restarts the whole daemon.
+        Some(why) => {
+            crit!(log, "the system failed"; "reason" => &why);
+            End::Exit(EXIT_INTERNAL)
+        }
+        None => reboot_outcome(&sys, &ops, &log).await,
+    };
     // Let the final replies (such as system.shutdown's) reach their
     // clients, bounded so a stuck client cannot hold the exit.
     let deadline = tokio::time::Instant::now() + DRAIN;

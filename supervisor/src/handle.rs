@@ -65,18 +65,21 @@ fn gone(e: MailboxError) -> Error {
 pub struct SystemHandle {
     pub(crate) supervisor: Addr<Supervisor>,
     pub(crate) state: Addr<StateService>,
-    pub(crate) services: Option<Services>,
+    pub(crate) services: crate::services::ServicesWatch,
     pub(crate) attach: AttachHandle,
     pub(crate) attach_addr: Addr<AttachService>,
-    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    pub(crate) shutdown: tokio::sync::watch::Receiver<crate::supervisor::RunState>,
     pub(crate) ops: Ops,
 }
 
 impl SystemHandle {
-    /// The services of a full system (`None` for a bare state machine
-    /// built without [`Builder::services`](crate::Builder::services)).
-    pub fn services(&self) -> Option<&Services> {
-        self.services.as_ref()
+    /// The services of a full system as they are now (`None` for a bare
+    /// state machine built without
+    /// [`Builder::services`](crate::Builder::services)). A service the
+    /// supervisor restarted has a new address: ask again rather than keep
+    /// an old one.
+    pub fn services(&self) -> Option<Services> {
+        self.services.borrow().clone()
     }
 
     /// The blob `kind`/`idx` (lws_system_get_blob): a handle usable from
@@ -87,7 +90,7 @@ impl SystemHandle {
             return Err(BlobError::IdxOutOfRange { kind, idx, slots: kind.slots() });
         }
         let id = BlobId::new(kind, idx);
-        let s = self.services.as_ref().ok_or(BlobError::Unavailable)?;
+        let s = self.services().ok_or(BlobError::Unavailable)?;
         Ok(BlobHandle::new(s.blobs.clone(), id))
     }
 
@@ -142,7 +145,15 @@ impl SystemHandle {
     pub async fn shutdown_begun(&self) {
         let mut rx = self.shutdown.clone();
         // An error means the supervisor is gone, which is a shutdown too.
-        let _ = rx.wait_for(|begun| *begun).await;
+        let _ = rx.wait_for(|st| *st != crate::supervisor::RunState::Running).await;
+    }
+
+    /// Why the system failed, if the supervisor gave up on it.
+    pub fn failure(&self) -> Option<String> {
+        match &*self.shutdown.borrow() {
+            crate::supervisor::RunState::Failed(why) => Some(why.clone()),
+            _ => None,
+        }
     }
 
     /// The platform ops (`lws_system_get_ops(context)`): which are
@@ -175,7 +186,7 @@ impl SystemHandle {
         op: std::sync::Arc<dyn lwsys_actors::platform::SystemOps>,
     ) -> Result<(), Error> {
         self.shutdown().await??;
-        let store = self.services.as_ref().and_then(|s| s.store.clone());
+        let store = self.services().and_then(|s| s.store);
         let call = tokio::task::spawn_blocking(move || {
             if let Some(store) = store {
                 store.flush().map_err(|e| OpError::Failed {

@@ -1,10 +1,12 @@
 //! The service actors a full system runs beside the consent engine (blobs,
 //! clock, trust, and OTA when configured), their settings, and how they are
-//! started and wired: the clock is a build-time notifier that resumes the
-//! supervisor, reads its NTP server from the blob service, and has its
-//! events forwarded to the supervisor's subscribers (`forward`); OTA
-//! observes the state, asks the supervisor for MODAL_UPDATING and sends it
-//! events.
+//! started, wired and restarted: the clock is a build-time notifier that
+//! resumes the supervisor, reads its NTP server from whichever blob service
+//! is current, and has its events forwarded to the supervisor's subscribers
+//! (`forward`); OTA observes the state, asks the supervisor for
+//! MODAL_UPDATING and sends it events. The [`ServiceFactory`] starts blobs,
+//! clock and trust afresh when the supervisor restarts one, with durable
+//! state reloaded from the store (which stays open across restarts).
 
 pub mod forward;
 
@@ -16,14 +18,16 @@ use lwsys_actors::blobs::BlobService;
 use lwsys_actors::clock::{ClockConfig, ClockOps, ClockService, ServerName};
 use lwsys_actors::ota::{OtaService, SlotDir};
 use lwsys_actors::store::Store;
-use lwsys_actors::trust::{TrustConfig, TrustQuery, TrustService};
+use lwsys_actors::trust::{TrustConfig, TrustQuery, TrustService, TrustStore};
 use lwsys_actors::StateService;
 use lwsys_messages::blobs::{BlobId, BlobKind, GetBlob};
 use lwsys_messages::clock::SubscribeClock;
+use lwsys_messages::lifecycle::{ServiceDied, WatchDeath};
 use lwsys_messages::state::{Observe, Resume};
 use lwsys_messages::supervisor::Shutdown;
 use lwsys_messages::supervisor::SystemEvent;
 use slog::Logger;
+use tokio::sync::watch;
 
 use crate::supervisor::Supervisor;
 
@@ -106,33 +110,15 @@ pub enum ServiceError {
     /// The blob service refused its settings or stored data.
     #[error("blobs: {0}")]
     Blobs(#[from] lwsys_messages::blobs::BlobError),
+    /// No restartable service has that name.
+    #[error("no restartable service named {0:?}")]
+    Unknown(String),
     /// A trust backend could not be loaded.
     #[error("trust: {0}")]
     Trust(#[from] lwsys_messages::trust::TrustError),
     /// The OTA key, CA file or slots could not be used.
     #[error("ota: {0}")]
     Ota(#[from] lwsys_messages::ota::OtaError),
-}
-
-/// The NTP server as the blob service says, read at every attempt. An
-/// empty NTP_SERVER blob reads as upstream's default (pool.ntp.org); that
-/// value defers to `fallback` (`[time] server`), so the config can name
-/// the server until a client sets the blob.
-fn ntp_server_from(blobs: Addr<BlobService>, fallback: String) -> ServerName {
-    Box::new(move || {
-        let blobs = blobs.clone();
-        let fallback = fallback.clone();
-        Box::pin(async move {
-            let id = BlobId { kind: BlobKind::NtpServer, idx: 0 };
-            match blobs.send(GetBlob { id, offset: 0, len: Some(255) }).await {
-                Ok(Ok(b)) => match String::from_utf8(b.data.to_vec()) {
-                    Ok(name) if name.trim() != lwsys_messages::blobs::DEFAULT_NTP_SERVER => name,
-                    _ => fallback,
-                },
-                _ => fallback,
-            }
-        })
-    })
 }
 
 /// Start the OTA service: slots under `state_dir`, the issuer's key read
@@ -206,39 +192,181 @@ fn start_ota(
     Ok(ota)
 }
 
-/// Start the services; `resume` is where the clock sends its `Resume`,
-/// `events` where its events go as `SystemEvent`s (both the supervisor).
-pub fn start(
-    log: &Logger,
+/// The current services, as published by the supervisor (it replaces an
+/// entry when it restarts that service).
+pub type ServicesWatch = watch::Receiver<Option<Services>>;
+
+/// The NTP server as the current blob service says, read at every attempt.
+/// An empty NTP_SERVER blob reads as upstream's default (pool.ntp.org);
+/// that value defers to `fallback` (`[time] server`), so the config can
+/// name the server until a client sets the blob.
+fn ntp_server_from(services: ServicesWatch, fallback: String) -> ServerName {
+    Box::new(move || {
+        let blobs = services.borrow().as_ref().map(|s| s.blobs.clone());
+        let fallback = fallback.clone();
+        Box::pin(async move {
+            let Some(blobs) = blobs else { return fallback };
+            let id = BlobId { kind: BlobKind::NtpServer, idx: 0 };
+            match blobs.send(GetBlob { id, offset: 0, len: Some(255) }).await {
+                Ok(Ok(b)) => match String::from_utf8(b.data.to_vec()) {
+                    Ok(name) if name.trim() != lwsys_messages::blobs::DEFAULT_NTP_SERVER => name,
+                    _ => fallback,
+                },
+                _ => fallback,
+            }
+        })
+    })
+}
+
+/// Starts, and restarts, the services. Built once; what is costly or must
+/// not be done twice (opening the store, loading trust backends) is done
+/// here and shared by every start.
+pub struct ServiceFactory {
+    log: Logger,
     cfg: ServiceConfig,
+    sup: Addr<Supervisor>,
+    state: Addr<StateService>,
     resume: Recipient<Resume>,
-    events: Recipient<SystemEvent>,
-    sup: &Addr<Supervisor>,
-    state: &Addr<StateService>,
-) -> Result<Services, ServiceError> {
-    let store = cfg.state_dir.as_deref().map(Store::open).transpose()?;
-    let blobs = BlobService::new(log, cfg.blob_max_bytes, &cfg.durable, store.clone())?.start();
-    let ops = cfg.clock_ops.clone().unwrap_or_else(|| {
-        Arc::new(lwsys_actors::clock::LinuxClockOps::new(
-            cfg.set_system_clock,
-            lwsys_actors::clock::SoftClock::global().clone(),
-        ))
-    });
-    let server = ntp_server_from(blobs.clone(), cfg.clock.default_server.clone());
-    let clock = ClockService::new(log, cfg.clock.clone(), ops, server, resume).start();
-    let forwarder = forward::ClockForwarder::new(events).start();
-    clock.do_send(SubscribeClock(forwarder.recipient()));
-    let wake_latency_us = u64::try_from(cfg.clock.wake_latency.as_micros()).unwrap_or(u64::MAX);
-    let trust = match cfg.trust_query {
-        Some(q) => TrustService::with_query(log, q),
-        None => TrustService::open(log, &cfg.trust)?,
-    };
-    // OTA over https trusts the trust store when it has sources of its own.
-    let verifier = if cfg.trust.sources.is_empty() { None } else { trust.verifier() };
-    let trust = trust.start();
-    let ota = match &cfg.ota {
-        Some(o) => Some(start_ota(log, o, verifier, cfg.state_dir.as_deref(), sup, state)?),
-        None => None,
-    };
-    Ok(Services { blobs, clock, trust, store, wake_latency_us, ota })
+    forwarder: Addr<forward::ClockForwarder>,
+    store: Option<Store>,
+    trust: TrustOrigin,
+    clock_ops: Arc<dyn ClockOps>,
+    services: ServicesWatch,
+}
+
+/// Where the trust service's answers come from: loaded once, shared by
+/// every (re)start.
+enum TrustOrigin {
+    /// The Builder's replacement op.
+    Query(Arc<dyn TrustQuery>),
+    /// The configured backends.
+    Store(Arc<TrustStore>),
+}
+
+impl ServiceFactory {
+    /// Open the store and the trust backends. `sup` is the supervisor (the
+    /// clock's `Resume`, services' events, OTA's modal requests), `state`
+    /// the state service (OTA observes it), and `services` the published
+    /// address book the clock reads the blob service from.
+    pub fn new(
+        log: &Logger,
+        cfg: ServiceConfig,
+        sup: &Addr<Supervisor>,
+        state: &Addr<StateService>,
+        services: ServicesWatch,
+    ) -> Result<Self, ServiceError> {
+        let resume: Recipient<Resume> = sup.clone().recipient();
+        let events: Recipient<SystemEvent> = sup.clone().recipient();
+        let store = cfg.state_dir.as_deref().map(Store::open).transpose()?;
+        let trust = match &cfg.trust_query {
+            Some(q) => TrustOrigin::Query(q.clone()),
+            None => TrustOrigin::Store(Arc::new(TrustStore::open(log, &cfg.trust)?)),
+        };
+        let clock_ops = cfg.clock_ops.clone().unwrap_or_else(|| {
+            Arc::new(lwsys_actors::clock::LinuxClockOps::new(
+                cfg.set_system_clock,
+                lwsys_actors::clock::SoftClock::global().clone(),
+            ))
+        });
+        let forwarder = forward::ClockForwarder::new(events).start();
+        Ok(Self {
+            log: log.clone(),
+            cfg,
+            sup: sup.clone(),
+            state: state.clone(),
+            resume,
+            forwarder,
+            store,
+            trust,
+            clock_ops,
+            services,
+        })
+    }
+
+    fn start_blobs(&self) -> Result<Addr<BlobService>, ServiceError> {
+        let c = &self.cfg;
+        Ok(BlobService::new(&self.log, c.blob_max_bytes, &c.durable, self.store.clone())?.start())
+    }
+
+    fn start_clock(&self) -> Addr<ClockService> {
+        let server = ntp_server_from(self.services.clone(), self.cfg.clock.default_server.clone());
+        let clock = ClockService::new(
+            &self.log,
+            self.cfg.clock.clone(),
+            self.clock_ops.clone(),
+            server,
+            self.resume.clone(),
+        )
+        .start();
+        clock.do_send(SubscribeClock(self.forwarder.clone().recipient()));
+        clock
+    }
+
+    fn start_trust(&self) -> Addr<TrustService> {
+        match &self.trust {
+            TrustOrigin::Query(q) => TrustService::with_query(&self.log, q.clone()),
+            TrustOrigin::Store(store) => TrustService::with_store(&self.log, store.clone()),
+        }
+        .start()
+    }
+
+    /// Start every service (OTA only when configured; it is not restarted
+    /// by the factory: its slot state machine recovers at the next boot).
+    pub fn start_all(&self) -> Result<Services, ServiceError> {
+        let wake_latency_us =
+            u64::try_from(self.cfg.clock.wake_latency.as_micros()).unwrap_or(u64::MAX);
+        // OTA over https trusts the trust store when it has sources of its own.
+        let verifier = match (&self.trust, self.cfg.trust.sources.is_empty()) {
+            (TrustOrigin::Store(store), false) => {
+                Some(Arc::new(lwsys_actors::trust::JitVerifier::new(&self.log, store.clone())))
+            }
+            _ => None,
+        };
+        let ota = match &self.cfg.ota {
+            Some(o) => Some(start_ota(
+                &self.log,
+                o,
+                verifier,
+                self.cfg.state_dir.as_deref(),
+                &self.sup,
+                &self.state,
+            )?),
+            None => None,
+        };
+        Ok(Services {
+            blobs: self.start_blobs()?,
+            clock: self.start_clock(),
+            trust: self.start_trust(),
+            store: self.store.clone(),
+            wake_latency_us,
+            ota,
+        })
+    }
+
+    /// `current` with `service` started afresh.
+    pub fn restart(&self, service: &str, current: &Services) -> Result<Services, ServiceError> {
+        let mut next = current.clone();
+        match service {
+            "blobs" => next.blobs = self.start_blobs()?,
+            "clock" => next.clock = self.start_clock(),
+            "trust" => next.trust = self.start_trust(),
+            other => return Err(ServiceError::Unknown(other.to_owned())),
+        }
+        Ok(next)
+    }
+
+    /// Ask the services to report to `to` when they are gone (`only`: just
+    /// that one).
+    pub fn watch(&self, s: &Services, only: Option<&str>, to: &Recipient<ServiceDied>) {
+        let wants = |name: &str| only.is_none_or(|o| o == name);
+        if wants("blobs") {
+            s.blobs.do_send(WatchDeath(to.clone()));
+        }
+        if wants("clock") {
+            s.clock.do_send(WatchDeath(to.clone()));
+        }
+        if wants("trust") {
+            s.trust.do_send(WatchDeath(to.clone()));
+        }
+    }
 }

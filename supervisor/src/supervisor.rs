@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use lwsys_actors::time::unix_us;
 use lwsys_actors::StateService;
+use lwsys_messages::lifecycle::ServiceDied;
 use lwsys_messages::state::{
     Changed, Commit, CommitRefused, GetJournal, JournalEntry, NotifierVerdict, RecordRound, Resume,
     RoundOutcome, StateReading, SystemState, Verdict,
@@ -37,6 +38,7 @@ use registry::{Kind, Registry};
 use walk::{Leg, Mode, Walk};
 
 use crate::builder::NotifierSpec;
+use crate::services::{ServiceFactory, Services};
 
 /// Timing knobs of the consent engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +76,64 @@ pub struct Supervisor {
     subscribers: Vec<Recipient<SystemEvent>>,
     shutting_down: bool,
     grace_over: bool,
-    /// Tells the world once a shutdown has begun (the daemon waits on it:
-    /// a numeric wait for CONTEXT_DESTROYING would also fire at the modal
-    /// states, which are numbered past it).
-    shutdown_tx: tokio::sync::watch::Sender<bool>,
+    /// Tells the world once a shutdown has begun, and whether the system
+    /// failed (the daemon waits on it: a numeric wait for
+    /// CONTEXT_DESTROYING would also fire at the modal states, which are
+    /// numbered past it).
+    shutdown_tx: tokio::sync::watch::Sender<RunState>,
+    supervision: Option<Supervision>,
+}
+
+/// Whether the system runs, is shutting down, or has failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Running.
+    Running,
+    /// A shutdown has begun.
+    ShuttingDown,
+    /// The supervisor gave up (a service died too often); a shutdown has
+    /// begun and the daemon exits non-zero.
+    Failed(String),
+}
+
+/// How often a dead service may be restarted (OTP style: at most `max` in
+/// any `window`); past that the supervisor gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartLimits {
+    /// Restarts allowed within `window`.
+    pub max: usize,
+    /// The sliding window.
+    pub window: Duration,
+}
+
+impl Default for RestartLimits {
+    fn default() -> Self {
+        Self { max: 5, window: Duration::from_secs(60) }
+    }
+}
+
+/// What the supervisor needs to restart services: how to start each one,
+/// where to publish the new addresses, and the limits.
+pub struct Supervision {
+    factory: ServiceFactory,
+    services: tokio::sync::watch::Sender<Option<Services>>,
+    clock_name: String,
+    clock_id: Option<u64>,
+    limits: RestartLimits,
+    restarts: VecDeque<tokio::time::Instant>,
+}
+
+impl Supervision {
+    /// Supervise the services `factory` started and `services` publishes;
+    /// the clock is the notifier `clock_name`.
+    pub fn new(
+        factory: ServiceFactory,
+        services: tokio::sync::watch::Sender<Option<Services>>,
+        clock_name: String,
+        limits: RestartLimits,
+    ) -> Self {
+        Self { factory, services, clock_name, clock_id: None, limits, restarts: VecDeque::new() }
+    }
 }
 
 /// One consent round for (current, target).
@@ -150,12 +206,19 @@ impl Supervisor {
             subscribers: Vec::new(),
             shutting_down: false,
             grace_over: false,
-            shutdown_tx: tokio::sync::watch::channel(false).0,
+            shutdown_tx: tokio::sync::watch::channel(RunState::Running).0,
+            supervision: None,
         })
     }
 
-    /// A receiver that turns true once a shutdown has begun.
-    pub fn shutdown_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+    /// Restart the services of `s` when they die.
+    pub fn supervise(&mut self, mut s: Supervision) {
+        s.clock_id = self.registry.find(&s.clock_name);
+        self.supervision = Some(s);
+    }
+
+    /// A receiver of the run state (running, shutting down, failed).
+    pub fn shutdown_watch(&self) -> tokio::sync::watch::Receiver<RunState> {
         self.shutdown_tx.subscribe()
     }
 
@@ -625,7 +688,13 @@ impl Handler<Shutdown> for Supervisor {
             info!(self.log, "shutting down"; "from" => %self.current,
                   "grace_ms" => self.cfg.shutdown_grace.as_millis());
             self.shutting_down = true;
-            self.shutdown_tx.send_replace(true);
+            self.shutdown_tx.send_if_modified(|st| {
+                let begin = *st == RunState::Running;
+                if begin {
+                    *st = RunState::ShuttingDown;
+                }
+                begin
+            });
             for w in self.queue.drain(..).chain(self.parked.drain(..)) {
                 w.fail(WalkError::ShuttingDown);
             }
@@ -765,6 +834,83 @@ impl Handler<Subscribe> for Supervisor {
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
         self.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<ServiceDied> for Supervisor {
+    type Result = ();
+
+    /// A supervised service is gone: restart it (durable state reloaded),
+    /// unless it died too often, then give up and shut down as failed.
+    fn handle(&mut self, msg: ServiceDied, ctx: &mut Self::Context) {
+        if self.shutting_down {
+            return;
+        }
+        let Some(sup) = self.supervision.as_mut() else { return };
+        let now = tokio::time::Instant::now();
+        while sup.restarts.front().is_some_and(|t| now.duration_since(*t) >= sup.limits.window) {
+            sup.restarts.pop_front();
+        }
+        let name = msg.service;
+        if sup.restarts.len() >= sup.limits.max {
+            let why = format!(
+                "the {name} service died {} times within {} s",
+                sup.restarts.len() + 1,
+                sup.limits.window.as_secs()
+            );
+            slog::crit!(self.log, "giving up on a service; shutting down"; "service" => name,
+                        "restarts" => sup.restarts.len());
+            return self.fail(why, name, ctx);
+        }
+        let current = sup.services.borrow().clone();
+        let Some(current) = current else { return };
+        let next = match sup.factory.restart(name, &current) {
+            Ok(next) => next,
+            Err(e) => {
+                slog::crit!(self.log, "cannot restart a service; shutting down"; "service" => name,
+                            "error" => %e);
+                return self.fail(format!("cannot restart the {name} service: {e}"), name, ctx);
+            }
+        };
+        sup.restarts.push_back(now);
+        let count = sup.restarts.len();
+        sup.factory.watch(&next, Some(name), &ctx.address().recipient());
+        let clock = (name == "clock").then(|| (sup.clock_name.clone(), sup.clock_id));
+        sup.services.send_replace(Some(next.clone()));
+        warn!(self.log, "service died; restarted"; "service" => name, "restarts_in_window" => count);
+        if let Some((clock_name, clock_id)) = clock {
+            // The new clock takes the old one's place in the consent order,
+            // and a walk the old one held is asked again (the new one has
+            // deferred nothing it could resume).
+            let reg = crate::handle::actor_registration(&clock_name, &next.clock, "builtin");
+            let kind = Kind::Actor {
+                consent: reg.consent,
+                changed: reg.changed,
+                aborted: reg.aborted,
+                kind: reg.kind,
+            };
+            let id = self.registry.put(clock_id, &clock_name, kind);
+            if let Some(s) = self.supervision.as_mut() {
+                s.clock_id = Some(id);
+            }
+            if self.resume_parked(&clock_name) {
+                self.pump(ctx);
+            }
+        }
+        self.emit(SystemEvent::Service(serde_json::json!({
+            "event": "service", "kind": "restarted", "service": name, "restarts": count,
+        })));
+    }
+}
+
+impl Supervisor {
+    /// Give up: publish the failure, tell subscribers, and shut down.
+    fn fail(&mut self, why: String, service: &str, ctx: &mut Context<Self>) {
+        self.emit(SystemEvent::Service(serde_json::json!({
+            "event": "service", "kind": "gave_up", "service": service, "reason": why,
+        })));
+        self.shutdown_tx.send_replace(RunState::Failed(why));
+        ctx.address().do_send(Shutdown);
     }
 }
 

@@ -210,8 +210,16 @@ fn update_reboots_by_exec_into_the_trial_and_confirms_it() {
     c.wait_state("OPERATIONAL");
     let info = c.ok("system.info", json!({}));
     assert_eq!(info["pid"], pid, "exec keeps the pid");
-    // Reaching OPERATIONAL confirmed the trial (confirm = "auto").
-    let s = c.ok("ota.status", json!({}));
+    // Reaching OPERATIONAL confirms the trial (confirm = "auto"); the OTA
+    // worker does it just after, so look until it has (bounded).
+    let deadline = std::time::Instant::now() + lwsys_tests::WAIT;
+    let s = loop {
+        let s = c.ok("ota.status", json!({}));
+        if s["confirmed_unixtime"] == 1000 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(slots(&s), ("b".into(), "good".into(), "good".into()), "{s}");
     assert_eq!(s["confirmed_unixtime"], 1000, "{s}");
 }

@@ -76,6 +76,13 @@ impl From<WalkError> for ProtoError {
     }
 }
 
+/// Whether the `debug.crash` fault hook is on: only when the daemon runs
+/// with `LWSYS_FAULT_INJECTION=1` (tests of supervision); otherwise the op
+/// does not exist.
+fn fault_injection() -> bool {
+    std::env::var_os("LWSYS_FAULT_INJECTION").is_some_and(|v| v == "1")
+}
+
 /// An `unknown_op` error for `op`.
 pub(crate) fn unknown(op: &str) -> ProtoError {
     ProtoError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}"))
@@ -278,6 +285,7 @@ impl ControlSession {
             op if op.starts_with("ota.") => return self.dispatch_ota(op, req),
             "attach" => return self.dispatch_attach(req, ctx),
             "system.reboot" => return self.dispatch_reboot(req),
+            "debug.crash" if fault_injection() => return self.dispatch_crash(req),
             other => {
                 return Err(ProtoError::new(ErrorCode::UnknownOp, format!("unknown op {other:?}")))
             }

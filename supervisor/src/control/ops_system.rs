@@ -99,6 +99,41 @@ impl ControlSession {
     }
 }
 
+impl ControlSession {
+    /// `debug.crash {service}`: the fault hook (only with
+    /// `LWSYS_FAULT_INJECTION=1`). The service panics in a handler; this
+    /// request, in flight to it, is answered `internal`, and the supervisor
+    /// restarts the service.
+    pub(super) fn dispatch_crash(
+        &mut self,
+        req: &Map<String, Value>,
+    ) -> Result<Dispatch, ProtoError> {
+        use lwsys_messages::lifecycle::Crash;
+        use lwsys_messages::ErrorCode;
+        let service = super::ops::str_param(req, "service")?.to_owned();
+        let s = self
+            .env
+            .sys
+            .services()
+            .ok_or_else(|| ProtoError::new(ErrorCode::Internal, "no services"))?;
+        let sent = match service.as_str() {
+            "blobs" => futures::FutureExt::boxed_local(s.blobs.send(Crash)),
+            "clock" => futures::FutureExt::boxed_local(s.clock.send(Crash)),
+            "trust" => futures::FutureExt::boxed_local(s.trust.send(Crash)),
+            other => return Err(bad(format!("no service {other:?}: blobs, clock or trust"))),
+        };
+        Ok(super::ops::later(async move {
+            match sent.await {
+                Ok(()) => Ok(fields(serde_json::json!({"crashed": false}))),
+                Err(e) => Err(ProtoError::new(
+                    ErrorCode::Internal,
+                    format!("the {service} service died: {e}"),
+                )),
+            }
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;

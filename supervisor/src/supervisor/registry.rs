@@ -98,6 +98,26 @@ impl Registry {
         Ok(self.last_id)
     }
 
+    /// Put `kind` in place of the notifier `name` (keeping its place in
+    /// the consent order), or back at id `id`'s place if it was dropped
+    /// meanwhile, or at the end. Returns its id.
+    pub(crate) fn put(&mut self, id: Option<u64>, name: &str, kind: Kind) -> u64 {
+        if let Some(n) = self.list.iter_mut().find(|n| &*n.name == name) {
+            n.kind = kind;
+            return n.id;
+        }
+        let id = match id {
+            Some(id) if self.index(id).is_none() => id,
+            _ => {
+                self.last_id += 1;
+                self.last_id
+            }
+        };
+        let at = self.list.partition_point(|n| n.id < id);
+        self.list.insert(at, Notifier { id, name: Arc::from(name), kind });
+        id
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.list.len()
     }

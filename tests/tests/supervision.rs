@@ -1,0 +1,113 @@
+//! Supervision of the service actors in the real daemon: a service killed
+//! by a panic (the `debug.crash` fault hook, on only with
+//! `LWSYS_FAULT_INJECTION=1`) is restarted with its durable state
+//! reloaded, the request in flight to it is answered `internal`, the
+//! daemon keeps serving, and past the restart limit it exits 70.
+#![allow(clippy::unwrap_used)]
+
+use lwsys_tests::{Client, Options, TestDaemon};
+use serde_json::{json, Value};
+
+fn daemon(config: &str, args: &[&str]) -> TestDaemon {
+    TestDaemon::with(Options {
+        config: Some(config.into()),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![("LWSYS_FAULT_INJECTION".into(), "1".into())],
+        ..Options::default()
+    })
+}
+
+/// Crash `service` and wait for the supervisor to report it restarted.
+fn crash(c: &mut Client, service: &str) -> Value {
+    let r = c.err("debug.crash", json!({"service": service}), "internal");
+    assert!(r["error"]["message"].as_str().unwrap().contains(service), "{r}");
+    loop {
+        let ev = c.event("service");
+        if ev["service"] == service {
+            return ev;
+        }
+    }
+}
+
+#[test]
+fn each_service_is_restarted_after_a_panic_and_the_daemon_keeps_serving() {
+    let d = daemon("", &[]);
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    c.ok("subscribe", json!({"events": ["service"]}));
+    c.ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "token"}));
+    c.ok("blob.set", json!({"kind": "MQTT_USERNAME", "data": "volatile"}));
+
+    let ev = crash(&mut c, "blobs");
+    assert_eq!((ev["kind"].as_str(), ev["restarts"].as_u64()), (Some("restarted"), Some(1)));
+    // Durable state is reloaded; a kind that is not durable starts empty,
+    // as after a daemon restart.
+    assert_eq!(c.ok("blob.get", json!({"kind": "AUTH", "idx": 1}))["data"], "token");
+    assert_eq!(c.ok("blob.size", json!({"kind": "MQTT_USERNAME"}))["size"], 0);
+    c.ok("blob.set", json!({"kind": "DEVICE_SERIAL", "data": "after"}));
+
+    crash(&mut c, "clock");
+    let clock = c.ok("clock.get", json!({}));
+    assert_eq!(clock["valid"], true, "{clock}");
+    // The new clock is the same notifier, in the same place.
+    let info = c.ok("system.info", json!({}));
+    assert_eq!(info["notifiers"][0]["name"], "clock", "{info}");
+
+    crash(&mut c, "trust");
+    c.err("trust.query", json!({"skid": "00112233"}), "not_found");
+
+    assert_eq!(c.ok("state.get", json!({}))["state"], "OPERATIONAL");
+    // The system still walks, asking the new clock.
+    let r = c.ok("state.policy_invalidate", json!({}));
+    assert_eq!(r["state"], "OPERATIONAL");
+}
+
+#[test]
+fn a_walk_held_by_the_clock_goes_on_after_the_clock_is_restarted() {
+    let config = "[time]\nsource = \"sntp\"\nserver = \"127.0.0.1:9\"\nbackoff_min_ms = 100\nbackoff_max_ms = 200\nquery_timeout_ms = 100\n";
+    let d = daemon(config, &[]);
+    let mut c = d.connect();
+    c.ok("subscribe", json!({"events": ["service"]}));
+    // Held at TIME_VALID by the clock (nothing answers SNTP there).
+    loop {
+        let e = c.ok("state.explain", json!({}));
+        if e["pending"]["by"] == "clock" {
+            break;
+        }
+        c.err("state.wait", json!({"state": "CPD_PRE_TIME", "timeout_ms": 50}), "timeout");
+    }
+    crash(&mut c, "clock");
+    // The new clock is asked again and holds the walk again.
+    loop {
+        let e = c.ok("state.explain", json!({}));
+        let round = e["journal"].as_array().unwrap().last().cloned().unwrap();
+        if e["pending"]["by"] == "clock" && round["target"] == "TIME_VALID" {
+            break;
+        }
+        c.err("state.wait", json!({"state": "TIME_VALID", "timeout_ms": 50}), "timeout");
+    }
+    c.ok("clock.set", json!({"unix_us": 1_800_000_000_000_000u64}));
+    assert_eq!(c.wait_state("OPERATIONAL")["state"], "OPERATIONAL");
+}
+
+#[test]
+fn a_service_that_keeps_dying_makes_the_daemon_exit_70() {
+    let mut d = daemon("[supervisor]\nmax_restarts = 2\nrestart_window_secs = 3600\n", &[]);
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    c.ok("subscribe", json!({"events": ["service"]}));
+    crash(&mut c, "blobs");
+    crash(&mut c, "blobs");
+    let ev = crash(&mut c, "blobs");
+    assert_eq!(ev["kind"], "gave_up", "{ev}");
+    assert_eq!(d.wait_exit().code(), Some(70));
+    assert!(d.logs().contains("giving up on a service"));
+}
+
+#[test]
+fn the_fault_hook_does_not_exist_without_its_environment_variable() {
+    let d = TestDaemon::start(&[]);
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    c.err("debug.crash", json!({"service": "blobs"}), "unknown_op");
+}
