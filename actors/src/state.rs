@@ -116,6 +116,9 @@ impl Handler<WaitFor> for StateService {
             }
         };
         Box::pin(wait.into_actor(self).map(move |got, act, _ctx| {
+            // A wait that timed out has dropped its receiver: forget it now
+            // rather than at the next commit, which may never come.
+            act.waiters.retain(|w| !w.tx.is_closed());
             got.filter(|s| *s >= wanted).ok_or(WaitTimedOut { wanted, current: act.state })
         }))
     }
@@ -215,6 +218,33 @@ mod tests {
                 current: SystemState::ContextCreated
             })
         );
+    }
+
+    #[actix_rt::test]
+    async fn timed_out_waits_are_forgotten_without_a_commit() {
+        tokio::time::pause();
+        let s = StateService::new(&log(), 8).start();
+        for _ in 0..100 {
+            let w = WaitFor {
+                state: SystemState::Operational,
+                timeout: Some(Duration::from_millis(1)),
+            };
+            assert!(s.send(w).await.unwrap().is_err());
+        }
+        let pending = s.send(CountWaiters).await.unwrap();
+        assert_eq!(pending, 0);
+    }
+
+    /// Test-only: how many waiters are kept.
+    #[derive(Message)]
+    #[rtype(result = "usize")]
+    struct CountWaiters;
+
+    impl Handler<CountWaiters> for StateService {
+        type Result = usize;
+        fn handle(&mut self, _: CountWaiters, _: &mut Self::Context) -> usize {
+            self.waiters.len()
+        }
     }
 
     #[actix_rt::test]

@@ -500,3 +500,38 @@ async fn a_notifier_that_always_resumes_before_deferring_cannot_spin_the_supervi
     let rounds = h.explain().await.unwrap().journal.len();
     assert_eq!(rounds, 1 + super::MAX_EARLY_RESUMES as usize);
 }
+
+#[actix_rt::test]
+async fn a_resumed_jump_does_not_move_the_state_back_down() {
+    let log = Log::default();
+    let h = held(vec![scripted("net", vec![(Dhcp, Answer::Defer)], &log)]);
+    let r = h.jump(Dhcp).await.unwrap().unwrap();
+    assert!(!r.reached);
+    // The system goes past DHCP while the jump is parked.
+    let r = h.jump(Operational).await.unwrap().unwrap();
+    assert_eq!(r.state, Operational);
+    h.resume("net").await.unwrap();
+    let _ = h.explain().await.unwrap();
+    assert_eq!(h.state().await.unwrap().state, Operational, "the resumed jump went back");
+}
+
+#[actix_rt::test]
+async fn a_resumed_jump_runs_when_nothing_moved_meanwhile() {
+    let log = Log::default();
+    let h = held(vec![scripted("net", vec![(ContextCreated, Answer::Defer)], &log)]);
+    h.steps(Operational).await.unwrap().unwrap();
+    let r = h.jump(ContextCreated).await.unwrap().unwrap();
+    assert_eq!((r.state, r.reached), (Operational, false));
+    h.resume("net").await.unwrap();
+    // Resumed with the state unchanged: the downward jump is made.
+    let mut state = h.state().await.unwrap().state;
+    // No sleeps: each round trip lets the re-ask and the commit land.
+    for _ in 0..50 {
+        if state == ContextCreated {
+            break;
+        }
+        settle(&h).await;
+        state = h.state().await.unwrap().state;
+    }
+    assert_eq!(state, ContextCreated);
+}

@@ -38,6 +38,9 @@ pub(crate) struct Walk {
     rest: VecDeque<Leg>,
     waiters: Vec<Waiter>,
     parked: Option<Pending>,
+    /// The state when the walk parked, while it is resumed and has not
+    /// moved since.
+    parked_at: Option<SystemState>,
     early_resumes: u32,
 }
 
@@ -49,6 +52,7 @@ impl Walk {
             rest: rest.into(),
             waiters: vec![Waiter { want, tx }],
             parked: None,
+            parked_at: None,
             early_resumes: 0,
         }
     }
@@ -89,10 +93,16 @@ impl Walk {
         }
     }
 
-    /// The next state to propose, or `None` when this leg is done.
+    /// The next state to propose, or `None` when this leg is done. A
+    /// resumed walk goes on from the state current now, and only if that is
+    /// still below its target, unless nothing moved while it was parked (a
+    /// cycle's downward jump, deferred and resumed, still happens).
     pub(crate) fn next_transition(&self, current: SystemState) -> Option<SystemState> {
         match self.leg.mode {
             Mode::Steps => (current < self.leg.target).then(|| current.next()).flatten(),
+            Mode::Jump if self.parked_at.is_some_and(|at| at != current) => {
+                (current < self.leg.target).then_some(self.leg.target)
+            }
             Mode::Jump | Mode::Forced => (current != self.leg.target).then_some(self.leg.target),
         }
     }
@@ -102,6 +112,7 @@ impl Walk {
         match self.rest.pop_front() {
             Some(leg) => {
                 self.leg = leg;
+                self.parked_at = None;
                 true
             }
             None => false,
@@ -137,6 +148,7 @@ impl Walk {
             }));
         }
         self.parked = Some(pending);
+        self.parked_at = Some(current);
     }
 
     /// Count a re-ask caused by a resume that beat its defer; returns the
@@ -149,6 +161,7 @@ impl Walk {
     /// A transition was committed.
     pub(crate) fn committed(&mut self) {
         self.early_resumes = 0;
+        self.parked_at = None;
     }
 
     /// Who holds this walk, if it is parked.
@@ -156,7 +169,8 @@ impl Walk {
         self.parked.as_ref()
     }
 
-    /// The walk continues.
+    /// The walk continues (from the state current then; see
+    /// [`Walk::next_transition`]).
     pub(crate) fn unpark(&mut self) {
         self.parked = None;
     }
