@@ -32,7 +32,7 @@ use lwsys_messages::blobs::{
 use lwsys_messages::lifecycle::{Crash, WatchDeath};
 use slog::{debug, warn, Logger};
 
-pub use self::handle::BlobHandle;
+pub use self::handle::{BlobHandle, BlobServiceLocator};
 pub use self::model::BlobModel;
 use crate::store::{Store, StoreError};
 

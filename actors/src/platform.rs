@@ -285,6 +285,10 @@ pub enum RebootStatus {
     Failed(OpError),
 }
 
+/// Where the trust service is now, asked at each query: a supervised trust
+/// service may be restarted under a new address.
+pub type TrustLocator = Arc<dyn Fn() -> Option<Recipient<QueryTrust>> + Send + Sync>;
+
 /// The OTA ops, shared: they are called from one worker at a time.
 pub type SharedOtaOps = Arc<Mutex<Box<dyn OtaOps>>>;
 
@@ -293,7 +297,7 @@ pub type SharedOtaOps = Arc<Mutex<Box<dyn OtaOps>>>;
 #[derive(Clone)]
 pub struct Ops {
     system: Option<Arc<dyn SystemOps>>,
-    trust: Option<Recipient<QueryTrust>>,
+    trust: Option<TrustLocator>,
     ota: Option<SharedOtaOps>,
     reboot: Arc<tokio::sync::watch::Sender<RebootStatus>>,
     started: Instant,
@@ -318,8 +322,14 @@ impl Ops {
 
     /// The trust query op, answered by the trust service at `to` (which
     /// runs the configured [`TrustQuery`]).
-    pub fn with_trust(mut self, to: Recipient<QueryTrust>) -> Self {
-        self.trust = Some(to);
+    pub fn with_trust(self, to: Recipient<QueryTrust>) -> Self {
+        self.with_trust_located(Arc::new(move || Some(to.clone())))
+    }
+
+    /// The trust query op, answered by whichever trust service `locate`
+    /// names at each query.
+    pub fn with_trust_located(mut self, locate: TrustLocator) -> Self {
+        self.trust = Some(locate);
         self
     }
 
@@ -368,7 +378,9 @@ impl Ops {
 
     /// Ask the trust query op for every trusted CA with this SKID.
     pub async fn jit_trust_query(&self, skid: &[u8]) -> Result<TrustedCerts, OpError> {
-        let to = self.trust.as_ref().ok_or(OpError::NotProvided("jit_trust_query"))?;
+        let locate = self.trust.as_ref().ok_or(OpError::NotProvided("jit_trust_query"))?;
+        let to = locate()
+            .ok_or_else(|| OpError::failed("jit_trust_query", "the trust service is down"))?;
         match to.send(QueryTrust { skid: skid.to_vec() }).await {
             Ok(Ok(certs)) => Ok(certs),
             Ok(Err(e)) => Err(OpError::Refused {

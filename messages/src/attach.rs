@@ -67,7 +67,7 @@ pub struct AttachStats {
     pub waiting: u64,
 }
 
-/// Sent once by the supervisor to `AttachService`: the value callbacks reach
+/// Sent once by the `Builder`, as it starts the system, to `AttachService`: the value callbacks reach
 /// through `AttachCtx::system` (in lwsys, the `SystemHandle`). It is typed
 /// `Any` so that `lwsys-actors` need not depend on the crate that defines
 /// the handle. No reply.

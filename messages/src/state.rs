@@ -209,8 +209,8 @@ pub struct Consent {
     pub target: SystemState,
 }
 
-/// Sent by the `Supervisor` to every notifier and observer after the state
-/// changed. No reply.
+/// Sent after the state changed: by the `Supervisor` to every notifier, and
+/// by `StateService` to its observers. No reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
 pub struct Changed {

@@ -173,6 +173,7 @@ pub struct ListNotifiers;
 pub struct NotifierInfo {
     /// Its name.
     pub name: Arc<str>,
+    /// `"builtin"` (a service of the daemon, such as the clock),
     /// `"inline"`, `"actor"` or `"connection"`.
     pub kind: String,
 }
@@ -198,7 +199,8 @@ pub enum SystemEvent {
         kind: NotifierEventKind,
         /// The notifier's name.
         name: Arc<str>,
-        /// Why, for `unregistered` (`"requested"`, `"stopped"`, `"closed"`).
+        /// Why, for `unregistered` (`"requested"`: asked for, or its connection closed; `"stopped"`:
+        /// a notifier actor stopped).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },

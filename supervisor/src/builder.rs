@@ -205,8 +205,13 @@ impl Builder {
         }
         let system_ops = self.system_ops.unwrap_or_else(|| Arc::new(LinuxSystemOps::default()));
         let mut ops = Ops::new(system_ops);
-        if let Some(s) = services_rx.borrow().as_ref() {
-            ops = ops.with_trust(s.trust.clone().recipient());
+        if services_rx.borrow().is_some() {
+            // Looked up at each query: the supervisor may restart the
+            // trust service under a new address.
+            let services = services_rx.clone();
+            ops = ops.with_trust_located(Arc::new(move || {
+                services.borrow().as_ref().map(|s| s.trust.clone().recipient())
+            }));
         }
         let handle = SystemHandle {
             supervisor,

@@ -83,15 +83,20 @@ impl SystemHandle {
     }
 
     /// The blob `kind`/`idx` (lws_system_get_blob): a handle usable from
-    /// any thread. Errors when the kind has no such slot or the system has
-    /// no blob service.
+    /// any thread, which keeps working across a restart of the blob service.
+    /// Errors when the kind has no such slot or the system has no blob
+    /// service.
     pub fn blob(&self, kind: BlobKind, idx: usize) -> Result<BlobHandle, BlobError> {
         if idx >= kind.slots() {
             return Err(BlobError::IdxOutOfRange { kind, idx, slots: kind.slots() });
         }
         let id = BlobId::new(kind, idx);
-        let s = self.services().ok_or(BlobError::Unavailable)?;
-        Ok(BlobHandle::new(s.blobs.clone(), id))
+        if self.services.borrow().is_none() {
+            return Err(BlobError::Unavailable);
+        }
+        let services = self.services.clone();
+        let locate = move || services.borrow().as_ref().map(|s| s.blobs.clone());
+        Ok(BlobHandle::located(std::sync::Arc::new(locate), id))
     }
 
     /// Run `f` on the system's event loop once the state is at or past
@@ -328,5 +333,56 @@ impl Blocking<'_> {
     /// See [`SystemHandle::shutdown`].
     pub fn shutdown(&self) -> Result<WalkResult, Error> {
         futures::executor::block_on(self.0.shutdown())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lwsys_messages::blobs::BlobKind;
+    use lwsys_messages::lifecycle::Crash;
+
+    use crate::services::ServiceConfig;
+    use crate::Builder;
+
+    /// Crash the service `pick` names and wait until the supervisor has
+    /// published its replacement.
+    async fn restart<A>(
+        h: &super::SystemHandle,
+        pick: impl Fn(&crate::services::Services) -> actix::Addr<A>,
+    ) where
+        A: actix::Actor + actix::Handler<Crash>,
+        A::Context: actix::dev::ToEnvelope<A, Crash>,
+    {
+        let mut watch = h.services.clone();
+        let old = pick(&h.services().unwrap());
+        let _ = old.send(Crash).await;
+        while h.services().map(|s| pick(&s)) == Some(old.clone()) {
+            watch.changed().await.unwrap();
+        }
+    }
+
+    #[actix_rt::test]
+    async fn handles_taken_before_a_service_restart_reach_the_new_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServiceConfig {
+            state_dir: Some(dir.path().to_owned()),
+            durable: vec![BlobKind::DeviceSerial],
+            ..ServiceConfig::default()
+        };
+        let h = Builder::new().services(cfg).start().unwrap();
+        let serial = h.blob(BlobKind::DeviceSerial, 0).unwrap();
+        serial.set(&b"SN-1"[..]).await.unwrap();
+
+        restart(&h, |s| s.blobs.clone()).await;
+        // The durable value was reloaded, and the old handle reaches it.
+        assert_eq!(&serial.get(0, None).await.unwrap().data[..], b"SN-1");
+        serial.set(&b"SN-2"[..]).await.unwrap();
+        assert_eq!(serial.size().await.unwrap(), 4);
+
+        restart(&h, |s| s.trust.clone()).await;
+        // No trust store is configured, so the answer is "none trusted";
+        // before the fix this was a closed mailbox.
+        let found = h.ops().jit_trust_query(&[0xab; 20]).await;
+        assert!(!matches!(found, Err(lwsys_actors::platform::OpError::Failed { .. })), "{found:?}");
     }
 }

@@ -1,6 +1,8 @@
 //! `BlobHandle`: one blob of a running `BlobService`, as the library hands
 //! it out (upstream `lws_system_get_blob(context, type, idx)`).
 
+use std::sync::Arc;
+
 use actix::Addr;
 use bytes::Bytes;
 use lwsys_messages::blobs::{
@@ -10,20 +12,44 @@ use lwsys_messages::blobs::{
 
 use super::BlobService;
 
+/// Where the blob service is now: asked on every call, so a handle kept
+/// across a restart of the service reaches the new one.
+pub type BlobServiceLocator = Arc<dyn Fn() -> Option<Addr<BlobService>> + Send + Sync>;
+
 /// One blob of a running [`BlobService`]: cloneable, `Send`, usable from
 /// any thread or executor. A closed mailbox (the service is down) is
 /// [`BlobError::Unavailable`]; every other error is the service's answer.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BlobHandle {
-    addr: Addr<BlobService>,
+    service: Service,
     id: BlobId,
 }
 
+#[derive(Clone)]
+enum Service {
+    Fixed(Addr<BlobService>),
+    Located(BlobServiceLocator),
+}
+
+impl std::fmt::Debug for BlobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobHandle").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
 impl BlobHandle {
-    /// A handle on blob `id`. The slot is checked on each call, not here,
-    /// so a bad one fails with [`BlobError::IdxOutOfRange`] when used.
+    /// A handle on blob `id` of the service at `addr`. The slot is checked
+    /// on each call, not here, so a bad one fails with
+    /// [`BlobError::IdxOutOfRange`] when used.
     pub fn new(addr: Addr<BlobService>, id: BlobId) -> Self {
-        Self { addr, id }
+        Self { service: Service::Fixed(addr), id }
+    }
+
+    /// A handle on blob `id` of whichever service `locate` names at each
+    /// call: what a supervised system hands out, since the supervisor may
+    /// restart the service under a new address.
+    pub fn located(locate: BlobServiceLocator, id: BlobId) -> Self {
+        Self { service: Service::Located(locate), id }
     }
 
     /// Which blob this is.
@@ -37,7 +63,11 @@ impl BlobHandle {
         M::Result: Send,
         BlobService: actix::Handler<M>,
     {
-        self.addr.send(msg).await.map_err(|_| BlobError::Unavailable)
+        let addr = match &self.service {
+            Service::Fixed(a) => a.clone(),
+            Service::Located(locate) => locate().ok_or(BlobError::Unavailable)?,
+        };
+        addr.send(msg).await.map_err(|_| BlobError::Unavailable)
     }
 
     /// Heap set: the blob becomes a copy of `data`. Returns the new size.

@@ -266,7 +266,7 @@ fn a_killed_writer_leaves_each_blob_before_or_after() {
 
     use rand::Rng;
 
-    let rounds = if std::env::var_os("LWSYS_SLOW_TESTS").is_some() { 100 } else { 6 };
+    let rounds = if std::env::var_os("LWSYS_SLOW").is_some() { 100 } else { 6 };
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::thread_rng();
