@@ -5,121 +5,18 @@
 //! manifest, a corrupt image, and a rollback by `ota.report_current`.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+#[path = "common/ota_repo.rs"]
+mod ota_repo;
+
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use lwsys::ctl_ota;
 use lwsys_tests::{Client, Options, TestDaemon};
+use ota_repo::{Repo, VARIANT};
 use serde_json::{json, Value};
-
-const VARIANT: &str = "xyz-v1";
-
-/// A minimal HTTP/1.1 file server for `root` on 127.0.0.1:0 (one thread
-/// per connection, GET only, no Range: the fetcher copes with that).
-fn serve(root: PathBuf) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let root = root.clone();
-            std::thread::spawn(move || {
-                let _ = answer(conn, &root);
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-fn answer(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
-            break;
-        }
-    }
-    match std::fs::read(root.join(path.trim_start_matches('/'))) {
-        Ok(body) => {
-            write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )?;
-            conn.write_all(&body)
-        }
-        Err(_) => {
-            write!(conn, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        }
-    }
-}
-
-/// Keys, a repository with one release, and its server.
-struct Repo {
-    dir: tempfile::TempDir,
-    keys: ctl_ota::KeyPair,
-    url: String,
-    image: Vec<u8>,
-}
-
-impl Repo {
-    fn new(unixtime: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = ctl_ota::keygen(&dir.path().join("keys")).unwrap();
-        let url = serve(dir.path().join("repo"));
-        let image: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let r = Self { dir, keys, url, image };
-        r.publish(&r.image, unixtime);
-        r
-    }
-
-    fn publish(&self, image: &[u8], unixtime: u64) {
-        let src = self.dir.path().join(format!("fw-{unixtime}.img"));
-        std::fs::write(&src, image).unwrap();
-        ctl_ota::publish_at(
-            &self.keys.private,
-            VARIANT,
-            &src,
-            &self.dir.path().join("repo"),
-            unixtime,
-        )
-        .unwrap();
-    }
-
-    fn config(&self, public_jwk: &Path, confirm: &str, reboot: &str) -> String {
-        format!(
-            "[ota]\nrepository = \"{}\"\nvariant = \"{VARIANT}\"\npublic_jwk = \"{}\"\nconfirm = \"{confirm}\"\n\n[system]\nreboot = \"{reboot}\"\n",
-            self.url,
-            public_jwk.display()
-        )
-    }
-
-    /// A daemon whose reboot is a command that succeeds, after which it
-    /// exits 0: the test then plays the bootloader and starts it again.
-    fn daemon(&self, confirm: &str, state_dir: Option<PathBuf>) -> TestDaemon {
-        self.daemon_rebooting(confirm, state_dir, "/bin/true")
-    }
-
-    fn daemon_rebooting(
-        &self,
-        confirm: &str,
-        state_dir: Option<PathBuf>,
-        reboot: &str,
-    ) -> TestDaemon {
-        TestDaemon::with(Options {
-            config: Some(self.config(&self.keys.public, confirm, reboot)),
-            state_dir,
-            ..Options::default()
-        })
-    }
-}
 
 fn slots(status: &Value) -> (String, String, String) {
     (
