@@ -11,7 +11,7 @@ use lwsys_messages::state::{
     RecordRound, StateReading, SystemState, WaitFor, WaitTimedOut,
 };
 use slog::{debug, Logger};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::time::unix_us;
 
@@ -26,6 +26,9 @@ pub struct StateService {
     journal_len: usize,
     observers: Vec<Recipient<Changed>>,
     waiters: Vec<Waiter>,
+    /// The current reading, for readers that must not wait for a turn of
+    /// this actor's mailbox (`state.get` on a busy daemon).
+    snapshot: watch::Sender<StateReading>,
     log: Logger,
 }
 
@@ -38,15 +41,25 @@ impl StateService {
     /// A service at `CONTEXT_CREATED` keeping at most `journal_len` rounds
     /// (at least one).
     pub fn new(log: &Logger, journal_len: usize) -> Self {
+        let since_us = unix_us();
+        let state = SystemState::ContextCreated;
         Self {
-            state: SystemState::ContextCreated,
-            since_us: unix_us(),
+            state,
+            since_us,
             journal: VecDeque::with_capacity(journal_len.clamp(1, 1024)),
             journal_len: journal_len.max(1),
             observers: Vec::new(),
             waiters: Vec::new(),
+            snapshot: watch::Sender::new(StateReading { state, since_us }),
             log: log.new(slog::o!("service" => "state")),
         }
+    }
+
+    /// The current reading, kept up to date by this service: updated
+    /// before a commit is answered, so whoever saw a commit's reply reads
+    /// the new state here.
+    pub fn snapshot(&self) -> watch::Receiver<StateReading> {
+        self.snapshot.subscribe()
     }
 
     fn reading(&self) -> StateReading {
@@ -67,6 +80,7 @@ impl Handler<Commit> for StateService {
         }
         self.state = msg.to;
         self.since_us = unix_us();
+        self.snapshot.send_replace(self.reading());
         debug!(self.log, "state committed"; "from" => %msg.from, "to" => %msg.to);
         let changed = Changed { from: msg.from, to: msg.to };
         // An observer whose actor stopped is dropped here rather than kept
@@ -218,6 +232,24 @@ mod tests {
                 current: SystemState::ContextCreated
             })
         );
+    }
+
+    #[actix_rt::test]
+    async fn the_snapshot_follows_commits_before_they_are_answered() {
+        let svc = StateService::new(&log(), 8);
+        let snap = svc.snapshot();
+        let s = svc.start();
+        assert_eq!(snap.borrow().state, SystemState::ContextCreated);
+        let r = s
+            .send(Commit { from: SystemState::ContextCreated, to: SystemState::PrePrivDrop })
+            .await;
+        let reading = r.unwrap().unwrap();
+        assert_eq!(*snap.borrow(), reading);
+        // A refused commit leaves it alone.
+        let _ = s
+            .send(Commit { from: SystemState::ContextCreated, to: SystemState::Initialized })
+            .await;
+        assert_eq!(snap.borrow().state, SystemState::PrePrivDrop);
     }
 
     #[actix_rt::test]

@@ -165,7 +165,9 @@ impl Builder {
 
     /// Start the system. Must be called inside a running actix `System`.
     pub fn start(self) -> Result<SystemHandle, BuildError> {
-        let state = StateService::new(&self.log, self.journal_len).start();
+        let state_service = StateService::new(&self.log, self.journal_len);
+        let snapshot = state_service.snapshot();
+        let state = state_service.start();
         // Attach is built in (no platform locking is needed in Rust). It
         // observes the state from before the first commit.
         let (attach_addr, attach) =
@@ -216,6 +218,7 @@ impl Builder {
         let handle = SystemHandle {
             supervisor,
             state,
+            snapshot,
             services: services_rx,
             attach,
             attach_addr,

@@ -75,7 +75,7 @@ pub struct ControlSession {
     log: Logger,
     peer: Peer,
     role: Role,
-    out: mpsc::Sender<String>,
+    out: mpsc::Sender<Vec<u8>>,
     in_flight: usize,
     eof: bool,
     /// For stdio: EOF shuts the daemon down.
@@ -143,11 +143,27 @@ impl ControlSession {
         })
     }
 
-    /// Queue a line for the client; a client too slow to take it is
-    /// disconnected.
+    /// Queue a JSON value as a line for the client.
     fn send_line(&mut self, v: &Value, ctx: &mut Context<Self>) {
-        let mut line = v.to_string();
-        line.push('\n');
+        let mut line = Vec::with_capacity(128);
+        match serde_json::to_writer(&mut line, v) {
+            Ok(()) => self.queue_line(line, ctx),
+            Err(e) => self.unserializable(&e, ctx),
+        }
+    }
+
+    /// A value that would not serialize (which a `Value` cannot be, short
+    /// of a bug): the client gets an `internal` error rather than nothing.
+    fn unserializable(&mut self, e: &serde_json::Error, ctx: &mut Context<Self>) {
+        warn!(self.log, "a reply would not serialize"; "error" => %e);
+        let line = br#"{"id":null,"ok":false,"error":{"code":"internal","message":"a reply would not serialize"}}"#;
+        self.queue_line(line.to_vec(), ctx);
+    }
+
+    /// Queue a serialized line (without its newline) for the client; a
+    /// client too slow to take it is disconnected.
+    fn queue_line(&mut self, mut line: Vec<u8>, ctx: &mut Context<Self>) {
+        line.push(b'\n');
         self.env.unwritten.fetch_add(1, Ordering::SeqCst);
         if self.out.try_send(line).is_err() {
             self.env.unwritten.fetch_sub(1, Ordering::SeqCst);
@@ -160,20 +176,15 @@ impl ControlSession {
     }
 
     fn reply(&mut self, id: Value, res: ops::OpResult, ctx: &mut Context<Self>) {
-        let v = match res {
-            Ok(mut fields) => {
-                let mut m = Map::with_capacity(fields.len() + 2);
-                m.insert("id".into(), id);
-                m.insert("ok".into(), Value::Bool(true));
-                // `id` and `ok` are the protocol's; an op cannot replace them.
-                fields.remove("id");
-                fields.remove("ok");
-                m.append(&mut fields);
-                Value::Object(m)
-            }
-            Err(e) => e.into_reply(id),
-        };
-        self.send_line(&v, ctx);
+        match res {
+            // Written straight out rather than through a new map: this is
+            // the hot path of every request.
+            Ok(fields) => match ok_line(&id, &fields) {
+                Ok(line) => self.queue_line(line, ctx),
+                Err(e) => self.unserializable(&e, ctx),
+            },
+            Err(e) => self.send_line(&e.into_reply(id), ctx),
+        }
     }
 
     fn handle_line(&mut self, line: &[u8], ctx: &mut Context<Self>) {
@@ -351,15 +362,32 @@ impl Handler<SystemEvent> for ControlSession {
     }
 }
 
+/// A success reply, `{"id":..,"ok":true,..fields}`, without its newline.
+/// `id` and `ok` are the protocol's: an op's fields cannot replace them.
+fn ok_line(id: &Value, fields: &Map<String, Value>) -> serde_json::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(128);
+    line.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut line, id)?;
+    line.extend_from_slice(b",\"ok\":true");
+    for (k, v) in fields.iter().filter(|(k, _)| *k != "id" && *k != "ok") {
+        line.push(b',');
+        serde_json::to_writer(&mut line, k)?;
+        line.push(b':');
+        serde_json::to_writer(&mut line, v)?;
+    }
+    line.push(b'}');
+    Ok(line)
+}
+
 /// The writer half: lines out in order, flushed when the queue is empty.
 async fn write_lines<W: AsyncWrite + Unpin>(
     w: W,
-    mut rx: mpsc::Receiver<String>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
     unwritten: Arc<AtomicUsize>,
 ) {
     let mut w = tokio::io::BufWriter::new(w);
     while let Some(line) = rx.recv().await {
-        let res = w.write_all(line.as_bytes()).await;
+        let res = w.write_all(&line).await;
         let res = match res {
             Ok(()) if rx.is_empty() => w.flush().await,
             other => other,
@@ -375,4 +403,29 @@ async fn write_lines<W: AsyncWrite + Unpin>(
         unwritten.fetch_sub(1, Ordering::SeqCst);
     }
     let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a reply that does not serialize should fail loudly
+
+    use serde_json::{json, Value};
+
+    #[test]
+    fn ok_lines_put_id_and_ok_first_and_fields_cannot_replace_them() {
+        let fields = super::ops::fields(json!({"ok": false, "id": 9, "state": "OPERATIONAL"}));
+        let line = super::ok_line(&json!(7), &fields).unwrap();
+        let text = String::from_utf8(line).unwrap();
+        assert!(text.starts_with(r#"{"id":7,"ok":true,"#), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v, json!({"id": 7, "ok": true, "state": "OPERATIONAL"}));
+    }
+
+    #[test]
+    fn ok_lines_escape_what_they_carry() {
+        let fields = super::ops::fields(json!({"name": "a\"b\n"}));
+        let line = super::ok_line(&json!("x\"y"), &fields).unwrap();
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v, json!({"id": "x\"y", "ok": true, "name": "a\"b\n"}));
+    }
 }

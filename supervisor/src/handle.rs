@@ -65,6 +65,7 @@ fn gone(e: MailboxError) -> Error {
 pub struct SystemHandle {
     pub(crate) supervisor: Addr<Supervisor>,
     pub(crate) state: Addr<StateService>,
+    pub(crate) snapshot: tokio::sync::watch::Receiver<StateReading>,
     pub(crate) services: crate::services::ServicesWatch,
     pub(crate) attach: AttachHandle,
     pub(crate) attach_addr: Addr<AttachService>,
@@ -118,6 +119,13 @@ impl SystemHandle {
     /// Counters of the attach service (run, cancelled, panicked, pending).
     pub async fn attach_stats(&self) -> Result<AttachStats, Error> {
         self.attach_addr.send(GetAttachStats).await.map_err(gone)
+    }
+
+    /// The current state and when it was entered, without a round trip to
+    /// the state service: as fresh as [`SystemHandle::state`] (a commit is
+    /// visible here before it is answered), and never blocked behind it.
+    pub fn state_now(&self) -> StateReading {
+        *self.snapshot.borrow()
     }
 
     /// The current state and when it was entered.

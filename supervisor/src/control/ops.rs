@@ -190,20 +190,26 @@ impl ControlSession {
                 format!("{op} needs an admin; uid {} may only read", self.peer.uid),
             ));
         }
-        let sys = self.env.sys.clone();
-        Ok(match op {
-            "hello" => later(async move {
-                let s = sys.state().await?;
-                Ok(fields(json!({
+        // The cheapest and most frequent reads are answered here, before
+        // the handle is cloned for the ops that need it in a future.
+        match op {
+            "hello" => {
+                let s = self.env.sys.state_now();
+                return Ok(Dispatch::Now(Ok(fields(json!({
                     "version": env!("CARGO_PKG_VERSION"),
                     "protocol": PROTOCOL_VERSION,
                     "state": s.state,
-                })))
-            }),
-            "state.get" => later(async move {
-                let s = sys.state().await?;
-                Ok(fields(json!({"state": s.state, "since_us": s.since_us})))
-            }),
+                })))));
+            }
+            "state.get" => {
+                let s = self.env.sys.state_now();
+                let reply = json!({"state": s.state, "since_us": s.since_us});
+                return Ok(Dispatch::Now(Ok(fields(reply))));
+            }
+            _ => {}
+        }
+        let sys = self.env.sys.clone();
+        Ok(match op {
             "state.steps" => {
                 let target = state_param(req, "target")?;
                 later(async move { walk_reply(sys.steps(target).await) })
