@@ -89,6 +89,11 @@ fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)
 }
 
+/// The store's page cache. Blobs are few and small and the blob service
+/// keeps its own copies, so redb's default (1 GiB) would only let a burst
+/// of writes grow the daemon's memory for nothing.
+const CACHE_BYTES: usize = 4 << 20;
+
 impl Store {
     /// Opens (or creates) `<state_dir>/lwsys.redb`, creating the directory
     /// if needed.
@@ -101,7 +106,9 @@ impl Store {
     /// Opens (or creates) the database file at `path`. A file that is not a
     /// readable redb database is an error, never silently replaced.
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| StoreError::Open { path: path.to_owned(), source: Box::new(e) })?;
         Ok(Self { db: Arc::new(db), path: path.into() })
     }
@@ -241,6 +248,21 @@ mod tests {
         assert_eq!(s.get("t", b"k").unwrap().as_deref(), Some(&b"v2"[..]));
         assert_eq!(s.get("t", b"gone").unwrap(), None);
         assert_eq!(s.entries("t").unwrap(), vec![(b"k".to_vec(), b"v2".to_vec())]);
+    }
+
+    #[test]
+    fn values_far_larger_than_the_page_cache_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..(3 * CACHE_BYTES) as u32).map(|i| (i % 253) as u8).collect();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put("t", b"big", &big).unwrap();
+            s.put("t", b"big2", &big[..CACHE_BYTES + 1]).unwrap();
+            assert_eq!(s.get("t", b"big").unwrap().as_deref(), Some(&big[..]));
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.get("t", b"big").unwrap().as_deref(), Some(&big[..]));
+        assert_eq!(s.get("t", b"big2").unwrap().as_deref(), Some(&big[..CACHE_BYTES + 1]));
     }
 
     #[test]

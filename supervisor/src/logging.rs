@@ -18,6 +18,12 @@ pub fn parse_level(s: &str) -> Option<Level> {
     }
 }
 
+/// Log records that may wait for stderr. The channel is allocated whole at
+/// start, so this is resident memory (about 100 bytes a record); past it,
+/// records are dropped and the drop is reported rather than the event
+/// loop stalled.
+const LOG_QUEUE: usize = 1024;
+
 /// A logger writing to stderr in `format`, dropping records below `level`,
 /// and the guard whose drop flushes what is queued.
 /// Records go through a bounded async queue so logging never blocks the
@@ -31,12 +37,12 @@ pub fn stderr_logger(format: LogFormat, level: &str) -> (Logger, slog_async::Asy
                 slog_term::FullFormat::new(slog_term::PlainSyncDecorator::new(std::io::stderr()))
                     .build()
                     .fuse();
-            let (d, guard) = slog_async::Async::new(d).chan_size(4096).build_with_guard();
+            let (d, guard) = slog_async::Async::new(d).chan_size(LOG_QUEUE).build_with_guard();
             (Logger::root(d.fuse().filter_level(level).fuse(), o!()), guard)
         }
         LogFormat::Json => {
             let d = slog_json::Json::new(std::io::stderr()).add_default_keys().build().fuse();
-            let (d, guard) = slog_async::Async::new(d).chan_size(4096).build_with_guard();
+            let (d, guard) = slog_async::Async::new(d).chan_size(LOG_QUEUE).build_with_guard();
             (Logger::root(d.fuse().filter_level(level).fuse(), o!()), guard)
         }
     }
