@@ -59,6 +59,19 @@ pub enum OtaCommand {
         /// The repository directory.
         dir: PathBuf,
     },
+    /// Check a published repository as a device would: DIR/VARIANT/
+    /// manifest.jws signed by the public KEY, for exactly VARIANT, and the
+    /// image it names present. Needs no daemon.
+    Verify {
+        /// The public JWK made by `ota keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The device's firmware variant.
+        #[arg(long, value_name = "V")]
+        variant: String,
+        /// The repository directory.
+        dir: PathBuf,
+    },
 }
 
 /// What an `ota` command needs next.
@@ -93,7 +106,11 @@ pub(crate) fn run(
                 Some(t) => ctl_ota::publish_at(&key, &variant, &image, &dir, t),
                 None => ctl_ota::publish(&key, &variant, &image, &dir),
             };
-            return Ok(Next::Done(published(made, &variant, &dir, json, out)));
+            return Ok(Next::Done(manifest_reply(made, &variant, &dir, json, publish_text, out)));
+        }
+        OtaCommand::Verify { key, variant, dir } => {
+            let made = ctl_ota::verify(&key, &variant, &dir);
+            return Ok(Next::Done(manifest_reply(made, &variant, &dir, json, verify_text, out)));
         }
     }))
 }
@@ -143,11 +160,13 @@ fn keygen(dir: &Path, json: bool, out: &mut dyn Write) -> Outcome {
     )
 }
 
-fn published(
+/// A manifest made or checked here, shown by `human`.
+fn manifest_reply(
     made: Result<lwsys_actors::ota::Manifest, OtaError>,
     variant: &str,
     dir: &Path,
     json: bool,
+    human: fn(&Value) -> String,
     out: &mut dyn Write,
 ) -> Outcome {
     let at = dir.join(variant);
@@ -159,33 +178,31 @@ fn published(
             "image_path": at.join(&m.path).display().to_string(),
         }))
     });
-    local(
-        made,
-        json,
-        |r| {
-            let m = r.get("manifest").cloned().unwrap_or(Value::Null);
-            let rows = vec![
-                vec![
-                    "VARIANT".to_owned(),
-                    "UNIXTIME".to_owned(),
-                    "SIZE".to_owned(),
-                    "SHA512".to_owned(),
-                ],
-                vec![
-                    text(&m, "variant"),
-                    text(&m, "unixtime"),
-                    text(&m, "size"),
-                    text(&m, "sha512"),
-                ],
-            ];
-            format!(
-                "{}wrote {}\nwrote {}\n",
-                table(&rows),
-                text(r, "manifest_path"),
-                text(r, "image_path")
-            )
-        },
-        out,
+    local(made, json, human, out)
+}
+
+/// The manifest's fields as a table.
+fn manifest_table(r: &Value) -> String {
+    let m = r.get("manifest").cloned().unwrap_or(Value::Null);
+    let keys = ["variant", "unixtime", "size", "sha512"];
+    let rows = vec![
+        keys.iter().map(|k| k.to_uppercase()).collect(),
+        keys.iter().map(|k| text(&m, k)).collect::<Vec<_>>(),
+    ];
+    table(&rows)
+}
+
+fn publish_text(r: &Value) -> String {
+    let t = manifest_table(r);
+    format!("{t}wrote {}\nwrote {}\n", text(r, "manifest_path"), text(r, "image_path"))
+}
+
+fn verify_text(r: &Value) -> String {
+    let t = manifest_table(r);
+    format!(
+        "{t}signature good: {}\nimage present: {}\n",
+        text(r, "manifest_path"),
+        text(r, "image_path")
     )
 }
 
