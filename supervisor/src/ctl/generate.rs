@@ -45,7 +45,9 @@ pub(crate) fn completions(a: &CompletionsArgs, out: &mut dyn Write) -> Outcome {
 /// The `lwsysctl` command tree with every subcommand's display name set
 /// (`lwsysctl-ota-publish`), as its man pages are named.
 fn ctl_command() -> clap::Command {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // propagate_version: each page's footer names the version, not just
+    // the subcommand.
+    let mut cmd = Cli::command().disable_help_subcommand(true).propagate_version(true);
     cmd.build();
     cmd
 }
@@ -91,7 +93,7 @@ pub(crate) fn man(a: &ManArgs, out: &mut dyn Write) -> Result<Outcome, CtlError>
 fn write_all(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CtlError> {
     let fail = |e: std::io::Error| CtlError::Usage(format!("man: {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(fail)?;
-    clap_mangen::generate_to(Cli::command(), dir).map_err(fail)?;
+    clap_mangen::generate_to(Cli::command().propagate_version(true), dir).map_err(fail)?;
     clap_mangen::Man::new(crate::config::Cli::command()).generate_to(dir).map_err(fail)?;
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(fail)?
