@@ -92,7 +92,7 @@ pub(crate) fn run(
 ) -> Result<Next, CtlError> {
     Ok(Next::Send(match c {
         OtaCommand::Status => Call::new("ota.status", json!({}), status),
-        OtaCommand::Check => Call::new("ota.check", json!({}), |_| "check started".into()),
+        OtaCommand::Check => Call::new("ota.check", json!({}), check_text),
         OtaCommand::ReportCurrent { bad } => {
             Call::new("ota.report_current", json!({"bad": bad}), status)
         }
@@ -293,6 +293,18 @@ fn end_line(drawn: bool, out: &mut dyn Write) {
     }
 }
 
+/// A settled check (the reply comes once it is over).
+fn check_text(r: &Value) -> String {
+    if r.get("updated") == Some(&Value::Bool(true)) {
+        let then = if r.get("reboot") == Some(&Value::Bool(true)) { ", rebooting" } else { "" };
+        return format!("installed release {} as a trial{then}", text(r, "unixtime"));
+    }
+    match r.get("reason").and_then(Value::as_str) {
+        Some(why) => format!("no update: {why}"),
+        None => format!("no update (latest release {})", text(r, "unixtime")),
+    }
+}
+
 fn status(r: &Value) -> String {
     if r.get("phase").is_none() {
         return String::new();
@@ -318,4 +330,28 @@ fn status(r: &Value) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settled_check_says_what_it_found() {
+        let r = json!({"ok": true, "updated": true, "unixtime": 1000, "reboot": true});
+        assert_eq!(check_text(&r), "installed release 1000 as a trial, rebooting");
+        let r = json!({"ok": true, "updated": false, "unixtime": 1000, "reason": "not newer"});
+        assert_eq!(check_text(&r), "no update: not newer");
+    }
+
+    #[test]
+    fn a_local_failure_reads_like_an_error_reply() {
+        let mut out = Vec::new();
+        let o =
+            local(Err(OtaError::Io("create x: exists".into())), true, |_| String::new(), &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["code"], "io");
+        assert_eq!(o.err.as_deref(), Some("error: io: create x: exists"));
+    }
 }
