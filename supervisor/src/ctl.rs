@@ -11,6 +11,7 @@ mod blob;
 mod client;
 mod clock;
 mod format;
+mod generate;
 mod ota;
 mod state;
 mod system;
@@ -27,6 +28,8 @@ use serde_json::{Map, Value};
 pub use blob::BlobCommand;
 pub use client::{ConnError, Connection};
 pub use clock::ClockCommand;
+pub use format::Terminal;
+pub use generate::{CompletionsArgs, ManArgs};
 pub use ota::OtaCommand;
 pub use trust::TrustCommand;
 
@@ -118,6 +121,11 @@ pub enum Command {
         #[arg(value_name = "JSON")]
         request: String,
     },
+    /// Print the shell completion script (no daemon needed).
+    Completions(CompletionsArgs),
+    /// Print a man page as roff, e.g. `lwsysctl man | man -l -` (no daemon
+    /// needed).
+    Man(ManArgs),
 }
 
 /// Why a command could not even be sent.
@@ -158,11 +166,17 @@ pub fn default_socket(env: impl Fn(&str) -> Option<String>) -> PathBuf {
     crate::config::state_dir(&crate::config::Cli::default(), env).join("lwsys.sock")
 }
 
-/// Run `cli`, writing results to `out` and diagnostics to `err`; returns
-/// the process exit status.
+/// Run `cli`, writing results to `out` and diagnostics to `err`, plain
+/// text (no colour, no redrawing); returns the process exit status.
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    run_on_terminal(cli, Terminal::plain(), out, err)
+}
+
+/// [`run`] for output that may be a terminal (`term`, from
+/// [`Terminal::detect`]): colour and progress bars only where it says.
+pub fn run_on_terminal(cli: Cli, term: Terminal, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let socket = cli.socket.clone().unwrap_or_else(|| default_socket(|k| std::env::var(k).ok()));
-    let outcome = match run_on(&socket, cli, out) {
+    let outcome = match run_on(&socket, cli, term, out) {
         Ok(o) => o,
         // Already says "cannot connect to <path>: <why>".
         Err(CtlError::Conn(e @ ConnError::Connect { .. })) => {
@@ -172,13 +186,26 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     };
     let _ = out.flush();
     if let Some(line) = outcome.err {
+        let line = match line.strip_prefix("error:") {
+            Some(rest) => {
+                format!("{}{rest}", format::paint("error:", format::RED, term.colour_err))
+            }
+            None => line,
+        };
         let _ = writeln!(err, "{line}");
     }
     outcome.code
 }
 
-fn run_on(socket: &std::path::Path, cli: Cli, out: &mut dyn Write) -> Result<Outcome, CtlError> {
+fn run_on(
+    socket: &std::path::Path,
+    cli: Cli,
+    term: Terminal,
+    out: &mut dyn Write,
+) -> Result<Outcome, CtlError> {
     let call = match cli.command {
+        Command::Completions(a) => return Ok(generate::completions(&a, out)),
+        Command::Man(a) => return generate::man(&a, out),
         Command::Watch => {
             let mut conn = Connection::open(socket)?;
             return watch::run(&mut conn, cli.json, out);
@@ -199,7 +226,10 @@ fn run_on(socket: &std::path::Path, cli: Cli, out: &mut dyn Write) -> Result<Out
         Command::Blob(c) => blob::call(c)?,
         Command::Clock(c) => clock::call(c),
         Command::Trust(c) => trust::call(c),
-        Command::Ota(c) => ota::call(c),
+        Command::Ota(c) => match ota::run(c, socket, cli.json, term, out)? {
+            ota::Next::Send(call) => call,
+            ota::Next::Done(o) => return Ok(o),
+        },
     };
     let mut conn = Connection::open(socket)?;
     let mut req = call.params;

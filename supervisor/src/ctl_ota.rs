@@ -75,6 +75,24 @@ pub fn publish_at(
     lwsys_actors::ota::publish(&jwk, variant, image, dir, unixtime)
 }
 
+/// `lwsysctl ota verify --key PUBLIC --variant V DIR`: checks
+/// `DIR/V/manifest.jws` as a device for `variant` with nothing installed
+/// would (signature with the public JWK at `public_key`, alg, exact
+/// variant, fields, path) and that the image it names is there. Returns
+/// the manifest. The image's hash is checked by the device as it installs.
+pub fn verify(public_key: &Path, variant: &str, dir: &Path) -> Result<Manifest, OtaError> {
+    let jwk = std::fs::read_to_string(public_key).map_err(|e| io("read", public_key, e))?;
+    let key = lwsys_actors::ota::parse_public_jwk(&jwk)?;
+    let at = dir.join(variant);
+    let path = at.join("manifest.jws");
+    let jws = std::fs::read(&path).map_err(|e| io("read", &path, e))?;
+    let policy = lwsys_actors::ota::ManifestPolicy::new(variant);
+    let m = lwsys_actors::ota::verify_manifest(&jws, &key, &policy)?;
+    let image = at.join(&m.path);
+    std::fs::metadata(&image).map_err(|e| io("stat", &image, e))?;
+    Ok(m)
+}
+
 /// Bytes as a short human figure (`1.5 MiB`).
 fn human(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -155,6 +173,8 @@ mod tests {
         let policy = lwsys_actors::ota::ManifestPolicy::new("xyz-v1");
         assert_eq!(lwsys_actors::ota::verify_manifest(&jws, &key, &policy).unwrap(), m);
         assert!(repo.join("xyz-v1").join(&m.path).exists());
+        assert_eq!(verify(&pair.public, "xyz-v1", &repo).unwrap(), m);
+        assert!(verify(&pair.public, "xyz-v", &repo).is_err());
         assert!(publish(&pair.private, "xyz-v1", &image, &repo).unwrap().unixtime > 1234);
     }
 

@@ -1,7 +1,60 @@
 //! Small text helpers for `lwsysctl`'s human output: timestamps, field
-//! access that never panics on a reply of unexpected shape, and tables.
+//! access that never panics on a reply of unexpected shape, tables, and
+//! colour, which is only ever used on a terminal.
+
+use std::io::IsTerminal as _;
 
 use serde_json::Value;
+
+/// What the output streams are: decided once by the binary, so library
+/// callers writing to buffers always get plain text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Terminal {
+    /// stdout is a terminal (progress is redrawn in place).
+    pub out_tty: bool,
+    /// Colour on stdout: a terminal, and `$NO_COLOR` unset or empty.
+    pub colour_out: bool,
+    /// Colour on stderr, likewise.
+    pub colour_err: bool,
+}
+
+impl Terminal {
+    /// No terminal: plain text, one line per update.
+    pub fn plain() -> Self {
+        Self::default()
+    }
+
+    /// From the process's own stdout and stderr and `$NO_COLOR`.
+    pub fn detect() -> Self {
+        let no_colour = std::env::var_os("NO_COLOR");
+        Self::decide(
+            std::io::stdout().is_terminal(),
+            std::io::stderr().is_terminal(),
+            no_colour.as_deref(),
+        )
+    }
+
+    /// The rule (<https://no-color.org>): colour only on a terminal, and
+    /// never when `NO_COLOR` is set to anything non-empty.
+    pub fn decide(out_tty: bool, err_tty: bool, no_colour: Option<&std::ffi::OsStr>) -> Self {
+        let allowed = no_colour.is_none_or(|v| v.is_empty());
+        Self { out_tty, colour_out: out_tty && allowed, colour_err: err_tty && allowed }
+    }
+}
+
+/// SGR bold red (errors, a failed update).
+pub const RED: &str = "1;31";
+/// SGR green (a finished update).
+pub const GREEN: &str = "32";
+
+/// `s` wrapped in the SGR `code` when `on`, else unchanged.
+pub fn paint(s: &str, code: &str, on: bool) -> String {
+    if on {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_owned()
+    }
+}
 
 /// `unix_us` as an RFC 3339 UTC timestamp, to the second
 /// (`2026-11-24T16:00:00Z`).
@@ -87,6 +140,18 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000_000), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_536_000_000_000), "2026-11-24T16:00:00Z");
         assert_eq!(rfc3339_ms(1_795_536_000_123_456), "2026-11-24T16:00:00.123Z");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        let t = Terminal::decide(true, false, None);
+        assert_eq!((t.colour_out, t.colour_err), (true, false));
+        let t = Terminal::decide(true, true, Some(std::ffi::OsStr::new("1")));
+        assert_eq!((t.out_tty, t.colour_out, t.colour_err), (true, false, false));
+        assert!(Terminal::decide(true, true, Some(std::ffi::OsStr::new(""))).colour_out);
+        assert!(!Terminal::decide(false, false, None).colour_out);
+        assert_eq!(paint("x", RED, false), "x");
+        assert_eq!(paint("x", RED, true), "\x1b[1;31mx\x1b[0m");
     }
 
     #[test]

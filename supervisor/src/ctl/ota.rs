@@ -1,11 +1,19 @@
-//! The `ota.*` commands: update status, a forced check, and reporting
-//! whether the running firmware is good.
+//! The `ota` commands: update status, a forced check, reporting whether
+//! the running firmware is good, `watch` (a progress bar fed by the `ota`
+//! topic), and the issuer's offline tools `keygen` and `publish`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use lwsys_actors::ota::OtaError;
+use lwsys_messages::ota::{OtaEvent, OtaPhase};
 use serde_json::{json, Value};
 
-use super::format::{table, text};
-use super::Call;
+use super::client::Connection;
+use super::format::{paint, table, text, Terminal, GREEN, RED};
+use super::{show, Call, CtlError, Outcome, EXIT_ERROR_REPLY};
+use crate::ctl_ota;
 
 /// `lwsysctl ota ...`
 #[derive(Debug, Subcommand)]
@@ -21,16 +29,279 @@ pub enum OtaCommand {
         #[arg(long)]
         bad: bool,
     },
+    /// Follow an update: a progress bar on a terminal, one line per `ota`
+    /// event otherwise (JSON lines with --json). Ends when an update ends
+    /// (done: exit 0, failed: exit 1) or the daemon closes the connection.
+    Watch,
+    /// Make a new P-521 signing key pair: DIR/ota-private.jwk (mode 0600,
+    /// the issuer's secret) and DIR/ota-public.jwk (for devices' `[ota]
+    /// public_jwk`). Never overwrites. Needs no daemon.
+    Keygen {
+        /// Where to write the keys (created if missing).
+        dir: PathBuf,
+    },
+    /// Publish IMAGE for VARIANT: measure (size, SHA-512), gzip, sign
+    /// (ES512), and write DIR/VARIANT/manifest.jws and the gzip image,
+    /// ready to serve as an `[ota] repository`. Needs no daemon.
+    Publish {
+        /// The private JWK made by `ota keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The firmware variant; devices accept only an exact match.
+        #[arg(long, value_name = "V")]
+        variant: String,
+        /// The release time (Unix seconds; devices install only a newer
+        /// one). Default: now.
+        #[arg(long, value_name = "SECS")]
+        unixtime: Option<u64>,
+        /// The firmware image (not compressed).
+        image: PathBuf,
+        /// The repository directory.
+        dir: PathBuf,
+    },
+    /// Check a published repository as a device would: DIR/VARIANT/
+    /// manifest.jws signed by the public KEY, for exactly VARIANT, and the
+    /// image it names present. Needs no daemon.
+    Verify {
+        /// The public JWK made by `ota keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The device's firmware variant.
+        #[arg(long, value_name = "V")]
+        variant: String,
+        /// The repository directory.
+        dir: PathBuf,
+    },
 }
 
-/// The request for `c`.
-pub(crate) fn call(c: OtaCommand) -> Call {
-    match c {
+/// What an `ota` command needs next.
+pub(crate) enum Next {
+    /// A one-shot request to the daemon.
+    Send(Call),
+    /// Handled here (offline tools, or `watch`'s stream).
+    Done(Outcome),
+}
+
+/// Run `c`: offline tools and `watch` here, the rest as one request.
+pub(crate) fn run(
+    c: OtaCommand,
+    socket: &Path,
+    json: bool,
+    term: Terminal,
+    out: &mut dyn Write,
+) -> Result<Next, CtlError> {
+    Ok(Next::Send(match c {
         OtaCommand::Status => Call::new("ota.status", json!({}), status),
-        OtaCommand::Check => Call::new("ota.check", json!({}), |_| "check started".into()),
+        OtaCommand::Check => Call::new("ota.check", json!({}), check_text),
         OtaCommand::ReportCurrent { bad } => {
             Call::new("ota.report_current", json!({"bad": bad}), status)
         }
+        OtaCommand::Watch => {
+            let mut conn = Connection::open(socket)?;
+            return Ok(Next::Done(watch(&mut conn, json, term, out)?));
+        }
+        OtaCommand::Keygen { dir } => return Ok(Next::Done(keygen(&dir, json, out))),
+        OtaCommand::Publish { key, variant, unixtime, image, dir } => {
+            let made = match unixtime {
+                Some(t) => ctl_ota::publish_at(&key, &variant, &image, &dir, t),
+                None => ctl_ota::publish(&key, &variant, &image, &dir),
+            };
+            return Ok(Next::Done(manifest_reply(made, &variant, &dir, json, publish_text, out)));
+        }
+        OtaCommand::Verify { key, variant, dir } => {
+            let made = ctl_ota::verify(&key, &variant, &dir);
+            return Ok(Next::Done(manifest_reply(made, &variant, &dir, json, verify_text, out)));
+        }
+    }))
+}
+
+/// A local tool's result shaped like a protocol reply, so `--json` reads
+/// the same whether the daemon or the client did the work.
+fn local(
+    result: Result<Value, OtaError>,
+    json: bool,
+    human: fn(&Value) -> String,
+    out: &mut dyn Write,
+) -> Outcome {
+    let reply = match result {
+        Ok(Value::Object(m)) => {
+            let mut r = serde_json::Map::new();
+            r.insert("ok".into(), Value::Bool(true));
+            r.extend(m);
+            Value::Object(r)
+        }
+        Ok(other) => json!({"ok": true, "result": other}),
+        Err(e) => {
+            let code = serde_json::to_value(e.code()).unwrap_or(Value::Null);
+            let text = e.to_string();
+            // The code is shown beside the message already.
+            let prefix = format!("{}: ", code.as_str().unwrap_or(""));
+            let message = text.strip_prefix(&prefix).unwrap_or(&text);
+            json!({"ok": false, "error": {"code": code, "kind": e.kind(), "message": message}})
+        }
+    };
+    show(&reply, json, human, out)
+}
+
+fn keygen(dir: &Path, json: bool, out: &mut dyn Write) -> Outcome {
+    let made = ctl_ota::keygen(dir)
+        .map(|k| json!({"private": k.private.display().to_string(), "public": k.public.display().to_string()}));
+    local(
+        made,
+        json,
+        |r| {
+            format!(
+                "private key {} (keep it secret)\npublic key  {} (devices' [ota] public_jwk)\n",
+                text(r, "private"),
+                text(r, "public")
+            )
+        },
+        out,
+    )
+}
+
+/// A manifest made or checked here, shown by `human`.
+fn manifest_reply(
+    made: Result<lwsys_actors::ota::Manifest, OtaError>,
+    variant: &str,
+    dir: &Path,
+    json: bool,
+    human: fn(&Value) -> String,
+    out: &mut dyn Write,
+) -> Outcome {
+    let at = dir.join(variant);
+    let made = made.and_then(|m| {
+        let manifest = serde_json::to_value(&m).map_err(|e| OtaError::Io(e.to_string()))?;
+        Ok(json!({
+            "manifest": manifest,
+            "manifest_path": at.join("manifest.jws").display().to_string(),
+            "image_path": at.join(&m.path).display().to_string(),
+        }))
+    });
+    local(made, json, human, out)
+}
+
+/// The manifest's fields as a table.
+fn manifest_table(r: &Value) -> String {
+    let m = r.get("manifest").cloned().unwrap_or(Value::Null);
+    let keys = ["variant", "unixtime", "size", "sha512"];
+    let rows = vec![
+        keys.iter().map(|k| k.to_uppercase()).collect(),
+        keys.iter().map(|k| text(&m, k)).collect::<Vec<_>>(),
+    ];
+    table(&rows)
+}
+
+fn publish_text(r: &Value) -> String {
+    let t = manifest_table(r);
+    format!("{t}wrote {}\nwrote {}\n", text(r, "manifest_path"), text(r, "image_path"))
+}
+
+fn verify_text(r: &Value) -> String {
+    let t = manifest_table(r);
+    format!(
+        "{t}signature good: {}\nimage present: {}\n",
+        text(r, "manifest_path"),
+        text(r, "image_path")
+    )
+}
+
+/// `ota watch`: subscribe to `ota`, then ask `ota.status` on the same
+/// connection, so no event between the two is lost. The status comes
+/// first (the reply line with --json, the bar otherwise), telling a reader
+/// that the watch is live; then one line per event. The watch ends on a
+/// `done` (exit 0) or `failed` (exit 1) event, or when a check it saw
+/// start settles back to `idle` (no newer release, exit 0), or when the
+/// daemon closes the connection. A finished update seen only in the
+/// status is the past, not what is being watched.
+fn watch(
+    conn: &mut Connection,
+    json: bool,
+    term: Terminal,
+    out: &mut dyn Write,
+) -> Result<Outcome, CtlError> {
+    let Value::Object(sub) = json!({"op": "subscribe", "events": ["ota"]}) else {
+        return Ok(Outcome::ok());
+    };
+    let reply = conn.call(sub)?;
+    if reply.get("ok") != Some(&Value::Bool(true)) {
+        return Ok(show(&reply, json, |_| String::new(), out));
+    }
+    conn.send(&json!({"id": "ota-watch-status", "op": "ota.status"}))?;
+    let mut drawn = false;
+    let mut active = false;
+    let end = loop {
+        let Some(v) = conn.next_line()? else { break Outcome::ok() };
+        let ev = if v.get("ok").is_some() {
+            // The status reply: a snapshot, never an ending.
+            if v.get("ok") != Some(&Value::Bool(true)) {
+                return Ok(show(&v, json, |_| String::new(), out));
+            }
+            serde_json::from_value::<OtaEvent>(v.clone()).ok()
+        } else {
+            ctl_ota::parse_event(&v)
+        };
+        let Some(ev) = ev else { continue };
+        let is_event = v.get("ok").is_none();
+        let shown = if json {
+            writeln!(out, "{v}").and_then(|()| out.flush()).is_ok()
+        } else {
+            drawn = draw(&ev, term, out);
+            true
+        };
+        if !shown {
+            break Outcome::ok(); // the reader went away (`| head`)
+        }
+        match ev.phase {
+            OtaPhase::Done if is_event => break Outcome::ok(),
+            OtaPhase::Failed if is_event => {
+                let why = v.get("error").and_then(Value::as_str).unwrap_or("the update failed");
+                break Outcome::fail(EXIT_ERROR_REPLY, format!("error: ota: {why}"));
+            }
+            OtaPhase::Idle if is_event && active => break Outcome::ok(),
+            OtaPhase::Idle | OtaPhase::Done | OtaPhase::Failed => {}
+            _ => active = true,
+        }
+    };
+    end_line(drawn, out);
+    Ok(end)
+}
+
+/// Draw one progress line: redrawn in place on a terminal, one line each
+/// otherwise. Returns whether a line is left open (needs a newline).
+fn draw(ev: &OtaEvent, term: Terminal, out: &mut dyn Write) -> bool {
+    let line = ctl_ota::render_progress(ev);
+    let colour = match ev.phase {
+        OtaPhase::Done => Some(GREEN),
+        OtaPhase::Failed => Some(RED),
+        _ => None,
+    };
+    let line = colour.map_or_else(|| line.clone(), |c| paint(&line, c, term.colour_out));
+    let _ = if term.out_tty {
+        // \r and erase-line: the bar is redrawn where it stands.
+        write!(out, "\r\x1b[K{line}")
+    } else {
+        writeln!(out, "{line}")
+    };
+    let _ = out.flush();
+    term.out_tty
+}
+
+fn end_line(drawn: bool, out: &mut dyn Write) {
+    if drawn {
+        let _ = writeln!(out);
+    }
+}
+
+/// A settled check (the reply comes once it is over).
+fn check_text(r: &Value) -> String {
+    if r.get("updated") == Some(&Value::Bool(true)) {
+        let then = if r.get("reboot") == Some(&Value::Bool(true)) { ", rebooting" } else { "" };
+        return format!("installed release {} as a trial{then}", text(r, "unixtime"));
+    }
+    match r.get("reason").and_then(Value::as_str) {
+        Some(why) => format!("no update: {why}"),
+        None => format!("no update (latest release {})", text(r, "unixtime")),
     }
 }
 
@@ -59,4 +330,28 @@ fn status(r: &Value) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settled_check_says_what_it_found() {
+        let r = json!({"ok": true, "updated": true, "unixtime": 1000, "reboot": true});
+        assert_eq!(check_text(&r), "installed release 1000 as a trial, rebooting");
+        let r = json!({"ok": true, "updated": false, "unixtime": 1000, "reason": "not newer"});
+        assert_eq!(check_text(&r), "no update: not newer");
+    }
+
+    #[test]
+    fn a_local_failure_reads_like_an_error_reply() {
+        let mut out = Vec::new();
+        let o =
+            local(Err(OtaError::Io("create x: exists".into())), true, |_| String::new(), &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["code"], "io");
+        assert_eq!(o.err.as_deref(), Some("error: io: create x: exists"));
+    }
 }
