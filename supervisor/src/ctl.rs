@@ -12,6 +12,7 @@ mod client;
 mod clock;
 mod format;
 mod ota;
+mod plot;
 mod state;
 mod system;
 mod trust;
@@ -80,6 +81,8 @@ pub enum Command {
     /// Why the system is where it is: who holds the walk, and the last
     /// consent rounds with verdicts and latencies (state.explain).
     Explain,
+    /// The journal as an SVG timeline, like `systemd-analyze plot`.
+    Plot,
     /// Stream state and notifier events until interrupted or the daemon
     /// closes the connection.
     Watch,
@@ -189,6 +192,7 @@ fn run_on(socket: &std::path::Path, cli: Cli, out: &mut dyn Write) -> Result<Out
         Command::Jump { target } => state::walk("state.jump", target),
         Command::Wait { state, timeout_ms } => state::wait(state, timeout_ms),
         Command::Explain => state::explain(),
+        Command::Plot => plot::call(),
         Command::PolicyInvalidate => state::cycle("state.policy_invalidate"),
         Command::EnterModal => state::cycle("state.enter_modal"),
         Command::LeaveModal => state::cycle("state.leave_modal"),
