@@ -13,6 +13,7 @@ mod clock;
 mod format;
 mod generate;
 mod ota;
+mod plot;
 mod state;
 mod system;
 mod trust;
@@ -83,6 +84,8 @@ pub enum Command {
     /// Why the system is where it is: who holds the walk, and the last
     /// consent rounds with verdicts and latencies (state.explain).
     Explain,
+    /// The journal as an SVG timeline, like `systemd-analyze plot`.
+    Plot,
     /// Stream state and notifier events until interrupted or the daemon
     /// closes the connection.
     Watch,
@@ -216,6 +219,7 @@ fn run_on(
         Command::Jump { target } => state::walk("state.jump", target),
         Command::Wait { state, timeout_ms } => state::wait(state, timeout_ms),
         Command::Explain => state::explain(),
+        Command::Plot => plot::call(),
         Command::PolicyInvalidate => state::cycle("state.policy_invalidate"),
         Command::EnterModal => state::cycle("state.enter_modal"),
         Command::LeaveModal => state::cycle("state.leave_modal"),
