@@ -98,3 +98,30 @@ fn a_bad_flag_value_names_the_flag() {
     let err = refused("", &["--consent-timeout-ms", "0"]);
     assert_eq!(err, "lwsysd: --consent-timeout-ms: expected an integer from 1 to 3600000, got 0");
 }
+
+/// `packaging/lwsysd.toml` (installed as /etc/lwsys/lwsysd.toml) shows every
+/// key commented out at its default: as shipped it is the defaults, and
+/// with every `#key = value` line uncommented it is still the defaults, so
+/// a key added, renamed or re-defaulted without updating it fails here.
+#[test]
+fn the_shipped_config_lists_every_key_at_its_default() {
+    use lwsys::config::Config;
+    let path = lwsys_tests::workspace_root().join("packaging/lwsysd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(Config::from_toml(&text, &path).unwrap(), Config::default());
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if !rest.is_empty() && !rest.starts_with(' ') => rest,
+            _ => l,
+        })
+        .fold(String::new(), |acc, l| acc + l + "\n");
+    let cfg = Config::from_toml(&uncommented, &path).unwrap();
+    assert_eq!(cfg, Config::default());
+    assert_eq!(
+        cfg.to_toml().matches(" = ").count(),
+        uncommented.lines().filter(|l| l.contains(" = ") && !l.starts_with('#')).count(),
+        "a key is missing from {}",
+        path.display()
+    );
+}
