@@ -43,7 +43,7 @@ pub const EXIT_USAGE: i32 = 2;
 pub struct Cli {
     /// The daemon's control socket. Default: $LWSYS_SOCKET, else where
     /// lwsysd puts it ($RUNTIME_DIRECTORY/lwsys.sock, else
-    /// <state-dir>/lwsys.sock with the state dir found as lwsysd finds it),
+    /// `<state-dir>/lwsys.sock` with the state dir found as lwsysd finds it),
     /// else /run/lwsys/lwsys.sock if only that one exists.
     #[arg(long, value_name = "PATH", env = "LWSYS_SOCKET", global = true)]
     pub socket: Option<PathBuf>,
