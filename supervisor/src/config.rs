@@ -17,12 +17,13 @@ pub struct Cli {
     /// TOML config file; every key is optional (see docs/config.md).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Durable store and socket directory. Default: $STATE_DIRECTORY, else
-    /// $XDG_STATE_HOME/lwsys, else ./lwsys-state.
+    /// Durable store directory, and the socket's unless `--socket` or
+    /// `$RUNTIME_DIRECTORY` places it. Default: `$STATE_DIRECTORY` (first of
+    /// a `:` list), else `$XDG_STATE_HOME/lwsys`, else `./lwsys-state`.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Control socket path. Default: `$RUNTIME_DIRECTORY/lwsys.sock`
-    /// when systemd sets `$RUNTIME_DIRECTORY`, else `<state-dir>/lwsys.sock`.
+    /// Control socket path. Default: `$RUNTIME_DIRECTORY/lwsys.sock` (first
+    /// of a `:` list; systemd sets it), else `<state-dir>/lwsys.sock`.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Also speak the control protocol on stdin/stdout (logs go to stderr);
