@@ -17,11 +17,13 @@ pub struct Cli {
     /// TOML config file; every key is optional (see docs/config.md).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Durable store and socket directory. Default: $STATE_DIRECTORY, else
-    /// $XDG_STATE_HOME/lwsys, else ./lwsys-state.
+    /// Durable store directory, and the socket's unless `--socket` or
+    /// `$RUNTIME_DIRECTORY` places it. Default: `$STATE_DIRECTORY` (first of
+    /// a `:` list), else `$XDG_STATE_HOME/lwsys`, else `./lwsys-state`.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Control socket path. Default: <state-dir>/lwsys.sock.
+    /// Control socket path. Default: `$RUNTIME_DIRECTORY/lwsys.sock` (first
+    /// of a `:` list; systemd sets it), else `<state-dir>/lwsys.sock`.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Also speak the control protocol on stdin/stdout (logs go to stderr);
@@ -397,31 +399,107 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for this schema (the message names the
-    /// line, column and key).
-    #[error("{path}: {message}")]
-    Parse {
+    /// Something in the file is wrong: not TOML, an unknown section or
+    /// key, a value of the wrong type or out of its range. Shown as
+    /// `file:line: [section] key: message`.
+    #[error("{}", in_file(path, *line, key, message))]
+    InFile {
         /// The file.
         path: PathBuf,
-        /// What toml said, with line and key.
+        /// The line (from 1), when it is known.
+        line: Option<usize>,
+        /// Where in the schema, as `[section] key` (or `[section]` for a
+        /// whole section); empty when toml could not tell.
+        key: String,
+        /// What is wrong.
         message: String,
     },
-    /// A value is out of its range.
+    /// A value that did not come from a file is out of its range: a
+    /// command-line flag, or a default that another key's value makes
+    /// invalid. `key` is the flag (`--consent-timeout-ms`) or `[section]
+    /// key`.
     #[error("{key}: {message}")]
     Invalid {
-        /// The key, as `section.key`.
-        key: &'static str,
+        /// The flag or `[section] key`.
+        key: String,
         /// What is wrong.
         message: String,
     },
 }
 
+fn in_file(path: &Path, line: Option<usize>, key: &str, message: &str) -> String {
+    let mut out = path.display().to_string();
+    if let Some(l) = line {
+        out.push_str(&format!(":{l}"));
+    }
+    out.push_str(": ");
+    if !key.is_empty() {
+        out.push_str(key);
+        out.push_str(": ");
+    }
+    out.push_str(message);
+    out
+}
+
+/// A value out of its range, found by [`Config::validate`]: which key and
+/// why. The file and line are added by whoever knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeError {
+    /// The section, without brackets.
+    pub section: &'static str,
+    /// The key within it.
+    pub key: &'static str,
+    /// What is wrong, e.g. `expected an integer at least 1`.
+    pub message: String,
+}
+
+impl RangeError {
+    fn new(section: &'static str, key: &'static str, message: impl Into<String>) -> Self {
+        Self { section, key, message: message.into() }
+    }
+
+    /// `[section] key`.
+    pub fn key_name(&self) -> String {
+        format!("[{}] {}", self.section, self.key)
+    }
+}
+
+/// `value` must lie in `lo..=hi`.
+fn range(
+    section: &'static str,
+    key: &'static str,
+    value: u64,
+    lo: u64,
+    hi: u64,
+) -> Result<(), RangeError> {
+    if (lo..=hi).contains(&value) {
+        return Ok(());
+    }
+    let message = match (lo, hi) {
+        (lo, u64::MAX) => format!("expected an integer at least {lo}, got {value}"),
+        (0, hi) => format!("expected an integer at most {hi}, got {value}"),
+        (lo, hi) => format!("expected an integer from {lo} to {hi}, got {value}"),
+    };
+    Err(RangeError::new(section, key, message))
+}
+
+/// Widen a count for [`range`] (usize is at most 64 bits on every target
+/// lwsys builds for; saturate rather than assume).
+fn wide(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 impl Config {
-    /// Parse TOML text; `path` names the file in errors.
+    /// Parse TOML text; `path` names the file in errors, which carry the
+    /// line and the `[section] key` too.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Self = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
-        cfg.validate()?;
+        let cfg: Self = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
+        cfg.validate().map_err(|r| ConfigError::InFile {
+            path: path.to_owned(),
+            line: locate(text, r.section, r.key),
+            key: r.key_name(),
+            message: r.message,
+        })?;
         Ok(cfg)
     }
 
@@ -432,87 +510,63 @@ impl Config {
         Self::from_toml(&text, path)
     }
 
-    /// Check ranges that serde cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Check ranges that serde cannot: the first value out of range, with
+    /// its own key.
+    pub fn validate(&self) -> Result<(), RangeError> {
+        const HOUR_MS: u64 = 3_600_000;
         let s = &self.supervisor;
-        if !(1..=3_600_000).contains(&s.consent_timeout_ms) {
-            return Err(ConfigError::Invalid {
-                key: "supervisor.consent_timeout_ms",
-                message: "must be 1 to 3600000".into(),
-            });
-        }
-        if s.shutdown_grace_ms > 3_600_000 {
-            return Err(ConfigError::Invalid {
-                key: "supervisor.shutdown_grace_ms",
-                message: "must be at most 3600000".into(),
-            });
-        }
-        if s.restart_window_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "supervisor.restart_window_secs",
-                message: "must be at least 1".into(),
-            });
-        }
-        if s.journal_len == 0 || s.journal_len > 1_000_000 {
-            return Err(ConfigError::Invalid {
-                key: "supervisor.journal_len",
-                message: "must be 1 to 1000000".into(),
-            });
-        }
+        range("supervisor", "consent_timeout_ms", s.consent_timeout_ms, 1, HOUR_MS)?;
+        range("supervisor", "shutdown_grace_ms", s.shutdown_grace_ms, 0, HOUR_MS)?;
+        range("supervisor", "journal_len", wide(s.journal_len), 1, 1_000_000)?;
+        range("supervisor", "restart_window_secs", s.restart_window_secs, 1, u64::MAX)?;
         if crate::logging::parse_level(&self.log.level).is_none() {
-            return Err(ConfigError::Invalid {
-                key: "log.level",
-                message: format!("unknown level {:?}", self.log.level),
-            });
-        }
-        if self.control.client_queue == 0 || self.control.max_clients == 0 {
-            return Err(ConfigError::Invalid {
-                key: "control.client_queue",
-                message: "client_queue and max_clients must be at least 1".into(),
-            });
-        }
-        if self.blobs.max_bytes == 0 || self.blobs.max_bytes > 256 * 1024 * 1024 {
-            return Err(ConfigError::Invalid {
-                key: "blobs.max_bytes",
-                message: "must be 1 to 268435456".into(),
-            });
-        }
-        let t = &self.time;
-        if t.backoff_min_ms == 0
-            || t.backoff_max_ms < t.backoff_min_ms
-            || t.resync_secs == 0
-            || t.query_timeout_ms == 0
-        {
-            return Err(ConfigError::Invalid {
-                key: "time.backoff_min_ms",
-                message: "backoff_min_ms, resync_secs and query_timeout_ms must be positive and backoff_max_ms >= backoff_min_ms".into(),
-            });
-        }
-        let o = &self.ota;
-        if !o.repository.is_empty() && (o.variant.is_empty() || o.public_jwk.as_os_str().is_empty())
-        {
-            return Err(ConfigError::Invalid {
-                key: "ota.repository",
-                message: "needs ota.variant and ota.public_jwk".into(),
-            });
-        }
-        if o.periodic_check_secs == 0
-            || o.max_boot_attempts == 0
-            || o.connect_timeout_ms == 0
-            || o.read_timeout_ms == 0
-        {
-            return Err(ConfigError::Invalid {
-                key: "ota.periodic_check_secs",
-                message: "periodic_check_secs, max_boot_attempts and the timeouts must be positive"
-                    .into(),
-            });
+            return Err(RangeError::new(
+                "log",
+                "level",
+                format!(
+                    "expected one of critical, error, warning, info, debug, trace, got {:?}",
+                    self.log.level
+                ),
+            ));
         }
         if self.system.reboot.trim().is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "system.reboot",
-                message: "must be \"exec\" or a command line".into(),
-            });
+            return Err(RangeError::new(
+                "system",
+                "reboot",
+                "expected \"exec\" or a command line, got a blank string",
+            ));
         }
+        let c = &self.control;
+        range("control", "client_queue", wide(c.client_queue), 1, u64::MAX)?;
+        range("control", "max_clients", wide(c.max_clients), 1, u64::MAX)?;
+        range("blobs", "max_bytes", wide(self.blobs.max_bytes), 1, 256 * 1024 * 1024)?;
+        let t = &self.time;
+        range("time", "resync_secs", t.resync_secs, 1, u64::MAX)?;
+        range("time", "backoff_min_ms", t.backoff_min_ms, 1, u64::MAX)?;
+        if t.backoff_max_ms < t.backoff_min_ms {
+            return Err(RangeError::new(
+                "time",
+                "backoff_max_ms",
+                format!(
+                    "expected an integer at least backoff_min_ms ({}), got {}",
+                    t.backoff_min_ms, t.backoff_max_ms
+                ),
+            ));
+        }
+        range("time", "query_timeout_ms", t.query_timeout_ms, 1, u64::MAX)?;
+        let o = &self.ota;
+        if !o.repository.is_empty() {
+            if o.variant.is_empty() {
+                return Err(RangeError::new("ota", "repository", "needs ota.variant set too"));
+            }
+            if o.public_jwk.as_os_str().is_empty() {
+                return Err(RangeError::new("ota", "repository", "needs ota.public_jwk set too"));
+            }
+        }
+        range("ota", "periodic_check_secs", o.periodic_check_secs, 1, u64::MAX)?;
+        range("ota", "max_boot_attempts", u64::from(o.max_boot_attempts), 1, u64::MAX)?;
+        range("ota", "connect_timeout_ms", o.connect_timeout_ms, 1, u64::MAX)?;
+        range("ota", "read_timeout_ms", o.read_timeout_ms, 1, u64::MAX)?;
         Ok(())
     }
 
@@ -530,7 +584,21 @@ impl Config {
         if let Some(l) = &cli.log_level {
             self.log.level = l.clone();
         }
-        self.validate()
+        self.validate().map_err(|r| {
+            // Name the flag when the bad value came from one: the file was
+            // already checked on its own.
+            let flag = match (r.section, r.key) {
+                ("supervisor", "consent_timeout_ms") if cli.consent_timeout_ms.is_some() => {
+                    Some("--consent-timeout-ms")
+                }
+                ("log", "level") if cli.log_level.is_some() => Some("--log-level"),
+                _ => None,
+            };
+            ConfigError::Invalid {
+                key: flag.map_or_else(|| r.key_name(), str::to_owned),
+                message: r.message,
+            }
+        })
     }
 
     /// The consent deadline.
@@ -557,6 +625,102 @@ impl Config {
     }
 }
 
+/// The name of a table header line (`[name]`, spaces and quotes allowed),
+/// or `None` for any other line. Arrays of tables (`[[x]]`) are not part
+/// of the schema and count as headers named `[x]`, so they are reported as
+/// unknown sections.
+fn header(line: &str) -> Option<String> {
+    let t = line.trim();
+    let t = t.split_once('#').map_or(t, |(before, _)| before).trim_end();
+    let inner = t.strip_prefix('[')?.strip_suffix(']')?.trim();
+    Some(inner.trim_matches('"').trim().to_owned())
+}
+
+/// The key a `key = value` line sets (dotted keys kept whole), if it is
+/// one.
+fn line_key(line: &str) -> Option<String> {
+    let (k, _) = line.split_once('=')?;
+    let k = k.trim();
+    let ok = !k.is_empty()
+        && !k.starts_with('[')
+        && !k.starts_with('#')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c));
+    ok.then(|| k.replace(['"', '\''], "").replace(' ', ""))
+}
+
+/// The line (from 1) where `[section] key` is set in `text`: under the
+/// section's header, or as a dotted `section.key` at the top; else the
+/// section's header; else `None` (the value is a default).
+fn locate(text: &str, section: &str, key: &str) -> Option<usize> {
+    let dotted = format!("{section}.{key}");
+    let mut current = String::new();
+    let mut header_line = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(h) = header(line) {
+            if h == section {
+                header_line.get_or_insert(i + 1);
+            }
+            current = h;
+            continue;
+        }
+        match line_key(line) {
+            Some(k) if (current == section && k == key) || (current.is_empty() && k == dotted) => {
+                return Some(i + 1);
+            }
+            _ => {}
+        }
+    }
+    header_line
+}
+
+/// A toml/serde error as `file:line: [section] key: message`: the line
+/// from the error's span, the section from the header above it, the key
+/// from the line itself or from an "unknown field" message.
+fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+    // serde names Rust types; a config's reader knows TOML's.
+    let mut message = e.message().trim().to_owned();
+    for t in ["usize", "u64", "u32"] {
+        message = message.replace(&format!("expected {t}"), "expected a non-negative integer");
+    }
+    let Some(start) = e.span().map(|s| s.start.min(text.len())) else {
+        return ConfigError::InFile {
+            path: path.to_owned(),
+            line: None,
+            key: String::new(),
+            message,
+        };
+    };
+    let line_no = text.as_bytes().iter().take(start).filter(|b| **b == b'\n').count() + 1;
+    let mut section = String::new();
+    let mut this_line = "";
+    for (i, line) in text.lines().enumerate().take(line_no) {
+        if i + 1 == line_no {
+            this_line = line;
+        }
+        if let Some(h) = header(line) {
+            section = h;
+        }
+    }
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    let key = match (header(this_line), line_key(this_line), unknown) {
+        // An unknown section: toml points at its header.
+        (Some(h), _, _) => {
+            message = message.replacen("unknown field", "unknown section", 1);
+            format!("[{h}]")
+        }
+        (None, Some(k), _) if section.is_empty() => k,
+        (None, Some(k), _) => format!("[{section}] {k}"),
+        (None, None, Some(u)) if section.is_empty() => u,
+        (None, None, Some(u)) => format!("[{section}] {u}"),
+        (None, None, None) if section.is_empty() => String::new(),
+        (None, None, None) => format!("[{section}]"),
+    };
+    ConfigError::InFile { path: path.to_owned(), line: Some(line_no), key, message }
+}
+
 /// The state directory: `--state-dir`, else `$STATE_DIRECTORY` (systemd;
 /// the first of a colon-separated list), else `$XDG_STATE_HOME/lwsys`, else
 /// `./lwsys-state`. Takes the environment as a function so tests need not
@@ -565,13 +729,64 @@ pub fn state_dir(cli: &Cli, env: impl Fn(&str) -> Option<String>) -> PathBuf {
     if let Some(d) = &cli.state_dir {
         return d.clone();
     }
-    if let Some(d) = env("STATE_DIRECTORY").filter(|s| !s.is_empty()) {
-        return PathBuf::from(d.split(':').next().unwrap_or(&d));
+    if let Some(d) = first_dir(&env, "STATE_DIRECTORY") {
+        return d;
     }
     if let Some(d) = env("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
         return Path::new(&d).join("lwsys");
     }
     PathBuf::from("lwsys-state")
+}
+
+/// The first directory of a systemd directory variable (`$STATE_DIRECTORY`,
+/// `$RUNTIME_DIRECTORY` list several separated by `:` when the unit names
+/// several), if it is set and not empty.
+fn first_dir(env: &impl Fn(&str) -> Option<String>, var: &str) -> Option<PathBuf> {
+    let v = env(var)?;
+    let first = v.split(':').next().unwrap_or_default();
+    (!first.is_empty()).then(|| PathBuf::from(first))
+}
+
+/// The socket's file name in whichever directory holds it.
+pub const SOCKET_NAME: &str = "lwsys.sock";
+
+/// Where the packaged unit (`packaging/lwsysd.service`,
+/// `RuntimeDirectory=lwsys`) puts the socket; `lwsysctl` falls back to it.
+pub const PACKAGED_SOCKET: &str = "/run/lwsys/lwsys.sock";
+
+/// The daemon's control socket: `--socket`, else
+/// `$RUNTIME_DIRECTORY/lwsys.sock` (systemd's `RuntimeDirectory=`; the
+/// first of a colon-separated list), else `<state_dir>/lwsys.sock`.
+pub fn socket_path(cli: &Cli, state_dir: &Path, env: impl Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(s) = &cli.socket {
+        return s.clone();
+    }
+    match first_dir(&env, "RUNTIME_DIRECTORY") {
+        Some(d) => d.join(SOCKET_NAME),
+        None => state_dir.join(SOCKET_NAME),
+    }
+}
+
+/// The socket `lwsysctl` uses when neither `--socket` nor `$LWSYS_SOCKET`
+/// names one: the daemon's own default in this environment
+/// (`$RUNTIME_DIRECTORY/lwsys.sock`, else `<state-dir>/lwsys.sock` with
+/// the state dir found as [`state_dir`] finds it); when that socket does
+/// not exist but the packaged daemon's [`PACKAGED_SOCKET`] does, that one,
+/// so `lwsysctl` reaches a daemon started by the shipped unit from a plain
+/// shell.
+pub fn client_socket(
+    env: impl Fn(&str) -> Option<String>,
+    exists: impl Fn(&Path) -> bool,
+) -> PathBuf {
+    if let Some(d) = first_dir(&env, "RUNTIME_DIRECTORY") {
+        return d.join(SOCKET_NAME);
+    }
+    let own = state_dir(&Cli::default(), &env).join(SOCKET_NAME);
+    let packaged = Path::new(PACKAGED_SOCKET);
+    if !exists(&own) && exists(packaged) {
+        return packaged.to_owned();
+    }
+    own
 }
 
 #[cfg(test)]
@@ -589,25 +804,78 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_naming_file_line_and_key() {
-        let err = Config::from_toml(
-            "[supervisor]\nboot_target = \"DHCP\"\nbogus = 1\n",
-            Path::new("dev.toml"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("dev.toml"), "{err}");
-        assert!(err.contains("line 3"), "{err}");
-        assert!(err.contains("bogus"), "{err}");
+        let e = err("[supervisor]\nboot_target = \"DHCP\"\nbogus = 1\n");
+        assert!(e.starts_with("lwsysd.toml:3: [supervisor] bogus: unknown field `bogus`"), "{e}");
+    }
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text, Path::new("lwsysd.toml")).unwrap_err().to_string()
     }
 
     #[test]
     fn bad_values_are_errors() {
-        let err = Config::from_toml("[supervisor]\nboot_target = \"NOPE\"\n", Path::new("c.toml"))
-            .unwrap_err();
-        assert!(err.to_string().contains("NOPE"), "{err}");
-        let err = Config::from_toml("[supervisor]\nconsent_timeout_ms = 0\n", Path::new("c.toml"))
-            .unwrap_err();
-        assert!(err.to_string().contains("supervisor.consent_timeout_ms"), "{err}");
+        let e = err("[supervisor]\nboot_target = \"NOPE\"\n");
+        assert!(e.starts_with("lwsysd.toml:2: [supervisor] boot_target: "), "{e}");
+        assert!(e.contains("NOPE"), "{e}");
+        let e = err("[supervisor]\nconsent_timeout_ms = 0\n");
+        assert_eq!(
+            e,
+            "lwsysd.toml:2: [supervisor] consent_timeout_ms: expected an integer from 1 to 3600000, got 0"
+        );
+    }
+
+    #[test]
+    fn each_range_check_names_its_own_key_and_line() {
+        let e = err("# c\n[control]\nclient_queue = 8\nmax_clients = 0\n");
+        assert_eq!(
+            e,
+            "lwsysd.toml:4: [control] max_clients: expected an integer at least 1, got 0"
+        );
+        let e = err("[control]\nclient_queue = 0\n");
+        assert!(e.starts_with("lwsysd.toml:2: [control] client_queue: "), "{e}");
+        let e = err("[time]\nresync_secs = 5\n\nbackoff_min_ms = 10\nbackoff_max_ms = 5\n");
+        assert_eq!(
+            e,
+            "lwsysd.toml:5: [time] backoff_max_ms: expected an integer at least backoff_min_ms (10), got 5"
+        );
+        let e = err("[time]\nquery_timeout_ms = 0\n");
+        assert!(e.starts_with("lwsysd.toml:2: [time] query_timeout_ms: "), "{e}");
+        let e = err("[time]\nresync_secs = 0\n");
+        assert!(e.starts_with("lwsysd.toml:2: [time] resync_secs: "), "{e}");
+        let e = err("[ota]\n\"max_boot_attempts\" = 0\n");
+        assert!(e.starts_with("lwsysd.toml:2: [ota] max_boot_attempts: "), "{e}");
+        let e = err("blobs.max_bytes = 0\n");
+        assert!(e.starts_with("lwsysd.toml:1: [blobs] max_bytes: "), "{e}");
+        // A default made invalid by another key has no line of its own:
+        // the section's header is the nearest place.
+        let e = err("\n[time]\nbackoff_min_ms = 400000\n");
+        assert!(e.starts_with("lwsysd.toml:2: [time] backoff_max_ms: "), "{e}");
+        let e = err("[log]\nlevel = \"loud\"\n");
+        assert!(e.starts_with("lwsysd.toml:2: [log] level: expected one of critical"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_sections_name_line_and_key() {
+        let e = err("[supervisor]\njournal_len = \"many\"\n");
+        assert!(e.starts_with("lwsysd.toml:2: [supervisor] journal_len: "), "{e}");
+        assert!(
+            e.ends_with("invalid type: string \"many\", expected a non-negative integer"),
+            "{e}"
+        );
+        let e = err("[time]\nset_system_clock = 1\n");
+        assert!(e.starts_with("lwsysd.toml:2: [time] set_system_clock: "), "{e}");
+        let e = err("[supervisor]\n[bogus]\nx = 1\n");
+        assert!(e.starts_with("lwsysd.toml:2: [bogus]: unknown section `bogus`"), "{e}");
+        let e = err("[log]\nlevel = \n");
+        assert!(e.starts_with("lwsysd.toml:2: [log] level: "), "{e}");
+    }
+
+    #[test]
+    fn a_bad_flag_value_names_the_flag() {
+        let mut cfg = Config::default();
+        let cli = Cli { consent_timeout_ms: Some(0), ..Cli::default() };
+        let e = cfg.apply_cli(&cli).unwrap_err().to_string();
+        assert!(e.starts_with("--consent-timeout-ms: expected an integer from 1"), "{e}");
     }
 
     #[test]
@@ -637,6 +905,31 @@ mod tests {
     }
 
     #[test]
+    fn the_socket_goes_in_the_runtime_directory_unless_a_flag_says() {
+        let rt = |k: &str| (k == "RUNTIME_DIRECTORY").then(|| "/run/a:/run/b".to_owned());
+        let cli = Cli::default();
+        assert_eq!(socket_path(&cli, Path::new("/s"), rt), PathBuf::from("/run/a/lwsys.sock"));
+        assert_eq!(socket_path(&cli, Path::new("/s"), |_| None), PathBuf::from("/s/lwsys.sock"));
+        let empty = |_: &str| Some(String::new());
+        assert_eq!(socket_path(&cli, Path::new("/s"), empty), PathBuf::from("/s/lwsys.sock"));
+        let cli = Cli { socket: Some("/f.sock".into()), ..Cli::default() };
+        assert_eq!(socket_path(&cli, Path::new("/s"), rt), PathBuf::from("/f.sock"));
+    }
+
+    #[test]
+    fn the_client_finds_the_socket_the_daemon_would_use() {
+        let rt = |k: &str| (k == "RUNTIME_DIRECTORY").then(|| "/run/a".to_owned());
+        assert_eq!(client_socket(rt, |_| false), PathBuf::from("/run/a/lwsys.sock"));
+        let sd = |k: &str| (k == "STATE_DIRECTORY").then(|| "/s".to_owned());
+        assert_eq!(client_socket(sd, |_| false), PathBuf::from("/s/lwsys.sock"));
+        // Only the packaged daemon's socket exists: use it.
+        let packaged = |p: &Path| p == Path::new(PACKAGED_SOCKET);
+        assert_eq!(client_socket(sd, packaged), PathBuf::from(PACKAGED_SOCKET));
+        // Both exist: the local one, as without the packaged daemon.
+        assert_eq!(client_socket(sd, |_| true), PathBuf::from("/s/lwsys.sock"));
+    }
+
+    #[test]
     fn ota_section_defaults_and_needs_variant_and_key_with_a_repository() {
         let cfg = Config::from_toml("", Path::new("c")).unwrap();
         assert_eq!(cfg.ota.periodic_check_secs, 86_400);
@@ -645,7 +938,7 @@ mod tests {
         assert!(cfg.services(Path::new("/s")).ota.is_none());
         let err =
             Config::from_toml("[ota]\nrepository = \"http://x\"\n", Path::new("c")).unwrap_err();
-        assert!(err.to_string().contains("ota.repository"), "{err}");
+        assert!(err.to_string().contains("[ota] repository: needs ota.variant"), "{err}");
         let text = "[ota]\nrepository = \"http://x\"\nvariant = \"v\"\npublic_jwk = \"k\"\nconfirm = \"manual\"\n";
         let cfg = Config::from_toml(text, Path::new("c")).unwrap();
         assert_eq!(cfg.ota.confirm, ConfirmMode::Manual);

@@ -45,9 +45,10 @@ pub const EXIT_USAGE: i32 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "lwsysctl", version, about = "Control and inspect a running lwsysd")]
 pub struct Cli {
-    /// The daemon's control socket. Default: $LWSYS_SOCKET, else
-    /// <state-dir>/lwsys.sock with the state dir found as lwsysd finds it
-    /// ($STATE_DIRECTORY, else $XDG_STATE_HOME/lwsys, else ./lwsys-state).
+    /// The daemon's control socket. Default: $LWSYS_SOCKET, else where
+    /// lwsysd puts it ($RUNTIME_DIRECTORY/lwsys.sock, else
+    /// `<state-dir>/lwsys.sock` with the state dir found as lwsysd finds it),
+    /// else /run/lwsys/lwsys.sock if only that one exists.
     #[arg(long, value_name = "PATH", env = "LWSYS_SOCKET", global = true)]
     pub socket: Option<PathBuf>,
     /// Print the protocol's JSON reply (one line) instead of text.
@@ -163,10 +164,10 @@ impl Call {
     }
 }
 
-/// The socket used when `--socket` and `$LWSYS_SOCKET` are not given: the
-/// daemon's own default, `<state-dir>/lwsys.sock`.
+/// The socket used when `--socket` and `$LWSYS_SOCKET` are not given:
+/// [`crate::config::client_socket`].
 pub fn default_socket(env: impl Fn(&str) -> Option<String>) -> PathBuf {
-    crate::config::state_dir(&crate::config::Cli::default(), env).join("lwsys.sock")
+    crate::config::client_socket(env, std::path::Path::exists)
 }
 
 /// Run `cli`, writing results to `out` and diagnostics to `err`, plain

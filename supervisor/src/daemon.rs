@@ -153,7 +153,7 @@ pub fn run(cli: Cli) -> i32 {
         crit!(log, "refusing the state directory"; "path" => %state_dir.display(), "error" => %e);
         return EXIT_USAGE;
     }
-    let socket = cli.socket.clone().unwrap_or_else(|| state_dir.join("lwsys.sock"));
+    let socket = config::socket_path(&cli, &state_dir, |k| std::env::var(k).ok());
     let system = actix::System::new();
     let end = system.block_on(serve_until_shutdown(
         cfg.clone(),
@@ -187,7 +187,7 @@ async fn serve_until_shutdown(
     stdio: bool,
 ) -> End {
     info!(log, "lwsysd starting"; "version" => env!("CARGO_PKG_VERSION"), "pid" => std::process::id(),
-          "state_dir" => %state_dir.display(), "boot_target" => %cfg.supervisor.boot_target);
+          "state_dir" => %state_dir.display(), "socket" => %socket.display(), "boot_target" => %cfg.supervisor.boot_target);
     // Bind before booting so a second daemon fails before it does anything.
     let listener = match bind_socket(&socket) {
         Ok(l) => l,
