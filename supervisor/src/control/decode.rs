@@ -71,6 +71,15 @@ mod tests {
     }
 
     #[test]
+    fn a_float_id_is_echoed_as_the_same_number() {
+        // Found by tests/tests/fuzz_lines.rs: without serde_json's
+        // float_roundtrip this id came back one ulp off
+        // (1.941026166419344e-134), so the client could not match it.
+        let r = decode_request(br#"{"id":[1.9410261664193438e-134],"op":"hello"}"#).unwrap();
+        assert_eq!(r.id.to_string(), "[1.9410261664193438e-134]");
+    }
+
+    #[test]
     fn bad_bytes_and_bad_shapes_get_their_codes() {
         assert_eq!(code(b"\xff{}"), (Value::Null, ErrorCode::ParseError));
         assert_eq!(code(b"{nope"), (Value::Null, ErrorCode::ParseError));
