@@ -135,9 +135,44 @@ fn expected(line: &[u8]) -> Option<(Value, Option<&'static [&'static str]>)> {
     }
 }
 
-/// Send `line`, then a marker request; read until the marker's reply and
-/// check the line got exactly one reply, with the right id, before it or
-/// after it.
+/// Send a `hello` whose id is `marker`; read until its reply, keeping
+/// the other replies in `got`. With `for_reply`, also wait a little for
+/// one reply besides the marker's, which may settle after it.
+fn read_to_marker(
+    c: &mut Client,
+    marker: &Value,
+    got: &mut Vec<Value>,
+    for_reply: bool,
+) -> Result<(), TestCaseError> {
+    let mut m = json!({"op": "hello"});
+    m["id"] = marker.clone();
+    c.send_raw(format!("{m}\n").as_bytes());
+    let mut marked = false;
+    let mut late = Duration::ZERO;
+    while !marked || (for_reply && got.is_empty() && late < Duration::from_secs(2)) {
+        let wait = if marked { Duration::from_millis(50) } else { WAIT };
+        let Some(v) = c.read(wait) else {
+            prop_assert!(marked, "no reply to the marker {}", marker);
+            late += wait;
+            continue;
+        };
+        if v.get("event").is_some() {
+            continue; // a random `subscribe` may have asked for events
+        }
+        if &v["id"] == marker {
+            prop_assert_eq!(&v["ok"], &json!(true), "marker: {}", v);
+            marked = true;
+        } else {
+            got.push(v);
+        }
+    }
+    Ok(())
+}
+
+/// Send `line` and check it got exactly one reply (none if blank) with
+/// the right id: replies are collected up to a marker request sent after
+/// it (and the line's reply, which may come after the marker's), then up
+/// to a second marker, so a duplicate reply would show.
 fn check_line(
     d: &TestDaemon,
     c: &mut Client,
@@ -149,37 +184,9 @@ fn check_line(
     let mut bytes = line.to_vec();
     bytes.push(b'\n');
     c.send_raw(&bytes);
-    let marker = json!({"fuzz_marker": n});
-    let mut m = json!({"op": "hello"});
-    m["id"] = marker.clone();
-    c.send_raw(format!("{m}\n").as_bytes());
-
     let mut got = Vec::new();
-    let mut marked = false;
-    let mut late = Duration::ZERO;
-    // Replies come when each op settles, so the line's reply may follow the
-    // marker's; once the marker is in, wait a little for it.
-    while !marked || (want.is_some() && got.is_empty() && late < Duration::from_secs(2)) {
-        let wait = if marked { Duration::from_millis(50) } else { WAIT };
-        let Some(v) = c.read(wait) else {
-            prop_assert!(
-                marked,
-                "no reply to the marker after {:?}",
-                String::from_utf8_lossy(line)
-            );
-            late += wait;
-            continue;
-        };
-        if v.get("event").is_some() {
-            continue; // a random `subscribe` may have asked for events
-        }
-        if v["id"] == marker {
-            prop_assert_eq!(&v["ok"], &json!(true), "marker: {}", v);
-            marked = true;
-        } else {
-            got.push(v);
-        }
-    }
+    read_to_marker(c, &json!({"fuzz_marker": n}), &mut got, want.is_some())?;
+    read_to_marker(c, &json!({"fuzz_marker_end": n}), &mut got, false)?;
     match want {
         None => prop_assert!(got.is_empty(), "a blank line was answered: {:?}", got),
         Some((id, codes)) => {
