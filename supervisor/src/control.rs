@@ -9,6 +9,7 @@
 //! line, rather than allowed to grow the daemon's memory or stall it.
 
 mod access;
+mod decode;
 mod framing;
 mod ops;
 mod ops_blob;
@@ -34,7 +35,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::handle::SystemHandle;
 pub use access::{needs_admin, AccessPolicy, Role};
+pub use decode::{decode_request, Request};
 pub use framing::{Frame, LineReader};
+pub use ops::ProtoError;
 pub use server::{bind_socket, serve, BindError, ClientGuard, ServerHandle};
 
 /// Requests a client may have waiting for an answer at once.
@@ -188,37 +191,9 @@ impl ControlSession {
     }
 
     fn handle_line(&mut self, line: &[u8], ctx: &mut Context<Self>) {
-        let text = match std::str::from_utf8(line) {
-            Ok(t) => t,
-            Err(e) => {
-                let err =
-                    ops::ProtoError::new(ErrorCode::ParseError, format!("line is not UTF-8: {e}"));
-                return self.reply(Value::Null, Err(err), ctx);
-            }
-        };
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                let err = ops::ProtoError::new(ErrorCode::ParseError, format!("not JSON: {e}"));
-                return self.reply(Value::Null, Err(err), ctx);
-            }
-        };
-        let Value::Object(mut req) = value else {
-            let err =
-                ops::ProtoError::new(ErrorCode::BadRequest, "a request must be a JSON object");
-            return self.reply(Value::Null, Err(err), ctx);
-        };
-        let id = req.remove("id").unwrap_or(Value::Null);
-        let op = match req.remove("op") {
-            Some(Value::String(op)) => op,
-            Some(_) => {
-                let err = ops::ProtoError::new(ErrorCode::BadRequest, "\"op\" must be a string");
-                return self.reply(id, Err(err), ctx);
-            }
-            None => {
-                let err = ops::ProtoError::new(ErrorCode::BadRequest, "missing \"op\"");
-                return self.reply(id, Err(err), ctx);
-            }
+        let decode::Request { id, op, params: req } = match decode_request(line) {
+            Ok(r) => r,
+            Err((id, err)) => return self.reply(id, Err(err), ctx),
         };
         if self.in_flight >= MAX_IN_FLIGHT {
             let err = ops::ProtoError::new(ErrorCode::Busy, "too many requests in flight");

@@ -41,11 +41,16 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
         loop {
             let avail = self.inner.fill_buf().await?;
             if avail.is_empty() {
-                if self.discarding || self.buf.is_empty() {
-                    self.discarding = false;
-                    return Ok(Frame::Eof);
-                }
-                return Ok(Frame::Line(std::mem::take(&mut self.buf)));
+                // A last line without its newline is framed like any other:
+                // a blank one is skipped here too, not answered.
+                let last = finish(std::mem::take(&mut self.buf));
+                return Ok(match last {
+                    Some(line) if !self.discarding => Frame::Line(line),
+                    _ => {
+                        self.discarding = false;
+                        Frame::Eof
+                    }
+                });
             }
             let (chunk, consumed, ended) = match avail.iter().position(|b| *b == b'\n') {
                 Some(i) => (&avail[..i], i + 1, true),
@@ -65,17 +70,21 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             self.buf.extend_from_slice(chunk);
             self.inner.consume(consumed);
             if ended {
-                if self.buf.last() == Some(&b'\r') {
-                    self.buf.pop();
+                match finish(std::mem::take(&mut self.buf)) {
+                    Some(line) => return Ok(Frame::Line(line)),
+                    None => continue,
                 }
-                if self.buf.iter().all(u8::is_ascii_whitespace) {
-                    self.buf.clear();
-                    continue;
-                }
-                return Ok(Frame::Line(std::mem::take(&mut self.buf)));
             }
         }
     }
+}
+
+/// A line as delivered: without a trailing `\r`; `None` when blank.
+fn finish(mut line: Vec<u8>) -> Option<Vec<u8>> {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    (!line.iter().all(u8::is_ascii_whitespace)).then_some(line)
 }
 
 #[cfg(test)]
@@ -107,6 +116,15 @@ mod tests {
                 Frame::Eof
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_blank_last_line_without_newline_is_skipped_too() {
+        // Found by the fuzz target: "\x0c\x0c" at EOF was delivered and so
+        // answered, unlike the same line with its newline.
+        assert_eq!(frames(b"{}\n\x0c\x0c", 100).await, [Frame::Line(b"{}".to_vec()), Frame::Eof]);
+        assert_eq!(frames(b" \r", 100).await, [Frame::Eof]);
+        assert_eq!(frames(b"{}\r", 100).await, [Frame::Line(b"{}".to_vec()), Frame::Eof]);
     }
 
     #[tokio::test]

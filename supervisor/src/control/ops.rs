@@ -30,6 +30,11 @@ impl ProtoError {
         Self { code, message: message.into(), extra: Map::new() }
     }
 
+    /// Its protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
     /// Add a top-level field.
     pub fn with(mut self, key: &str, value: impl serde::Serialize) -> Self {
         self.extra.insert(key.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));
