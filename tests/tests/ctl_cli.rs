@@ -5,9 +5,10 @@
 //! command, and colour only on a terminal.
 #![allow(clippy::unwrap_used)] // a test that cannot read its input should fail loudly
 
+#[path = "common/ota_repo.rs"]
+mod ota_repo;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 
@@ -165,48 +166,6 @@ fn man_lwsysd_prints_the_daemons_page_and_dir_writes_them_all() {
     }
 }
 
-/// A minimal HTTP/1.1 file server for `root` on 127.0.0.1:0.
-fn serve(root: PathBuf) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let root = root.clone();
-            std::thread::spawn(move || {
-                let _ = answer(conn, &root);
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-fn answer(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
-            break;
-        }
-    }
-    match std::fs::read(root.join(path.trim_start_matches('/'))) {
-        Ok(body) => {
-            write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )?;
-            conn.write_all(&body)
-        }
-        Err(_) => {
-            write!(conn, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        }
-    }
-}
-
 /// `lwsysctl ARGS` running in the background, its stdout lines on a
 /// channel.
 struct Watcher {
@@ -283,7 +242,7 @@ impl Published {
             &p("repo"),
         ]);
         assert!(made.contains("manifest.jws"), "{made}");
-        let url = serve(dir.path().join("repo"));
+        let url = ota_repo::serve(dir.path().join("repo"));
         Self { dir, url }
     }
 
