@@ -9,8 +9,6 @@
 //! that long to wake is up in time for the attempt.
 
 pub mod backoff;
-#[cfg(test)]
-mod chrony;
 pub mod sntp;
 pub mod softclock;
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! hanging it.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+pub mod chrony;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -7,124 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use lwsys_tests::chrony::{self, Chronyd};
 use lwsys_tests::{Client, Options, TestDaemon, WAIT};
 use serde_json::{json, Value};
 
-/// Seconds from the NTP epoch (1900) to the Unix epoch.
-const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
-
 fn unix_us() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros()).unwrap()
-}
-
-fn ntp_now() -> u64 {
-    let us = unix_us();
-    let secs = (us / 1_000_000 + NTP_UNIX_OFFSET_S) & 0xffff_ffff;
-    (secs << 32) | (((us % 1_000_000) << 32) / 1_000_000)
-}
-
-/// A UDP port that was free a moment ago.
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// One SNTP request to `addr`; whether a server-mode reply to it came back.
-fn sntp_answers(addr: SocketAddr) -> bool {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let mut req = [0u8; 48];
-    req[0] = (4 << 3) | 3;
-    let sent = ntp_now();
-    req[40..48].copy_from_slice(&sent.to_be_bytes());
-    if sock.send_to(&req, addr).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 128];
-    match sock.recv_from(&mut buf) {
-        Ok((n, _)) => {
-            n >= 48 && buf[0] & 7 == 4 && buf[1] != 0 && buf[24..32] == sent.to_be_bytes()
-        }
-        Err(_) => false,
-    }
-}
-
-/// A real chronyd serving the host clock on 127.0.0.1:`port`, never
-/// touching the machine's clock (`-x`); killed on drop.
-struct Chronyd {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-fn chronyd_binary() -> Option<PathBuf> {
-    let found = ["/usr/sbin/chronyd", "/usr/bin/chronyd", "/sbin/chronyd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        println!("skipped: chronyd not installed (scripts/test installs Debian's chrony)");
-    }
-    found
-}
-
-impl Chronyd {
-    /// Start on `port` and wait (bounded) until it answers SNTP.
-    fn start(port: u16) -> Option<Self> {
-        let bin = chronyd_binary()?;
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let conf = format!(
-            "port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\n\
-             pidfile {d}/chronyd.pid\ndriftfile {d}/drift\ndumpdir {d}\n"
-        );
-        let conf_path = dir.path().join("chrony.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let log = std::fs::File::create(dir.path().join("chronyd.log")).unwrap();
-        // -x: never adjust the clock; -d: foreground; -u root: no privilege
-        // drop, so it can use the tempdir.
-        let child = Command::new(bin)
-            .args(["-x", "-d", "-u", "root", "-f"])
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut me = Self { child: Some(child), port, dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !sntp_answers(me.addr()) {
-            if let Some(Ok(Some(st))) = me.child.as_mut().map(|c| c.try_wait()) {
-                panic!("chronyd exited with {st}: {}", me.log());
-            }
-            assert!(Instant::now() < deadline, "chronyd never answered: {}", me.log());
-        }
-        Some(me)
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("chronyd.log")).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Chronyd {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A fake NTP server answering every request with `reply(request)`; the
@@ -183,11 +73,11 @@ fn wait_pending(c: &mut Client) -> Value {
 
 #[test]
 fn sntp_defers_time_valid_until_chronyd_answers_then_boots_and_recovers_after_a_restart() {
-    if chronyd_binary().is_none() {
+    if chrony::binary().is_none() {
         return;
     }
     // The daemon starts before the server exists, so the deferral is seen.
-    let port = free_udp_port();
+    let port = chrony::free_udp_port();
     let server = format!("127.0.0.1:{port}");
     let d =
         TestDaemon::with(Options { config: Some(sntp_config(&server, "")), ..Options::default() });
@@ -207,7 +97,7 @@ fn sntp_defers_time_valid_until_chronyd_answers_then_boots_and_recovers_after_a_
     assert_eq!(r["source"], "none", "{r}");
 
     let started = Instant::now();
-    let Some(mut chrony) = Chronyd::start(port) else { return };
+    let Some(mut chrony) = Chronyd::start(Some(port)) else { return };
     let s = clock_event(&mut c, "synced");
     c.wait_state("OPERATIONAL");
     println!("boot resumed {:?} after chronyd started; synced: {s}", started.elapsed());
@@ -242,7 +132,7 @@ fn sntp_defers_time_valid_until_chronyd_answers_then_boots_and_recovers_after_a_
 
     drop(chrony);
     let restarted = Instant::now();
-    let _chrony = Chronyd::start(port).unwrap();
+    let _chrony = Chronyd::start(Some(port)).unwrap();
     let s = clock_event(&mut c, "synced");
     println!("recovered {:?} after restart: {s}", restarted.elapsed());
     assert!(s["offset_us"].as_i64().unwrap().abs() < 50_000, "{s}");

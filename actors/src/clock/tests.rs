@@ -8,9 +8,9 @@ use std::sync::Mutex;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::chrony::Chronyd;
 use super::*;
 use crate::time::unix_us;
+use lwsys_tests::chrony::Chronyd;
 
 fn log() -> Logger {
     Logger::root(slog::Discard, slog::o!())
@@ -382,7 +382,7 @@ async fn retries_back_off_exponentially_and_arm_early_by_the_wake_latency() {
 /// `failed` events with backoff; restarting it recovers.
 #[actix_rt::test]
 async fn chronyd_sync_defers_resumes_and_recovers_after_a_restart() {
-    let Some(mut chrony) = Chronyd::start(None).await else { return };
+    let Some(mut chrony) = Chronyd::start(None) else { return };
     let server = Arc::new(Mutex::new(String::new()));
     let name = server.clone();
     *server.lock().unwrap() = format!("127.0.0.1:{}", chrony.port);
@@ -428,7 +428,7 @@ async fn chronyd_sync_defers_resumes_and_recovers_after_a_restart() {
 
     let port = chrony.port;
     drop(chrony);
-    let _chrony = Chronyd::start(Some(port)).await.unwrap();
+    let _chrony = Chronyd::start(Some(port)).unwrap();
     loop {
         if let ClockEvent::Synced { offset_us, .. } =
             next_event(&mut r.events, Duration::from_secs(5)).await
