@@ -12,9 +12,9 @@
 //! which does not outlive the process. Setting a durable kind direct
 //! removes its stored value, so a restart finds it empty rather than stale.
 //!
-//! Store writes block the actor's thread for a commit (an fsync). That is
-//! acceptable for small, rare blob updates; bulk writers would need the
-//! store moved to a thread of its own.
+//! Store writes block the actor's thread for a commit (an fsync), so a
+//! system should run this actor on a thread of its own, as `lwsys::Builder`
+//! does, never on the event loop that answers consent and clients.
 //!
 //! Contents are never logged, only kind, slot and size: several kinds hold
 //! secrets ([`BlobKind::is_secret`]). Refusing secrets to other uids is the

@@ -393,4 +393,25 @@ mod tests {
         let found = h.ops().jit_trust_query(&[0xab; 20]).await;
         assert!(!matches!(found, Err(lwsys_actors::platform::OpError::Failed { .. })), "{found:?}");
     }
+
+    #[actix_rt::test]
+    async fn durable_blob_writes_do_not_need_the_event_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServiceConfig {
+            state_dir: Some(dir.path().to_owned()),
+            durable: vec![BlobKind::DeviceSerial],
+            ..ServiceConfig::default()
+        };
+        let h = Builder::new().services(cfg).start().unwrap();
+        let serial = h.blob(BlobKind::DeviceSerial, 0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = futures::executor::block_on(serial.set(&b"SN-1"[..]));
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        // This thread, the event loop, is held until the write is answered:
+        // the write (and its fsync) can only finish on a thread of its own.
+        let done = rx.recv_timeout(std::time::Duration::from_secs(20));
+        assert_eq!(done, Ok(Ok(4)), "the blob service needed the event loop");
+    }
 }

@@ -232,6 +232,10 @@ pub struct ServiceFactory {
     trust: TrustOrigin,
     clock_ops: Arc<dyn ClockOps>,
     services: ServicesWatch,
+    /// The blob service's own thread: a durable write waits for fsync
+    /// (milliseconds, or far longer on slow flash), which must not stall
+    /// the event loop that runs consent rounds and the control protocol.
+    blob_thread: actix::Arbiter,
 }
 
 /// Where the trust service's answers come from: loaded once, shared by
@@ -280,12 +284,14 @@ impl ServiceFactory {
             trust,
             clock_ops,
             services,
+            blob_thread: actix::Arbiter::new(),
         })
     }
 
     fn start_blobs(&self) -> Result<Addr<BlobService>, ServiceError> {
         let c = &self.cfg;
-        Ok(BlobService::new(&self.log, c.blob_max_bytes, &c.durable, self.store.clone())?.start())
+        let blobs = BlobService::new(&self.log, c.blob_max_bytes, &c.durable, self.store.clone())?;
+        Ok(BlobService::start_in_arbiter(&self.blob_thread.handle(), move |_| blobs))
     }
 
     fn start_clock(&self) -> Addr<ClockService> {
@@ -368,5 +374,13 @@ impl ServiceFactory {
         if wants("trust") {
             s.trust.do_send(WatchDeath(to.clone()));
         }
+    }
+}
+
+impl Drop for ServiceFactory {
+    fn drop(&mut self) {
+        // The system this factory served is gone: end the blob thread too,
+        // so a library user building many systems does not pile them up.
+        self.blob_thread.stop();
     }
 }
