@@ -236,7 +236,7 @@ impl ClockService {
                     SetOutcome::System => ClockSource::Sntp,
                     SetOutcome::Soft => ClockSource::Soft,
                 };
-                info!(self.log, "sntp synced"; "server" => &server, "offset_us" => s.offset_us,
+                info!(self.log, "sntp synced"; "server" => crate::LogSafe(&server), "offset_us" => s.offset_us,
                     "delay_us" => s.delay_us, "stratum" => s.stratum, "source" => %self.source);
                 self.backoff.reset();
                 self.arm(self.cfg.resync, ctx);
@@ -251,7 +251,7 @@ impl ClockService {
                 let delay = if refused { self.cfg.backoff_max } else { self.backoff.next_delay() };
                 let armed = self.arm(delay, ctx);
                 let retry_in_ms = u64::try_from(armed.as_millis()).unwrap_or(u64::MAX);
-                warn!(self.log, "sntp failed"; "server" => &server, "reason" => &reason,
+                warn!(self.log, "sntp failed"; "server" => crate::LogSafe(&server), "reason" => crate::LogSafe(&reason),
                     "retry_in_ms" => retry_in_ms);
                 self.last_error = Some(reason.clone());
                 self.emit(ClockEvent::Failed { reason, server, retry_in_ms });

@@ -26,12 +26,14 @@
 //!   running system provides.
 //! - [`lifecycle`]: `DeathNotice`, how a supervised service reports that
 //!   it is gone.
+//! - [`logsafe`]: `LogSafe`, client-chosen text escaped for log lines.
 #![forbid(unsafe_code)]
 
 pub mod attach;
 pub mod blobs;
 pub mod clock;
 pub mod lifecycle;
+pub mod logsafe;
 pub mod ota;
 pub mod platform;
 pub mod state;
@@ -42,6 +44,7 @@ pub mod trust;
 pub use attach::{AttachCtx, AttachHandle, AttachService, AttachTicket};
 pub use blobs::BlobService;
 pub use clock::ClockService;
+pub use logsafe::LogSafe;
 pub use state::StateService;
 pub use store::Store;
 pub use trust::TrustService;

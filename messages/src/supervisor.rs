@@ -107,14 +107,50 @@ impl WalkError {
 /// The answer to a walk request.
 pub type WalkResult = Result<WalkReport, WalkError>;
 
+/// Longest notifier name, in bytes.
+pub const MAX_NOTIFIER_NAME: usize = 64;
+
+/// Longest reason a control-protocol notifier may give with a verdict, in
+/// bytes: reasons are kept in the journal, so their size bounds its memory.
+pub const MAX_REASON: usize = 256;
+
+/// Whether `name` may name a notifier: 1 to [`MAX_NOTIFIER_NAME`] bytes of
+/// ASCII letters, digits and `_ - . : @`. Names appear in logs, events,
+/// `lwsysctl` tables and MQTT topics, so nothing in them may need quoting.
+pub fn is_valid_notifier_name(name: &str) -> bool {
+    (1..=MAX_NOTIFIER_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:@".contains(&b))
+}
+
+/// Whether `reason` may be given with a verdict: at most [`MAX_REASON`]
+/// bytes and no control characters (it is shown in terminals and logs).
+pub fn is_valid_reason(reason: &str) -> bool {
+    reason.len() <= MAX_REASON && !reason.chars().any(char::is_control)
+}
+
+/// The first [`MAX_NOTIFIER_NAME`] bytes of a client-chosen string (cut at
+/// a character boundary, with `…` when cut), for error messages that quote
+/// it: a reply never echoes an unbounded string.
+pub fn preview(s: &str) -> String {
+    if s.len() <= MAX_NOTIFIER_NAME {
+        return s.to_owned();
+    }
+    let mut end = MAX_NOTIFIER_NAME;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// A notifier registry error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotifierError {
     /// The name is taken by a live notifier.
     #[error("a notifier named {0:?} is already registered")]
     Duplicate(String),
-    /// The name is empty or too long.
-    #[error("bad notifier name {0:?}: 1 to 64 bytes")]
+    /// The name is empty, too long, or has a character outside the
+    /// allowed set (see [`is_valid_notifier_name`]); holds a [`preview`].
+    #[error("bad notifier name {0:?}: 1 to 64 bytes of ASCII letters, digits and _ - . : @")]
     BadName(String),
     /// No notifier has that name.
     #[error("no notifier named {0:?}")]

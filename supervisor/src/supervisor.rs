@@ -428,7 +428,8 @@ impl Supervisor {
         };
         let denied = matches!(outcome, RoundOutcome::Denied { .. });
         info!(self.log, "transition not made"; "from" => %self.current, "to" => %target,
-              "by" => %by, "verdict" => if denied { "deny" } else { "defer" }, "reason" => &reason);
+              "by" => %by, "verdict" => if denied { "deny" } else { "defer" },
+              "reason" => lwsys_actors::LogSafe(&reason));
         self.record_round(outcome);
         self.send_aborted();
         self.round = None;
@@ -785,7 +786,9 @@ impl Handler<Unregister> for Supervisor {
     type Result = Result<(), NotifierError>;
 
     fn handle(&mut self, msg: Unregister, ctx: &mut Self::Context) -> Self::Result {
-        let id = self.registry.find(&msg.name).ok_or(NotifierError::NotFound(msg.name))?;
+        let id = self.registry.find(&msg.name).ok_or_else(|| {
+            NotifierError::NotFound(lwsys_messages::supervisor::preview(&msg.name))
+        })?;
         self.drop_notifier(id, "requested", ctx);
         self.pump(ctx);
         Ok(())

@@ -335,14 +335,23 @@ impl ControlSession {
         let ticket = opt_u64(req, "ticket")?.ok_or_else(|| bad("missing \"ticket\""))?;
         let reason = match req.get("reason") {
             None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
+            Some(Value::String(s)) if lwsys_messages::supervisor::is_valid_reason(s) => s.clone(),
+            Some(Value::String(_)) => {
+                return Err(bad(format!(
+                    "\"reason\" must be at most {} bytes without control characters",
+                    lwsys_messages::supervisor::MAX_REASON
+                )))
+            }
             Some(_) => return Err(bad("\"reason\" must be a string")),
         };
         let verdict = match str_param(req, "verdict")? {
             "allow" => Verdict::Allow,
             "defer" => Verdict::Defer { reason },
             "deny" => Verdict::Deny { reason },
-            other => return Err(bad(format!("verdict {other:?} is not allow, defer or deny"))),
+            other => {
+                let other = lwsys_messages::supervisor::preview(other);
+                return Err(bad(format!("verdict {other:?} is not allow, defer or deny")));
+            }
         };
         let tx = self.tickets.remove(&ticket).ok_or_else(|| {
             ProtoError::new(ErrorCode::NotFound, format!("ticket {ticket} is unknown or stale"))

@@ -84,8 +84,8 @@ pub(crate) struct Registry {
 impl Registry {
     /// Add a notifier; a dead actor notifier holding the name is replaced.
     pub(crate) fn add(&mut self, name: &str, kind: Kind) -> Result<u64, NotifierError> {
-        if name.is_empty() || name.len() > 64 {
-            return Err(NotifierError::BadName(name.to_owned()));
+        if !lwsys_messages::supervisor::is_valid_notifier_name(name) {
+            return Err(NotifierError::BadName(lwsys_messages::supervisor::preview(name)));
         }
         if let Some(pos) = self.list.iter().position(|n| &*n.name == name) {
             if !self.list[pos].kind.is_dead() {
