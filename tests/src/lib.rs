@@ -201,7 +201,7 @@ impl TestDaemon {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                self.drain_log();
+                self.drain_log_to_eof();
                 return st;
             }
             assert!(Instant::now() < deadline, "lwsysd did not exit; log:\n{}", self.logs());
@@ -214,6 +214,21 @@ impl TestDaemon {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// After the exit: everything it wrote, up to the end of its stderr.
+    /// (A `try_recv` drain could miss lines the reader thread has not
+    /// passed on yet when the machine is busy.) Bounded, as a process it
+    /// started may still hold the pipe open.
+    fn drain_log_to_eof(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) => self.log.push(l),
+                Err(_) => return,
+            }
+        }
     }
 
     fn drain_log(&mut self) {
