@@ -153,6 +153,8 @@ pub fn run(cli: Cli) -> i32 {
         crit!(log, "refusing the state directory"; "path" => %state_dir.display(), "error" => %e);
         return EXIT_USAGE;
     }
+    let mut cfg = cfg;
+    cfg.control.max_clients = crate::fdlimit::fit_clients(&log, cfg.control.max_clients);
     let socket = config::socket_path(&cli, &state_dir, |k| std::env::var(k).ok());
     let system = actix::System::new();
     let end = system.block_on(serve_until_shutdown(

@@ -6,6 +6,7 @@
 //! - [`config`]: the `lwsysd` command line and TOML config.
 //! - [`control`]: the JSON-lines control server, one session per client.
 //! - [`daemon`]: the `lwsysd` runner: sockets, signals, orderly exit.
+//! - [`fdlimit`]: the open-file limit and how many clients fit in it.
 //! - [`logging`]: slog to stderr, term or JSON.
 //! - [`builder`]: `Builder`, the context-creation info (notifiers seen from
 //!   the first transition, timing, boot target).
@@ -22,6 +23,7 @@ pub mod control;
 pub mod ctl;
 pub mod ctl_ota;
 pub mod daemon;
+pub mod fdlimit;
 pub mod handle;
 pub mod logging;
 pub mod services;

@@ -54,6 +54,8 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Start under this open-file limit: `(soft, hard)`.
+    pub nofile: Option<(u64, u64)>,
 }
 
 /// A running `lwsysd` on a temporary state dir; killed on drop.
@@ -110,7 +112,17 @@ impl TestDaemon {
         };
         std::fs::create_dir_all(&state_dir).unwrap();
         let socket = state_dir.join("lwsys.sock");
-        let mut cmd = Command::new(bin_path("lwsysd"));
+        let mut cmd = match opts.nofile {
+            // The shell sets the limit and execs: no pre_exec (unsafe) needed.
+            Some((soft, hard)) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""))
+                    .arg(bin_path("lwsysd"));
+                c
+            }
+            None => Command::new(bin_path("lwsysd")),
+        };
         cmd.arg("--state-dir").arg(&state_dir).arg("--socket").arg(&socket);
         if let Some(text) = &opts.config {
             let path = state_dir.join("test-config.toml");
