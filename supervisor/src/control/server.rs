@@ -1,15 +1,18 @@
 //! The Unix socket listener: stale-socket handling, mode 0600, one
-//! `ControlSession` per accepted connection, and a client limit.
+//! `ControlSession` per accepted connection, and the connection limits:
+//! `max_clients` in all, `max_clients_per_uid` per read-only uid, and the
+//! last `admin_reserve` slots for admins only. A refused client is sent
+//! one `busy` error line saying which limit it hit, then closed.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use slog::{info, warn};
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 
-use super::{ControlSession, Peer, SessionEnv};
+use super::{release, ControlSession, Counts, Limits, Peer, Role, SessionEnv};
 
 /// Why the socket could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +62,13 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, BindError> {
 /// The running accept loop.
 pub struct ServerHandle {
     path: PathBuf,
-    clients: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
 }
 
 impl ServerHandle {
     /// Clients connected now.
     pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::SeqCst)
+        self.counts.clients()
     }
 }
 
@@ -76,15 +79,9 @@ impl Drop for ServerHandle {
 }
 
 /// Accept connections on `listener` until the runtime stops, one session
-/// each, refusing clients past `max_clients`.
-pub fn serve(
-    listener: UnixListener,
-    path: PathBuf,
-    env: SessionEnv,
-    max_clients: usize,
-) -> ServerHandle {
-    let clients = Arc::new(AtomicUsize::new(0));
-    let count = clients.clone();
+/// each, refusing clients past the limits in `env.limits`.
+pub fn serve(listener: UnixListener, path: PathBuf, env: SessionEnv) -> ServerHandle {
+    let counts = env.counts.clone();
     let log = env.log.clone();
     info!(log, "control socket ready"; "path" => %path.display());
     actix::spawn(async move {
@@ -109,13 +106,15 @@ pub fn serve(
                 warn!(log, "client not allowed; refusing"; "peer_uid" => peer.uid, "peer_gid" => peer.gid);
                 continue;
             };
-            if count.load(Ordering::SeqCst) >= max_clients {
-                warn!(log, "too many clients; refusing"; "max_clients" => max_clients, "peer_uid" => peer.uid);
-                continue;
-            }
-            count.fetch_add(1, Ordering::SeqCst);
+            let guard = match ClientGuard::take(&env.counts, &env.limits, peer.uid, role) {
+                Ok(g) => g,
+                Err(why) => {
+                    warn!(log, "connection refused"; "reason" => &why, "peer_uid" => peer.uid);
+                    refuse(&stream, &why);
+                    continue;
+                }
+            };
             let (r, w) = stream.into_split();
-            let guard = ClientGuard(count.clone());
             ControlSession::start(
                 env.clone(),
                 peer,
@@ -126,14 +125,65 @@ pub fn serve(
             );
         }
     });
-    ServerHandle { path, clients }
+    ServerHandle { path, counts }
 }
 
-/// Counts a connected client until its session is dropped.
-pub struct ClientGuard(Arc<AtomicUsize>);
+/// Tell a refused client why, if its socket takes the line at once (a
+/// fresh socket's buffer always does), without ever waiting on it.
+fn refuse(stream: &UnixStream, why: &str) {
+    let reply = super::ProtoError::new(lwsys_messages::ErrorCode::Busy, why)
+        .into_reply(serde_json::Value::Null);
+    if let Ok(mut line) = serde_json::to_vec(&reply) {
+        line.push(b'\n');
+        let _ = stream.try_write(&line);
+    }
+}
+
+/// Counts a connected client, in all and for its uid, until its session
+/// is dropped.
+pub struct ClientGuard {
+    counts: Arc<Counts>,
+    uid: u32,
+}
+
+impl ClientGuard {
+    /// Count a client of `uid` acting as `role`, or say which limit is full.
+    fn take(counts: &Arc<Counts>, limits: &Limits, uid: u32, role: Role) -> Result<Self, String> {
+        // One lock for the check and both increments, so two clients
+        // cannot both take the last slot.
+        let mut per_uid = counts.clients_per_uid.lock().unwrap_or_else(PoisonError::into_inner);
+        let all = counts.clients.load(Ordering::SeqCst);
+        if all >= limits.max_clients {
+            return Err(format!(
+                "too many clients ({} connected, max_clients)",
+                limits.max_clients
+            ));
+        }
+        if role == Role::ReadOnly {
+            let open = limits.max_clients.saturating_sub(limits.admin_reserve);
+            if all >= open {
+                return Err(format!(
+                    "the last {} of {} client slots are reserved for admins",
+                    limits.admin_reserve, limits.max_clients
+                ));
+            }
+            let mine = per_uid.get(&uid).copied().unwrap_or(0);
+            if mine >= limits.max_clients_per_uid {
+                return Err(format!(
+                    "uid {uid} has {} connections (max_clients_per_uid)",
+                    limits.max_clients_per_uid
+                ));
+            }
+        }
+        *per_uid.entry(uid).or_insert(0) += 1;
+        counts.clients.fetch_add(1, Ordering::SeqCst);
+        Ok(Self { counts: counts.clone(), uid })
+    }
+}
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        release(&self.counts.clients_per_uid, self.uid);
+        self.counts.clients.fetch_sub(1, Ordering::SeqCst);
     }
 }
