@@ -360,7 +360,7 @@ impl Default for SystemSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ControlSection {
     /// Bytes a client may have waiting to be written to it before it is
-    /// disconnected as too slow. Default 4 MiB; raised at run time to fit
+    /// disconnected as too slow. Default 8 MiB; raised at run time to fit
     /// one largest reply (see [`ControlSection::queue_bytes`]).
     pub client_queue_bytes: usize,
     /// Most clients connected at once; more are refused. Default 1024.
@@ -389,15 +389,18 @@ pub struct ControlSection {
     pub readonly_gids: Vec<u32>,
 }
 
-/// Room for a reply's JSON around its base64 payload.
+/// Room for a reply's JSON around its payload.
 const REPLY_OVERHEAD: usize = 4096;
 
 impl ControlSection {
     /// The outgoing queue bound actually used: `client_queue_bytes`, but at
-    /// least one `blob.get` of a `max_blob`-byte blob (base64 plus
-    /// [`REPLY_OVERHEAD`]), so a client that reads can always be answered.
+    /// least one `blob.get` of a `max_blob`-byte blob, so a client that
+    /// reads can always be answered. That reply carries the bytes twice:
+    /// base64 (4 per 3) and, when they are UTF-8, as a JSON string, where
+    /// a control character takes 6 (`\u0001`); plus [`REPLY_OVERHEAD`].
     pub fn queue_bytes(&self, max_blob: usize) -> usize {
-        let largest = max_blob.div_ceil(3).saturating_mul(4).saturating_add(REPLY_OVERHEAD);
+        let b64 = max_blob.div_ceil(3).saturating_mul(4);
+        let largest = b64.saturating_add(max_blob.saturating_mul(6)).saturating_add(REPLY_OVERHEAD);
         self.client_queue_bytes.max(largest)
     }
 }
@@ -405,7 +408,7 @@ impl ControlSection {
 impl Default for ControlSection {
     fn default() -> Self {
         Self {
-            client_queue_bytes: 4 << 20,
+            client_queue_bytes: 8 << 20,
             max_clients: 1024,
             max_clients_per_uid: 64,
             admin_reserve: 8,

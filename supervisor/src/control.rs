@@ -41,7 +41,7 @@ use lwsys_messages::ErrorCode;
 use serde_json::{json, Map, Value};
 use slog::{debug, info, warn, Logger};
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::handle::SystemHandle;
 pub use access::{needs_admin, AccessPolicy, Role};
@@ -53,6 +53,11 @@ pub use server::{bind_socket, serve, BindError, ClientGuard, ServerHandle};
 
 /// Requests a client may have waiting for an answer at once.
 pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Requests with possibly large replies (`blob.get`, `state.explain`) a
+/// client may have being made at once; while it has this many, its next
+/// line is not read. Bounds the memory of replies made but not yet queued.
+pub const MAX_LARGE_IN_FLIGHT: usize = 4;
 
 /// How long replies already queued for a client that hung up may take to
 /// be written before its socket is closed regardless.
@@ -225,7 +230,7 @@ pub struct ControlSession {
 /// A frame read from the connection, delivered to the session.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Incoming(std::io::Result<Frame>);
+struct Incoming(std::io::Result<Frame>, Option<OwnedSemaphorePermit>);
 
 impl ControlSession {
     /// Start a session on `reader`/`writer` for `peer` acting as `role`;
@@ -252,11 +257,17 @@ impl ControlSession {
         ControlSession::create(move |ctx| {
             // One frame at a time: the next is read only after this one was
             // handled, which bounds what a client can make us buffer.
-            let frames = futures::stream::unfold(Some(LineReader::new(reader)), |r| async move {
-                let mut r = r?;
+            // And no frame is read while MAX_LARGE_IN_FLIGHT large replies
+            // are being made: a client that pipelines `blob.get`s without
+            // reading is held back by its socket, not buffered for.
+            let gate = Arc::new(Semaphore::new(MAX_LARGE_IN_FLIGHT));
+            let start = Some((LineReader::new(reader), gate));
+            let frames = futures::stream::unfold(start, |st| async move {
+                let (mut r, gate) = st?;
+                let permit = gate.clone().acquire_owned().await.ok();
                 let f = r.next_frame().await;
                 let done = matches!(f, Ok(Frame::Eof) | Err(_));
-                Some((Incoming(f), (!done).then_some(r)))
+                Some((Incoming(f, permit), (!done).then_some((r, gate))))
             });
             ctx.add_stream(frames);
             debug!(log, "client connected");
@@ -382,7 +393,12 @@ impl ControlSession {
         }
     }
 
-    fn handle_line(&mut self, line: &[u8], ctx: &mut Context<Self>) {
+    fn handle_line(
+        &mut self,
+        line: &[u8],
+        permit: Option<OwnedSemaphorePermit>,
+        ctx: &mut Context<Self>,
+    ) {
         let decode::Request { id, op, params: req } = match decode_request(line) {
             Ok(r) => r,
             Err((id, err)) => return self.reply(id, Err(err), ctx),
@@ -391,6 +407,8 @@ impl ControlSession {
             let err = ops::ProtoError::new(ErrorCode::Busy, "too many requests in flight");
             return self.reply(id, Err(err), ctx);
         }
+        // Only a large reply keeps the read permit until it is queued.
+        let permit = permit.filter(|_| matches!(op.as_str(), "blob.get" | "state.explain"));
         match self.dispatch(&op, req, ctx) {
             ops::Dispatch::Now(res) => self.reply(id, res, ctx),
             ops::Dispatch::Later(fut) => {
@@ -398,6 +416,7 @@ impl ControlSession {
                 ctx.spawn(fut.map(move |res, act: &mut Self, ctx| {
                     act.in_flight -= 1;
                     act.reply(id, res, ctx);
+                    drop(permit);
                 }));
             }
         }
@@ -436,7 +455,7 @@ impl StreamHandler<Incoming> for ControlSession {
             self.arm_idle(ctx);
         }
         match item.0 {
-            Ok(Frame::Line(line)) => self.handle_line(&line, ctx),
+            Ok(Frame::Line(line)) => self.handle_line(&line, item.1, ctx),
             Ok(Frame::TooLarge) => {
                 let err = ops::ProtoError::new(
                     ErrorCode::TooLarge,

@@ -266,6 +266,22 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_blob_get_reply_fits_the_smallest_queue_bound() {
+        // Control characters are the worst case: 6 bytes each as JSON text.
+        let max = 1 << 16;
+        let cfg = crate::config::ControlSection { client_queue_bytes: 1, ..Default::default() };
+        let bound = cfg.queue_bytes(max);
+        for byte in [0x01u8, b'"', b'a', 0xff] {
+            let b = BlobBytes { data: vec![byte; max].into(), size: max };
+            let line = super::super::ok_line(&serde_json::json!(u64::MAX), &get_reply(&b)).unwrap();
+            assert!(line.len() < bound, "{byte:#x}: reply {} > bound {bound}", line.len());
+        }
+        // The default bound holds the default max_bytes (1 MiB).
+        let d = crate::config::ControlSection::default();
+        assert_eq!(d.queue_bytes(1 << 20), 8 << 20);
+    }
+
+    #[test]
     fn data_needs_exactly_one_of_text_and_base64() {
         let m = |v: Value| fields(v);
         assert_eq!(data_param(&m(json!({"data": "hi"}))).unwrap(), &b"hi"[..]);
