@@ -12,8 +12,10 @@
 //! error the session stops at once, which drops its pending requests
 //! (`state.wait` waiters go with their receivers), cancels its queued
 //! `attach` items, drops its consent tickets (the round reads them as
-//! deferred), unregisters its notifier, and frees its client slot and file
-//! descriptor. Replies already queued get [`LINGER`] to be written. A
+//! deferred) and unregisters its notifier. Replies already queued get at
+//! most [`LINGER`] to be written; then the file descriptor and the client
+//! slot (held by the writer, so lingering connections count against
+//! `max_clients`) are freed. A
 //! connection that holds nothing and sends nothing for the idle timeout is
 //! closed; `attach` items are limited per connection and per uid
 //! ([`Limits`]).
@@ -219,7 +221,6 @@ pub struct ControlSession {
     next_attach: u64,
     /// For stdio: EOF shuts the daemon down.
     shutdown_on_eof: bool,
-    _guard: Option<ClientGuard>,
     notifier: Option<String>,
     tickets: HashMap<u64, oneshot::Sender<Verdict>>,
     next_ticket: u64,
@@ -241,7 +242,7 @@ impl ControlSession {
         peer: Peer,
         role: Role,
         reader: R,
-        writer: W,
+        writer_half: W,
         guard: Option<ClientGuard>,
     ) -> Addr<Self>
     where
@@ -253,7 +254,12 @@ impl ControlSession {
         let queued = Arc::new(AtomicUsize::new(0));
         let log =
             env.log.new(slog::o!("peer_uid" => peer.uid, "peer_pid" => peer.pid.unwrap_or(0)));
-        tokio::spawn(write_lines(writer, rx, abort_rx, queued.clone(), env.unwritten.clone()));
+        let shutdown_on_eof = guard.is_none();
+        // The writer holds the client's slot: it is the last to let go of
+        // the connection (it may linger to write what is queued), so the
+        // slot bounds lingering connections too.
+        let writer = Writer { rx, abort: abort_rx, queued: queued.clone(), guard };
+        tokio::spawn(write_lines(writer_half, writer, env.unwritten.clone()));
         ControlSession::create(move |ctx| {
             // One frame at a time: the next is read only after this one was
             // handled, which bounds what a client can make us buffer.
@@ -285,8 +291,7 @@ impl ControlSession {
                 attaches: HashMap::new(),
                 attach_live: 0,
                 next_attach: 0,
-                shutdown_on_eof: guard.is_none(),
-                _guard: guard,
+                shutdown_on_eof,
                 notifier: None,
                 tickets: HashMap::new(),
                 next_ticket: 0,
@@ -571,13 +576,16 @@ fn ok_line(id: &Value, fields: &Map<String, Value>) -> serde_json::Result<Vec<u8
 /// `abort` firing drops the rest at once (a client over its queue bound);
 /// its sender dropped means the session ended, and what is queued then
 /// gets [`LINGER`] to be written before the socket is closed regardless.
-async fn write_lines<W: AsyncWrite + Unpin>(
-    w: W,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+struct Writer {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
     abort: oneshot::Receiver<()>,
     queued: Arc<AtomicUsize>,
-    unwritten: Arc<AtomicUsize>,
-) {
+    /// Released when the writer ends, with the socket.
+    guard: Option<ClientGuard>,
+}
+
+async fn write_lines<W: AsyncWrite + Unpin>(w: W, wr: Writer, unwritten: Arc<AtomicUsize>) {
+    let Writer { mut rx, abort, queued, guard } = wr;
     let mut w = tokio::io::BufWriter::new(w);
     let pump = async {
         while let Some(line) = rx.recv().await {
@@ -608,6 +616,8 @@ async fn write_lines<W: AsyncWrite + Unpin>(
     while rx.recv().await.is_some() {
         unwritten.fetch_sub(1, Ordering::SeqCst);
     }
+    drop(w);
+    drop(guard);
 }
 
 #[cfg(test)]

@@ -109,6 +109,41 @@ fn a_client_that_never_reads_is_cut_off_at_its_queue_bound_and_others_are_served
     info_until(&mut other, "back to two clients", |i| i["clients"]["connected"] == 2);
 }
 
+#[test]
+fn a_client_that_half_closes_and_never_reads_is_let_go_within_the_linger() {
+    let d = at_context_created("");
+    let mut admin = d.connect();
+    // Services the jumps wake open what they need first.
+    for target in ["PRE_PRIV_DROP", "CONTEXT_CREATED"] {
+        admin.ok("state.jump", json!({"target": target}));
+    }
+    let fds0 = d.fd_count();
+    // A subscriber that is sent about 4000 events (some 360 KB: under the
+    // queue bound, over the socket buffer) and a wait that will never be
+    // answered, then EOF on its writing side while it keeps the socket
+    // and reads nothing.
+    let mut s = UnixStream::connect(d.socket()).unwrap();
+    s.write_all(b"{\"op\":\"subscribe\",\"events\":[\"state\"]}\n").unwrap();
+    s.write_all(b"{\"op\":\"state.wait\",\"state\":\"OPERATIONAL\"}\n").unwrap();
+    info_until(&mut admin, "a wait", |i| i["waiters"] == 1);
+    for _ in 0..2000 {
+        for target in ["PRE_PRIV_DROP", "CONTEXT_CREATED"] {
+            admin.ok("state.jump", json!({"target": target}));
+        }
+    }
+    let t0 = Instant::now();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    // The wait goes at once; the slot when the queued events are written
+    // or the 5 s linger ends, whichever is first.
+    info_until(&mut admin, "the wait released", |i| i["waiters"] == 0);
+    info_until(&mut admin, "the slot released", |i| i["clients"]["connected"] == 1);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(8), "slot held {took:?}, bound 5 s linger (+3 s slack)");
+    let fds = d.fd_count();
+    assert!(fds <= fds0, "{fds} fds open, {fds0} before");
+    drop(s);
+}
+
 fn wait_cycle_line() -> &'static str {
     "{\"id\":1,\"op\":\"state.wait\",\"state\":\"OPERATIONAL\"}\n{\"id\":2,\"op\":\"hello\"}\n"
 }

@@ -85,6 +85,7 @@ pub fn serve(listener: UnixListener, path: PathBuf, env: SessionEnv) -> ServerHa
     let log = env.log.clone();
     info!(log, "control socket ready"; "path" => %path.display());
     actix::spawn(async move {
+        let mut refusals = RefusalLog::default();
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(s) => s,
@@ -103,13 +104,13 @@ pub fn serve(listener: UnixListener, path: PathBuf, env: SessionEnv) -> ServerHa
                 }
             };
             let Some(role) = env.access.role(&peer) else {
-                warn!(log, "client not allowed; refusing"; "peer_uid" => peer.uid, "peer_gid" => peer.gid);
+                refusals.note(&log, "client not allowed", &peer);
                 continue;
             };
             let guard = match ClientGuard::take(&env.counts, &env.limits, peer.uid, role) {
                 Ok(g) => g,
                 Err(why) => {
-                    warn!(log, "connection refused"; "reason" => &why, "peer_uid" => peer.uid);
+                    refusals.note(&log, &why, &peer);
                     refuse(&stream, &why);
                     continue;
                 }
@@ -128,6 +129,29 @@ pub fn serve(listener: UnixListener, path: PathBuf, env: SessionEnv) -> ServerHa
     ServerHandle { path, counts }
 }
 
+/// At most one warning a second about refused connections, so a client
+/// that reconnects in a loop cannot flood the log; the rest are counted
+/// and the count is logged with the next warning.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, log: &slog::Logger, why: &str, peer: &Peer) {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
+            self.suppressed += 1;
+            return;
+        }
+        warn!(log, "connection refused"; "reason" => why, "peer_uid" => peer.uid,
+              "peer_gid" => peer.gid, "suppressed_before" => self.suppressed);
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
 /// Tell a refused client why, if its socket takes the line at once (a
 /// fresh socket's buffer always does), without ever waiting on it.
 fn refuse(stream: &UnixStream, why: &str) {
@@ -139,8 +163,8 @@ fn refuse(stream: &UnixStream, why: &str) {
     }
 }
 
-/// Counts a connected client, in all and for its uid, until its session
-/// is dropped.
+/// Counts a connected client, in all and for its uid, until its
+/// connection is closed (its writer ends).
 pub struct ClientGuard {
     counts: Arc<Counts>,
     uid: u32,
