@@ -211,3 +211,51 @@ impl Drop for ClientGuard {
         self.counts.clients.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test that cannot take a slot should fail loudly
+
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { max_clients: 6, max_clients_per_uid: 2, admin_reserve: 2, ..Limits::default() }
+    }
+
+    #[test]
+    fn read_only_uids_are_held_to_their_own_limit_and_never_take_the_admin_reserve() {
+        let counts = Arc::new(Counts::default());
+        let l = limits();
+        let a = ClientGuard::take(&counts, &l, 1000, Role::ReadOnly).unwrap();
+        let _b = ClientGuard::take(&counts, &l, 1000, Role::ReadOnly).unwrap();
+        let e = ClientGuard::take(&counts, &l, 1000, Role::ReadOnly).err().unwrap();
+        assert_eq!(e, "uid 1000 has 2 connections (max_clients_per_uid)");
+        let _c = ClientGuard::take(&counts, &l, 1001, Role::ReadOnly).unwrap();
+        let _d = ClientGuard::take(&counts, &l, 1002, Role::ReadOnly).unwrap();
+        // 4 of 6 taken: the last 2 are the admins'.
+        let e = ClientGuard::take(&counts, &l, 1003, Role::ReadOnly).err().unwrap();
+        assert_eq!(e, "the last 2 of 6 client slots are reserved for admins");
+        let _r1 = ClientGuard::take(&counts, &l, 0, Role::Admin).unwrap();
+        let _r2 = ClientGuard::take(&counts, &l, 0, Role::Admin).unwrap();
+        let e = ClientGuard::take(&counts, &l, 0, Role::Admin).err().unwrap();
+        assert_eq!(e, "too many clients (6 connected, max_clients)");
+        // A closed connection gives its slot back, to its uid too.
+        drop(a);
+        assert_eq!(counts.clients(), 5);
+        assert!(ClientGuard::take(&counts, &l, 0, Role::Admin).is_ok());
+        let table = counts.clients_per_uid.lock().unwrap();
+        assert_eq!(table.get(&1000), Some(&1));
+    }
+
+    #[test]
+    fn attach_slots_per_uid_are_bounded_and_given_back() {
+        let counts = Arc::new(Counts::default());
+        let slots: Vec<_> = (0..3).map(|_| counts.take_attach(7, 3).unwrap()).collect();
+        assert!(counts.take_attach(7, 3).is_none());
+        assert!(counts.take_attach(8, 3).is_some());
+        assert_eq!(counts.attaches(), 3);
+        drop(slots);
+        assert_eq!(counts.attaches(), 0);
+        assert!(counts.attach_per_uid.lock().unwrap().is_empty(), "a uid at zero is forgotten");
+    }
+}
