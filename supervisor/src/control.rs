@@ -234,9 +234,10 @@ pub struct ControlSession {
 struct Incoming(std::io::Result<Frame>, Option<OwnedSemaphorePermit>);
 
 impl ControlSession {
-    /// Start a session on `reader`/`writer` for `peer` acting as `role`;
-    /// `guard` counts the client while the session lives; a session without
-    /// one (stdio) shuts the daemon down at EOF.
+    /// Start a session on `reader`/`writer_half` for `peer` acting as
+    /// `role`; `guard` counts the client until its connection is closed
+    /// (the writer lets it go last); a session without one (stdio) shuts
+    /// the daemon down at EOF.
     pub fn start<R, W>(
         env: SessionEnv,
         peer: Peer,
