@@ -61,6 +61,12 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// line is not read. Bounds the memory of replies made but not yet queued.
 pub const MAX_LARGE_IN_FLIGHT: usize = 4;
 
+/// Whether `op`'s reply may be large: it then holds a large-reply permit
+/// while it is made.
+fn large_reply(op: &str) -> bool {
+    matches!(op, "blob.get" | "state.explain")
+}
+
 /// How long replies already queued for a client that hung up may take to
 /// be written before its socket is closed regardless.
 pub const LINGER: Duration = Duration::from_secs(5);
@@ -204,6 +210,8 @@ pub struct ControlSession {
     peer: Peer,
     role: Role,
     out: mpsc::UnboundedSender<Vec<u8>>,
+    /// Permits for large replies being made (see [`MAX_LARGE_IN_FLIGHT`]).
+    gate: Arc<Semaphore>,
     /// Bytes queued for the writer and not yet written.
     queued: Arc<AtomicUsize>,
     /// Tells the writer to drop what is queued and close now.
@@ -268,7 +276,7 @@ impl ControlSession {
             // are being made: a client that pipelines `blob.get`s without
             // reading is held back by its socket, not buffered for.
             let gate = Arc::new(Semaphore::new(MAX_LARGE_IN_FLIGHT));
-            let start = Some((LineReader::new(reader), gate));
+            let start = Some((LineReader::new(reader), gate.clone()));
             let frames = futures::stream::unfold(start, |st| async move {
                 let (mut r, gate) = st?;
                 let permit = gate.clone().acquire_owned().await.ok();
@@ -284,6 +292,7 @@ impl ControlSession {
                 peer,
                 role,
                 out: tx,
+                gate,
                 queued,
                 abort: Some(abort_tx),
                 in_flight: 0,
@@ -414,7 +423,7 @@ impl ControlSession {
             return self.reply(id, Err(err), ctx);
         }
         // Only a large reply keeps the read permit until it is queued.
-        let permit = permit.filter(|_| matches!(op.as_str(), "blob.get" | "state.explain"));
+        let permit = permit.filter(|_| large_reply(&op));
         match self.dispatch(&op, req, ctx) {
             ops::Dispatch::Now(res) => self.reply(id, res, ctx),
             ops::Dispatch::Later(fut) => {

@@ -110,6 +110,31 @@ fn a_client_that_never_reads_is_cut_off_at_its_queue_bound_and_others_are_served
 }
 
 #[test]
+fn attach_items_that_become_ready_together_make_only_a_few_large_replies_at_once() {
+    let mut d = at_context_created("");
+    let mut admin = d.connect();
+    // A 1 MiB blob: each blob.get reply is about 2.4 MB.
+    let half = "t".repeat(512 * 1024);
+    admin.ok("blob.set", json!({"kind": "DEVICE_TYPE", "data": half}));
+    admin.ok("blob.append", json!({"kind": "DEVICE_TYPE", "data": half}));
+    let rss0 = d.rss_kib();
+    // 64 attached blob.gets (this connection's whole quota), all ready at
+    // the same commit, from a client that never reads.
+    let mut deaf = UnixStream::connect(d.socket()).unwrap();
+    let req = "{\"op\":\"attach\",\"state\":\"PRE_PRIV_DROP\",\"request\":{\"op\":\"blob.get\",\"kind\":\"DEVICE_TYPE\"}}\n";
+    deaf.write_all(req.repeat(64).as_bytes()).unwrap();
+    info_until(&mut admin, "64 attaches", |i| i["clients"]["attach_pending"] == 64);
+    admin.ok("state.steps", json!({"target": "PRE_PRIV_DROP"}));
+    d.wait_log("not reading");
+    let grown = d.rss_kib().saturating_sub(rss0);
+    // Without the large-reply permits all 64 copies (64 MiB) were made at
+    // once; now 4 replies at most besides the 8 MiB queue.
+    assert!(grown < 40 * 1024, "RSS grew {grown} KiB (bound 40 MiB)");
+    info_until(&mut admin, "the attaches released", |i| i["clients"]["attach_pending"] == 0);
+    drop(deaf);
+}
+
+#[test]
 fn a_client_that_half_closes_and_never_reads_is_let_go_within_the_linger() {
     let d = at_context_created("");
     let mut admin = d.connect();

@@ -70,6 +70,25 @@ impl ControlSession {
                     ErrorCode::Internal,
                     "the attach was dropped (shutting down)",
                 )))),
+                // A large reply waits for one of the connection's
+                // large-reply permits, as on the top level: attach items
+                // that all become ready at once cannot make 64 of them.
+                Ok(()) if super::large_reply(&op) => {
+                    let gate = act.gate.clone();
+                    Box::pin(actix::fut::wrap_future::<_, Self>(gate.acquire_owned()).then(
+                        move |permit, act, ctx| {
+                            let fut: ResponseActFuture<Self, OpResult> =
+                                match act.dispatch(&op, nested, ctx) {
+                                    Dispatch::Now(r) => Box::pin(actix::fut::ready(r)),
+                                    Dispatch::Later(f) => f,
+                                };
+                            fut.map(move |r, _, _| {
+                                drop(permit);
+                                r
+                            })
+                        },
+                    ))
+                }
                 Ok(()) => match act.dispatch(&op, nested, ctx) {
                     Dispatch::Now(r) => Box::pin(actix::fut::ready(r)),
                     Dispatch::Later(f) => f,
