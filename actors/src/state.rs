@@ -2,8 +2,15 @@
 //! entered, the bounded journal of consent rounds, and the observers and
 //! waiters that follow the state. It changes state only on a [`Commit`]
 //! whose `from` is the current state.
+//!
+//! A waiter whose asker went away (a client that hung up) is forgotten
+//! without waiting for a commit that may never come: [`AddWaiter`] hands
+//! the service only the sending half of a oneshot, so a dropped receiver
+//! shows as a closed sender, and closed senders are swept when waiters are
+//! added (amortised) and on a timer while any are kept.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use actix::prelude::*;
 use lwsys_messages::state::{
@@ -18,6 +25,27 @@ use crate::time::unix_us;
 /// How many consent rounds the journal keeps unless configured otherwise.
 pub const DEFAULT_JOURNAL_LEN: usize = 256;
 
+/// How often waiters whose askers went away are swept while any are kept.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// Registers a waiter: `tx` is sent the current state once it is at or
+/// past `state`. Dropping the receiving half cancels the wait; the
+/// service then forgets it within [`SWEEP_EVERY`] or at the next add.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddWaiter {
+    /// The state to wait for.
+    pub state: SystemState,
+    /// Where to answer.
+    pub tx: oneshot::Sender<SystemState>,
+}
+
+/// How many waiters the service keeps (for `system.info` and tests of
+/// cancellation); swept first, so closed ones are not counted.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountWaiters;
+
 /// Owns the current state. See the module docs.
 pub struct StateService {
     state: SystemState,
@@ -26,6 +54,11 @@ pub struct StateService {
     journal_len: usize,
     observers: Vec<Recipient<Changed>>,
     waiters: Vec<Waiter>,
+    /// Waiters kept after the last sweep: the next add-time sweep runs
+    /// once the list has doubled, so sweeping stays amortised O(1).
+    swept_len: usize,
+    /// A sweep timer is armed.
+    sweeping: bool,
     /// The current reading, for readers that must not wait for a turn of
     /// this actor's mailbox (`state.get` on a busy daemon).
     snapshot: watch::Sender<StateReading>,
@@ -50,6 +83,8 @@ impl StateService {
             journal_len: journal_len.max(1),
             observers: Vec::new(),
             waiters: Vec::new(),
+            swept_len: 0,
+            sweeping: false,
             snapshot: watch::Sender::new(StateReading { state, since_us }),
             log: log.new(slog::o!("service" => "state")),
         }
@@ -64,6 +99,26 @@ impl StateService {
 
     fn reading(&self) -> StateReading {
         StateReading { state: self.state, since_us: self.since_us }
+    }
+
+    /// Forget waiters nobody listens to any more.
+    fn sweep(&mut self) {
+        self.waiters.retain(|w| !w.tx.is_closed());
+        self.swept_len = self.waiters.len();
+    }
+
+    /// Keep a timer sweeping while waiters are kept, so those of clients
+    /// that left go even when no commit and no new wait comes.
+    fn arm_sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.sweeping || self.waiters.is_empty() {
+            return;
+        }
+        self.sweeping = true;
+        ctx.run_later(SWEEP_EVERY, |act, ctx| {
+            act.sweeping = false;
+            act.sweep();
+            act.arm_sweep(ctx);
+        });
     }
 }
 
@@ -135,6 +190,34 @@ impl Handler<WaitFor> for StateService {
             act.waiters.retain(|w| !w.tx.is_closed());
             got.filter(|s| *s >= wanted).ok_or(WaitTimedOut { wanted, current: act.state })
         }))
+    }
+}
+
+impl Handler<AddWaiter> for StateService {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddWaiter, ctx: &mut Self::Context) {
+        if self.state >= msg.state {
+            let _ = msg.tx.send(self.state);
+            return;
+        }
+        if msg.tx.is_closed() {
+            return;
+        }
+        if self.waiters.len() >= (self.swept_len * 2).max(64) {
+            self.sweep();
+        }
+        self.waiters.push(Waiter { wanted: msg.state, tx: msg.tx });
+        self.arm_sweep(ctx);
+    }
+}
+
+impl Handler<CountWaiters> for StateService {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: CountWaiters, _ctx: &mut Self::Context) -> usize {
+        self.sweep();
+        self.waiters.len()
     }
 }
 
@@ -267,14 +350,55 @@ mod tests {
         assert_eq!(pending, 0);
     }
 
-    /// Test-only: how many waiters are kept.
+    #[actix_rt::test]
+    async fn a_waiter_whose_asker_left_is_forgotten_without_a_commit() {
+        let s = StateService::new(&log(), 8).start();
+        let mut kept = Vec::new();
+        for i in 0..1000 {
+            let (tx, rx) = oneshot::channel();
+            s.send(AddWaiter { state: SystemState::Operational, tx }).await.unwrap();
+            // Every tenth asker stays; the rest hang up at once.
+            if i % 10 == 0 {
+                kept.push(rx);
+            }
+        }
+        assert_eq!(s.send(CountWaiters).await.unwrap(), 100);
+        drop(kept);
+        // No count asked: the timer alone must sweep them.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let n = s.send(ProbeLen).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < until, "{n} waiters still kept");
+        }
+    }
+
+    #[actix_rt::test]
+    async fn add_waiter_answers_at_once_when_already_there_and_on_commit_otherwise() {
+        let s = StateService::new(&log(), 8).start();
+        let (tx, rx) = oneshot::channel();
+        s.send(AddWaiter { state: SystemState::PrePrivDrop, tx }).await.unwrap();
+        s.send(Commit { from: SystemState::ContextCreated, to: SystemState::PrePrivDrop })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rx.await.unwrap(), SystemState::PrePrivDrop);
+        let (tx, rx) = oneshot::channel();
+        s.send(AddWaiter { state: SystemState::ContextCreated, tx }).await.unwrap();
+        assert_eq!(rx.await.unwrap(), SystemState::PrePrivDrop);
+    }
+
+    /// Test-only: the raw length of the waiter list, without a sweep.
     #[derive(Message)]
     #[rtype(result = "usize")]
-    struct CountWaiters;
+    struct ProbeLen;
 
-    impl Handler<CountWaiters> for StateService {
+    impl Handler<ProbeLen> for StateService {
         type Result = usize;
-        fn handle(&mut self, _: CountWaiters, _: &mut Self::Context) -> usize {
+        fn handle(&mut self, _: ProbeLen, _: &mut Self::Context) -> usize {
             self.waiters.len()
         }
     }

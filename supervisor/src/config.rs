@@ -359,11 +359,25 @@ impl Default for SystemSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlSection {
-    /// Lines a client may have waiting to be written before it is
-    /// disconnected as too slow. Default 4096.
-    pub client_queue: usize,
+    /// Bytes a client may have waiting to be written to it before it is
+    /// disconnected as too slow. Default 8 MiB; raised at run time to fit
+    /// one largest reply (see [`ControlSection::queue_bytes`]).
+    pub client_queue_bytes: usize,
     /// Most clients connected at once; more are refused. Default 1024.
     pub max_clients: usize,
+    /// Most connections one read-only uid may hold at once. Default 64.
+    pub max_clients_per_uid: usize,
+    /// Slots of `max_clients` that read-only clients may never take, so an
+    /// admin can always connect. Default 8.
+    pub admin_reserve: usize,
+    /// Seconds a connection that holds nothing may stay silent before it
+    /// is closed; 0 never. Default 300.
+    pub idle_timeout_secs: u64,
+    /// Most `attach` requests one connection may have pending. Default 64.
+    pub attach_per_client: usize,
+    /// Most `attach` requests all connections of one uid may have pending.
+    /// Default 256.
+    pub attach_per_uid: usize,
     /// Uids that may do everything (the daemon's own uid and root always
     /// may). Default none.
     pub admin_uids: Vec<u32>,
@@ -375,11 +389,32 @@ pub struct ControlSection {
     pub readonly_gids: Vec<u32>,
 }
 
+/// Room for a reply's JSON around its payload.
+const REPLY_OVERHEAD: usize = 4096;
+
+impl ControlSection {
+    /// The outgoing queue bound actually used: `client_queue_bytes`, but at
+    /// least one `blob.get` of a `max_blob`-byte blob, so a client that
+    /// reads can always be answered. That reply carries the bytes twice:
+    /// base64 (4 per 3) and, when they are UTF-8, as a JSON string, where
+    /// a control character takes 6 (`\u0001`); plus [`REPLY_OVERHEAD`].
+    pub fn queue_bytes(&self, max_blob: usize) -> usize {
+        let b64 = max_blob.div_ceil(3).saturating_mul(4);
+        let largest = b64.saturating_add(max_blob.saturating_mul(6)).saturating_add(REPLY_OVERHEAD);
+        self.client_queue_bytes.max(largest)
+    }
+}
+
 impl Default for ControlSection {
     fn default() -> Self {
         Self {
-            client_queue: 4096,
+            client_queue_bytes: 8 << 20,
             max_clients: 1024,
+            max_clients_per_uid: 64,
+            admin_reserve: 8,
+            idle_timeout_secs: 300,
+            attach_per_client: 64,
+            attach_per_uid: 256,
             admin_uids: Vec::new(),
             admin_gids: Vec::new(),
             readonly_uids: Vec::new(),
@@ -537,8 +572,24 @@ impl Config {
             ));
         }
         let c = &self.control;
-        range("control", "client_queue", wide(c.client_queue), 1, u64::MAX)?;
+        range("control", "client_queue_bytes", wide(c.client_queue_bytes), 1, u64::MAX)?;
         range("control", "max_clients", wide(c.max_clients), 1, u64::MAX)?;
+        range("control", "max_clients_per_uid", wide(c.max_clients_per_uid), 1, u64::MAX)?;
+        if c.admin_reserve >= c.max_clients {
+            return Err(RangeError::new(
+                "control",
+                "admin_reserve",
+                format!(
+                    "expected an integer below max_clients ({}), got {}",
+                    c.max_clients, c.admin_reserve
+                ),
+            ));
+        }
+        // A year: far enough for "practically never", near enough that a
+        // deadline computed from it cannot overflow.
+        range("control", "idle_timeout_secs", c.idle_timeout_secs, 0, 31_536_000)?;
+        range("control", "attach_per_client", wide(c.attach_per_client), 1, 65_536)?;
+        range("control", "attach_per_uid", wide(c.attach_per_uid), 1, 65_536)?;
         range("blobs", "max_bytes", wide(self.blobs.max_bytes), 1, 256 * 1024 * 1024)?;
         let t = &self.time;
         range("time", "resync_secs", t.resync_secs, 1, u64::MAX)?;
@@ -826,13 +877,22 @@ mod tests {
 
     #[test]
     fn each_range_check_names_its_own_key_and_line() {
-        let e = err("# c\n[control]\nclient_queue = 8\nmax_clients = 0\n");
+        let e = err("# c\n[control]\nclient_queue_bytes = 8\nmax_clients = 0\n");
         assert_eq!(
             e,
             "lwsysd.toml:4: [control] max_clients: expected an integer at least 1, got 0"
         );
-        let e = err("[control]\nclient_queue = 0\n");
-        assert!(e.starts_with("lwsysd.toml:2: [control] client_queue: "), "{e}");
+        let e = err("[control]\nclient_queue_bytes = 0\n");
+        assert!(e.starts_with("lwsysd.toml:2: [control] client_queue_bytes: "), "{e}");
+        let e = err("[control]\nmax_clients = 8\nadmin_reserve = 8\n");
+        assert_eq!(
+            e,
+            "lwsysd.toml:3: [control] admin_reserve: expected an integer below max_clients (8), got 8"
+        );
+        let e = err("[control]\nattach_per_client = 0\n");
+        assert!(e.starts_with("lwsysd.toml:2: [control] attach_per_client: "), "{e}");
+        let e = err("[control]\nidle_timeout_secs = 99999999999\n");
+        assert!(e.starts_with("lwsysd.toml:2: [control] idle_timeout_secs: "), "{e}");
         let e = err("[time]\nresync_secs = 5\n\nbackoff_min_ms = 10\nbackoff_max_ms = 5\n");
         assert_eq!(
             e,

@@ -5,8 +5,20 @@
 //! A session reads one frame at a time, so a client cannot make it buffer
 //! more than one line; it may have at most [`MAX_IN_FLIGHT`] requests
 //! waiting for an answer (more are answered `busy`), and its outgoing queue
-//! is bounded: a client that does not read is disconnected, with a log
-//! line, rather than allowed to grow the daemon's memory or stall it.
+//! is bounded in bytes: a client that does not read is disconnected, with a
+//! log line, rather than allowed to grow the daemon's memory or stall it.
+//!
+//! Everything a socket client holds goes when it does: at EOF or a read
+//! error the session stops at once, which drops its pending requests
+//! (`state.wait` waiters go with their receivers), cancels its queued
+//! `attach` items, drops its consent tickets (the round reads them as
+//! deferred) and unregisters its notifier. Replies already queued get at
+//! most [`LINGER`] to be written; then the file descriptor and the client
+//! slot (held by the writer, so lingering connections count against
+//! `max_clients`) are freed. A
+//! connection that holds nothing and sends nothing for the idle timeout is
+//! closed; `attach` items are limited per connection and per uid
+//! ([`Limits`]).
 
 mod access;
 mod decode;
@@ -21,7 +33,7 @@ mod server;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -31,17 +43,134 @@ use lwsys_messages::ErrorCode;
 use serde_json::{json, Map, Value};
 use slog::{debug, info, warn, Logger};
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::handle::SystemHandle;
 pub use access::{needs_admin, AccessPolicy, Role};
 pub use decode::{decode_request, Request};
 pub use framing::{Frame, LineReader};
+use lwsys_actors::attach::AttachTicket;
 pub use ops::ProtoError;
 pub use server::{bind_socket, serve, BindError, ClientGuard, ServerHandle};
 
 /// Requests a client may have waiting for an answer at once.
 pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Requests with possibly large replies (`blob.get`, `state.explain`) a
+/// client may have being made at once; while it has this many, its next
+/// line is not read. Bounds the memory of replies made but not yet queued.
+pub const MAX_LARGE_IN_FLIGHT: usize = 4;
+
+/// Whether `op`'s reply may be large: it then holds a large-reply permit
+/// while it is made.
+fn large_reply(op: &str) -> bool {
+    matches!(op, "blob.get" | "state.explain")
+}
+
+/// How long replies already queued for a client that hung up may take to
+/// be written before its socket is closed regardless.
+pub const LINGER: Duration = Duration::from_secs(5);
+
+/// What one client or uid may hold (`[control]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes a client may have waiting to be written to it.
+    pub queue_bytes: usize,
+    /// Socket clients connected at once.
+    pub max_clients: usize,
+    /// Connections one read-only uid may hold (admins are not limited
+    /// per uid).
+    pub max_clients_per_uid: usize,
+    /// Slots of `max_clients` only admins may take.
+    pub admin_reserve: usize,
+    /// How long a connection holding nothing may stay silent (`None`:
+    /// forever).
+    pub idle_timeout: Option<Duration>,
+    /// `attach` requests one connection may have pending.
+    pub attach_per_client: usize,
+    /// `attach` requests one uid may have pending, over all connections.
+    pub attach_per_uid: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from_config(&crate::config::ControlSection::default(), 1 << 20)
+    }
+}
+
+impl Limits {
+    /// The limits of `[control]`, with blobs of at most `max_blob` bytes.
+    pub fn from_config(c: &crate::config::ControlSection, max_blob: usize) -> Self {
+        Self {
+            queue_bytes: c.queue_bytes(max_blob),
+            max_clients: c.max_clients,
+            max_clients_per_uid: c.max_clients_per_uid,
+            admin_reserve: c.admin_reserve,
+            idle_timeout: (c.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(c.idle_timeout_secs)),
+            attach_per_client: c.attach_per_client,
+            attach_per_uid: c.attach_per_uid,
+        }
+    }
+}
+
+/// Counts every session shares: socket clients, in all and per uid, and
+/// pending `attach` requests per uid. Private to the control module;
+/// entries are removed when they fall to zero, so the tables hold only
+/// uids that hold something.
+#[derive(Debug, Default)]
+pub struct Counts {
+    clients: AtomicUsize,
+    clients_per_uid: Mutex<HashMap<u32, usize>>,
+    attach_per_uid: Mutex<HashMap<u32, usize>>,
+}
+
+impl Counts {
+    /// Socket clients connected now.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::SeqCst)
+    }
+
+    /// `attach` requests pending now, over all uids.
+    pub fn attaches(&self) -> usize {
+        self.attach_per_uid.lock().unwrap_or_else(PoisonError::into_inner).values().sum()
+    }
+
+    /// Take one of `uid`'s `limit` attach slots, if one is free.
+    fn take_attach(self: &Arc<Self>, uid: u32, limit: usize) -> Option<AttachSlot> {
+        let mut t = self.attach_per_uid.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = t.entry(uid).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(AttachSlot { counts: self.clone(), uid })
+    }
+}
+
+/// Decrement `uid`'s entry in `table`, removing it at zero.
+fn release(table: &Mutex<HashMap<u32, usize>>, uid: u32) {
+    let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(n) = t.get_mut(&uid) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            t.remove(&uid);
+        }
+    }
+}
+
+/// One pending `attach` of a uid, counted until dropped (when the attach
+/// is answered or its session stops).
+struct AttachSlot {
+    counts: Arc<Counts>,
+    uid: u32,
+}
+
+impl Drop for AttachSlot {
+    fn drop(&mut self) {
+        release(&self.counts.attach_per_uid, self.uid);
+    }
+}
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +194,10 @@ pub struct SessionEnv {
     pub access: Arc<AccessPolicy>,
     /// The consent deadline, after which a ticket is stale.
     pub consent_timeout: Duration,
-    /// Bound on a client's outgoing queue, in lines.
-    pub queue: usize,
+    /// What one client or uid may hold.
+    pub limits: Limits,
+    /// Counts shared by all sessions.
+    pub counts: Arc<Counts>,
     /// Lines queued but not yet written, across all sessions (shutdown
     /// waits for this to drain so final replies reach their clients).
     pub unwritten: Arc<AtomicUsize>,
@@ -78,12 +209,26 @@ pub struct ControlSession {
     log: Logger,
     peer: Peer,
     role: Role,
-    out: mpsc::Sender<Vec<u8>>,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    /// Permits for large replies being made (see [`MAX_LARGE_IN_FLIGHT`]).
+    gate: Arc<Semaphore>,
+    /// Bytes queued for the writer and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// Tells the writer to drop what is queued and close now.
+    abort: Option<oneshot::Sender<()>>,
     in_flight: usize,
     eof: bool,
+    /// The idle timer, while armed.
+    idle: Option<SpawnHandle>,
+    /// Queued `attach` items not yet run, by a per-session key; cancelled
+    /// when the session stops.
+    attaches: HashMap<u64, AttachTicket>,
+    /// `attach` requests not yet answered (queued or running their nested
+    /// request).
+    attach_live: usize,
+    next_attach: u64,
     /// For stdio: EOF shuts the daemon down.
     shutdown_on_eof: bool,
-    _guard: Option<ClientGuard>,
     notifier: Option<String>,
     tickets: HashMap<u64, oneshot::Sender<Verdict>>,
     next_ticket: u64,
@@ -94,56 +239,117 @@ pub struct ControlSession {
 /// A frame read from the connection, delivered to the session.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Incoming(std::io::Result<Frame>);
+struct Incoming(std::io::Result<Frame>, Option<OwnedSemaphorePermit>);
 
 impl ControlSession {
-    /// Start a session on `reader`/`writer` for `peer` acting as `role`;
-    /// `guard` counts the client while the session lives; a session without
-    /// one (stdio) shuts the daemon down at EOF.
+    /// Start a session on `reader`/`writer_half` for `peer` acting as
+    /// `role`; `guard` counts the client until its connection is closed
+    /// (the writer lets it go last); a session without one (stdio) shuts
+    /// the daemon down at EOF.
     pub fn start<R, W>(
         env: SessionEnv,
         peer: Peer,
         role: Role,
         reader: R,
-        writer: W,
+        writer_half: W,
         guard: Option<ClientGuard>,
     ) -> Addr<Self>
     where
         R: AsyncBufRead + Unpin + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(env.queue.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (abort_tx, abort_rx) = oneshot::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let log =
             env.log.new(slog::o!("peer_uid" => peer.uid, "peer_pid" => peer.pid.unwrap_or(0)));
-        tokio::spawn(write_lines(writer, rx, env.unwritten.clone()));
+        let shutdown_on_eof = guard.is_none();
+        // The writer holds the client's slot: it is the last to let go of
+        // the connection (it may linger to write what is queued), so the
+        // slot bounds lingering connections too.
+        let writer = Writer { rx, abort: abort_rx, queued: queued.clone(), guard };
+        tokio::spawn(write_lines(writer_half, writer, env.unwritten.clone()));
         ControlSession::create(move |ctx| {
             // One frame at a time: the next is read only after this one was
             // handled, which bounds what a client can make us buffer.
-            let frames = futures::stream::unfold(Some(LineReader::new(reader)), |r| async move {
-                let mut r = r?;
+            // And no frame is read while MAX_LARGE_IN_FLIGHT large replies
+            // are being made: a client that pipelines `blob.get`s without
+            // reading is held back by its socket, not buffered for.
+            let gate = Arc::new(Semaphore::new(MAX_LARGE_IN_FLIGHT));
+            let start = Some((LineReader::new(reader), gate.clone()));
+            let frames = futures::stream::unfold(start, |st| async move {
+                let (mut r, gate) = st?;
+                let permit = gate.clone().acquire_owned().await.ok();
                 let f = r.next_frame().await;
                 let done = matches!(f, Ok(Frame::Eof) | Err(_));
-                Some((Incoming(f), (!done).then_some(r)))
+                Some((Incoming(f, permit), (!done).then_some((r, gate))))
             });
             ctx.add_stream(frames);
             debug!(log, "client connected");
-            ControlSession {
+            let mut s = ControlSession {
                 env,
                 log,
                 peer,
                 role,
                 out: tx,
+                gate,
+                queued,
+                abort: Some(abort_tx),
                 in_flight: 0,
                 eof: false,
-                shutdown_on_eof: guard.is_none(),
-                _guard: guard,
+                idle: None,
+                attaches: HashMap::new(),
+                attach_live: 0,
+                next_attach: 0,
+                shutdown_on_eof,
                 notifier: None,
                 tickets: HashMap::new(),
                 next_ticket: 0,
                 topics: HashSet::new(),
                 subscribed: false,
-            }
+            };
+            s.arm_idle(ctx);
+            s
         })
+    }
+
+    /// (Re)start the idle timer; stdio sessions have none.
+    fn arm_idle(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.idle.take() {
+            ctx.cancel_future(h);
+        }
+        let Some(t) = self.env.limits.idle_timeout else { return };
+        if self.shutdown_on_eof {
+            return;
+        }
+        self.idle = Some(ctx.run_later(t, move |act, ctx| {
+            act.idle = None;
+            if act.holds_something() {
+                act.arm_idle(ctx);
+            } else {
+                info!(act.log, "idle connection closed";
+                      "idle_timeout_secs" => t.as_secs());
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// Whether the client waits for something the daemon will send
+    /// unasked, so silence is not idleness.
+    fn holds_something(&self) -> bool {
+        self.subscribed
+            || self.notifier.is_some()
+            || self.in_flight > 0
+            || self.attach_live > 0
+            || !self.tickets.is_empty()
+    }
+
+    /// Close the connection at once, dropping what is queued for it.
+    fn disconnect(&mut self, ctx: &mut Context<Self>) {
+        if let Some(a) = self.abort.take() {
+            let _ = a.send(());
+        }
+        ctx.stop();
     }
 
     /// Queue a JSON value as a line for the client.
@@ -164,17 +370,29 @@ impl ControlSession {
     }
 
     /// Queue a serialized line (without its newline) for the client; a
-    /// client too slow to take it is disconnected.
+    /// client that lets more than its queue bound pile up is disconnected.
     fn queue_line(&mut self, mut line: Vec<u8>, ctx: &mut Context<Self>) {
+        if ctx.state() != ActorState::Running {
+            return;
+        }
         line.push(b'\n');
+        let len = line.len();
+        let queued = self.queued.load(Ordering::SeqCst);
+        if queued.saturating_add(len) > self.env.limits.queue_bytes {
+            warn!(self.log, "client not reading its replies; disconnecting";
+                  "queued_bytes" => queued, "line_bytes" => len,
+                  "queue_bytes" => self.env.limits.queue_bytes,
+                  "notifier" => ?self.notifier.as_deref().unwrap_or(""));
+            return self.disconnect(ctx);
+        }
+        self.queued.fetch_add(len, Ordering::SeqCst);
         self.env.unwritten.fetch_add(1, Ordering::SeqCst);
-        if self.out.try_send(line).is_err() {
+        if self.out.send(line).is_err() {
+            // The writer is gone: the client stopped taking bytes.
+            self.queued.fetch_sub(len, Ordering::SeqCst);
             self.env.unwritten.fetch_sub(1, Ordering::SeqCst);
-            if ctx.state() == ActorState::Running {
-                warn!(self.log, "client not reading its replies; disconnecting";
-                      "queue" => self.env.queue, "notifier" => self.notifier.as_deref().unwrap_or(""));
-                ctx.stop();
-            }
+            debug!(self.log, "client gone while a reply was queued");
+            ctx.stop();
         }
     }
 
@@ -190,7 +408,12 @@ impl ControlSession {
         }
     }
 
-    fn handle_line(&mut self, line: &[u8], ctx: &mut Context<Self>) {
+    fn handle_line(
+        &mut self,
+        line: &[u8],
+        permit: Option<OwnedSemaphorePermit>,
+        ctx: &mut Context<Self>,
+    ) {
         let decode::Request { id, op, params: req } = match decode_request(line) {
             Ok(r) => r,
             Err((id, err)) => return self.reply(id, Err(err), ctx),
@@ -199,6 +422,8 @@ impl ControlSession {
             let err = ops::ProtoError::new(ErrorCode::Busy, "too many requests in flight");
             return self.reply(id, Err(err), ctx);
         }
+        // Only a large reply keeps the read permit until it is queued.
+        let permit = permit.filter(|_| large_reply(&op));
         match self.dispatch(&op, req, ctx) {
             ops::Dispatch::Now(res) => self.reply(id, res, ctx),
             ops::Dispatch::Later(fut) => {
@@ -206,15 +431,9 @@ impl ControlSession {
                 ctx.spawn(fut.map(move |res, act: &mut Self, ctx| {
                     act.in_flight -= 1;
                     act.reply(id, res, ctx);
-                    act.stop_if_drained(ctx);
+                    drop(permit);
                 }));
             }
-        }
-    }
-
-    fn stop_if_drained(&mut self, ctx: &mut Context<Self>) {
-        if self.eof && self.in_flight == 0 && !self.shutdown_on_eof {
-            ctx.stop();
         }
     }
 
@@ -231,6 +450,11 @@ impl Actor for ControlSession {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Queued attach items would run for nobody: cancel them now, so
+        // the global queue and this uid's quota are freed at once.
+        for (_, t) in self.attaches.drain() {
+            t.cancel();
+        }
         if let Some(name) = self.notifier.take() {
             // The supervisor also notices the closed mailbox; telling it
             // straight away lets a walk this notifier holds go on at once.
@@ -242,8 +466,11 @@ impl Actor for ControlSession {
 
 impl StreamHandler<Incoming> for ControlSession {
     fn handle(&mut self, item: Incoming, ctx: &mut Self::Context) {
+        if matches!(item.0, Ok(Frame::Line(_) | Frame::TooLarge)) {
+            self.arm_idle(ctx);
+        }
         match item.0 {
-            Ok(Frame::Line(line)) => self.handle_line(&line, ctx),
+            Ok(Frame::Line(line)) => self.handle_line(&line, item.1, ctx),
             Ok(Frame::TooLarge) => {
                 let err = ops::ProtoError::new(
                     ErrorCode::TooLarge,
@@ -279,11 +506,12 @@ impl ControlSession {
             actix::spawn(async move {
                 let _ = sys.shutdown().await;
             });
-        } else if self.notifier.is_some() {
-            // A notifier that hung up cannot answer consent: unregister now.
-            ctx.stop();
         } else {
-            self.stop_if_drained(ctx);
+            // Whatever it still waits for would be answered to nobody:
+            // stop now, which cancels it all (see the module docs).
+            debug!(self.log, "client closed its side";
+                   "in_flight" => self.in_flight, "attaches" => self.attach_live);
+            ctx.stop();
         }
     }
 }
@@ -355,29 +583,51 @@ fn ok_line(id: &Value, fields: &Map<String, Value>) -> serde_json::Result<Vec<u8
 }
 
 /// The writer half: lines out in order, flushed when the queue is empty.
-async fn write_lines<W: AsyncWrite + Unpin>(
-    w: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    unwritten: Arc<AtomicUsize>,
-) {
+/// `abort` firing drops the rest at once (a client over its queue bound);
+/// its sender dropped means the session ended, and what is queued then
+/// gets [`LINGER`] to be written before the socket is closed regardless.
+struct Writer {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    abort: oneshot::Receiver<()>,
+    queued: Arc<AtomicUsize>,
+    /// Released when the writer ends, with the socket.
+    guard: Option<ClientGuard>,
+}
+
+async fn write_lines<W: AsyncWrite + Unpin>(w: W, wr: Writer, unwritten: Arc<AtomicUsize>) {
+    let Writer { mut rx, abort, queued, guard } = wr;
     let mut w = tokio::io::BufWriter::new(w);
-    while let Some(line) = rx.recv().await {
-        let res = w.write_all(&line).await;
-        let res = match res {
-            Ok(()) if rx.is_empty() => w.flush().await,
-            other => other,
-        };
-        unwritten.fetch_sub(1, Ordering::SeqCst);
-        if res.is_err() {
-            break;
+    let pump = async {
+        while let Some(line) = rx.recv().await {
+            let res = w.write_all(&line).await;
+            let res = match res {
+                Ok(()) if rx.is_empty() => w.flush().await,
+                other => other,
+            };
+            queued.fetch_sub(line.len(), Ordering::SeqCst);
+            unwritten.fetch_sub(1, Ordering::SeqCst);
+            if res.is_err() {
+                break;
+            }
         }
+        let _ = w.shutdown().await;
+    };
+    let stop = async {
+        if abort.await.is_err() {
+            tokio::time::sleep(LINGER).await;
+        }
+    };
+    tokio::select! {
+        () = pump => {}
+        () = stop => {}
     }
     // Whatever is left will never be written.
     rx.close();
     while rx.recv().await.is_some() {
         unwritten.fetch_sub(1, Ordering::SeqCst);
     }
-    let _ = w.shutdown().await;
+    drop(w);
+    drop(guard);
 }
 
 #[cfg(test)]

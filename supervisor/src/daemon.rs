@@ -29,7 +29,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::builder::Builder;
 use crate::config::{self, Cli, Config};
-use crate::control::{bind_socket, serve, AccessPolicy, ControlSession, Peer, Role, SessionEnv};
+use crate::control::{
+    bind_socket, serve, AccessPolicy, ControlSession, Limits, Peer, Role, SessionEnv,
+};
 use crate::logging::stderr_logger;
 
 /// Exit code: clean shutdown.
@@ -229,10 +231,11 @@ async fn serve_until_shutdown(
         log: log.clone(),
         access: Arc::new(AccessPolicy::from_config(nix::unistd::getuid().as_raw(), &cfg.control)),
         consent_timeout: cfg.consent_timeout(),
-        queue: cfg.control.client_queue,
+        limits: Limits::from_config(&cfg.control, cfg.blobs.max_bytes),
+        counts: Default::default(),
         unwritten: unwritten.clone(),
     };
-    let server = serve(listener, socket, env.clone(), cfg.control.max_clients);
+    let server = serve(listener, socket, env.clone());
     if stdio {
         let me = Peer {
             uid: nix::unistd::getuid().as_raw(),

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use actix::{Actor, Addr, Handler, MailboxError, Recipient};
+use lwsys_actors::state::{AddWaiter, CountWaiters};
 use lwsys_actors::StateService;
 use lwsys_messages::state::{
-    Aborted, Changed, Consent, GetState, Resume, StateReading, SystemState, WaitFor, WaitTimedOut,
+    Aborted, Changed, Consent, GetState, Resume, StateReading, SystemState, WaitTimedOut,
 };
 use lwsys_messages::supervisor::{
     Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierInfo,
@@ -224,7 +225,25 @@ impl SystemHandle {
         state: SystemState,
         timeout: Option<Duration>,
     ) -> Result<SystemState, Error> {
-        Ok(self.state.send(WaitFor { state, timeout }).await.map_err(gone)??)
+        // The service keeps only the sender: when this future is dropped
+        // (a client hung up) the waiter is forgotten at once, not kept
+        // until a commit or a timeout that may never come.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.state.send(AddWaiter { state, tx }).await.map_err(gone)?;
+        let got = match timeout {
+            Some(t) => tokio::time::timeout(t, rx).await.ok(),
+            None => Some(rx.await),
+        };
+        match got {
+            Some(Ok(s)) => Ok(s),
+            Some(Err(_)) => Err(gone(MailboxError::Closed)),
+            None => Err(WaitTimedOut { wanted: state, current: self.state_now().state }.into()),
+        }
+    }
+
+    /// How many `wait_for` waiters the state service keeps now.
+    pub async fn waiters(&self) -> Result<usize, Error> {
+        self.state.send(CountWaiters).await.map_err(gone)
     }
 
     /// Register an actor as a notifier (asked for consent, told of changes

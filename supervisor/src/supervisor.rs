@@ -836,6 +836,10 @@ impl Handler<Subscribe> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
+        // Subscribers that went away are otherwise dropped only at the
+        // next event, which may be long coming: without this, clients that
+        // subscribe and hang up would pile up here.
+        self.subscribers.retain(|s| s.connected());
         self.subscribers.push(msg.0);
     }
 }

@@ -249,6 +249,20 @@ impl TestDaemon {
         }
     }
 
+    /// The daemon's resident set size in KiB (`VmRSS` of
+    /// /proc/PID/status), for tests that bound its memory.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// How many file descriptors the daemon has open (/proc/PID/fd), for
+    /// tests that check connections are released.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+    }
+
     /// Everything logged so far.
     pub fn logs(&mut self) -> String {
         self.drain_log();

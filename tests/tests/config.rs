@@ -60,12 +60,12 @@ fn a_wrong_type_names_file_line_and_key() {
 fn out_of_range_values_name_file_line_and_their_own_key() {
     let cases = [
         (
-            "[control]\nclient_queue = 16\nmax_clients = 0\n",
+            "[control]\nclient_queue_bytes = 16\nmax_clients = 0\n",
             "lwsysd.toml:3: [control] max_clients: expected an integer at least 1, got 0",
         ),
         (
-            "[control]\nclient_queue = 0\n",
-            "lwsysd.toml:2: [control] client_queue: expected an integer at least 1, got 0",
+            "[control]\nclient_queue_bytes = 0\n",
+            "lwsysd.toml:2: [control] client_queue_bytes: expected an integer at least 1, got 0",
         ),
         (
             "[supervisor]\njournal_len = 2000000\n",

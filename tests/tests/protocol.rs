@@ -326,7 +326,7 @@ fn an_over_long_line_is_refused_and_the_next_line_still_works() {
 #[test]
 fn a_client_that_does_not_read_is_disconnected_and_others_carry_on() {
     let mut d = TestDaemon::with(Options {
-        config: Some("[control]\nclient_queue = 8\n".into()),
+        config: Some("[control]\nclient_queue_bytes = 1\n".into()),
         args: vec!["--boot-target".into(), "CONTEXT_CREATED".into()],
         ..Options::default()
     });

@@ -270,25 +270,34 @@ impl ControlSession {
             }
             "consent.reply" => Dispatch::Now(self.op_consent_reply(req)),
             "subscribe" => Dispatch::Now(self.op_subscribe(req, ctx)),
-            "system.info" => later(async move {
-                let s = sys.state().await?;
-                let notifiers = sys.notifiers().await?;
-                let attach = sys.attach_stats().await?;
-                let trust = super::ops_trust::trust_info(&sys).await?;
-                let ops = sys.ops();
-                Ok(fields(json!({
-                    "attach": attach,
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "protocol": PROTOCOL_VERSION,
-                    "state": s.state,
-                    "pid": std::process::id(),
-                    "notifiers": notifiers,
-                    "trust": trust,
-                    "ops": ops.present(),
-                    "wake_latency_us": ops.wake_latency_us(),
-                    "uptime_s": ops.uptime().as_secs(),
-                })))
-            }),
+            "system.info" => {
+                let counts = self.env.counts.clone();
+                later(async move {
+                    let s = sys.state().await?;
+                    let waiters = sys.waiters().await?;
+                    let notifiers = sys.notifiers().await?;
+                    let attach = sys.attach_stats().await?;
+                    let trust = super::ops_trust::trust_info(&sys).await?;
+                    let ops = sys.ops();
+                    Ok(fields(json!({
+                        "attach": attach,
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "protocol": PROTOCOL_VERSION,
+                        "state": s.state,
+                        "pid": std::process::id(),
+                        "notifiers": notifiers,
+                        "trust": trust,
+                        "ops": ops.present(),
+                        "wake_latency_us": ops.wake_latency_us(),
+                        "uptime_s": ops.uptime().as_secs(),
+                        "waiters": waiters,
+                        "clients": {
+                            "connected": counts.clients(),
+                            "attach_pending": counts.attaches(),
+                        },
+                    })))
+                })
+            }
             "system.shutdown" => later(async move { walk_reply(sys.shutdown().await) }),
             op if op.starts_with("blob.") => return self.dispatch_blob(op, req),
             op if op.starts_with("clock.") => return self.dispatch_clock(op, req),

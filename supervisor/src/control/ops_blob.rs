@@ -194,7 +194,8 @@ mod tests {
                 log: slog::Logger::root(slog::Discard, slog::o!()),
                 access: Arc::new(AccessPolicy::owner_only(daemon_uid)),
                 consent_timeout: Duration::from_secs(5),
-                queue: 64,
+                limits: crate::control::Limits::default(),
+                counts: Default::default(),
                 unwritten: Arc::new(AtomicUsize::new(0)),
             };
             let peer = Peer { uid, gid: 0, pid: None };
@@ -262,6 +263,22 @@ mod tests {
         assert_eq!(r["ok"], true, "{r}");
         assert_eq!(r["data_b64"], "dG9r");
         assert_eq!(r["data"], "tok");
+    }
+
+    #[test]
+    fn the_largest_blob_get_reply_fits_the_smallest_queue_bound() {
+        // Control characters are the worst case: 6 bytes each as JSON text.
+        let max = 1 << 16;
+        let cfg = crate::config::ControlSection { client_queue_bytes: 1, ..Default::default() };
+        let bound = cfg.queue_bytes(max);
+        for byte in [0x01u8, b'"', b'a', 0xff] {
+            let b = BlobBytes { data: vec![byte; max].into(), size: max };
+            let line = super::super::ok_line(&serde_json::json!(u64::MAX), &get_reply(&b)).unwrap();
+            assert!(line.len() < bound, "{byte:#x}: reply {} > bound {bound}", line.len());
+        }
+        // The default bound holds the default max_bytes (1 MiB).
+        let d = crate::config::ControlSection::default();
+        assert_eq!(d.queue_bytes(1 << 20), 8 << 20);
     }
 
     #[test]

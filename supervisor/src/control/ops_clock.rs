@@ -96,7 +96,8 @@ mod tests {
             log: slog::Logger::root(slog::Discard, slog::o!()),
             access: Arc::new(AccessPolicy::owner_only(DAEMON_UID)),
             consent_timeout: Duration::from_secs(5),
-            queue: 64,
+            limits: crate::control::Limits::default(),
+            counts: Default::default(),
             unwritten: Arc::new(AtomicUsize::new(0)),
         };
         let (client, server) = tokio::io::duplex(4096);

@@ -36,24 +36,71 @@ impl ControlSession {
             Some(Value::String(op)) => op,
             _ => return Err(bad("the nested request needs a string \"op\"")),
         };
+        let limits = self.env.limits;
+        if self.attach_live >= limits.attach_per_client {
+            return Err(ProtoError::new(
+                ErrorCode::Busy,
+                format!("this connection's attach quota ({}) is full", limits.attach_per_client),
+            ));
+        }
+        let uid = self.peer.uid;
+        let Some(slot) = self.env.counts.take_attach(uid, limits.attach_per_uid) else {
+            return Err(ProtoError::new(
+                ErrorCode::Busy,
+                format!("uid {uid}'s attach quota ({}) is full", limits.attach_per_uid),
+            ));
+        };
         let (tx, rx) = oneshot::channel::<()>();
-        self.env
+        let ticket = self
+            .env
             .sys
             .attach(state, move |_ctx| {
                 let _ = tx.send(());
             })
             .map_err(|e| ProtoError::new(e.code(), e.to_string()))?;
+        self.next_attach += 1;
+        let key = self.next_attach;
+        self.attaches.insert(key, ticket);
+        self.attach_live += 1;
         let fut = actix::fut::wrap_future::<_, Self>(rx).then(move |ran, act, ctx| {
+            // Run (or dropped): nothing left to cancel.
+            act.attaches.remove(&key);
             let res: ResponseActFuture<Self, OpResult> = match ran {
                 Err(_) => Box::pin(actix::fut::ready(Err(ProtoError::new(
                     ErrorCode::Internal,
                     "the attach was dropped (shutting down)",
                 )))),
+                // A large reply waits for one of the connection's
+                // large-reply permits, as on the top level: attach items
+                // that all become ready at once cannot make 64 of them.
+                Ok(()) if super::large_reply(&op) => {
+                    let gate = act.gate.clone();
+                    Box::pin(actix::fut::wrap_future::<_, Self>(gate.acquire_owned()).then(
+                        move |permit, act, ctx| {
+                            let fut: ResponseActFuture<Self, OpResult> =
+                                match act.dispatch(&op, nested, ctx) {
+                                    Dispatch::Now(r) => Box::pin(actix::fut::ready(r)),
+                                    Dispatch::Later(f) => f,
+                                };
+                            fut.map(move |r, _, _| {
+                                drop(permit);
+                                r
+                            })
+                        },
+                    ))
+                }
                 Ok(()) => match act.dispatch(&op, nested, ctx) {
                     Dispatch::Now(r) => Box::pin(actix::fut::ready(r)),
                     Dispatch::Later(f) => f,
                 },
             };
+            res
+        });
+        // The quota is held until the nested request is answered too; if
+        // the session stops first, the future and the slot are dropped.
+        let fut = fut.map(move |res, act, _ctx| {
+            act.attach_live -= 1;
+            drop(slot);
             res
         });
         Ok(Dispatch::Later(Box::pin(fut)))
@@ -269,7 +316,8 @@ mod tests {
             log: slog::Logger::root(slog::Discard, slog::o!()),
             access: Arc::new(crate::control::AccessPolicy::owner_only(1000)),
             consent_timeout: Duration::from_secs(5),
-            queue: 64,
+            limits: crate::control::Limits::default(),
+            counts: Default::default(),
             unwritten: Arc::new(AtomicUsize::new(0)),
         };
         let peer = Peer { uid, gid: uid, pid: None };

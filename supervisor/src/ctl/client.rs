@@ -61,7 +61,15 @@ impl Connection {
             self.next_id += 1;
             req.insert("id".into(), Value::from(self.next_id));
         }
-        self.send(&Value::Object(req))?;
+        if let Err(e) = self.send(&Value::Object(req)) {
+            // A daemon that refused the connection (a connection limit)
+            // wrote why and closed before our request went out: its line
+            // says more than "broken pipe".
+            return match self.next_line() {
+                Ok(Some(v)) if v.get("ok").is_some() => Ok(v),
+                _ => Err(e),
+            };
+        }
         loop {
             let v = self.next_line()?.ok_or(ConnError::Closed)?;
             if v.get("ok").is_some() {
