@@ -14,11 +14,28 @@
 //! That is acceptable for small, rare updates such as blobs; a service
 //! with heavy write traffic should move its writes to a thread of its own.
 
+//!
+//! The file is opened by the store itself, never by redb: created 0600
+//! whatever the umask, opened with `O_NOFOLLOW` so a symlink planted at its
+//! path is refused, and an existing file with looser modes is tightened to
+//! 0600 (reported by [`Store::tightened_from`] so the caller can warn).
+//!
+//! redb poisons a database after an I/O error in a commit (every later
+//! call fails with `PreviousIo`). A transient fault such as a full disk
+//! must not break durable writes until a restart, so after any I/O error
+//! the store drops its database and reopens the file at the next call:
+//! once space is freed, writes succeed again.
+
+mod file;
+
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lwsys_messages::blobs::{BlobId, BlobKind};
-use redb::{Database, ReadableTable, TableDefinition, TableError};
+use redb::{Database, ReadableTable, StorageBackend, TableDefinition, TableError};
+
+pub use self::file::{create_private_dir, open_private, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE};
 
 /// The store's file name inside the state directory.
 pub const STORE_FILE: &str = "lwsys.redb";
@@ -37,6 +54,15 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The file itself could not be opened: missing permission, not a
+    /// regular file, or a symbolic link (refused, never followed).
+    #[error("cannot open store {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The database file could not be opened: unreadable, corrupt, not a
     /// redb file, or already open in this process.
     #[error("cannot open store {path}: {source}")]
@@ -45,6 +71,16 @@ pub enum StoreError {
         path: PathBuf,
         /// The cause.
         source: Box<redb::DatabaseError>,
+    },
+    /// redb found the file inconsistent (it asserts rather than returning
+    /// an error on some damage, such as a truncated file; the store turns
+    /// that panic into this error).
+    #[error("store {path} is damaged: {detail}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What redb found wrong.
+        detail: String,
     },
     /// A read or write failed; a failed write changed nothing.
     #[error("store {op} on table {table:?} failed: {source}")]
@@ -71,12 +107,25 @@ pub struct StoredBlobs {
     pub unknown_keys: Vec<Vec<u8>>,
 }
 
+/// Makes the storage a database is (re)opened on; called again after an
+/// I/O error, so it must open the file afresh each time.
+pub type BackendOpener =
+    dyn Fn() -> Result<Box<dyn StorageBackend>, StoreError> + Send + Sync + 'static;
+
+/// The database, `None` after an I/O error poisoned it until the next call
+/// reopens it.
+struct Shared {
+    db: Mutex<Option<Database>>,
+    open: Box<BackendOpener>,
+}
+
 /// A handle to the durable store; clones share one open database (redb
 /// allows a file to be open once per process). See the module docs.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     path: Arc<Path>,
+    tightened_from: Option<u32>,
 }
 
 impl std::fmt::Debug for Store {
@@ -94,23 +143,81 @@ fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
 /// of writes grow the daemon's memory for nothing.
 const CACHE_BYTES: usize = 4 << 20;
 
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "inconsistent file".to_owned(),
+    }
+}
+
+/// Whether `e` leaves the database poisoned (or says it already is).
+fn is_io(e: &redb::Error) -> bool {
+    matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
+}
+
 impl Store {
     /// Opens (or creates) `<state_dir>/lwsys.redb`, creating the directory
-    /// if needed.
+    /// (0700) if needed.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir)
+        create_private_dir(state_dir)
             .map_err(|source| StoreError::Dir { path: state_dir.to_owned(), source })?;
         Self::open_file(&state_dir.join(STORE_FILE))
     }
 
-    /// Opens (or creates) the database file at `path`. A file that is not a
-    /// readable redb database is an error, never silently replaced.
+    /// Opens (or creates) the database file at `path`: 0600, never through
+    /// a symlink. A file that is not a readable redb database is an error,
+    /// never silently replaced.
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| StoreError::Open { path: path.to_owned(), source: Box::new(e) })?;
-        Ok(Self { db: Arc::new(db), path: path.into() })
+        let first = open_private(path)
+            .map_err(|source| StoreError::File { path: path.to_owned(), source })?;
+        let tightened_from = first.tightened_from;
+        let first = std::sync::Mutex::new(Some(first.file));
+        let owned: PathBuf = path.to_owned();
+        let opener = move || -> Result<Box<dyn StorageBackend>, StoreError> {
+            // The file checked above serves the first open; a reopen after
+            // an I/O error opens (and checks) the path again.
+            let taken = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let file = match taken {
+                Some(f) => f,
+                None => {
+                    open_private(&owned)
+                        .map_err(|source| StoreError::File { path: owned.clone(), source })?
+                        .file
+                }
+            };
+            let backend = redb::backends::FileBackend::new(file)
+                .map_err(|e| StoreError::Open { path: owned.clone(), source: Box::new(e) })?;
+            Ok(Box::new(backend))
+        };
+        let mut store = Self::with_backend(path, Box::new(opener))?;
+        store.tightened_from = tightened_from;
+        Ok(store)
+    }
+
+    /// A store on the storage `open` makes, named `path` in errors; `open`
+    /// is called again to reopen the database after an I/O error. For tests
+    /// that inject storage faults, and for other media.
+    pub fn with_backend(path: &Path, open: Box<BackendOpener>) -> Result<Self, StoreError> {
+        let db = Self::open_db(path, &open)?;
+        Ok(Self {
+            shared: Arc::new(Shared { db: Mutex::new(Some(db)), open }),
+            path: path.into(),
+            tightened_from: None,
+        })
+    }
+
+    fn open_db(path: &Path, open: &BackendOpener) -> Result<Database, StoreError> {
+        let backend = open()?;
+        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            Database::builder().set_cache_size(CACHE_BYTES).create_with_backend(BoxedBackend(backend))
+        }));
+        match opened {
+            Ok(Ok(db)) => Ok(db),
+            Ok(Err(e)) => Err(StoreError::Open { path: path.to_owned(), source: Box::new(e) }),
+            Err(panic) => Err(StoreError::Damaged { path: path.to_owned(), detail: panic_text(&panic) }),
+        }
     }
 
     /// The database file.
@@ -118,62 +225,121 @@ impl Store {
         &self.path
     }
 
-    fn op_err<'a>(op: &'static str, name: &'a str) -> impl Fn(redb::Error) -> StoreError + 'a {
-        move |e| StoreError::Op { op, table: name.to_owned(), source: Box::new(e) }
+    /// The file's mode before it was tightened to 0600 at open, when it
+    /// was looser (group or other bits set).
+    pub fn tightened_from(&self) -> Option<u32> {
+        self.tightened_from
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Database>> {
+        // A panic while holding the lock cannot leave the database half
+        // changed (redb transactions are atomic), so a poisoned lock is
+        // still usable.
+        self.shared.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the database, reopening it first if an earlier I/O
+    /// error dropped it, and dropping it after an I/O error so that the
+    /// next call starts from what is on disk.
+    fn with_db<T>(
+        &self,
+        op: &'static str,
+        name: &str,
+        f: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.lock();
+        let db = match guard.take() {
+            Some(db) => db,
+            None => Self::open_db(&self.path, &self.shared.open).map_err(|e| match e {
+                StoreError::Open { source, .. } => {
+                    StoreError::Op { op, table: name.to_owned(), source: Box::new((*source).into()) }
+                }
+                other => other,
+            })?,
+        };
+        let out = match std::panic::catch_unwind(AssertUnwindSafe(|| f(&db))) {
+            Ok(out) => out,
+            Err(panic) => {
+                // Damage found mid-read: the database may be inconsistent
+                // in memory, so it is dropped like a poisoned one.
+                drop(db);
+                let detail = panic_text(&panic);
+                return Err(StoreError::Damaged { path: self.path.to_path_buf(), detail });
+            }
+        };
+        match &out {
+            // Poisoned: dropped here (releasing the file lock) so that the
+            // next call reopens a healthy database from what is on disk.
+            Err(e) if is_io(e) => drop(db),
+            _ => *guard = Some(db),
+        }
+        out.map_err(|e| StoreError::Op { op, table: name.to_owned(), source: Box::new(e) })
     }
 
     /// Sets `key` to `value` in `table` (created on first use), durably.
     pub fn put(&self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let err = Self::op_err("put", name);
-        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut t = tx.open_table(table(name)).map_err(|e| err(e.into()))?;
-            t.insert(key, value).map_err(|e| err(e.into()))?;
-        }
-        tx.commit().map_err(|e| err(e.into()))
+        self.with_db("put", name, |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(table(name))?;
+                t.insert(key, value)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Removes `key` from `table`, durably; whether it was there.
     pub fn delete(&self, name: &str, key: &[u8]) -> Result<bool, StoreError> {
-        let err = Self::op_err("delete", name);
-        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        let had = {
-            let mut t = tx.open_table(table(name)).map_err(|e| err(e.into()))?;
-            let old = t.remove(key).map_err(|e| err(e.into()))?;
-            old.is_some()
-        };
-        tx.commit().map_err(|e| err(e.into()))?;
-        Ok(had)
+        self.with_db("delete", name, |db| {
+            let tx = db.begin_write()?;
+            let had = {
+                let mut t = tx.open_table(table(name))?;
+                let old = t.remove(key)?;
+                old.is_some()
+            };
+            tx.commit()?;
+            Ok(had)
+        })
     }
 
     /// The value of `key` in `table`, if any.
     pub fn get(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let err = Self::op_err("get", name);
-        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let t = match tx.open_table(table(name)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(e.into())),
-        };
-        let v = t.get(key).map_err(|e| err(e.into()))?;
-        Ok(v.map(|v| v.value().to_vec()))
+        self.with_db("get", name, |db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(table(name)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let v = t.get(key)?;
+            Ok(v.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Every key and value in `table`, in key order.
     pub fn entries(&self, name: &str) -> Result<Entries, StoreError> {
-        let err = Self::op_err("entries", name);
-        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let t = match tx.open_table(table(name)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(e.into())),
-        };
         let mut out = Vec::new();
-        for row in t.iter().map_err(|e| err(e.into()))? {
-            let (k, v) = row.map_err(|e| err(e.into()))?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
+        self.scan(name, &mut out)?;
         Ok(out)
+    }
+
+    /// Reads `table` into `out` row by row, so that when a damaged page
+    /// stops the scan, `out` still holds every row read before it.
+    pub fn scan(&self, name: &str, out: &mut Entries) -> Result<(), StoreError> {
+        self.with_db("entries", name, |db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(table(name)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(())
+        })
     }
 
     /// Makes sure everything written so far is on disk. Each update is
@@ -181,9 +347,10 @@ impl Store {
     /// durable transaction: a cheap check that the store is still writable,
     /// and the hook for a later batching writer.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let err = Self::op_err("flush", "");
-        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        tx.commit().map_err(|e| err(e.into()))
+        self.with_db("flush", "", |db| {
+            db.begin_write()?.commit()?;
+            Ok(())
+        })
     }
 
     /// The key a blob is stored under, `"<KIND>/<idx>"`: by name rather
@@ -224,6 +391,28 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// A boxed backend as redb wants one (`impl StorageBackend`).
+#[derive(Debug)]
+struct BoxedBackend(Box<dyn StorageBackend>);
+
+impl StorageBackend for BoxedBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.0.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        self.0.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
     }
 }
 
@@ -321,3 +510,6 @@ mod tests {
         assert_eq!(s.get_blob(id).unwrap(), None);
     }
 }
+
+#[cfg(test)]
+mod fault_tests;
