@@ -94,6 +94,15 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the file is open in another process (redb locks it): a live
+    /// store, never to be taken for a broken one.
+    pub fn in_use(&self) -> bool {
+        matches!(self, Self::Open { source, .. }
+            if matches!(**source, redb::DatabaseError::DatabaseAlreadyOpen))
+    }
+}
+
 /// Every key and value of a table, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 

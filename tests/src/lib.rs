@@ -10,6 +10,7 @@
 pub mod chrony;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -54,6 +55,8 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Run lwsysd with this umask instead of the test's.
+    pub umask: Option<u32>,
 }
 
 /// A running `lwsysd` on a temporary state dir; killed on drop.
@@ -108,9 +111,25 @@ impl TestDaemon {
                 (Some(t), p)
             }
         };
+        let existed = state_dir.exists();
         std::fs::create_dir_all(&state_dir).unwrap();
+        // lwsysd refuses a state dir group or others can write (a umask of
+        // 002 would make one); 0700 is what it creates itself.
+        if !existed {
+            std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
         let socket = state_dir.join("lwsys.sock");
-        let mut cmd = Command::new(bin_path("lwsysd"));
+        let mut cmd = match opts.umask {
+            // No pre_exec (unsafe is forbidden): a shell sets the umask and
+            // execs lwsysd in its place, so the pid is still lwsysd's.
+            Some(mask) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(format!("umask {mask:03o}; exec \"$0\" \"$@\""));
+                c.arg(bin_path("lwsysd"));
+                c
+            }
+            None => Command::new(bin_path("lwsysd")),
+        };
         cmd.arg("--state-dir").arg(&state_dir).arg("--socket").arg(&socket);
         if let Some(text) = &opts.config {
             let path = state_dir.join("test-config.toml");
@@ -129,7 +148,7 @@ impl TestDaemon {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().map(lines_of);
         let stderr = lines_of(child.stderr.take().unwrap());
-        let mut d = TestDaemon {
+        let d = TestDaemon {
             child,
             _dir: dir,
             state_dir,
@@ -139,7 +158,6 @@ impl TestDaemon {
             stderr,
             log: Vec::new(),
         };
-        d.wait_socket();
         d
     }
 
@@ -201,7 +219,7 @@ impl TestDaemon {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                self.drain_log();
+                self.read_log_to_eof(deadline);
                 return st;
             }
             assert!(Instant::now() < deadline, "lwsysd did not exit; log:\n{}", self.logs());
@@ -214,6 +232,19 @@ impl TestDaemon {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// After exit: every line up to stderr's EOF (the reader thread ends
+    /// there), so no late line is missed; bounded by `deadline` in case a
+    /// child process inherited stderr and keeps it open.
+    fn read_log_to_eof(&mut self, deadline: Instant) {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) => self.log.push(l),
+                Err(_) => return,
+            }
+        }
     }
 
     fn drain_log(&mut self) {
