@@ -225,7 +225,7 @@ impl Store {
         match opened {
             Ok(Ok(db)) => Ok(db),
             Ok(Err(e)) => Err(StoreError::Open { path: path.to_owned(), source: Box::new(e) }),
-            Err(panic) => Err(StoreError::Damaged { path: path.to_owned(), detail: panic_text(&panic) }),
+            Err(panic) => Err(StoreError::Damaged { path: path.to_owned(), detail: panic_text(&*panic) }),
         }
     }
 
@@ -272,7 +272,7 @@ impl Store {
                 // Damage found mid-read: the database may be inconsistent
                 // in memory, so it is dropped like a poisoned one.
                 drop(db);
-                let detail = panic_text(&panic);
+                let detail = panic_text(&*panic);
                 return Err(StoreError::Damaged { path: self.path.to_path_buf(), detail });
             }
         };
