@@ -152,6 +152,16 @@ fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
 /// of writes grow the daemon's memory for nothing.
 const CACHE_BYTES: usize = 4 << 20;
 
+/// A redb error, boxed (redb's is large) and convertible from each of
+/// redb's narrower errors, for `?` in the closures of `Store::with_db`.
+struct RedbError(Box<redb::Error>);
+
+impl<E: Into<redb::Error>> From<E> for RedbError {
+    fn from(e: E) -> Self {
+        Self(Box::new(e.into()))
+    }
+}
+
 /// The message of a caught panic.
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
@@ -162,8 +172,8 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Whether `e` leaves the database poisoned (or says it already is).
-fn is_io(e: &redb::Error) -> bool {
-    matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
+fn is_io(e: &RedbError) -> bool {
+    matches!(*e.0, redb::Error::Io(_) | redb::Error::PreviousIo)
 }
 
 impl Store {
@@ -220,12 +230,16 @@ impl Store {
     fn open_db(path: &Path, open: &BackendOpener) -> Result<Database, StoreError> {
         let backend = open()?;
         let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            Database::builder().set_cache_size(CACHE_BYTES).create_with_backend(BoxedBackend(backend))
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(BoxedBackend(backend))
         }));
         match opened {
             Ok(Ok(db)) => Ok(db),
             Ok(Err(e)) => Err(StoreError::Open { path: path.to_owned(), source: Box::new(e) }),
-            Err(panic) => Err(StoreError::Damaged { path: path.to_owned(), detail: panic_text(&*panic) }),
+            Err(panic) => {
+                Err(StoreError::Damaged { path: path.to_owned(), detail: panic_text(&*panic) })
+            }
         }
     }
 
@@ -254,15 +268,17 @@ impl Store {
         &self,
         op: &'static str,
         name: &str,
-        f: impl FnOnce(&Database) -> Result<T, redb::Error>,
+        f: impl FnOnce(&Database) -> Result<T, RedbError>,
     ) -> Result<T, StoreError> {
         let mut guard = self.lock();
         let db = match guard.take() {
             Some(db) => db,
             None => Self::open_db(&self.path, &self.shared.open).map_err(|e| match e {
-                StoreError::Open { source, .. } => {
-                    StoreError::Op { op, table: name.to_owned(), source: Box::new((*source).into()) }
-                }
+                StoreError::Open { source, .. } => StoreError::Op {
+                    op,
+                    table: name.to_owned(),
+                    source: Box::new((*source).into()),
+                },
                 other => other,
             })?,
         };
@@ -282,7 +298,7 @@ impl Store {
             Err(e) if is_io(e) => drop(db),
             _ => *guard = Some(db),
         }
-        out.map_err(|e| StoreError::Op { op, table: name.to_owned(), source: Box::new(e) })
+        out.map_err(|e| StoreError::Op { op, table: name.to_owned(), source: e.0 })
     }
 
     /// Sets `key` to `value` in `table` (created on first use), durably.

@@ -148,17 +148,7 @@ impl TestDaemon {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().map(lines_of);
         let stderr = lines_of(child.stderr.take().unwrap());
-        let d = TestDaemon {
-            child,
-            _dir: dir,
-            state_dir,
-            socket,
-            stdin,
-            stdout,
-            stderr,
-            log: Vec::new(),
-        };
-        d
+        TestDaemon { child, _dir: dir, state_dir, socket, stdin, stdout, stderr, log: Vec::new() }
     }
 
     fn wait_socket(&mut self) {

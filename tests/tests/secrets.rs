@@ -105,7 +105,8 @@ fn a_state_dir_the_daemon_creates_is_0700_under_umask_000() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&parent.join("new")), 0o700);
-    let out = Command::new(bin_path("lwsysctl")).arg("--socket").arg(&socket).arg("shutdown").output();
+    let out =
+        Command::new(bin_path("lwsysctl")).arg("--socket").arg(&socket).arg("shutdown").output();
     assert!(out.unwrap().status.success());
     assert!(child.wait().unwrap().success());
     assert_eq!(mode(&state.join("lwsys.redb")), 0o600);

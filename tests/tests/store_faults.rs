@@ -158,7 +158,7 @@ fn an_unreadable_store_exits_70_and_recover_store_moves_it_aside() {
         });
     } else {
         refused_then_recovered(&state, "mode 000", |p| {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0)).unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
         });
     }
 }
@@ -246,7 +246,10 @@ fn a_full_disk_fails_a_durable_write_and_writes_work_again_once_space_is_freed()
     }
     // Space freed: the same daemon takes the write.
     std::fs::remove_file(&filler).unwrap();
-    assert_eq!(c.ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": big}))["size"], 512 * 1024);
+    assert_eq!(
+        c.ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": big}))["size"],
+        512 * 1024
+    );
     assert_eq!(get(&d, "AUTH", 1).len(), 512 * 1024);
     c.ok("blob.set", json!({"kind": "DEVICE_SERIAL", "data": "SN-after"}));
     drop(c);

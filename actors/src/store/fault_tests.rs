@@ -177,7 +177,7 @@ fn an_unreadable_or_non_file_store_is_an_open_error() {
         return; // root reads a mode 000 file anyway; the directory case stands in.
     }
     std::fs::write(&path, b"").unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
     let e = Store::open(dir.path()).unwrap_err();
     assert!(e.to_string().contains("ermission denied"), "{e}");
 }
