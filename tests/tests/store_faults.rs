@@ -223,10 +223,12 @@ fn a_full_disk_fails_a_durable_write_and_writes_work_again_once_space_is_freed()
     let _tmpfs = match Tmpfs::mount(&mnt, "16m") {
         Ok(m) => m,
         Err(why) => {
-            // Visible in the test output (run with --nocapture, or in the
-            // CI log of a failed run): the real-disk case did not run here.
-            eprintln!("SKIPPED full-disk test on a real tmpfs: {why}");
-            println!("SKIPPED full-disk test on a real tmpfs: {why}");
+            // Written to the real stderr, past libtest's capture, so the
+            // skip shows in every run's output. The failing-backend unit
+            // tests (lwsys-actors store::fault_tests) still cover the heal.
+            use std::io::Write;
+            let msg = format!("SKIPPED full-disk test on a real tmpfs: {why}\n");
+            let _ = std::io::stderr().write_all(msg.as_bytes());
             return;
         }
     };
