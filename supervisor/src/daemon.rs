@@ -209,8 +209,11 @@ fn check_store(state_dir: &Path, recover: bool, log: &Logger) -> Result<(), i32>
         Err(e) => e,
     };
     if !recover || !recoverable(&fault, &path) {
-        let hint = if recover {
-            "not moved aside: it is a symbolic link or open in another process"
+        let symlink = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let hint = if fault.in_use() {
+            "left as is: it is open in another process (another lwsysd on this state dir?)"
+        } else if symlink {
+            "left as is: a symbolic link is never followed nor moved; remove it after checking who made it"
         } else {
             "left as is; start once with --recover-store to move it aside and start empty"
         };

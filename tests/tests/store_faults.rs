@@ -261,3 +261,28 @@ fn a_full_disk_fails_a_durable_write_and_writes_work_again_once_space_is_freed()
     assert_eq!(get(&d, "DEVICE_SERIAL", 0), "SN-after");
     stop(d);
 }
+
+#[test]
+fn a_store_in_use_by_another_daemon_is_never_moved_aside() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let d = start_on(&state, &[]);
+    d.connect().ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "live"}));
+    // Same state dir, another socket: the bind succeeds, the store is locked.
+    for extra in [&[][..], &["--recover-store"][..]] {
+        let out = Command::new(bin_path("lwsysd"))
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--socket")
+            .arg(t.path().join("other.sock"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(70), "{extra:?}: {err}");
+        assert!(err.contains("open in another process"), "{err}");
+        assert!(aside(&state).is_empty(), "{extra:?}: a live store was moved");
+    }
+    assert_eq!(get(&d, "AUTH", 1), "live");
+    stop(d);
+}
