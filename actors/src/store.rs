@@ -28,6 +28,7 @@
 
 mod file;
 
+use std::fs::File;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -187,32 +188,78 @@ impl Store {
 
     /// Opens (or creates) the database file at `path`: 0600, never through
     /// a symlink. A file that is not a readable redb database is an error,
-    /// never silently replaced.
+    /// never silently replaced; so is an empty one (see [`Store::create`]).
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
-        let first = open_private(path)
-            .map_err(|source| StoreError::File { path: path.to_owned(), source })?;
+        let file_err = |source| StoreError::File { path: path.to_owned(), source };
+        let first = match open_private(path, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::create(path),
+            Err(e) => return Err(file_err(e)),
+        };
+        if first.file.metadata().map_err(file_err)?.len() == 0 {
+            // redb would take it for a new database and start empty: a
+            // store truncated to nothing would lose its secrets silently.
+            return Err(StoreError::Damaged {
+                path: path.to_owned(),
+                detail: "the file is empty (truncated to 0 bytes); \
+                    a new store is only made where there is none"
+                    .into(),
+            });
+        }
         let tightened_from = first.tightened_from;
-        let first = std::sync::Mutex::new(Some(first.file));
-        let owned: PathBuf = path.to_owned();
-        let opener = move || -> Result<Box<dyn StorageBackend>, StoreError> {
-            // The file checked above serves the first open; a reopen after
-            // an I/O error opens (and checks) the path again.
+        let mut store = Self::with_backend(path, Self::file_opener(path, Some(first.file)))?;
+        store.tightened_from = tightened_from;
+        Ok(store)
+    }
+
+    /// Makes a new store at `path`: initialized under a temporary name
+    /// (`<path>.new`) and renamed into place, so that a crash never leaves
+    /// an empty file at `path` (which [`Store::open_file`] refuses).
+    fn create(path: &Path) -> Result<Self, StoreError> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".new");
+        let tmp = PathBuf::from(tmp);
+        let file_err = |p: &Path| {
+            let p = p.to_owned();
+            move |source| StoreError::File { path: p, source }
+        };
+        // A leftover from a crash mid-creation holds nothing.
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_err(&tmp)(e)),
+        }
+        let file = open_private(&tmp, true).map_err(file_err(&tmp))?.file;
+        let store = Self::with_backend(path, Self::file_opener(path, Some(file)))?;
+        // redb has written and synced its header; the rename is atomic and
+        // the open database follows the file.
+        std::fs::rename(&tmp, path).map_err(file_err(path))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(file_err(dir))?;
+        }
+        Ok(store)
+    }
+
+    /// Opens the database file: `first` (already open and checked) the
+    /// first time, then, after an I/O error, `path` afresh (never creating
+    /// it: a store that vanished is not silently replaced).
+    fn file_opener(path: &Path, first: Option<File>) -> Box<BackendOpener> {
+        let first = Mutex::new(first);
+        let path = path.to_owned();
+        Box::new(move || -> Result<Box<dyn StorageBackend>, StoreError> {
             let taken = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
             let file = match taken {
                 Some(f) => f,
                 None => {
-                    open_private(&owned)
-                        .map_err(|source| StoreError::File { path: owned.clone(), source })?
+                    open_private(&path, false)
+                        .map_err(|source| StoreError::File { path: path.clone(), source })?
                         .file
                 }
             };
             let backend = redb::backends::FileBackend::new(file)
-                .map_err(|e| StoreError::Open { path: owned.clone(), source: Box::new(e) })?;
+                .map_err(|e| StoreError::Open { path: path.clone(), source: Box::new(e) })?;
             Ok(Box::new(backend))
-        };
-        let mut store = Self::with_backend(path, Box::new(opener))?;
-        store.tightened_from = tightened_from;
-        Ok(store)
+        })
     }
 
     /// A store on the storage `open` makes, named `path` in errors; `open`

@@ -54,7 +54,7 @@ fn full_disk_store(dir: &Path) -> (Store, Arc<AtomicBool>) {
     let path = dir.join(STORE_FILE);
     let (p, f) = (path.clone(), full.clone());
     let open = move || -> Result<Box<dyn StorageBackend>, StoreError> {
-        let file = open_private(&p).unwrap().file;
+        let file = open_private(&p, !p.exists()).unwrap().file;
         let inner = redb::backends::FileBackend::new(file).unwrap();
         Ok(Box::new(FullDisk { inner, full: f.clone() }))
     };

@@ -23,16 +23,16 @@ pub struct PrivateFile {
     pub tightened_from: Option<u32>,
 }
 
-/// Opens `path` read-write, creating it 0600 if missing. A symlink at
-/// `path` is refused (`O_NOFOLLOW`), as is anything but a regular file; an
-/// existing file with group or other bits is set to 0600 through its fd (no
-/// window for a swap), and its old mode is returned for a warning.
-pub fn open_private(path: &Path) -> io::Result<PrivateFile> {
+/// Opens `path` read-write; with `create`, creates it 0600 and fails if
+/// it exists (`O_EXCL`). A symlink at `path` is refused (`O_NOFOLLOW`), as
+/// is anything but a regular file; an existing file with group or other
+/// bits is set to 0600 through its fd (no window for a swap), and its old
+/// mode is returned for a warning.
+pub fn open_private(path: &Path, create: bool) -> io::Result<PrivateFile> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(create)
         .mode(PRIVATE_FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
@@ -79,11 +79,13 @@ mod tests {
     fn a_new_file_is_0600_and_a_loose_one_is_tightened() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        let f = open_private(&p).unwrap();
+        assert_eq!(open_private(&p, false).unwrap_err().kind(), io::ErrorKind::NotFound);
+        let f = open_private(&p, true).unwrap();
         assert_eq!(f.tightened_from, None);
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o600);
+        assert_eq!(open_private(&p, true).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
         std::fs::set_permissions(&p, Permissions::from_mode(0o644)).unwrap();
-        let f = open_private(&p).unwrap();
+        let f = open_private(&p, false).unwrap();
         assert_eq!(f.tightened_from, Some(0o644));
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o600);
     }
@@ -96,20 +98,21 @@ mod tests {
         std::fs::set_permissions(&target, Permissions::from_mode(0o644)).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = open_private(&link).unwrap_err();
+        let e = open_private(&link, false).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o7777, 0o644);
         // A dangling link is refused too, and nothing is created behind it.
         let dangling = dir.path().join("dangling");
         std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
-        assert!(open_private(&dangling).is_err());
+        assert!(open_private(&dangling, true).is_err());
+        assert!(open_private(&dangling, false).is_err());
         assert!(!dir.path().join("nowhere").exists());
     }
 
     #[test]
     fn a_directory_is_not_a_store_file() {
         let dir = tempfile::tempdir().unwrap();
-        let e = open_private(dir.path()).unwrap_err();
+        let e = open_private(dir.path(), false).unwrap_err();
         assert!(!e.to_string().is_empty());
     }
 

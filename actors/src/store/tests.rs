@@ -92,3 +92,29 @@ fn blobs_are_keyed_by_kind_name_and_idx() {
     assert!(s.delete_blob(id).unwrap());
     assert_eq!(s.get_blob(id).unwrap(), None);
 }
+
+#[test]
+fn an_empty_store_file_is_damage_not_a_new_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STORE_FILE);
+    std::fs::write(&path, b"").unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+    assert!(e.to_string().contains("empty"), "{e}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+}
+
+#[test]
+fn a_new_store_is_made_under_a_temporary_name_and_renamed_into_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join(format!("{STORE_FILE}.new"));
+    // What a crash in the middle of a creation leaves behind.
+    std::fs::write(&tmp, b"half").unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    assert!(!tmp.exists());
+    let len = std::fs::metadata(dir.path().join(STORE_FILE)).unwrap().len();
+    assert!(len > 0, "never empty at its path");
+    s.put("t", b"k", b"v").unwrap();
+    drop(s);
+    assert_eq!(Store::open(dir.path()).unwrap().get("t", b"k").unwrap().unwrap(), b"v");
+}
