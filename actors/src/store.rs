@@ -348,6 +348,33 @@ impl Store {
         out.map_err(|e| StoreError::Op { op, table: name.to_owned(), source: e.0 })
     }
 
+    /// Verifies every page of the file against its checksum, which reads
+    /// alone do not (a flipped byte in a value would be read back as is).
+    /// `Ok(true)`: sound; `Ok(false)`: redb found damage it could repair
+    /// (and did); an error: damage it could not repair. Slow on a big file:
+    /// for start-up, not for every call.
+    pub fn check_integrity(&self) -> Result<bool, StoreError> {
+        let mut guard = self.lock();
+        let mut db = match guard.take() {
+            Some(db) => db,
+            None => Self::open_db(&self.path, &self.shared.open)?,
+        };
+        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| db.check_integrity()));
+        match checked {
+            Ok(Ok(clean)) => {
+                *guard = Some(db);
+                Ok(clean)
+            }
+            Ok(Err(e)) => {
+                Err(StoreError::Open { path: self.path.to_path_buf(), source: Box::new(e) })
+            }
+            Err(panic) => Err(StoreError::Damaged {
+                path: self.path.to_path_buf(),
+                detail: panic_text(&*panic),
+            }),
+        }
+    }
+
     /// Sets `key` to `value` in `table` (created on first use), durably.
     pub fn put(&self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.with_db("put", name, |db| {

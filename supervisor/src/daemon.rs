@@ -186,7 +186,8 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
     Ok(aside)
 }
 
-/// Opens the durable store and reads all of it before anything starts, so
+/// Opens the durable store, verifies its checksums and reads all of it
+/// before anything starts, so
 /// that a damaged store stops the daemon with one clear line (exit 70)
 /// rather than later, mid-boot. With `recover`, a damaged store is moved
 /// aside and an empty one created, logging what was lost. A store file
@@ -195,14 +196,21 @@ fn check_store(state_dir: &Path, recover: bool, log: &Logger) -> Result<(), i32>
     let path = state_dir.join(store::STORE_FILE);
     let opened = without_panic_report(|| {
         let s = Store::open(state_dir)?;
+        // Plain reads do not verify checksums: a damaged value would be
+        // loaded as is.
+        let clean = s.check_integrity()?;
         s.load_blobs()?;
-        Ok::<_, StoreError>(s)
+        Ok::<_, StoreError>((s, clean))
     });
     let fault = match opened {
-        Ok(s) => {
+        Ok((s, clean)) => {
             if let Some(mode) = s.tightened_from() {
                 warn!(log, "the store file was readable or writable by others; tightened to 0600";
                     "file" => %path.display(), "mode_was" => format!("{mode:04o}"));
+            }
+            if !clean {
+                warn!(log, "the store was inconsistent and redb repaired it";
+                    "file" => %path.display());
             }
             return Ok(());
         }

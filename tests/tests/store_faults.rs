@@ -136,6 +136,21 @@ fn a_truncated_or_garbled_store_exits_70_and_recover_store_starts_empty() {
         }
         std::fs::write(p, bytes).unwrap();
     });
+    refused_then_recovered(&state, "one flipped byte in a stored secret", |p| {
+        let mut bytes = g.clone();
+        let needle = b"s3cr3t-token";
+        // Every copy (redb leaves old ones in freed pages): the live one
+        // is among them.
+        let mut flipped = 0;
+        for at in 0..bytes.len() - needle.len() {
+            if &bytes[at..at + needle.len()] == needle {
+                bytes[at + 3] ^= 0x01;
+                flipped += 1;
+            }
+        }
+        assert!(flipped > 0);
+        std::fs::write(p, bytes).unwrap();
+    });
     refused_then_recovered(&state, "all garbage", |p| {
         std::fs::write(p, vec![0x5a; 8192]).unwrap();
     });
