@@ -2,6 +2,10 @@
 //! socket (and stdio), signals, and an orderly exit through
 //! CONTEXT_DESTROYING. `bin/lwsysd.rs` only parses and calls [`run`].
 //!
+//! Start-up refuses (exit 70) a state dir that is not the daemon's alone
+//! and a durable store that is damaged, unless `--recover-store` moves it
+//! aside: see `docs/config.md`, "State directory rules".
+//!
 //! Reboot (`system.reboot`, `SystemHandle::reboot`): the system passes
 //! through CONTEXT_DESTROYING, the store is flushed, then the reboot op of
 //! [`DaemonOps`] runs. With `[system] reboot = "exec"` the daemon finishes
@@ -187,9 +191,8 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Opens the durable store, verifies its checksums and reads all of it
-/// before anything starts, so
-/// that a damaged store stops the daemon with one clear line (exit 70)
-/// rather than later, mid-boot. With `recover`, a damaged store is moved
+/// before anything starts, so that a damaged store stops the daemon with
+/// one clear line (exit 70) rather than later, mid-boot. With `recover`, a damaged store is moved
 /// aside and an empty one created, logging what was lost. A store file
 /// with loose modes is tightened to 0600, with a warning.
 fn check_store(state_dir: &Path, recover: bool, log: &Logger) -> Result<(), i32> {
