@@ -14,11 +14,29 @@
 //! That is acceptable for small, rare updates such as blobs; a service
 //! with heavy write traffic should move its writes to a thread of its own.
 
+//!
+//! The file is opened by the store itself, never by redb: created 0600
+//! whatever the umask, opened with `O_NOFOLLOW` so a symlink planted at its
+//! path is refused, and an existing file with looser modes is tightened to
+//! 0600 (reported by [`Store::tightened_from`] so the caller can warn).
+//!
+//! redb poisons a database after an I/O error in a commit (every later
+//! call fails with `PreviousIo`). A transient fault such as a full disk
+//! must not break durable writes until a restart, so after any I/O error
+//! the store drops its database and reopens the file at the next call:
+//! once space is freed, writes succeed again.
+
+mod file;
+
+use std::fs::File;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lwsys_messages::blobs::{BlobId, BlobKind};
-use redb::{Database, ReadableTable, TableDefinition, TableError};
+use redb::{Database, ReadableTable, StorageBackend, TableDefinition, TableError};
+
+pub use self::file::{create_private_dir, open_private, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE};
 
 /// The store's file name inside the state directory.
 pub const STORE_FILE: &str = "lwsys.redb";
@@ -37,6 +55,15 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The file itself could not be opened: missing permission, not a
+    /// regular file, or a symbolic link (refused, never followed).
+    #[error("cannot open store {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The database file could not be opened: unreadable, corrupt, not a
     /// redb file, or already open in this process.
     #[error("cannot open store {path}: {source}")]
@@ -45,6 +72,16 @@ pub enum StoreError {
         path: PathBuf,
         /// The cause.
         source: Box<redb::DatabaseError>,
+    },
+    /// redb found the file inconsistent (it asserts rather than returning
+    /// an error on some damage, such as a truncated file; the store turns
+    /// that panic into this error).
+    #[error("store {path} is damaged: {detail}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What redb found wrong.
+        detail: String,
     },
     /// A read or write failed; a failed write changed nothing.
     #[error("store {op} on table {table:?} failed: {source}")]
@@ -56,6 +93,15 @@ pub enum StoreError {
         /// The cause.
         source: Box<redb::Error>,
     },
+}
+
+impl StoreError {
+    /// Whether the file is open in another process (redb locks it): a live
+    /// store, never to be taken for a broken one.
+    pub fn in_use(&self) -> bool {
+        matches!(self, Self::Open { source, .. }
+            if matches!(**source, redb::DatabaseError::DatabaseAlreadyOpen))
+    }
 }
 
 /// Every key and value of a table, in key order.
@@ -71,12 +117,25 @@ pub struct StoredBlobs {
     pub unknown_keys: Vec<Vec<u8>>,
 }
 
+/// Makes the storage a database is (re)opened on; called again after an
+/// I/O error, so it must open the file afresh each time.
+pub type BackendOpener =
+    dyn Fn() -> Result<Box<dyn StorageBackend>, StoreError> + Send + Sync + 'static;
+
+/// The database, `None` after an I/O error poisoned it until the next call
+/// reopens it.
+struct Shared {
+    db: Mutex<Option<Database>>,
+    open: Box<BackendOpener>,
+}
+
 /// A handle to the durable store; clones share one open database (redb
 /// allows a file to be open once per process). See the module docs.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     path: Arc<Path>,
+    tightened_from: Option<u32>,
 }
 
 impl std::fmt::Debug for Store {
@@ -94,23 +153,141 @@ fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
 /// of writes grow the daemon's memory for nothing.
 const CACHE_BYTES: usize = 4 << 20;
 
+/// A redb error, boxed (redb's is large) and convertible from each of
+/// redb's narrower errors, for `?` in the closures of `Store::with_db`.
+struct RedbError(Box<redb::Error>);
+
+impl<E: Into<redb::Error>> From<E> for RedbError {
+    fn from(e: E) -> Self {
+        Self(Box::new(e.into()))
+    }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "inconsistent file".to_owned(),
+    }
+}
+
+/// Whether `e` leaves the database poisoned (or says it already is).
+fn is_io(e: &RedbError) -> bool {
+    matches!(*e.0, redb::Error::Io(_) | redb::Error::PreviousIo)
+}
+
 impl Store {
     /// Opens (or creates) `<state_dir>/lwsys.redb`, creating the directory
-    /// if needed.
+    /// (0700) if needed.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir)
+        create_private_dir(state_dir)
             .map_err(|source| StoreError::Dir { path: state_dir.to_owned(), source })?;
         Self::open_file(&state_dir.join(STORE_FILE))
     }
 
-    /// Opens (or creates) the database file at `path`. A file that is not a
-    /// readable redb database is an error, never silently replaced.
+    /// Opens (or creates) the database file at `path`: 0600, never through
+    /// a symlink. A file that is not a readable redb database is an error,
+    /// never silently replaced; so is an empty one (see [`Store::create`]).
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| StoreError::Open { path: path.to_owned(), source: Box::new(e) })?;
-        Ok(Self { db: Arc::new(db), path: path.into() })
+        let file_err = |source| StoreError::File { path: path.to_owned(), source };
+        let first = match open_private(path, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::create(path),
+            Err(e) => return Err(file_err(e)),
+        };
+        if first.file.metadata().map_err(file_err)?.len() == 0 {
+            // redb would take it for a new database and start empty: a
+            // store truncated to nothing would lose its secrets silently.
+            return Err(StoreError::Damaged {
+                path: path.to_owned(),
+                detail: "the file is empty (truncated to 0 bytes); \
+                    a new store is only made where there is none"
+                    .into(),
+            });
+        }
+        let tightened_from = first.tightened_from;
+        let mut store = Self::with_backend(path, Self::file_opener(path, Some(first.file)))?;
+        store.tightened_from = tightened_from;
+        Ok(store)
+    }
+
+    /// Makes a new store at `path`: initialized under a temporary name
+    /// (`<path>.new`) and renamed into place, so that a crash never leaves
+    /// an empty file at `path` (which [`Store::open_file`] refuses).
+    fn create(path: &Path) -> Result<Self, StoreError> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".new");
+        let tmp = PathBuf::from(tmp);
+        let file_err = |p: &Path| {
+            let p = p.to_owned();
+            move |source| StoreError::File { path: p, source }
+        };
+        // A leftover from a crash mid-creation holds nothing.
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_err(&tmp)(e)),
+        }
+        let file = open_private(&tmp, true).map_err(file_err(&tmp))?.file;
+        let store = Self::with_backend(path, Self::file_opener(path, Some(file)))?;
+        // redb has written and synced its header; the rename is atomic and
+        // the open database follows the file.
+        std::fs::rename(&tmp, path).map_err(file_err(path))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(file_err(dir))?;
+        }
+        Ok(store)
+    }
+
+    /// Opens the database file: `first` (already open and checked) the
+    /// first time, then, after an I/O error, `path` afresh (never creating
+    /// it: a store that vanished is not silently replaced).
+    fn file_opener(path: &Path, first: Option<File>) -> Box<BackendOpener> {
+        let first = Mutex::new(first);
+        let path = path.to_owned();
+        Box::new(move || -> Result<Box<dyn StorageBackend>, StoreError> {
+            let taken = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let file = match taken {
+                Some(f) => f,
+                None => {
+                    open_private(&path, false)
+                        .map_err(|source| StoreError::File { path: path.clone(), source })?
+                        .file
+                }
+            };
+            let backend = redb::backends::FileBackend::new(file)
+                .map_err(|e| StoreError::Open { path: path.clone(), source: Box::new(e) })?;
+            Ok(Box::new(backend))
+        })
+    }
+
+    /// A store on the storage `open` makes, named `path` in errors; `open`
+    /// is called again to reopen the database after an I/O error. For tests
+    /// that inject storage faults, and for other media.
+    pub fn with_backend(path: &Path, open: Box<BackendOpener>) -> Result<Self, StoreError> {
+        let db = Self::open_db(path, &open)?;
+        Ok(Self {
+            shared: Arc::new(Shared { db: Mutex::new(Some(db)), open }),
+            path: path.into(),
+            tightened_from: None,
+        })
+    }
+
+    fn open_db(path: &Path, open: &BackendOpener) -> Result<Database, StoreError> {
+        let backend = open()?;
+        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(BoxedBackend(backend))
+        }));
+        match opened {
+            Ok(Ok(db)) => Ok(db),
+            Ok(Err(e)) => Err(StoreError::Open { path: path.to_owned(), source: Box::new(e) }),
+            Err(panic) => {
+                Err(StoreError::Damaged { path: path.to_owned(), detail: panic_text(&*panic) })
+            }
+        }
     }
 
     /// The database file.
@@ -118,62 +295,150 @@ impl Store {
         &self.path
     }
 
-    fn op_err<'a>(op: &'static str, name: &'a str) -> impl Fn(redb::Error) -> StoreError + 'a {
-        move |e| StoreError::Op { op, table: name.to_owned(), source: Box::new(e) }
+    /// The file's mode before it was tightened to 0600 at open, when it
+    /// was looser (group or other bits set).
+    pub fn tightened_from(&self) -> Option<u32> {
+        self.tightened_from
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Database>> {
+        // A panic while holding the lock cannot leave the database half
+        // changed (redb transactions are atomic), so a poisoned lock is
+        // still usable.
+        self.shared.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the database, reopening it first if an earlier I/O
+    /// error dropped it, and dropping it after an I/O error so that the
+    /// next call starts from what is on disk.
+    fn with_db<T>(
+        &self,
+        op: &'static str,
+        name: &str,
+        f: impl FnOnce(&Database) -> Result<T, RedbError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.lock();
+        let db = match guard.take() {
+            Some(db) => db,
+            None => Self::open_db(&self.path, &self.shared.open).map_err(|e| match e {
+                StoreError::Open { source, .. } => StoreError::Op {
+                    op,
+                    table: name.to_owned(),
+                    source: Box::new((*source).into()),
+                },
+                other => other,
+            })?,
+        };
+        let out = match std::panic::catch_unwind(AssertUnwindSafe(|| f(&db))) {
+            Ok(out) => out,
+            Err(panic) => {
+                // Damage found mid-read: the database may be inconsistent
+                // in memory, so it is dropped like a poisoned one.
+                drop(db);
+                let detail = panic_text(&*panic);
+                return Err(StoreError::Damaged { path: self.path.to_path_buf(), detail });
+            }
+        };
+        match &out {
+            // Poisoned: dropped here (releasing the file lock) so that the
+            // next call reopens a healthy database from what is on disk.
+            Err(e) if is_io(e) => drop(db),
+            _ => *guard = Some(db),
+        }
+        out.map_err(|e| StoreError::Op { op, table: name.to_owned(), source: e.0 })
+    }
+
+    /// Verifies every page of the file against its checksum, which reads
+    /// alone do not (a flipped byte in a value would be read back as is).
+    /// `Ok(true)`: sound; `Ok(false)`: redb found damage it could repair
+    /// (and did); an error: damage it could not repair. Slow on a big file:
+    /// for start-up, not for every call.
+    pub fn check_integrity(&self) -> Result<bool, StoreError> {
+        let mut guard = self.lock();
+        let mut db = match guard.take() {
+            Some(db) => db,
+            None => Self::open_db(&self.path, &self.shared.open)?,
+        };
+        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| db.check_integrity()));
+        match checked {
+            Ok(Ok(clean)) => {
+                *guard = Some(db);
+                Ok(clean)
+            }
+            Ok(Err(e)) => {
+                Err(StoreError::Open { path: self.path.to_path_buf(), source: Box::new(e) })
+            }
+            Err(panic) => Err(StoreError::Damaged {
+                path: self.path.to_path_buf(),
+                detail: panic_text(&*panic),
+            }),
+        }
     }
 
     /// Sets `key` to `value` in `table` (created on first use), durably.
     pub fn put(&self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let err = Self::op_err("put", name);
-        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut t = tx.open_table(table(name)).map_err(|e| err(e.into()))?;
-            t.insert(key, value).map_err(|e| err(e.into()))?;
-        }
-        tx.commit().map_err(|e| err(e.into()))
+        self.with_db("put", name, |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(table(name))?;
+                t.insert(key, value)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Removes `key` from `table`, durably; whether it was there.
     pub fn delete(&self, name: &str, key: &[u8]) -> Result<bool, StoreError> {
-        let err = Self::op_err("delete", name);
-        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        let had = {
-            let mut t = tx.open_table(table(name)).map_err(|e| err(e.into()))?;
-            let old = t.remove(key).map_err(|e| err(e.into()))?;
-            old.is_some()
-        };
-        tx.commit().map_err(|e| err(e.into()))?;
-        Ok(had)
+        self.with_db("delete", name, |db| {
+            let tx = db.begin_write()?;
+            let had = {
+                let mut t = tx.open_table(table(name))?;
+                let old = t.remove(key)?;
+                old.is_some()
+            };
+            tx.commit()?;
+            Ok(had)
+        })
     }
 
     /// The value of `key` in `table`, if any.
     pub fn get(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let err = Self::op_err("get", name);
-        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let t = match tx.open_table(table(name)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(e.into())),
-        };
-        let v = t.get(key).map_err(|e| err(e.into()))?;
-        Ok(v.map(|v| v.value().to_vec()))
+        self.with_db("get", name, |db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(table(name)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let v = t.get(key)?;
+            Ok(v.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Every key and value in `table`, in key order.
     pub fn entries(&self, name: &str) -> Result<Entries, StoreError> {
-        let err = Self::op_err("entries", name);
-        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let t = match tx.open_table(table(name)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(e.into())),
-        };
         let mut out = Vec::new();
-        for row in t.iter().map_err(|e| err(e.into()))? {
-            let (k, v) = row.map_err(|e| err(e.into()))?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
+        self.scan(name, &mut out)?;
         Ok(out)
+    }
+
+    /// Reads `table` into `out` row by row, so that when a damaged page
+    /// stops the scan, `out` still holds every row read before it.
+    pub fn scan(&self, name: &str, out: &mut Entries) -> Result<(), StoreError> {
+        self.with_db("entries", name, |db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(table(name)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(())
+        })
     }
 
     /// Makes sure everything written so far is on disk. Each update is
@@ -181,9 +446,10 @@ impl Store {
     /// durable transaction: a cheap check that the store is still writable,
     /// and the hook for a later batching writer.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let err = Self::op_err("flush", "");
-        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        tx.commit().map_err(|e| err(e.into()))
+        self.with_db("flush", "", |db| {
+            db.begin_write()?.commit()?;
+            Ok(())
+        })
     }
 
     /// The key a blob is stored under, `"<KIND>/<idx>"`: by name rather
@@ -227,97 +493,30 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A boxed backend as redb wants one (`impl StorageBackend`).
+#[derive(Debug)]
+struct BoxedBackend(Box<dyn StorageBackend>);
 
-    #[test]
-    fn values_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            s.put("t", b"k", b"v1").unwrap();
-            s.put("t", b"k", b"v2").unwrap();
-            s.put("t", b"gone", b"x").unwrap();
-            assert!(s.delete("t", b"gone").unwrap());
-            assert!(!s.delete("t", b"gone").unwrap());
-            s.flush().unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.path(), dir.path().join(STORE_FILE));
-        assert_eq!(s.get("t", b"k").unwrap().as_deref(), Some(&b"v2"[..]));
-        assert_eq!(s.get("t", b"gone").unwrap(), None);
-        assert_eq!(s.entries("t").unwrap(), vec![(b"k".to_vec(), b"v2".to_vec())]);
+impl StorageBackend for BoxedBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
     }
-
-    #[test]
-    fn values_far_larger_than_the_page_cache_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let big: Vec<u8> = (0..(3 * CACHE_BYTES) as u32).map(|i| (i % 253) as u8).collect();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            s.put("t", b"big", &big).unwrap();
-            s.put("t", b"big2", &big[..CACHE_BYTES + 1]).unwrap();
-            assert_eq!(s.get("t", b"big").unwrap().as_deref(), Some(&big[..]));
-        }
-        let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.get("t", b"big").unwrap().as_deref(), Some(&big[..]));
-        assert_eq!(s.get("t", b"big2").unwrap().as_deref(), Some(&big[..CACHE_BYTES + 1]));
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.0.read(offset, len)
     }
-
-    #[test]
-    fn missing_tables_read_as_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.get("nope", b"k").unwrap(), None);
-        assert!(s.entries("nope").unwrap().is_empty());
-        assert!(!s.delete("nope", b"k").unwrap());
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
     }
-
-    #[test]
-    fn tables_are_separate() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        s.put("a", b"k", b"1").unwrap();
-        s.put("b", b"k", b"2").unwrap();
-        assert_eq!(s.get("a", b"k").unwrap().unwrap(), b"1");
-        assert_eq!(s.get("b", b"k").unwrap().unwrap(), b"2");
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        self.0.sync_data(eventual)
     }
-
-    #[test]
-    fn a_corrupt_file_is_a_clear_open_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(STORE_FILE);
-        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-        let e = Store::open(dir.path()).unwrap_err();
-        assert!(matches!(e, StoreError::Open { .. }), "{e}");
-        assert!(e.to_string().contains("lwsys.redb"), "{e}");
-        // The file was not replaced.
-        assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 8192]);
-    }
-
-    #[test]
-    fn a_state_dir_that_is_a_file_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f");
-        std::fs::write(&file, b"").unwrap();
-        assert!(matches!(Store::open(&file), Err(StoreError::Dir { .. })));
-    }
-
-    #[test]
-    fn blobs_are_keyed_by_kind_name_and_idx() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let id = BlobId::new(BlobKind::Auth, 1);
-        assert_eq!(Store::blob_key(id), "AUTH/1");
-        s.put_blob(id, b"token").unwrap();
-        s.put(BLOBS_TABLE, b"NOPE/0", b"x").unwrap();
-        s.put(BLOBS_TABLE, b"DEVICE_SERIAL/1", b"x").unwrap();
-        let stored = s.load_blobs().unwrap();
-        assert_eq!(stored.blobs, vec![(id, b"token".to_vec())]);
-        assert_eq!(stored.unknown_keys.len(), 2);
-        assert_eq!(s.get_blob(id).unwrap().unwrap(), b"token");
-        assert!(s.delete_blob(id).unwrap());
-        assert_eq!(s.get_blob(id).unwrap(), None);
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
     }
 }
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod fault_tests;

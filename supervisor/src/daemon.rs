@@ -2,6 +2,10 @@
 //! socket (and stdio), signals, and an orderly exit through
 //! CONTEXT_DESTROYING. `bin/lwsysd.rs` only parses and calls [`run`].
 //!
+//! Start-up refuses (exit 70) a state dir that is not the daemon's alone
+//! and a durable store that is damaged, unless `--recover-store` moves it
+//! aside: see `docs/config.md`, "State directory rules".
+//!
 //! Reboot (`system.reboot`, `SystemHandle::reboot`): the system passes
 //! through CONTEXT_DESTROYING, the store is flushed, then the reboot op of
 //! [`DaemonOps`] runs. With `[system] reboot = "exec"` the daemon finishes
@@ -24,7 +28,8 @@ use lwsys_actors::clock::{LinuxClockOps, SetOutcome, SoftClock};
 use lwsys_actors::platform::{
     self, LinuxSystemOps, OpError, RebootAction, RebootStatus, SystemOps, REBOOT_COMMAND_TIMEOUT,
 };
-use slog::{crit, error, info, Logger};
+use lwsys_actors::store::{self, Store, StoreError};
+use slog::{crit, error, info, warn, Logger};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::builder::Builder;
@@ -111,15 +116,14 @@ pub fn effective_config(cli: &Cli) -> Result<Config, config::ConfigError> {
     Ok(cfg)
 }
 
-/// Create the state dir (mode 0700) if it does not exist; refuse one owned
-/// by another user (its owner could swap the durable store or the socket
-/// under us).
+/// Create the state dir (mode 0700) if it does not exist; refuse one that
+/// is not ours alone: owned by another user, or writable by group or
+/// others (like sshd's StrictModes), since whoever can write it could swap
+/// the durable store or the socket under us.
 fn prepare_state_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| e.to_string())?;
+        store::create_private_dir(dir).map_err(|e| e.to_string())?;
     }
     let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
     if !meta.is_dir() {
@@ -129,7 +133,127 @@ fn prepare_state_dir(dir: &Path) -> Result<(), String> {
     if meta.uid() != me {
         return Err(format!("owned by uid {}, not by this daemon's uid {me}", meta.uid()));
     }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "mode {mode:04o} lets group or others write it; it must not (chmod go-w, 0700 advised)"
+        ));
+    }
     Ok(())
+}
+
+/// Runs `f` with the panic hook silenced: redb asserts on some damaged
+/// files, the store turns that into an error, and the start-up check logs
+/// it as one line instead of a panic report. Only called before the system
+/// starts, while no other thread of ours can panic.
+fn without_panic_report<T>(f: impl FnOnce() -> T) -> T {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = f();
+    std::panic::set_hook(previous);
+    out
+}
+
+/// Whether a store that failed with `e` may be moved aside: not when it is
+/// open in another process (a live daemon's), and not when it is a symlink
+/// (someone planted it; an admin should look).
+fn recoverable(e: &StoreError, path: &Path) -> bool {
+    let symlink = std::fs::symlink_metadata(path).map(|m| m.file_type().is_symlink());
+    !e.in_use() && !matches!(symlink, Ok(true))
+}
+
+/// The keys of the blobs table that can still be read from a damaged
+/// store (none when it does not open).
+fn readable_keys(state_dir: &Path) -> Vec<String> {
+    let Ok(store) = Store::open(state_dir) else { return Vec::new() };
+    let mut rows = Vec::new();
+    let _ = store.scan(store::BLOBS_TABLE, &mut rows);
+    rows.into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect()
+}
+
+/// Moves a broken store at `path` aside, to `<path>.broken-<unix time>`
+/// (with `-N` appended if taken), 0600 (0700 for a directory); the new path.
+fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let base = format!("{}.broken-{now}", path.display());
+    let mut aside = PathBuf::from(&base);
+    let mut n = 1;
+    while std::fs::symlink_metadata(&aside).is_ok() {
+        aside = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &aside)?;
+    let meta = std::fs::symlink_metadata(&aside)?;
+    let mode = if meta.is_dir() { store::PRIVATE_DIR_MODE } else { store::PRIVATE_FILE_MODE };
+    std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(mode))?;
+    Ok(aside)
+}
+
+/// Opens the durable store, verifies its checksums and reads all of it
+/// before anything starts, so that a damaged store stops the daemon with
+/// one clear line (exit 70) rather than later, mid-boot. With `recover`, a damaged store is moved
+/// aside and an empty one created, logging what was lost. A store file
+/// with loose modes is tightened to 0600, with a warning.
+fn check_store(state_dir: &Path, recover: bool, log: &Logger) -> Result<(), i32> {
+    let path = state_dir.join(store::STORE_FILE);
+    let opened = without_panic_report(|| {
+        let s = Store::open(state_dir)?;
+        // Plain reads do not verify checksums: a damaged value would be
+        // loaded as is.
+        let clean = s.check_integrity()?;
+        s.load_blobs()?;
+        Ok::<_, StoreError>((s, clean))
+    });
+    let fault = match opened {
+        Ok((s, clean)) => {
+            if let Some(mode) = s.tightened_from() {
+                warn!(log, "the store file was readable or writable by others; tightened to 0600";
+                    "file" => %path.display(), "mode_was" => format!("{mode:04o}"));
+            }
+            if !clean {
+                warn!(log, "the store was inconsistent and redb repaired it";
+                    "file" => %path.display());
+            }
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    if !recover || !recoverable(&fault, &path) {
+        let symlink = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let hint = if fault.in_use() {
+            "left as is: it is open in another process (another lwsysd on this state dir?)"
+        } else if symlink {
+            "left as is: a symbolic link is never followed nor moved; remove it after checking who made it"
+        } else {
+            "left as is; start once with --recover-store to move it aside and start empty"
+        };
+        crit!(log, "the durable store is unusable"; "file" => %path.display(),
+            "fault" => %fault, "action" => hint);
+        return Err(EXIT_INTERNAL);
+    }
+    let keys = without_panic_report(|| readable_keys(state_dir));
+    let size = std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let aside = match move_aside(&path) {
+        Ok(a) => a,
+        Err(e) => {
+            crit!(log, "cannot move the broken store aside"; "file" => %path.display(),
+                "fault" => %fault, "error" => %e);
+            return Err(EXIT_INTERNAL);
+        }
+    };
+    warn!(log, "recovering: the broken store was moved aside; starting with an empty store";
+        "file" => %path.display(), "fault" => %fault, "moved_to" => %aside.display(),
+        "size" => size, "readable_keys" => ?keys);
+    match Store::open(state_dir) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            crit!(log, "cannot create a new store"; "file" => %path.display(), "error" => %e);
+            Err(EXIT_INTERNAL)
+        }
+    }
 }
 
 /// Run the daemon until it shuts down; returns the process exit code.
@@ -153,7 +277,7 @@ pub fn run(cli: Cli) -> i32 {
     let state_dir = config::state_dir(&cli, |k| std::env::var(k).ok());
     if let Err(e) = prepare_state_dir(&state_dir) {
         crit!(log, "refusing the state directory"; "path" => %state_dir.display(), "error" => %e);
-        return EXIT_USAGE;
+        return EXIT_INTERNAL;
     }
     let mut cfg = cfg;
     cfg.control.max_clients = crate::fdlimit::fit_clients(&log, cfg.control.max_clients);
@@ -165,6 +289,7 @@ pub fn run(cli: Cli) -> i32 {
         state_dir,
         socket,
         cli.stdio,
+        cli.recover_store,
     ));
     drop(log);
     drop(guard);
@@ -189,6 +314,7 @@ async fn serve_until_shutdown(
     state_dir: PathBuf,
     socket: PathBuf,
     stdio: bool,
+    recover_store: bool,
 ) -> End {
     info!(log, "lwsysd starting"; "version" => env!("CARGO_PKG_VERSION"), "pid" => std::process::id(),
           "state_dir" => %state_dir.display(), "socket" => %socket.display(), "boot_target" => %cfg.supervisor.boot_target);
@@ -200,6 +326,11 @@ async fn serve_until_shutdown(
             return End::Exit(EXIT_INTERNAL);
         }
     };
+    // After the bind: a second daemon on this state dir has failed by now,
+    // so the store it would find locked is never taken for a broken one.
+    if let Err(code) = check_store(&state_dir, recover_store, &log) {
+        return End::Exit(code);
+    }
     let ops = match DaemonOps::from_config(&cfg) {
         Ok(o) => Arc::new(o),
         Err(e) => {

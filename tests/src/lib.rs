@@ -10,6 +10,7 @@
 pub mod chrony;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -56,6 +57,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Start under this open-file limit: `(soft, hard)`.
     pub nofile: Option<(u64, u64)>,
+    /// Run lwsysd with this umask instead of the test's.
+    pub umask: Option<u32>,
 }
 
 /// A running `lwsysd` on a temporary state dir; killed on drop.
@@ -110,18 +113,30 @@ impl TestDaemon {
                 (Some(t), p)
             }
         };
+        let existed = state_dir.exists();
         std::fs::create_dir_all(&state_dir).unwrap();
+        // lwsysd refuses a state dir group or others can write (a umask of
+        // 002 would make one); 0700 is what it creates itself.
+        if !existed {
+            std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
         let socket = state_dir.join("lwsys.sock");
-        let mut cmd = match opts.nofile {
-            // The shell sets the limit and execs: no pre_exec (unsafe) needed.
-            Some((soft, hard)) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""))
-                    .arg(bin_path("lwsysd"));
-                c
-            }
-            None => Command::new(bin_path("lwsysd")),
+        // No pre_exec (unsafe is forbidden): a shell sets the umask or limit
+        // and execs lwsysd in its place, so the pid is still lwsysd's.
+        let mut setup = Vec::new();
+        if let Some(mask) = opts.umask {
+            setup.push(format!("umask {mask:03o}"));
+        }
+        if let Some((soft, hard)) = opts.nofile {
+            setup.push(format!("ulimit -Sn {soft} && ulimit -Hn {hard}"));
+        }
+        let mut cmd = if setup.is_empty() {
+            Command::new(bin_path("lwsysd"))
+        } else {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(format!("{} && exec \"$0\" \"$@\"", setup.join(" && ")));
+            c.arg(bin_path("lwsysd"));
+            c
         };
         cmd.arg("--state-dir").arg(&state_dir).arg("--socket").arg(&socket);
         if let Some(text) = &opts.config {
@@ -141,18 +156,7 @@ impl TestDaemon {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().map(lines_of);
         let stderr = lines_of(child.stderr.take().unwrap());
-        let mut d = TestDaemon {
-            child,
-            _dir: dir,
-            state_dir,
-            socket,
-            stdin,
-            stdout,
-            stderr,
-            log: Vec::new(),
-        };
-        d.wait_socket();
-        d
+        TestDaemon { child, _dir: dir, state_dir, socket, stdin, stdout, stderr, log: Vec::new() }
     }
 
     fn wait_socket(&mut self) {
@@ -213,7 +217,7 @@ impl TestDaemon {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                self.drain_log_to_eof();
+                self.read_log_to_eof(deadline);
                 return st;
             }
             assert!(Instant::now() < deadline, "lwsysd did not exit; log:\n{}", self.logs());
@@ -228,12 +232,10 @@ impl TestDaemon {
         let _ = self.child.wait();
     }
 
-    /// After the exit: everything it wrote, up to the end of its stderr.
-    /// (A `try_recv` drain could miss lines the reader thread has not
-    /// passed on yet when the machine is busy.) Bounded, as a process it
-    /// started may still hold the pipe open.
-    fn drain_log_to_eof(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+    /// After exit: every line up to stderr's EOF (the reader thread ends
+    /// there), so no late line is missed; bounded by `deadline` in case a
+    /// child process inherited stderr and keeps it open.
+    fn read_log_to_eof(&mut self, deadline: Instant) {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {

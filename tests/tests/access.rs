@@ -101,7 +101,8 @@ fn a_state_dir_owned_by_another_user_is_refused_at_start() {
     std::fs::create_dir(&state).unwrap();
     nix::unistd::chown(&state, Some(nix::unistd::Uid::from_raw(OTHER)), None).unwrap();
     let out = Command::new(bin_path("lwsysd")).arg("--state-dir").arg(&state).output().unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    // 70 (issue 14): like any other unsafe state dir, not a usage error.
+    assert_eq!(out.status.code(), Some(70));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("owned by uid 65534"), "{err}");
 }

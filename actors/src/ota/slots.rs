@@ -125,6 +125,22 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> OtaError {
     OtaError::Io(format!("{what} {}: {e}", path.display()))
 }
 
+/// Creates (or truncates) a file in the slot dir: 0600 whatever the umask
+/// (set again through the fd, for a stale file left with another mode) and
+/// never through a symlink, since images and state may hold secrets.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::store::PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(crate::store::PRIVATE_FILE_MODE))?;
+    Ok(f)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), OtaError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("fsync", dir, e))
 }
@@ -150,7 +166,7 @@ impl SlotDir {
         let dir = state_dir.join("ota");
         for name in SLOT_NAMES {
             let d = dir.join(name);
-            fs::create_dir_all(&d).map_err(|e| io("create", &d, e))?;
+            crate::store::create_private_dir(&d).map_err(|e| io("create", &d, e))?;
             let partial = d.join("image.partial");
             match fs::remove_file(&partial) {
                 Ok(()) => {
@@ -264,7 +280,7 @@ impl SlotDir {
         let tmp = self.dir.join("state.json.tmp");
         let path = self.dir.join("state.json");
         self.step()?;
-        let mut f = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+        let mut f = create_private(&tmp).map_err(|e| io("create", &tmp, e))?;
         f.write_all(&bytes).map_err(|e| io("write", &tmp, e))?;
         f.sync_all().map_err(|e| io("fsync", &tmp, e))?;
         drop(f);
@@ -368,12 +384,7 @@ impl OtaOps for SlotDir {
         self.persist(next)?;
         let name = SLOT_NAMES.get(target).copied().unwrap_or("b");
         let partial = self.dir.join(name).join("image.partial");
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&partial)
-            .map_err(|e| io("create", &partial, e))?;
+        let f = create_private(&partial).map_err(|e| io("create", &partial, e))?;
         self.writing = Some((target, BufWriter::with_capacity(256 * 1024, f)));
         slog::info!(self.log, "writing slot"; "slot" => name, "unixtime" => m.unixtime);
         Ok(())

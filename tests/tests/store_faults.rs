@@ -1,0 +1,300 @@
+//! The durable store's faults through the real `lwsysd` (issue 14): a
+//! store that is truncated, garbled or unusable stops the daemon with exit
+//! 70 naming the file and the fault, never a panic, and is left as it is;
+//! `--recover-store` moves it aside and starts empty. A full disk (a real
+//! small tmpfs, when the test runs as root) fails a durable write with
+//! `io`, keeps the old value, and writes work again once space is freed,
+//! without a restart.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lwsys_tests::{bin_path, Options, TestDaemon};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+fn start_on(state: &Path, args: &[&str]) -> TestDaemon {
+    TestDaemon::with(Options {
+        state_dir: Some(state.to_owned()),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ..Options::default()
+    })
+}
+
+fn stop(mut d: TestDaemon) {
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit().success());
+}
+
+/// Runs lwsysd on `state` to its exit; its exit code and stderr.
+fn run_once(state: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin_path("lwsysd"))
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--socket")
+        .arg(state.join("lwsys.sock"))
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn get(d: &TestDaemon, kind: &str, idx: u64) -> String {
+    let r = d.connect().ok("blob.get", json!({"kind": kind, "idx": idx}));
+    r["data"].as_str().unwrap().to_owned()
+}
+
+/// The broken stores moved aside in `state`.
+fn aside(state: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("lwsys.redb.broken-"))
+        .collect()
+}
+
+/// A state dir whose store holds durable blobs; the store file's bytes.
+fn seeded(t: &Path) -> (PathBuf, Vec<u8>) {
+    let state = t.join("state");
+    let d = start_on(&state, &[]);
+    let mut c = d.connect();
+    c.ok("blob.set", json!({"kind": "AUTH", "idx": 0, "data": "reg".repeat(100)}));
+    c.ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "s3cr3t-token"}));
+    c.ok("blob.set", json!({"kind": "DEVICE_SERIAL", "data": "SN-1"}));
+    drop(c);
+    stop(d);
+    let good = std::fs::read(state.join("lwsys.redb")).unwrap();
+    (state, good)
+}
+
+/// Puts `damage` at the store path, checks that lwsysd refuses it (70,
+/// the file and the fault named, no panic, the file left as is), then
+/// that `--recover-store` moves it aside and starts empty.
+fn refused_then_recovered(state: &Path, what: &str, damage: impl Fn(&Path)) {
+    let store = state.join("lwsys.redb");
+    damage(&store);
+    let before = std::fs::symlink_metadata(&store).unwrap();
+    let (code, err) = run_once(state, &[]);
+    assert_eq!(code, Some(70), "{what}: {err}");
+    assert!(err.contains("the durable store is unusable"), "{what}: {err}");
+    assert!(err.contains(&store.display().to_string()), "{what}: the file is named: {err}");
+    assert!(err.contains("--recover-store"), "{what}: the way out is named: {err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    let after = std::fs::symlink_metadata(&store).unwrap();
+    assert_eq!((after.ino(), after.len()), (before.ino(), before.len()), "{what}: left as is");
+
+    let mut d = start_on(state, &["--recover-store"]);
+    d.connect().wait_state("OPERATIONAL");
+    let line = d.wait_log("the broken store was moved aside");
+    assert!(line.contains(&format!("size: {}", before.len())), "{what}: {line}");
+    assert_eq!(get(&d, "AUTH", 1), "", "{what}: the new store is empty");
+    assert_eq!(get(&d, "DEVICE_SERIAL", 0), "", "{what}");
+    let moved = aside(state);
+    assert_eq!(moved.len(), 1, "{what}: {moved:?}");
+    let m = std::fs::symlink_metadata(&moved[0]).unwrap();
+    assert_eq!((m.ino(), m.len()), (before.ino(), before.len()), "{what}: the same file kept");
+    let want = if m.is_dir() { 0o700 } else { 0o600 };
+    assert_eq!(m.mode() & 0o7777, want, "{what}");
+    assert!(line.contains(&moved[0].display().to_string()), "{what}: {line}");
+    // The fresh store works and is durable.
+    d.connect().ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "fresh"}));
+    stop(d);
+    let d = start_on(state, &[]);
+    assert_eq!(get(&d, "AUTH", 1), "fresh", "{what}");
+    stop(d);
+    for p in moved {
+        if p.is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_truncated_or_garbled_store_exits_70_and_recover_store_starts_empty() {
+    let t = tempfile::tempdir().unwrap();
+    let (state, good) = seeded(t.path());
+    let len = good.len();
+    for cut in [0usize, 1, 64, 512, 4096, len / 2, len - 1] {
+        let g = good.clone();
+        refused_then_recovered(&state, &format!("truncated to {cut} of {len}"), |p| {
+            std::fs::write(p, &g[..cut]).unwrap();
+        });
+    }
+    let g = good.clone();
+    refused_then_recovered(&state, "garbage after the header", |p| {
+        let mut bytes = g.clone();
+        let mut x: u32 = 0x9e37_79b9;
+        for b in bytes.iter_mut().skip(512) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        std::fs::write(p, bytes).unwrap();
+    });
+    refused_then_recovered(&state, "one flipped byte in a stored secret", |p| {
+        let mut bytes = g.clone();
+        let needle = b"s3cr3t-token";
+        // Every copy (redb leaves old ones in freed pages): the live one
+        // is among them.
+        let mut flipped = 0;
+        for at in 0..bytes.len() - needle.len() {
+            if &bytes[at..at + needle.len()] == needle {
+                bytes[at + 3] ^= 0x01;
+                flipped += 1;
+            }
+        }
+        assert!(flipped > 0);
+        std::fs::write(p, bytes).unwrap();
+    });
+    refused_then_recovered(&state, "all garbage", |p| {
+        std::fs::write(p, vec![0x5a; 8192]).unwrap();
+    });
+}
+
+#[test]
+fn an_unreadable_store_exits_70_and_recover_store_moves_it_aside() {
+    let t = tempfile::tempdir().unwrap();
+    let (state, _) = seeded(t.path());
+    if nix::unistd::geteuid().is_root() {
+        // Root reads a mode 000 file anyway: a directory at the store path
+        // is the unreadable store here.
+        refused_then_recovered(&state, "a directory", |p| {
+            std::fs::remove_file(p).unwrap();
+            std::fs::create_dir(p).unwrap();
+            std::fs::write(p.join("x"), b"x").unwrap();
+        });
+    } else {
+        refused_then_recovered(&state, "mode 000", |p| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+        });
+    }
+}
+
+/// A tmpfs mounted for the test; unmounted on drop, whatever happened.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a `size` tmpfs (mode 0700) at `at`; `Err` with the reason
+    /// when this process may not mount.
+    fn mount(at: &Path, size: &str) -> Result<Self, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("not root".into());
+        }
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "lwsys-test"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("mount failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(Self(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a daemon a failed assertion left running must not keep
+        // the mount alive.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem holding `path` with a file there until a write
+/// fails for lack of space.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0xa5u8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::ENOSPC as i32), "{e}");
+                break;
+            }
+        }
+    }
+    // Whatever a short write left: one byte at a time to the very end.
+    while f.write(&[1]).map(|n| n == 1).unwrap_or(false) {}
+}
+
+#[test]
+fn a_full_disk_fails_a_durable_write_and_writes_work_again_once_space_is_freed() {
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // 16 MiB: room for the store (redb grows its file in steps of a few
+    // MiB) and the blobs; the filler takes the rest.
+    let _tmpfs = match Tmpfs::mount(&mnt, "16m") {
+        Ok(m) => m,
+        Err(why) => {
+            // Written to the real stderr, past libtest's capture, so the
+            // skip shows in every run's output. The failing-backend unit
+            // tests (lwsys-actors store::fault_tests) still cover the heal.
+            use std::io::Write;
+            let msg = format!("SKIPPED full-disk test on a real tmpfs: {why}\n");
+            let _ = std::io::stderr().write_all(msg.as_bytes());
+            return;
+        }
+    };
+    let state = mnt.join("state");
+    let big = "N".repeat(512 * 1024);
+    let d = start_on(&state, &[]);
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    c.ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "old-token"}));
+    let filler = mnt.join("filler");
+    fill(&filler);
+
+    // Full: refused with `io`, the old value kept; again while still full.
+    for _ in 0..2 {
+        c.err("blob.set", json!({"kind": "AUTH", "idx": 1, "data": big}), "io");
+        assert_eq!(get(&d, "AUTH", 1), "old-token");
+    }
+    // Space freed: the same daemon takes the write.
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(
+        c.ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": big}))["size"],
+        512 * 1024
+    );
+    assert_eq!(get(&d, "AUTH", 1).len(), 512 * 1024);
+    c.ok("blob.set", json!({"kind": "DEVICE_SERIAL", "data": "SN-after"}));
+    drop(c);
+    stop(d);
+    let d = start_on(&state, &[]);
+    assert_eq!(get(&d, "AUTH", 1), big, "the write after the heal persisted");
+    assert_eq!(get(&d, "DEVICE_SERIAL", 0), "SN-after");
+    stop(d);
+}
+
+#[test]
+fn a_store_in_use_by_another_daemon_is_never_moved_aside() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let d = start_on(&state, &[]);
+    d.connect().ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "live"}));
+    // Same state dir, another socket: the bind succeeds, the store is locked.
+    for extra in [&[][..], &["--recover-store"][..]] {
+        let out = Command::new(bin_path("lwsysd"))
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--socket")
+            .arg(t.path().join("other.sock"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(70), "{extra:?}: {err}");
+        assert!(err.contains("open in another process"), "{err}");
+        assert!(aside(&state).is_empty(), "{extra:?}: a live store was moved");
+    }
+    assert_eq!(get(&d, "AUTH", 1), "live");
+    stop(d);
+}
