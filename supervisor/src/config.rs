@@ -213,6 +213,9 @@ pub struct OtaSection {
     pub connect_timeout_ms: u64,
     /// Timeout of each read, ms. Default 30000.
     pub read_timeout_ms: u64,
+    /// Deadline of a whole download (manifest or image), s: past it the
+    /// install is aborted and MODAL_UPDATING left. Default 1800.
+    pub download_timeout_secs: u64,
     /// Largest inflated image accepted, bytes. Default 4294967296.
     pub max_image_bytes: u64,
     /// PEM CA certificates trusted for an `https:` repository; "" uses the
@@ -233,6 +236,7 @@ impl Default for OtaSection {
             bootloader: String::new(),
             connect_timeout_ms: 10_000,
             read_timeout_ms: 30_000,
+            download_timeout_secs: 1800,
             max_image_bytes: 4 << 30,
             ca_file: PathBuf::new(),
         }
@@ -465,6 +469,11 @@ impl RangeError {
 }
 
 /// `value` must lie in `lo..=hi`.
+/// The longest `[ota] download_timeout_secs`: a week, so that a typo
+/// cannot make the deadline meaningless (and `Instant` math cannot
+/// overflow).
+const MAX_DOWNLOAD_SECS: u64 = 7 * 86_400;
+
 fn range(
     section: &'static str,
     key: &'static str,
@@ -567,6 +576,7 @@ impl Config {
         range("ota", "max_boot_attempts", u64::from(o.max_boot_attempts), 1, u64::MAX)?;
         range("ota", "connect_timeout_ms", o.connect_timeout_ms, 1, u64::MAX)?;
         range("ota", "read_timeout_ms", o.read_timeout_ms, 1, u64::MAX)?;
+        range("ota", "download_timeout_secs", o.download_timeout_secs, 1, MAX_DOWNLOAD_SECS)?;
         Ok(())
     }
 
