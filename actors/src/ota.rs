@@ -491,6 +491,8 @@ impl Handler<Crash> for OtaService {
 }
 
 #[cfg(test)]
+mod resume_tests;
+#[cfg(test)]
 mod service_tests;
 #[cfg(test)]
 mod tests;

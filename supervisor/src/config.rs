@@ -854,6 +854,13 @@ mod tests {
         assert!(e.starts_with("lwsysd.toml:2: [time] resync_secs: "), "{e}");
         let e = err("[ota]\n\"max_boot_attempts\" = 0\n");
         assert!(e.starts_with("lwsysd.toml:2: [ota] max_boot_attempts: "), "{e}");
+        let e = err("[ota]\nvariant = \"v\"\ndownload_timeout_secs = 0\n");
+        assert_eq!(
+            e,
+            "lwsysd.toml:3: [ota] download_timeout_secs: expected an integer from 1 to 604800, got 0"
+        );
+        let e = err("[ota]\ndownload_timeout_secs = 604801\n");
+        assert!(e.starts_with("lwsysd.toml:2: [ota] download_timeout_secs: "), "{e}");
         let e = err("blobs.max_bytes = 0\n");
         assert!(e.starts_with("lwsysd.toml:1: [blobs] max_bytes: "), "{e}");
         // A default made invalid by another key has no line of its own:
@@ -944,6 +951,7 @@ mod tests {
         let cfg = Config::from_toml("", Path::new("c")).unwrap();
         assert_eq!(cfg.ota.periodic_check_secs, 86_400);
         assert_eq!(cfg.ota.max_boot_attempts, 3);
+        assert_eq!(cfg.ota.download_timeout_secs, 1800);
         assert_eq!(cfg.ota.confirm, ConfirmMode::Auto);
         assert!(cfg.services(Path::new("/s")).ota.is_none());
         let err =
