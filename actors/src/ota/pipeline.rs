@@ -21,6 +21,14 @@ use super::OtaOps;
 /// Inflated bytes handed to the platform per write.
 pub const CHUNK: usize = 256 * 1024;
 
+/// The most compressed bytes accepted for an image of `size` inflated
+/// bytes: deflate's worst case (stored blocks) adds 5 bytes per 64 KiB,
+/// so this is generous for any real gzip file, yet it bounds the saved
+/// copy and stops a stream of empty gzip members that never ends.
+pub fn max_compressed(size: u64) -> u64 {
+    size.saturating_add(size / 64).saturating_add(64 * 1024)
+}
+
 /// Fetches and verifies the manifest, taking the installed and rolled-back
 /// unixtimes from `ops` (the rest of `policy` as given).
 pub fn check(
@@ -123,7 +131,8 @@ pub fn install_resumable(
         Some((f, n)) => Box::new(f.take(n)),
         None => Box::new(io::empty()),
     };
-    let source = replay.chain(Tee { body, save, cancel });
+    let seen = p.resumed_from;
+    let source = replay.chain(Tee { body, save, cancel, seen, max: max_compressed(m.size) });
     let result = stream(ops, source, m, &want, cancel, &mut p).and_then(|bytes| {
         p.report(ops, OtaPhase::Finalizing, 99, bytes, true);
         ops.finalize(m).map(|()| bytes)
@@ -188,6 +197,9 @@ struct Tee<'a, 'b> {
     body: ResumingBody<'a>,
     save: Option<File>,
     cancel: &'b AtomicBool,
+    /// Compressed bytes so far (saved prefix included), at most `max`.
+    seen: u64,
+    max: u64,
 }
 
 impl Read for Tee<'_, '_> {
@@ -199,6 +211,11 @@ impl Read for Tee<'_, '_> {
             return Err(self.body.deadline_error());
         }
         let n = self.body.read(buf)?;
+        self.seen += n as u64;
+        if self.seen > self.max {
+            let why = format!("compressed image longer than {} bytes", self.max);
+            return Err(io::Error::other(OtaError::Gzip(why)));
+        }
         if let (Some(f), Some(got)) = (self.save.as_mut(), buf.get(..n)) {
             // Written straight away (no buffer): bytes the process has
             // read are in the file even if it is killed right after.
