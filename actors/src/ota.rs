@@ -17,7 +17,11 @@
 //! `Cycle::EnterModal` (refused: retried every second for 30 s), is
 //! installed on the worker, and either reboots (the manifest's `reset`) or
 //! leaves MODAL_UPDATING; any failure leaves it too. The steps between
-//! messages are in `ota/flow.rs`; the worker owns the ops.
+//! messages are in `ota/flow.rs`; the worker owns the ops. A download has
+//! an overall deadline (`FetchConfig::download_timeout`) besides the
+//! per-read timeout, and with `OtaConfig::download_cache` its compressed
+//! bytes are saved so that the next attempt, even after a restart,
+//! resumes it ([`resume`]).
 //!
 //! The service is supervised: when it dies, its `Drop` cancels the install
 //! in flight and closes the worker's queue; the replacement

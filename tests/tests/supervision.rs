@@ -161,7 +161,7 @@ fn ota_crashed_mid_install_leaves_modal_and_its_successor_resumes_the_download()
     c.wait_state("OPERATIONAL");
     c.ok("subscribe", json!({"events": ["service", "state"]}));
     let mut trigger = d.connect();
-    trigger.send("ota.check", json!({}));
+    let check = trigger.send("ota.check", json!({}));
     served.wait_image_bytes(n);
     let partial = d.state_dir().join("ota/download.gz.partial");
     let deadline = Instant::now() + lwsys_tests::WAIT;
@@ -171,6 +171,13 @@ fn ota_crashed_mid_install_leaves_modal_and_its_successor_resumes_the_download()
     }
     assert_eq!(c.ok("state.get", json!({}))["state"], "MODAL_UPDATING");
     crash(&mut c, "ota");
+    // The check the dead service was running is answered, not left hanging.
+    let r = trigger.reply(&json!(check));
+    assert_eq!(
+        (r["ok"].as_bool(), r["error"]["code"].as_str()),
+        (Some(false), Some("denied")),
+        "{r}"
+    );
     // The successor gives the held MODAL_UPDATING back.
     loop {
         let e = c.event("state");
