@@ -116,6 +116,10 @@ pub struct OtaService {
     handoff: OtaHandoff,
     /// Set when this service replaced a dead one: where to read the state.
     restarted: Option<Recipient<GetState>>,
+    /// A restarted service before its own first check: a walk to
+    /// MODAL_UPDATING its predecessor asked for (parked by a notifier) may
+    /// still arrive, and nobody else would leave it.
+    predecessor_walk: bool,
     death: DeathNotice,
     jobs: crossbeam_channel::Sender<Job>,
     cancel: Arc<AtomicBool>,
@@ -174,6 +178,7 @@ impl OtaService {
             pending_worker: Some((OpsSource::Ready(ops), key, rx)),
             handoff,
             restarted: None,
+            predecessor_walk: false,
             death: DeathNotice::new("ota"),
             jobs,
             cancel: Arc::new(AtomicBool::new(false)),
@@ -213,6 +218,7 @@ impl OtaService {
             pending_worker: Some((OpsSource::Previous(reopen), key, rx)),
             handoff,
             restarted: Some(state),
+            predecessor_walk: true,
             death: DeathNotice::new("ota"),
             jobs,
             cancel: Arc::new(AtomicBool::new(false)),
@@ -233,17 +239,11 @@ impl OtaService {
     /// After a restart: take up the system where the old service left it.
     fn resync(&mut self, reading: StateReading, ctx: &mut Context<Self>) {
         match reading.state {
-            SystemState::ModalUpdating | SystemState::AwaitingModalUpdating
-                if self.run.is_none() =>
-            {
-                slog::warn!(self.log, "leaving the MODAL_UPDATING the dead ota service held");
-                self.progress.last_error = Some("the ota service was restarted".into());
-                self.progress.last_error_kind = Some("restarted".into());
-                self.set_phase(OtaPhase::Failed, 0, 0);
-                self.operational_seen = true;
-                self.leave_modal(ctx);
-                let periodic = self.periodic;
-                self.arm(periodic, ctx);
+            // Either way nobody waits for it: back to OPERATIONAL. A walk
+            // still parked that later reaches MODAL_UPDATING is left by
+            // `Changed` too.
+            SystemState::ModalUpdating | SystemState::AwaitingModalUpdating => {
+                self.leave_predecessors_modal(ctx);
             }
             SystemState::Operational => {
                 let now = Changed { from: reading.state, to: reading.state };
@@ -251,6 +251,22 @@ impl OtaService {
             }
             _ => {}
         }
+    }
+
+    /// MODAL_UPDATING held for the dead service: nobody will install, so
+    /// give it back (the next check comes a period later).
+    fn leave_predecessors_modal(&mut self, ctx: &mut Context<Self>) {
+        if self.run.is_some() || !self.predecessor_walk {
+            return;
+        }
+        slog::warn!(self.log, "leaving the MODAL_UPDATING the dead ota service held");
+        self.progress.last_error = Some("the ota service was restarted".into());
+        self.progress.last_error_kind = Some("restarted".into());
+        self.set_phase(OtaPhase::Failed, 0, 0);
+        self.operational_seen = true;
+        self.leave_modal(ctx);
+        let periodic = self.periodic;
+        self.arm(periodic, ctx);
     }
 }
 
@@ -363,6 +379,9 @@ impl Handler<Changed> for OtaService {
 
     fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
         if msg.to == SystemState::ModalUpdating {
+            if self.run.is_none() && self.predecessor_walk {
+                return self.leave_predecessors_modal(ctx);
+            }
             // A walk a notifier deferred may go on by itself once it
             // resumes: that is consent too.
             return self.consent_given(ctx);

@@ -17,6 +17,16 @@ use lwsys_tests::{Client, Options, TestDaemon};
 use ota_repo::{Repo, Served, Serving};
 use serde_json::{json, Value};
 
+/// Waits for a `state` event entering `to`.
+fn wait_entered(c: &mut Client, to: &str) {
+    loop {
+        let e = c.event("state");
+        if e["to"] == to {
+            return;
+        }
+    }
+}
+
 fn fault_env() -> Vec<(String, String)> {
     vec![("LWSYS_FAULT_INJECTION".into(), "1".into())]
 }
@@ -220,4 +230,65 @@ fn an_ota_service_that_keeps_dying_counts_against_the_restart_limit() {
     let ev = crash(&mut c, "ota");
     assert_eq!(ev["kind"], "gave_up", "{ev}");
     assert_eq!(d.wait_exit().code(), Some(70));
+}
+
+#[test]
+fn a_modal_walk_the_dead_ota_service_left_parked_is_given_back_when_it_goes_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let repo = Repo::new(1000);
+    let d = repo.daemon_with("", None, fault_env());
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    // A notifier that defers MODAL_UPDATING while `defer` is set.
+    let defer = Arc::new(AtomicBool::new(true));
+    let mut n = d.connect();
+    n.ok("notifier.register", json!({"name": "slow-app"}));
+    let (flag, stop) = (defer.clone(), Arc::new(AtomicBool::new(false)));
+    let stopped = stop.clone();
+    let app = std::thread::spawn(move || {
+        while !stopped.load(Ordering::SeqCst) {
+            let Some(e) = n.read(Duration::from_millis(100)) else { continue };
+            if e["event"] != "consent" {
+                continue;
+            }
+            let verdict = if e["target"] == "MODAL_UPDATING" && flag.load(Ordering::SeqCst) {
+                "defer"
+            } else {
+                "allow"
+            };
+            let reply = json!({"ticket": e["ticket"], "verdict": verdict, "reason": "saving"});
+            n.send("consent.reply", reply);
+        }
+    });
+    c.ok("subscribe", json!({"events": ["service", "state", "ota"]}));
+    let mut trigger = d.connect();
+    trigger.send("ota.check", json!({}));
+    loop {
+        let e = c.event("ota");
+        if e["phase"] == "awaiting_consent"
+            && e["error"].as_str().is_some_and(|m| m.contains("slow-app"))
+        {
+            break;
+        }
+    }
+    // The walk to MODAL_UPDATING is parked by slow-app; the service dies.
+    crash(&mut c, "ota");
+    // Its successor leaves AWAITING_MODAL_UPDATING at once...
+    wait_entered(&mut c, "OPERATIONAL");
+    // ...and when the parked walk goes on and reaches MODAL_UPDATING,
+    // where nobody installs, it gives that back too.
+    defer.store(false, Ordering::SeqCst);
+    let r = c.ok("notifier.resume", json!({"name": "slow-app"}));
+    assert_eq!(r["resumed"], true, "{r}");
+    wait_entered(&mut c, "MODAL_UPDATING");
+    loop {
+        let e = c.event("state");
+        if e["to"] == "OPERATIONAL" {
+            break;
+        }
+    }
+    let s = c.ok("ota.status", json!({}));
+    assert_eq!(s["selected"], "a", "{s}");
+    stop.store(true, Ordering::SeqCst);
+    app.join().unwrap();
 }

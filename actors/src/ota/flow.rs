@@ -77,6 +77,8 @@ impl OtaService {
         if let Some(h) = self.timer.take() {
             ctx.cancel_future(h);
         }
+        // From here on a MODAL_UPDATING is this service's own.
+        self.predecessor_walk = false;
         self.run = Some(Run {
             stage: Stage::Checking,
             waiters: waiter.into_iter().collect(),
