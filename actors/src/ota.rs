@@ -17,7 +17,18 @@
 //! `Cycle::EnterModal` (refused: retried every second for 30 s), is
 //! installed on the worker, and either reboots (the manifest's `reset`) or
 //! leaves MODAL_UPDATING; any failure leaves it too. The steps between
-//! messages are in `ota/flow.rs`; the worker owns the ops.
+//! messages are in `ota/flow.rs`; the worker owns the ops. A download has
+//! an overall deadline (`FetchConfig::download_timeout`) besides the
+//! per-read timeout, and with `OtaConfig::download_cache` its compressed
+//! bytes are saved so that the next attempt, even after a restart,
+//! resumes it ([`resume`]).
+//!
+//! The service is supervised: when it dies, its `Drop` cancels the install
+//! in flight and closes the worker's queue; the replacement
+//! ([`OtaService::restart`]) takes the ops back through the
+//! [`OtaHandoff`] by joining the old worker thread on its own new one, so
+//! two workers never use the ops at once. It does not repeat `on_boot` (no
+//! boot happened), and it leaves a MODAL_UPDATING its predecessor held.
 
 pub mod config;
 pub mod fetch;
@@ -26,6 +37,7 @@ pub mod jwk;
 pub mod manifest;
 pub mod ops;
 pub mod pipeline;
+pub mod resume;
 pub mod sign;
 pub mod slots;
 mod worker;
@@ -36,23 +48,63 @@ pub use jwk::{keygen, parse_private_jwk, parse_public_jwk};
 pub use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
 pub use manifest::{verify_manifest, Manifest, ManifestPolicy};
 pub use ops::OtaOps;
-pub use pipeline::{check, check_and_install, install};
+/// The issuer's public key type (P-521 ECDSA), as [`parse_public_jwk`] returns it.
+pub use p521::ecdsa::VerifyingKey;
+pub use pipeline::{check, check_and_install, install, install_resumable};
+pub use resume::DownloadCache;
 pub use sign::publish;
 pub use slots::{Bootloader, SlotDir};
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use actix::prelude::*;
+use lwsys_messages::lifecycle::{Crash, WatchDeath};
 use lwsys_messages::ota::{CheckOta, CheckOutcome, GetOtaStatus, ReportCurrent};
-use lwsys_messages::state::{Changed, SystemState};
-use p521::ecdsa::VerifyingKey;
+use lwsys_messages::state::{Changed, GetState, StateReading, SystemState};
 use rand::Rng as _;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::lifecycle::DeathNotice;
 use worker::{Checked, Installed, Job, Slots, Worker};
+
+/// Reopens the platform ops when a dead service's worker could not give
+/// them back (it panicked); must not repeat the boot bookkeeping.
+pub type ReopenOps = Box<dyn FnOnce() -> Result<Box<dyn OtaOps>, OtaError> + Send>;
+
+/// What outlives one [`OtaService`] for the next one its supervisor
+/// starts: the worker thread, which owns the platform ops and hands them
+/// back when it ends, and the slots as last reported.
+#[derive(Clone, Default)]
+pub struct OtaHandoff(Arc<Mutex<Handoff>>);
+
+#[derive(Default)]
+struct Handoff {
+    worker: Option<JoinHandle<Option<Box<dyn OtaOps>>>>,
+    slots: OtaStatus,
+}
+
+impl OtaHandoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Handoff> {
+        // A panic while holding this lock leaves plain data behind.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_slots(&self, s: &OtaStatus) {
+        self.lock().slots = s.clone();
+    }
+}
+
+/// Where the worker gets the platform ops.
+enum OpsSource {
+    /// Given to the first service.
+    Ready(Box<dyn OtaOps>),
+    /// From the previous service's worker, once it has ended.
+    Previous(ReopenOps),
+}
 
 /// The OTA service. See the module docs for the flow.
 pub struct OtaService {
@@ -60,7 +112,15 @@ pub struct OtaService {
     cfg: OtaConfig,
     links: OtaLinks,
     /// Until the worker starts (in `started`); then the worker owns them.
-    pending_worker: Option<(Box<dyn OtaOps>, VerifyingKey, crossbeam_channel::Receiver<Job>)>,
+    pending_worker: Option<(OpsSource, VerifyingKey, crossbeam_channel::Receiver<Job>)>,
+    handoff: OtaHandoff,
+    /// Set when this service replaced a dead one: where to read the state.
+    restarted: Option<Recipient<GetState>>,
+    /// A restarted service before its own first check: a walk to
+    /// MODAL_UPDATING its predecessor asked for (parked by a notifier) may
+    /// still arrive, and nobody else would leave it.
+    predecessor_walk: bool,
+    death: DeathNotice,
     jobs: crossbeam_channel::Sender<Job>,
     cancel: Arc<AtomicBool>,
     periodic: Duration,
@@ -109,11 +169,17 @@ impl OtaService {
         let periodic =
             cfg.periodic.unwrap_or_else(|| Duration::from_secs(ops.periodic_check_secs().max(1)));
         let (jobs, rx) = crossbeam_channel::unbounded();
+        let handoff = OtaHandoff::default();
+        handoff.set_slots(&slots);
         Self {
             log,
             cfg,
             links,
-            pending_worker: Some((ops, key, rx)),
+            pending_worker: Some((OpsSource::Ready(ops), key, rx)),
+            handoff,
+            restarted: None,
+            predecessor_walk: false,
+            death: DeathNotice::new("ota"),
             jobs,
             cancel: Arc::new(AtomicBool::new(false)),
             periodic,
@@ -124,25 +190,140 @@ impl OtaService {
             timer: None,
         }
     }
+
+    /// A service replacing a dead one whose [`OtaService::handoff`] this
+    /// is: its worker first waits for the old worker to end (the old
+    /// service's death cancelled the install in flight) and takes the ops
+    /// from it, or calls `reopen` if it cannot. No boot bookkeeping. Once
+    /// started it reads the system state from `state`: at OPERATIONAL it
+    /// arms the first check as after a boot; in MODAL_UPDATING (an install
+    /// the old service held) it leaves it.
+    pub fn restart(
+        log: &slog::Logger,
+        handoff: OtaHandoff,
+        reopen: ReopenOps,
+        key: VerifyingKey,
+        cfg: OtaConfig,
+        links: OtaLinks,
+        state: Recipient<GetState>,
+    ) -> Self {
+        let log = log.new(slog::o!("service" => "ota"));
+        let slots = handoff.lock().slots.clone();
+        let periodic = cfg.periodic.unwrap_or(Duration::from_secs(86_400));
+        let (jobs, rx) = crossbeam_channel::unbounded();
+        Self {
+            log,
+            cfg,
+            links,
+            pending_worker: Some((OpsSource::Previous(reopen), key, rx)),
+            handoff,
+            restarted: Some(state),
+            predecessor_walk: true,
+            death: DeathNotice::new("ota"),
+            jobs,
+            cancel: Arc::new(AtomicBool::new(false)),
+            periodic,
+            slots,
+            progress: OtaStatus::default(),
+            run: None,
+            operational_seen: false,
+            timer: None,
+        }
+    }
+
+    /// What a replacement of this service needs ([`OtaService::restart`]).
+    pub fn handoff(&self) -> OtaHandoff {
+        self.handoff.clone()
+    }
+
+    /// After a restart: take up the system where the old service left it.
+    fn resync(&mut self, reading: StateReading, ctx: &mut Context<Self>) {
+        match reading.state {
+            // Either way nobody waits for it: back to OPERATIONAL. A walk
+            // still parked that later reaches MODAL_UPDATING is left by
+            // `Changed` too.
+            SystemState::ModalUpdating | SystemState::AwaitingModalUpdating => {
+                self.leave_predecessors_modal(ctx);
+            }
+            SystemState::Operational => {
+                let now = Changed { from: reading.state, to: reading.state };
+                <Self as Handler<Changed>>::handle(self, now, ctx);
+            }
+            _ => {}
+        }
+    }
+
+    /// MODAL_UPDATING held for the dead service: nobody will install, so
+    /// give it back (the next check comes a period later).
+    fn leave_predecessors_modal(&mut self, ctx: &mut Context<Self>) {
+        if self.run.is_some() || !self.predecessor_walk {
+            return;
+        }
+        slog::warn!(self.log, "leaving the MODAL_UPDATING the dead ota service held");
+        self.progress.last_error = Some("the ota service was restarted".into());
+        self.progress.last_error_kind = Some("restarted".into());
+        self.set_phase(OtaPhase::Failed, 0, 0);
+        self.operational_seen = true;
+        self.leave_modal(ctx);
+        let periodic = self.periodic;
+        self.arm(periodic, ctx);
+    }
+}
+
+impl Drop for OtaService {
+    fn drop(&mut self) {
+        // Also when a handler panicked: the install in flight stops at its
+        // next read, so the replacement's worker is not kept waiting.
+        self.cancel.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Actor for OtaService {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let Some((ops, key, rx)) = self.pending_worker.take() else { return };
-        let worker = Worker {
-            ops,
-            fetcher: Fetcher::new(self.cfg.fetch.clone()),
-            key,
-            policy: self.cfg.policy.clone(),
-            cancel: self.cancel.clone(),
-            addr: ctx.address(),
-        };
-        let spawned =
-            std::thread::Builder::new().name("lwsys-ota".into()).spawn(move || worker.run(rx));
-        if let Err(e) = spawned {
-            slog::crit!(self.log, "cannot start the ota worker"; "error" => %e);
+        let Some((source, key, rx)) = self.pending_worker.take() else { return };
+        let fetcher = Fetcher::new(self.cfg.fetch.clone());
+        let policy = self.cfg.policy.clone();
+        let cancel = self.cancel.clone();
+        let addr = ctx.address();
+        let cache = self.cfg.download_cache.clone();
+        let handoff = self.handoff.clone();
+        let log = self.log.clone();
+        let mut slot = self.handoff.lock();
+        let previous = slot.worker.take();
+        let spawned = std::thread::Builder::new().name("lwsys-ota".into()).spawn(move || {
+            let ops = match source {
+                OpsSource::Ready(ops) => ops,
+                OpsSource::Previous(reopen) => {
+                    // Only one worker uses the ops: wait for the old one.
+                    let back = previous.map(JoinHandle::join);
+                    match back {
+                        Some(Ok(Some(ops))) => ops,
+                        _ => match reopen() {
+                            Ok(ops) => ops,
+                            Err(e) => {
+                                slog::crit!(log, "cannot reopen the ota platform"; "error" => %e);
+                                return None;
+                            }
+                        },
+                    }
+                }
+            };
+            let worker = Worker { ops, fetcher, key, policy, cancel, addr, cache, handoff };
+            Some(worker.run(rx))
+        });
+        match spawned {
+            Ok(h) => slot.worker = Some(h),
+            Err(e) => slog::crit!(self.log, "cannot start the ota worker"; "error" => %e),
+        }
+        drop(slot);
+        if let Some(state) = self.restarted.clone() {
+            ctx.spawn(state.send(GetState).into_actor(self).map(|res, act, ctx| {
+                if let Ok(reading) = res {
+                    act.resync(reading, ctx);
+                }
+            }));
         }
     }
 
@@ -198,6 +379,9 @@ impl Handler<Changed> for OtaService {
 
     fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
         if msg.to == SystemState::ModalUpdating {
+            if self.run.is_none() && self.predecessor_walk {
+                return self.leave_predecessors_modal(ctx);
+            }
             // A walk a notifier deferred may go on by itself once it
             // resumes: that is consent too.
             return self.consent_given(ctx);
@@ -229,6 +413,7 @@ impl Handler<OtaEvent> for OtaService {
             if e.phase == OtaPhase::Failed {
                 return; // the outcome carries the error
             }
+            self.progress.resumed_from = e.resumed_from;
             self.set_phase(e.phase, e.percent, e.bytes);
         }
     }
@@ -311,6 +496,25 @@ impl Handler<Slots> for OtaService {
     }
 }
 
+impl Handler<WatchDeath> for OtaService {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchDeath, _ctx: &mut Self::Context) {
+        self.death.watch(msg.0);
+    }
+}
+
+impl Handler<Crash> for OtaService {
+    type Result = ();
+
+    /// The fault hook: fail as a bug in a handler would.
+    fn handle(&mut self, _msg: Crash, _ctx: &mut Self::Context) {
+        panic!("fault injected into the OtaService (debug.crash)");
+    }
+}
+
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod service_tests;
 #[cfg(test)]

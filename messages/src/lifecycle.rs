@@ -6,7 +6,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
 pub struct ServiceDied {
-    /// The service's name (`blobs`, `clock`, `trust`).
+    /// The service's name (`blobs`, `clock`, `trust`, `ota`).
     pub service: &'static str,
 }
 

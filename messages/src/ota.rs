@@ -81,6 +81,10 @@ pub struct OtaStatus {
     pub percent: u8,
     /// Inflated image bytes written so far.
     pub bytes: u64,
+    /// Compressed bytes of the current download taken from the copy an
+    /// interrupted earlier run saved (not fetched again); 0 if none.
+    #[serde(default)]
+    pub resumed_from: u64,
     /// The slots and their health.
     pub slots: Vec<SlotInfo>,
     /// The selected (next boot) slot.
@@ -93,11 +97,14 @@ pub struct OtaStatus {
     pub last_rollback_reason: Option<String>,
     /// Why the last check or install failed, if it did.
     pub last_error: Option<String>,
+    /// That failure's kind (`deadline`, `network`, `hash_mismatch`, ...).
+    #[serde(default)]
+    pub last_error_kind: Option<String>,
 }
 
 /// An `ota` topic event: progress of an update. Sent by the OTA worker
 /// thread to `OtaService` (and by it to `ota` subscribers); no reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
 pub struct OtaEvent {
     /// Current phase.
@@ -106,6 +113,9 @@ pub struct OtaEvent {
     pub percent: u8,
     /// Inflated bytes written so far.
     pub bytes: u64,
+    /// Compressed bytes reused from an interrupted earlier download.
+    #[serde(default)]
+    pub resumed_from: u64,
 }
 
 /// `ota.check`, sent by the protocol session: force a check now (or join
@@ -238,6 +248,13 @@ pub enum OtaError {
     /// Network failure (connect, timeout, connection lost past retries).
     #[error("network: {0}")]
     Network(String),
+    /// The download did not finish within `[ota] download_timeout_secs`
+    /// (a slow or trickling server); the install was aborted.
+    #[error("download deadline of {secs} s passed")]
+    Deadline {
+        /// The deadline, seconds.
+        secs: u64,
+    },
     /// A file operation on the slots or state failed.
     #[error("io: {0}")]
     Io(String),
@@ -279,6 +296,7 @@ impl OtaError {
             Self::Gzip(_) => "gzip",
             Self::Http { .. } => "http",
             Self::Network(_) => "network",
+            Self::Deadline { .. } => "deadline",
             Self::Io(_) => "io",
             Self::Busy(_) => "busy",
             Self::Cancelled => "cancelled",
@@ -305,6 +323,7 @@ impl OtaError {
             }
             Self::Http { status: 404, .. } => ErrorCode::NotFound,
             Self::Http { .. } | Self::Network(_) | Self::Io(_) => ErrorCode::Io,
+            Self::Deadline { .. } => ErrorCode::Timeout,
             Self::Busy(_) => ErrorCode::Busy,
             Self::Cancelled | Self::ConsentRefused(_) => ErrorCode::Denied,
             Self::NotConfigured(_) => ErrorCode::NotFound,

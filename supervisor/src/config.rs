@@ -219,6 +219,9 @@ pub struct OtaSection {
     pub connect_timeout_ms: u64,
     /// Timeout of each read, ms. Default 30000.
     pub read_timeout_ms: u64,
+    /// Deadline of a whole download (manifest or image), s: past it the
+    /// install is aborted and MODAL_UPDATING left. Default 1800.
+    pub download_timeout_secs: u64,
     /// Largest inflated image accepted, bytes. Default 4294967296.
     pub max_image_bytes: u64,
     /// PEM CA certificates trusted for an `https:` repository; "" uses the
@@ -239,6 +242,7 @@ impl Default for OtaSection {
             bootloader: String::new(),
             connect_timeout_ms: 10_000,
             read_timeout_ms: 30_000,
+            download_timeout_secs: 1800,
             max_image_bytes: 4 << 30,
             ca_file: PathBuf::new(),
         }
@@ -506,6 +510,11 @@ impl RangeError {
 }
 
 /// `value` must lie in `lo..=hi`.
+/// The longest `[ota] download_timeout_secs`: a week, so that a typo
+/// cannot make the deadline meaningless (and `Instant` math cannot
+/// overflow).
+const MAX_DOWNLOAD_SECS: u64 = 7 * 86_400;
+
 fn range(
     section: &'static str,
     key: &'static str,
@@ -624,6 +633,7 @@ impl Config {
         range("ota", "max_boot_attempts", u64::from(o.max_boot_attempts), 1, u64::MAX)?;
         range("ota", "connect_timeout_ms", o.connect_timeout_ms, 1, u64::MAX)?;
         range("ota", "read_timeout_ms", o.read_timeout_ms, 1, u64::MAX)?;
+        range("ota", "download_timeout_secs", o.download_timeout_secs, 1, MAX_DOWNLOAD_SECS)?;
         Ok(())
     }
 
@@ -910,6 +920,13 @@ mod tests {
         assert!(e.starts_with("lwsysd.toml:2: [time] resync_secs: "), "{e}");
         let e = err("[ota]\n\"max_boot_attempts\" = 0\n");
         assert!(e.starts_with("lwsysd.toml:2: [ota] max_boot_attempts: "), "{e}");
+        let e = err("[ota]\nvariant = \"v\"\ndownload_timeout_secs = 0\n");
+        assert_eq!(
+            e,
+            "lwsysd.toml:3: [ota] download_timeout_secs: expected an integer from 1 to 604800, got 0"
+        );
+        let e = err("[ota]\ndownload_timeout_secs = 604801\n");
+        assert!(e.starts_with("lwsysd.toml:2: [ota] download_timeout_secs: "), "{e}");
         let e = err("blobs.max_bytes = 0\n");
         assert!(e.starts_with("lwsysd.toml:1: [blobs] max_bytes: "), "{e}");
         // A default made invalid by another key has no line of its own:
@@ -1000,6 +1017,7 @@ mod tests {
         let cfg = Config::from_toml("", Path::new("c")).unwrap();
         assert_eq!(cfg.ota.periodic_check_secs, 86_400);
         assert_eq!(cfg.ota.max_boot_attempts, 3);
+        assert_eq!(cfg.ota.download_timeout_secs, 1800);
         assert_eq!(cfg.ota.confirm, ConfirmMode::Auto);
         assert!(cfg.services(Path::new("/s")).ota.is_none());
         let err =

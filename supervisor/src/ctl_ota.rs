@@ -180,13 +180,23 @@ mod tests {
 
     #[test]
     fn progress_bar_is_full_only_when_done() {
-        let e = OtaEvent { phase: OtaPhase::Downloading, percent: 50, bytes: 3 << 20 };
+        let e = OtaEvent {
+            phase: OtaPhase::Downloading,
+            percent: 50,
+            bytes: 3 << 20,
+            ..OtaEvent::default()
+        };
         let line = render_progress(&e);
         assert_eq!(
             line,
             format!("[{}{}]  50% downloading 3.0 MiB", "#".repeat(15), "-".repeat(15))
         );
-        let done = render_progress(&OtaEvent { phase: OtaPhase::Done, percent: 100, bytes: 10 });
+        let done = render_progress(&OtaEvent {
+            phase: OtaPhase::Done,
+            percent: 100,
+            bytes: 10,
+            ..OtaEvent::default()
+        });
         assert!(done.starts_with(&format!("[{}] 100% done", "#".repeat(30))), "{done}");
         let v = serde_json::json!({"event": "ota", "phase": "checking", "percent": 0, "bytes": 0, "error": "x"});
         assert_eq!(parse_event(&v).unwrap().phase, OtaPhase::Checking);

@@ -5,8 +5,10 @@
 //! is current, and has its events forwarded to the supervisor's subscribers
 //! (`forward`); OTA observes the state, asks the supervisor for
 //! MODAL_UPDATING and sends it events. The [`ServiceFactory`] starts blobs,
-//! clock and trust afresh when the supervisor restarts one, with durable
-//! state reloaded from the store (which stays open across restarts).
+//! clock, trust and OTA afresh when the supervisor restarts one, with
+//! durable state reloaded from the store (which stays open across
+//! restarts); a new OTA service takes the platform ops over from the dead
+//! one's worker.
 
 pub mod forward;
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use actix::{Actor, Addr, Recipient};
 use lwsys_actors::blobs::BlobService;
 use lwsys_actors::clock::{ClockConfig, ClockOps, ClockService, ServerName};
-use lwsys_actors::ota::{OtaService, SlotDir};
+use lwsys_actors::ota::{OtaHandoff, OtaService, SlotDir};
 use lwsys_actors::store::Store;
 use lwsys_actors::trust::{TrustConfig, TrustQuery, TrustService, TrustStore};
 use lwsys_actors::StateService;
@@ -121,22 +123,31 @@ pub enum ServiceError {
     Ota(#[from] lwsys_messages::ota::OtaError),
 }
 
-/// Start the OTA service: slots under `state_dir`, the issuer's key read
-/// from the configured file, https trusting `ca_file`, else the trust
-/// store's `verifier`, else the web roots; it observes `state` and asks `sup` for
-/// MODAL_UPDATING. After an update that asks for it, it reboots through
-/// the system's reboot op.
-fn start_ota(
+/// What every (re)start of the OTA service is built from.
+struct OtaParts {
+    key: lwsys_actors::ota::VerifyingKey,
+    cfg: lwsys_actors::ota::OtaConfig,
+    links: lwsys_actors::ota::OtaLinks,
+    /// Opens the slots (no boot bookkeeping: `OtaService::new` does that).
+    open: Arc<dyn Fn() -> Result<SlotDir, lwsys_messages::ota::OtaError> + Send + Sync>,
+}
+
+/// The OTA service's settings: slots under `state_dir`, the issuer's key
+/// read from the configured file, https trusting `ca_file`, else the trust
+/// store's `verifier`, else the web roots; the download saved under
+/// `<state_dir>/ota/` for a resume; it asks `sup` for MODAL_UPDATING.
+/// After an update that asks for it, it reboots through the system's
+/// reboot op.
+fn ota_parts(
     log: &Logger,
     settings: &OtaSettings,
     verifier: Option<Arc<lwsys_actors::trust::JitVerifier>>,
     state_dir: Option<&std::path::Path>,
     sup: &Addr<Supervisor>,
-    state: &Addr<StateService>,
-) -> Result<Addr<OtaService>, ServiceError> {
+) -> Result<OtaParts, ServiceError> {
     use lwsys_actors::ota::{
-        parse_public_jwk, tls_from_ca_file, tls_with_verifier, Bootloader, FetchConfig,
-        ManifestPolicy, OtaConfig, OtaLinks,
+        parse_public_jwk, tls_from_ca_file, tls_with_verifier, Bootloader, DownloadCache,
+        FetchConfig, ManifestPolicy, OtaConfig, OtaLinks,
     };
     use lwsys_messages::ota::OtaError;
     let o = &settings.section;
@@ -147,6 +158,7 @@ fn start_ota(
     let mut fetch = FetchConfig::new(&o.repository, &o.variant);
     fetch.connect_timeout = std::time::Duration::from_millis(o.connect_timeout_ms);
     fetch.read_timeout = std::time::Duration::from_millis(o.read_timeout_ms);
+    fetch.download_timeout = std::time::Duration::from_secs(o.download_timeout_secs);
     if !o.ca_file.as_os_str().is_empty() {
         fetch.tls = Some(tls_from_ca_file(&o.ca_file)?);
     } else if let Some(v) = verifier {
@@ -158,13 +170,20 @@ fn start_ota(
         "" => Bootloader::record_only(),
         line => Bootloader::command(line),
     };
-    let slots = SlotDir::open(dir, log)?
-        .with_max_boot_attempts(o.max_boot_attempts)
-        .with_periodic_check_secs(o.periodic_check_secs)
-        .with_bootloader(bootloader);
+    let (dir, slot_log) = (dir.to_owned(), log.clone());
+    let (attempts, periodic) = (o.max_boot_attempts, o.periodic_check_secs);
+    let open = Arc::new(move || {
+        Ok(SlotDir::open(&dir, &slot_log)?
+            .with_max_boot_attempts(attempts)
+            .with_periodic_check_secs(periodic)
+            .with_bootloader(bootloader.clone()))
+    });
     let mut cfg = OtaConfig::new(fetch, policy);
     cfg.auto_confirm = o.confirm == crate::config::ConfirmMode::Auto;
     cfg.wake_latency = settings.wake_latency;
+    cfg.periodic = Some(std::time::Duration::from_secs(o.periodic_check_secs.max(1)));
+    let ota_dir = state_dir.unwrap_or(std::path::Path::new(".")).join("ota");
+    cfg.download_cache = Some(DownloadCache::new(&ota_dir));
     let reboot_to = sup.clone();
     let handle = settings.handle.clone();
     let reboot_log = log.new(slog::o!("service" => "ota"));
@@ -187,9 +206,7 @@ fn start_ota(
             None => reboot_to.do_send(Shutdown),
         }),
     };
-    let ota = OtaService::new(log, Box::new(slots), key, cfg, links).start();
-    state.do_send(Observe(ota.clone().recipient()));
-    Ok(ota)
+    Ok(OtaParts { key, cfg, links, open })
 }
 
 /// The current services, as published by the supervisor (it replaces an
@@ -236,6 +253,9 @@ pub struct ServiceFactory {
     /// (milliseconds, or far longer on slow flash), which must not stall
     /// the event loop that runs consent rounds and the control protocol.
     blob_thread: actix::Arbiter,
+    /// How OTA is (re)started, and what its restarts hand over; set by the
+    /// first start when OTA is configured.
+    ota: std::sync::OnceLock<(OtaParts, OtaHandoff)>,
 }
 
 /// Where the trust service's answers come from: loaded once, shared by
@@ -285,6 +305,7 @@ impl ServiceFactory {
             clock_ops,
             services,
             blob_thread: actix::Arbiter::new(),
+            ota: std::sync::OnceLock::new(),
         })
     }
 
@@ -316,8 +337,46 @@ impl ServiceFactory {
         .start()
     }
 
-    /// Start every service (OTA only when configured; it is not restarted
-    /// by the factory: its slot state machine recovers at the next boot).
+    /// The first OTA service: slots opened with the boot bookkeeping.
+    fn start_ota(&self, parts: OtaParts) -> Result<Addr<OtaService>, ServiceError> {
+        let slots = (parts.open)()?;
+        let svc = OtaService::new(
+            &self.log,
+            Box::new(slots),
+            parts.key,
+            parts.cfg.clone(),
+            parts.links.clone(),
+        );
+        let handoff = svc.handoff();
+        let ota = svc.start();
+        self.state.do_send(Observe(ota.clone().recipient()));
+        let _ = self.ota.set((parts, handoff));
+        Ok(ota)
+    }
+
+    /// A replacement OTA service: the ops come back from the dead one's
+    /// worker once it has ended (see `OtaService::restart`).
+    fn restart_ota(&self) -> Result<Addr<OtaService>, ServiceError> {
+        let (parts, handoff) =
+            self.ota.get().ok_or_else(|| ServiceError::Unknown("ota (not configured)".into()))?;
+        let open = parts.open.clone();
+        let reopen: lwsys_actors::ota::ReopenOps =
+            Box::new(move || open().map(|s| Box::new(s) as Box<dyn lwsys_actors::ota::OtaOps>));
+        let ota = OtaService::restart(
+            &self.log,
+            handoff.clone(),
+            reopen,
+            parts.key,
+            parts.cfg.clone(),
+            parts.links.clone(),
+            self.state.clone().recipient(),
+        )
+        .start();
+        self.state.do_send(Observe(ota.clone().recipient()));
+        Ok(ota)
+    }
+
+    /// Start every service (OTA only when configured).
     pub fn start_all(&self) -> Result<Services, ServiceError> {
         let wake_latency_us =
             u64::try_from(self.cfg.clock.wake_latency.as_micros()).unwrap_or(u64::MAX);
@@ -329,14 +388,10 @@ impl ServiceFactory {
             _ => None,
         };
         let ota = match &self.cfg.ota {
-            Some(o) => Some(start_ota(
-                &self.log,
-                o,
-                verifier,
-                self.cfg.state_dir.as_deref(),
-                &self.sup,
-                &self.state,
-            )?),
+            Some(o) => {
+                let dir = self.cfg.state_dir.as_deref();
+                Some(self.start_ota(ota_parts(&self.log, o, verifier, dir, &self.sup)?)?)
+            }
             None => None,
         };
         Ok(Services {
@@ -356,6 +411,7 @@ impl ServiceFactory {
             "blobs" => next.blobs = self.start_blobs()?,
             "clock" => next.clock = self.start_clock(),
             "trust" => next.trust = self.start_trust(),
+            "ota" if next.ota.is_some() => next.ota = Some(self.restart_ota()?),
             other => return Err(ServiceError::Unknown(other.to_owned())),
         }
         Ok(next)
@@ -373,6 +429,9 @@ impl ServiceFactory {
         }
         if wants("trust") {
             s.trust.do_send(WatchDeath(to.clone()));
+        }
+        if let Some(ota) = s.ota.as_ref().filter(|_| wants("ota")) {
+            ota.do_send(WatchDeath(to.clone()));
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::Recipient;
 use lwsys_messages::supervisor::{Cycle, SystemEvent};
 
-use super::{FetchConfig, ManifestPolicy};
+use super::{DownloadCache, FetchConfig, ManifestPolicy};
 
 /// Settings of the OTA service.
 #[derive(Clone)]
@@ -32,6 +32,9 @@ pub struct OtaConfig {
     /// How long consent is retried before the update waits for the next
     /// check (30 s).
     pub consent_window: Duration,
+    /// Where a download is saved so that it resumes after a restart
+    /// (`None`, the default: every install starts from zero).
+    pub download_cache: Option<DownloadCache>,
 }
 
 impl OtaConfig {
@@ -48,6 +51,7 @@ impl OtaConfig {
             wake_latency: Duration::ZERO,
             consent_retry: Duration::from_secs(1),
             consent_window: Duration::from_secs(30),
+            download_cache: None,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Blocking HTTP(S) fetches of the manifest and the image for the OTA
-//! worker thread, with resume of an interrupted image by HTTP Range.
+//! worker thread, with resume of an interrupted image by HTTP Range, and
+//! an overall deadline per download so a server that trickles cannot hold
+//! an install open.
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lwsys_messages::OtaError;
 
@@ -23,10 +25,14 @@ pub struct FetchConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// How many times an interrupted image download is resumed.
     pub max_resumes: u32,
+    /// The whole image download (all its requests and reads) must be done
+    /// within this; past it the install fails with [`OtaError::Deadline`].
+    pub download_timeout: Duration,
 }
 
 impl FetchConfig {
-    /// A config with 10 s connect and 30 s read timeouts and 5 resumes.
+    /// A config with 10 s connect and 30 s read timeouts, 5 resumes and a
+    /// 1800 s download deadline.
     pub fn new(repository: &str, variant: &str) -> Self {
         Self {
             repository: repository.to_owned(),
@@ -35,6 +41,7 @@ impl FetchConfig {
             read_timeout: Duration::from_secs(30),
             tls: None,
             max_resumes: 5,
+            download_timeout: Duration::from_secs(1800),
         }
     }
 }
@@ -69,24 +76,52 @@ impl Fetcher {
         format!("{}/{}/{}", self.cfg.repository.trim_end_matches('/'), self.cfg.variant, file)
     }
 
-    fn get(&self, url: &str, from: u64) -> Result<ureq::Response, OtaError> {
+    /// The download deadline's length.
+    pub fn download_timeout(&self) -> Duration {
+        self.cfg.download_timeout
+    }
+
+    fn get(
+        &self,
+        url: &str,
+        from: u64,
+        deadline: Option<Instant>,
+    ) -> Result<ureq::Response, OtaError> {
         // identity: ureq must not inflate behind our back.
         let mut req = self.agent.get(url).set("Accept-Encoding", "identity");
         if from > 0 {
             req = req.set("Range", &format!("bytes={from}-"));
         }
+        if let Some(d) = deadline {
+            // ureq caps every socket read at the time left, so a server
+            // that trickles one byte per read timeout still stops here.
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.deadline_error());
+            }
+            req = req.timeout(left);
+        }
         req.call().map_err(|e| http_error(url, e))
+    }
+
+    fn deadline_error(&self) -> OtaError {
+        OtaError::Deadline { secs: self.cfg.download_timeout.as_secs() }
     }
 
     /// Fetches `manifest.jws`, refusing more than `max` bytes.
     pub fn manifest(&self, max: u64) -> Result<Vec<u8>, OtaError> {
         let url = self.url("manifest.jws");
-        let resp = self.get(&url, 0)?;
+        // The same deadline as a download, so a trickled manifest cannot
+        // hold a check open either.
+        let deadline = Instant::now() + self.cfg.download_timeout;
+        let resp = self.get(&url, 0, Some(deadline))?;
         let mut out = Vec::new();
-        resp.into_reader()
-            .take(max.saturating_add(1))
-            .read_to_end(&mut out)
-            .map_err(|e| OtaError::Network(format!("{url}: {e}")))?;
+        resp.into_reader().take(max.saturating_add(1)).read_to_end(&mut out).map_err(|e| {
+            match Instant::now() >= deadline {
+                true => self.deadline_error(),
+                false => OtaError::Network(format!("{url}: {e}")),
+            }
+        })?;
         if out.len() as u64 > max {
             return Err(OtaError::ManifestTooLarge { size: out.len() as u64, max });
         }
@@ -94,19 +129,46 @@ impl Fetcher {
     }
 
     /// Opens the (compressed) image `path` as a reader that resumes with
-    /// Range requests when the connection fails.
+    /// Range requests when the connection fails, with no saved prefix and
+    /// the configured deadline from now.
     pub fn image(&self, path: &str) -> Result<ResumingBody<'_>, OtaError> {
+        self.image_from(path, 0, Instant::now() + self.cfg.download_timeout)
+    }
+
+    /// As [`Fetcher::image`], asking for the bytes from `from` on (a prefix
+    /// saved by an earlier run) and failing with [`OtaError::Deadline`] at
+    /// `deadline`. Whether the server continued at `from` (206 with the
+    /// right `Content-Range`) is [`ResumingBody::start`]: 0 means it sent
+    /// the whole file, and the caller must drop its prefix.
+    pub fn image_from(
+        &self,
+        path: &str,
+        from: u64,
+        deadline: Instant,
+    ) -> Result<ResumingBody<'_>, OtaError> {
         let url = self.url(path);
-        let resp = self.get(&url, 0)?;
-        let total = resp.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
+        let mut resp = self.get(&url, from, Some(deadline))?;
+        let mut start = 0;
+        if from > 0 {
+            let range = resp.header("Content-Range").unwrap_or("");
+            if resp.status() == 206 && range.starts_with(&format!("bytes {from}-")) {
+                start = from;
+            } else if resp.status() == 206 {
+                // A range we did not ask for: take the whole file instead.
+                resp = self.get(&url, 0, Some(deadline))?;
+            }
+        }
+        let len = resp.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
         Ok(ResumingBody {
             fetcher: self,
             url,
             reader: resp.into_reader(),
-            offset: 0,
-            total,
+            offset: start,
+            total: len.map(|l| l.saturating_add(start)),
             skip: 0,
             resumes: 0,
+            start,
+            deadline,
         })
     }
 }
@@ -124,6 +186,8 @@ pub struct ResumingBody<'a> {
     total: Option<u64>,
     skip: u64,
     resumes: u32,
+    start: u64,
+    deadline: Instant,
 }
 
 impl ResumingBody<'_> {
@@ -132,8 +196,27 @@ impl ResumingBody<'_> {
         self.resumes
     }
 
+    /// The offset in the file of the first byte this body yields: the
+    /// `from` asked for if the server honoured the Range, else 0.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Whether the download deadline has passed.
+    pub fn past_deadline(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// The deadline as an I/O error the pipeline unwraps again.
+    pub fn deadline_error(&self) -> io::Error {
+        io::Error::other(self.fetcher.deadline_error())
+    }
+
     fn reopen(&mut self, why: &str) -> io::Result<()> {
         let resp = loop {
+            if self.past_deadline() {
+                return Err(self.deadline_error());
+            }
             if self.resumes >= self.fetcher.cfg.max_resumes {
                 return Err(io::Error::other(OtaError::Network(format!(
                     "{}: {why} after {} resumes",
@@ -141,7 +224,7 @@ impl ResumingBody<'_> {
                 ))));
             }
             self.resumes += 1;
-            match self.fetcher.get(&self.url, self.offset) {
+            match self.fetcher.get(&self.url, self.offset, Some(self.deadline)) {
                 Ok(resp) => break resp,
                 // The network may still be down: back off a little, retry.
                 Err(OtaError::Network(_)) => {
@@ -176,6 +259,9 @@ impl Read for ResumingBody<'_> {
             return Ok(0);
         }
         loop {
+            if self.past_deadline() {
+                return Err(self.deadline_error());
+            }
             match self.reader.read(buf) {
                 Ok(0) => match self.total {
                     Some(t) if self.offset < t => self.reopen("connection closed early")?,

@@ -21,6 +21,8 @@ impl OtaService {
         s.percent = self.progress.percent;
         s.bytes = self.progress.bytes;
         s.last_error = self.progress.last_error.clone();
+        s.last_error_kind = self.progress.last_error_kind.clone();
+        s.resumed_from = self.progress.resumed_from;
         s
     }
 
@@ -40,9 +42,13 @@ impl OtaService {
             "phase": p.phase,
             "percent": p.percent,
             "bytes": p.bytes,
+            "resumed_from": p.resumed_from,
         });
         if let (Some(e), Some(m)) = (&p.last_error, ev.as_object_mut()) {
             m.insert("error".into(), serde_json::Value::String(e.clone()));
+            if let Some(k) = &p.last_error_kind {
+                m.insert("error_kind".into(), serde_json::Value::String(k.clone()));
+            }
         }
         to.do_send(SystemEvent::Service(ev));
     }
@@ -71,6 +77,8 @@ impl OtaService {
         if let Some(h) = self.timer.take() {
             ctx.cancel_future(h);
         }
+        // From here on a MODAL_UPDATING is this service's own.
+        self.predecessor_walk = false;
         self.run = Some(Run {
             stage: Stage::Checking,
             waiters: waiter.into_iter().collect(),
@@ -78,6 +86,8 @@ impl OtaService {
             consent_since: None,
         });
         self.progress.last_error = None;
+        self.progress.last_error_kind = None;
+        self.progress.resumed_from = 0;
         self.set_phase(OtaPhase::Checking, 0, 0);
         if self.jobs.send(Job::Check).is_err() {
             self.finish(Err(OtaError::Io("ota worker is gone".into())), ctx);
@@ -92,6 +102,7 @@ impl OtaService {
             Ok(_) => self.set_phase(OtaPhase::Idle, 0, 0),
             Err(e) => {
                 self.progress.last_error = Some(e.to_string());
+                self.progress.last_error_kind = Some(e.kind().to_owned());
                 self.set_phase(OtaPhase::Failed, 0, 0);
             }
         }
@@ -134,6 +145,7 @@ impl OtaService {
         };
         let since = *run.consent_since.get_or_insert_with(Instant::now);
         self.progress.last_error = Some(format!("waiting for consent: {refused}"));
+        self.progress.last_error_kind = Some("consent_refused".into());
         self.emit();
         if since.elapsed() >= self.cfg.consent_window {
             slog::warn!(self.log, "consent refused; waiting for the next check"; "why" => %refused);
@@ -157,6 +169,7 @@ impl OtaService {
         let Some(m) = run.manifest.clone() else { return };
         run.stage = Stage::Installing;
         self.progress.last_error = None;
+        self.progress.last_error_kind = None;
         slog::info!(self.log, "consent given; installing"; "unixtime" => m.unixtime, "size" => m.size);
         self.set_phase(OtaPhase::Downloading, 0, 0);
         if self.jobs.send(Job::Install(m)).is_err() {

@@ -1,8 +1,10 @@
 //! The install pipeline on the OTA worker thread: HTTP body -> gunzip ->
 //! SHA-512 -> [`OtaOps::write`], in bounded memory, then verify and
-//! finalize.
+//! finalize; with a [`DownloadCache`], the compressed body is also saved
+//! as it arrives so that a later run resumes it.
 
-use std::io::{self, BufReader, Read};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,12 +13,21 @@ use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase};
 use p521::ecdsa::VerifyingKey;
 use sha2::{Digest as _, Sha512};
 
-use super::fetch::Fetcher;
+use super::fetch::{Fetcher, ResumingBody};
 use super::manifest::{verify_manifest, Manifest, ManifestPolicy};
+use super::resume::DownloadCache;
 use super::OtaOps;
 
 /// Inflated bytes handed to the platform per write.
 pub const CHUNK: usize = 256 * 1024;
+
+/// The most compressed bytes accepted for an image of `size` inflated
+/// bytes: deflate's worst case (stored blocks) adds 5 bytes per 64 KiB,
+/// so this is generous for any real gzip file, yet it bounds the saved
+/// copy and stops a stream of empty gzip members that never ends.
+pub fn max_compressed(size: u64) -> u64 {
+    size.saturating_add(size / 64).saturating_add(64 * 1024)
+}
 
 /// Fetches and verifies the manifest, taking the installed and rolled-back
 /// unixtimes from `ops` (the rest of `policy` as given).
@@ -52,6 +63,7 @@ struct Progress<'a> {
     sink: &'a mut dyn FnMut(OtaEvent),
     last_percent: Option<u8>,
     last_at: Instant,
+    resumed_from: u64,
 }
 
 impl Progress<'_> {
@@ -69,7 +81,8 @@ impl Progress<'_> {
             self.last_percent = Some(percent);
             self.last_at = Instant::now();
             ops.progress(phase, percent);
-            (self.sink)(OtaEvent { phase, percent, bytes });
+            let resumed_from = self.resumed_from;
+            (self.sink)(OtaEvent { phase, percent, bytes, resumed_from });
         }
     }
 }
@@ -78,8 +91,9 @@ impl Progress<'_> {
 /// write in chunks, and finalize only if the inflated image is exactly
 /// `size` bytes with the manifest's SHA-512 and a good gzip trailer. On any
 /// failure the slot write is aborted (the active slot is never touched).
-/// `cancel` is checked per chunk. Progress reaches 100 % only after
-/// finalize.
+/// `cancel` is checked per read from the network and per chunk; the whole
+/// download must end within the fetcher's `download_timeout`. Progress
+/// reaches 100 % only after finalize.
 pub fn install(
     ops: &mut dyn OtaOps,
     fetcher: &Fetcher,
@@ -87,25 +101,128 @@ pub fn install(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(OtaEvent),
 ) -> Result<(), OtaError> {
-    let mut p = Progress { sink: progress, last_percent: None, last_at: Instant::now() };
+    install_resumable(ops, fetcher, m, cancel, progress, None)
+}
+
+/// As [`install`], saving the compressed download in `cache` as it arrives
+/// and, when `cache` already holds a prefix of `m`'s image that the server
+/// agrees to continue (206), replaying that prefix instead of fetching it
+/// again. Any doubt (another manifest, no record, a server that ignores
+/// Range) starts from zero. The saved copy is dropped once the image is
+/// installed or found bad; a network failure or the deadline keeps it for
+/// the next attempt.
+pub fn install_resumable(
+    ops: &mut dyn OtaOps,
+    fetcher: &Fetcher,
+    m: &Manifest,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(OtaEvent),
+    cache: Option<&DownloadCache>,
+) -> Result<(), OtaError> {
+    let deadline = Instant::now() + fetcher.download_timeout();
+    let mut p =
+        Progress { sink: progress, last_percent: None, last_at: Instant::now(), resumed_from: 0 };
     let want = hex::decode(&m.sha512).map_err(|_| OtaError::BadHash)?;
     // Fetch first: a 404 or 500 must not even mark the inactive slot bad.
-    let body = fetcher.image(&m.path)?;
+    let (prefix, body, save) = open_body(fetcher, m, deadline, cache)?;
+    p.resumed_from = prefix.as_ref().map_or(0, |(_, n)| *n);
     ops.start(m)?;
-    let result = stream(ops, body, m, &want, cancel, &mut p).and_then(|bytes| {
+    let replay: Box<dyn Read> = match prefix {
+        Some((f, n)) => Box::new(f.take(n)),
+        None => Box::new(io::empty()),
+    };
+    let seen = p.resumed_from;
+    let source = replay.chain(Tee { body, save, cancel, seen, max: max_compressed(m.size) });
+    let result = stream(ops, source, m, &want, cancel, &mut p).and_then(|bytes| {
         p.report(ops, OtaPhase::Finalizing, 99, bytes, true);
         ops.finalize(m).map(|()| bytes)
     });
     match result {
         Ok(bytes) => {
+            if let Some(c) = cache {
+                // Installed: the copy is no longer needed (a failure here
+                // only leaves a stale copy the next install replaces).
+                let _ = c.clear();
+            }
             p.report(ops, OtaPhase::Done, 100, bytes, true);
             Ok(())
         }
         Err(e) => {
             let _ = ops.abort();
+            let worth_keeping =
+                matches!(e, OtaError::Network(_) | OtaError::Deadline { .. } | OtaError::Cancelled);
+            if let Some(c) = cache.filter(|_| !worth_keeping) {
+                // The bytes themselves may be what is wrong: never replay them.
+                let _ = c.clear();
+            }
             p.report(ops, OtaPhase::Failed, 0, 0, true);
             Err(e)
         }
+    }
+}
+
+/// The saved prefix to replay (file, length), the network body that
+/// continues it, and the file that body's bytes are appended to.
+type Opened<'a> = (Option<(File, u64)>, ResumingBody<'a>, Option<File>);
+
+fn open_body<'a>(
+    fetcher: &'a Fetcher,
+    m: &Manifest,
+    deadline: Instant,
+    cache: Option<&DownloadCache>,
+) -> Result<Opened<'a>, OtaError> {
+    let Some(cache) = cache else {
+        return Ok((None, fetcher.image_from(&m.path, 0, deadline)?, None));
+    };
+    if let Some((f, n)) = cache.prefix(m) {
+        match fetcher.image_from(&m.path, n, deadline) {
+            Ok(body) if body.start() == n => {
+                let save = cache.append(n)?;
+                return Ok((Some((f, n)), body, Some(save)));
+            }
+            // The server sent the whole file: start from zero with it.
+            Ok(body) => return Ok((None, body, Some(cache.begin(m)?))),
+            // 416: the saved prefix is not a prefix of this file.
+            Err(OtaError::Http { status: 416, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let body = fetcher.image_from(&m.path, 0, deadline)?;
+    Ok((None, body, Some(cache.begin(m)?)))
+}
+
+/// The network body, copied to the saved prefix as it is read, checking
+/// for cancellation and the deadline at every read.
+struct Tee<'a, 'b> {
+    body: ResumingBody<'a>,
+    save: Option<File>,
+    cancel: &'b AtomicBool,
+    /// Compressed bytes so far (saved prefix included), at most `max`.
+    seen: u64,
+    max: u64,
+}
+
+impl Read for Tee<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other(OtaError::Cancelled));
+        }
+        if self.body.past_deadline() {
+            return Err(self.body.deadline_error());
+        }
+        let n = self.body.read(buf)?;
+        self.seen += n as u64;
+        if self.seen > self.max {
+            let why = format!("compressed image longer than {} bytes", self.max);
+            return Err(io::Error::other(OtaError::Gzip(why)));
+        }
+        if let (Some(f), Some(got)) = (self.save.as_mut(), buf.get(..n)) {
+            // Written straight away (no buffer): bytes the process has
+            // read are in the file even if it is killed right after.
+            f.write_all(got)
+                .map_err(|e| io::Error::other(OtaError::Io(format!("save download: {e}"))))?;
+        }
+        Ok(n)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use lwsys_messages::ota::{CheckOta, GetOtaStatus, ReportCurrent};
-use lwsys_messages::state::{Changed, SystemState};
+use lwsys_messages::state::{Changed, GetState, StateReading, SystemState};
 use lwsys_messages::supervisor::{Cycle, SystemEvent, WalkError, WalkReport, WalkResult};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -342,4 +342,109 @@ async fn trial_never_confirmed_is_rolled_back_by_the_service_on_boot() {
     let h = Harness::start(&f, 0, |c| c.auto_confirm = false);
     let s = h.svc.send(GetOtaStatus).await.unwrap();
     assert_eq!((s.selected.as_str(), s.slots[1].status), ("a", SlotStatus::Bad));
+}
+
+/// Platform ops whose first `report_current` waits for the test, and that
+/// count calls made while another is still running.
+struct GatedOps {
+    inner: SlotDir,
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    overlaps: Arc<AtomicU32>,
+    entered: Arc<AtomicU32>,
+}
+
+impl OtaOps for GatedOps {
+    fn start(&mut self, m: &Manifest) -> Result<(), OtaError> {
+        self.inner.start(m)
+    }
+    fn write(&mut self, chunk: &[u8]) -> Result<(), OtaError> {
+        self.inner.write(chunk)
+    }
+    fn abort(&mut self) -> Result<(), OtaError> {
+        self.inner.abort()
+    }
+    fn finalize(&mut self, m: &Manifest) -> Result<(), OtaError> {
+        self.inner.finalize(m)
+    }
+    fn report_current(&mut self, bad: bool) -> Result<(), OtaError> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = self.gate.take() {
+            let _ = gate.recv();
+        }
+        let r = self.inner.report_current(bad);
+        self.busy.store(false, Ordering::SeqCst);
+        r
+    }
+    fn last_fw_unixtime(&self) -> u64 {
+        self.inner.last_fw_unixtime()
+    }
+    fn status(&self) -> OtaStatus {
+        self.inner.status()
+    }
+}
+
+/// Answers `GetState` with OPERATIONAL.
+struct StubState;
+
+impl Actor for StubState {
+    type Context = Context<Self>;
+}
+
+impl Handler<GetState> for StubState {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _: GetState, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(StateReading { state: SystemState::Operational, since_us: 0 })
+    }
+}
+
+#[actix_rt::test]
+async fn a_restarted_service_gets_the_ops_only_after_the_dead_ones_worker_is_done() {
+    let f = Fixture::new();
+    let (open, gate) = std::sync::mpsc::channel();
+    let (busy, overlaps, entered) = Default::default();
+    let ops = GatedOps {
+        inner: f.slots(),
+        gate: Some(gate),
+        busy: Arc::clone(&busy),
+        overlaps: Arc::clone(&overlaps),
+        entered: Arc::clone(&entered),
+    };
+    let sup = StubSupervisor { deny: 0, defer: false, cycles: Arc::default() }.start();
+    let links = OtaLinks { modal: sup.recipient(), events: None, reboot: Arc::new(|| {}) };
+    let cfg = OtaConfig::new(f.fetcher_config(), ManifestPolicy::new(VARIANT));
+    let old = OtaService::new(&log(), Box::new(ops), f.public, cfg.clone(), links.clone());
+    let handoff = old.handoff();
+    let old = old.start();
+    // The old worker is now inside report_current, holding the ops.
+    let stuck = old.send(ReportCurrent { bad: false });
+    let stuck = actix::spawn(stuck);
+    while entered.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert!(old.send(lwsys_messages::lifecycle::Crash).await.is_err(), "the service died");
+    let reopened = Arc::new(AtomicU32::new(0));
+    let r = reopened.clone();
+    let reopen: ReopenOps = Box::new(move || {
+        r.fetch_add(1, Ordering::SeqCst);
+        Err(OtaError::Io("the old worker's ops must be handed over".into()))
+    });
+    let state = StubState.start().recipient();
+    let new = OtaService::restart(&log(), handoff, reopen, f.public, cfg, links, state).start();
+    let asked = actix::spawn(new.send(ReportCurrent { bad: false }));
+    // Its status answers at once, from the handed-over slots.
+    assert_eq!(new.send(GetOtaStatus).await.unwrap().selected, "a");
+    assert_eq!(entered.load(Ordering::SeqCst), 1, "the new worker waits for the old one");
+    open.send(()).unwrap();
+    let got = asked.await.unwrap().unwrap();
+    assert_eq!(got.unwrap().selected, "a");
+    assert_eq!(entered.load(Ordering::SeqCst), 2);
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two workers used the ops at once");
+    assert_eq!(reopened.load(Ordering::SeqCst), 0);
+    // The dead service's request was not answered by it.
+    assert!(!matches!(stuck.await, Ok(Ok(Ok(_)))));
 }

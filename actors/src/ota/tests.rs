@@ -77,10 +77,14 @@ impl Fixture {
         SlotDir::open(&self.state, &log()).unwrap()
     }
 
-    pub(crate) fn fetcher(&self) -> Fetcher {
+    pub(crate) fn fetcher_config(&self) -> FetchConfig {
         let mut cfg = FetchConfig::new(&self.server.url(), VARIANT);
         cfg.read_timeout = std::time::Duration::from_secs(5);
-        Fetcher::new(cfg)
+        cfg
+    }
+
+    pub(crate) fn fetcher(&self) -> Fetcher {
+        Fetcher::new(self.fetcher_config())
     }
 
     pub(crate) fn run(&self, slots: &mut SlotDir) -> Result<Manifest, OtaError> {
@@ -243,6 +247,25 @@ fn corrupt_gzip_is_rejected() {
                 | OtaError::ImageTooLong(_)
         )
     });
+}
+
+#[test]
+fn endless_empty_gzip_members_are_cut_at_the_compressed_bound() {
+    let f = Fixture::new();
+    let (m, _) = f.publish(1000, 1000);
+    let p = f.dir().join(&m.path);
+    let mut gz = std::fs::read(&p).unwrap();
+    let empty =
+        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()).finish().unwrap();
+    // Members that inflate to nothing: the image stays 1000 bytes with the
+    // right hash while the stream goes on past the bound.
+    let bound = pipeline::max_compressed(m.size);
+    assert_eq!(bound, 1000 + 15 + 65_536);
+    while gz.len() as u64 <= bound {
+        gz.extend_from_slice(&empty);
+    }
+    std::fs::write(&p, &gz).unwrap();
+    assert_rejected(&f, |e| matches!(e, OtaError::Gzip(w) if w.contains("longer than 66551")));
 }
 
 #[test]

@@ -12,7 +12,9 @@ use lwsys_messages::ota::{OtaError, OtaStatus};
 use p521::ecdsa::VerifyingKey;
 use tokio::sync::oneshot;
 
-use super::{pipeline, Fetcher, Manifest, ManifestPolicy, OtaOps, OtaService};
+use super::{
+    pipeline, DownloadCache, Fetcher, Manifest, ManifestPolicy, OtaHandoff, OtaOps, OtaService,
+};
 
 /// A job for the worker.
 pub(crate) enum Job {
@@ -47,11 +49,16 @@ pub(crate) struct Worker {
     pub(crate) policy: ManifestPolicy,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) addr: Addr<OtaService>,
+    /// Where the download is saved for a resume (`None`: not saved).
+    pub(crate) cache: Option<DownloadCache>,
+    /// Told the slots after each job, for a replacement service.
+    pub(crate) handoff: OtaHandoff,
 }
 
 impl Worker {
-    /// Runs jobs until the service drops its end of the queue.
-    pub(crate) fn run(mut self, jobs: Receiver<Job>) {
+    /// Runs jobs until the service drops its end of the queue (it stopped
+    /// or died), then gives the ops back for a replacement.
+    pub(crate) fn run(mut self, jobs: Receiver<Job>) -> Box<dyn OtaOps> {
         for job in jobs.iter() {
             match job {
                 Job::Check => {
@@ -61,25 +68,33 @@ impl Worker {
                 }
                 Job::Install(m) => {
                     let addr = self.addr.clone();
-                    let r = pipeline::install(
+                    let r = pipeline::install_resumable(
                         self.ops.as_mut(),
                         &self.fetcher,
                         &m,
                         &self.cancel,
                         &mut |e| addr.do_send(e),
+                        self.cache.as_ref(),
                     );
                     // Slots first: whoever sees the outcome sees them too.
-                    self.addr.do_send(Slots(self.ops.status()));
+                    self.slots();
                     self.addr.do_send(Installed(r.map(|()| m)));
                 }
                 Job::Report { bad, reply } => {
                     let r = self.ops.report_current(bad).map(|()| self.ops.status());
-                    self.addr.do_send(Slots(self.ops.status()));
+                    self.slots();
                     if let Some(tx) = reply {
                         let _ = tx.send(r);
                     }
                 }
             }
         }
+        self.ops
+    }
+
+    fn slots(&self) {
+        let s = self.ops.status();
+        self.handoff.set_slots(&s);
+        self.addr.do_send(Slots(s));
     }
 }

@@ -167,7 +167,11 @@ impl ControlSession {
             "blobs" => futures::FutureExt::boxed_local(s.blobs.send(Crash)),
             "clock" => futures::FutureExt::boxed_local(s.clock.send(Crash)),
             "trust" => futures::FutureExt::boxed_local(s.trust.send(Crash)),
-            other => return Err(bad(format!("no service {other:?}: blobs, clock or trust"))),
+            "ota" => match &s.ota {
+                Some(ota) => futures::FutureExt::boxed_local(ota.send(Crash)),
+                None => return Err(bad("no service \"ota\": [ota] is not configured".to_owned())),
+            },
+            other => return Err(bad(format!("no service {other:?}: blobs, clock, trust or ota"))),
         };
         Ok(super::ops::later(async move {
             match sent.await {

@@ -7,6 +7,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use lwsys::ctl_ota;
 use lwsys_tests::{Options, TestDaemon};
@@ -19,17 +21,126 @@ pub fn serve(root: PathBuf) -> String {
     serve_paced(root, None)
 }
 
-/// As [`serve`], but bodies go out in 64 KiB pieces with `pause` between
-/// them, so a download spans real time (for cutting power in the middle).
-pub fn serve_paced(root: PathBuf, pause: Option<std::time::Duration>) -> String {
+/// As [`serve`], but image bodies go out in 64 KiB pieces with `pause`
+/// between them, so a download spans real time (for cutting power in the
+/// middle).
+pub fn serve_paced(root: PathBuf, pause: Option<Duration>) -> String {
+    let serving = Serving { piece: 64 << 10, pause, ranges: false };
+    serve_with(root, serving, Arc::new(Served::default()))
+}
+
+/// How a test server sends bodies.
+#[derive(Clone, Copy, Debug)]
+pub struct Serving {
+    /// Image bodies go out in pieces of this many bytes (other files at
+    /// once)...
+    pub piece: usize,
+    /// ...with this pause before each.
+    pub pause: Option<Duration>,
+    /// Whether `Range: bytes=N-` is honoured (206); otherwise ignored (200).
+    pub ranges: bool,
+}
+
+#[derive(Default)]
+struct Counts {
+    image_bytes: u64,
+    block_at: Option<u64>,
+    range_starts: Vec<u64>,
+    /// Bumped by `release`: a connection held before it is dropped (its
+    /// client is gone), so it sends nothing more.
+    releases: u64,
+}
+
+/// What a test server has sent of image files (`*.gz`), shared with the
+/// test, which can also hold the server at a byte count.
+#[derive(Default)]
+pub struct Served {
+    counts: Mutex<Counts>,
+    changed: Condvar,
+}
+
+impl Served {
+    /// A server that stops sending image bytes once it has sent `n` (over
+    /// all connections), until [`Served::release`].
+    pub fn blocking_at(n: u64) -> Arc<Self> {
+        let s = Self::default();
+        s.counts.lock().unwrap().block_at = Some(n);
+        Arc::new(s)
+    }
+
+    /// Holds the server once it has sent `n` image bytes in all, until
+    /// [`Served::release`].
+    pub fn hold_at(&self, n: u64) {
+        self.counts.lock().unwrap().block_at = Some(n);
+    }
+
+    /// Image body bytes written to sockets so far.
+    pub fn image_bytes(&self) -> u64 {
+        self.counts.lock().unwrap().image_bytes
+    }
+
+    /// The `N` of every `Range: bytes=N-` asked for an image.
+    pub fn range_starts(&self) -> Vec<u64> {
+        self.counts.lock().unwrap().range_starts.clone()
+    }
+
+    /// Waits (bounded) until the server has sent `n` image bytes.
+    pub fn wait_image_bytes(&self, n: u64) {
+        let deadline = Instant::now() + lwsys_tests::WAIT;
+        let mut c = self.counts.lock().unwrap();
+        while c.image_bytes < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "server sent only {} of {n} image bytes", c.image_bytes);
+            c = self.changed.wait_timeout(c, left).unwrap().0;
+        }
+    }
+
+    /// Lets the server go on: connections held so far are closed without
+    /// sending more (their client was killed), new ones are not held.
+    pub fn release(&self) {
+        let mut c = self.counts.lock().unwrap();
+        c.block_at = None;
+        c.releases += 1;
+        drop(c);
+        self.changed.notify_all();
+    }
+
+    /// Sends `piece` of an image body, counting it and holding at the
+    /// block point.
+    fn send(&self, conn: &mut TcpStream, mut piece: &[u8]) -> std::io::Result<()> {
+        while !piece.is_empty() {
+            let mut c = self.counts.lock().unwrap();
+            let releases = c.releases;
+            while c.block_at.is_some_and(|b| c.image_bytes >= b) {
+                c = self.changed.wait(c).unwrap();
+            }
+            if c.releases != releases {
+                return Err(std::io::Error::other("held connection dropped"));
+            }
+            let room = c.block_at.map_or(piece.len() as u64, |b| b - c.image_bytes);
+            let n = piece.len().min(usize::try_from(room).unwrap());
+            drop(c);
+            let (now, rest) = piece.split_at(n);
+            conn.write_all(now)?;
+            self.counts.lock().unwrap().image_bytes += n as u64;
+            self.changed.notify_all();
+            piece = rest;
+        }
+        Ok(())
+    }
+}
+
+/// A file server for `root` on 127.0.0.1:0 that sends as `serving` says
+/// and counts image bytes in `served`. Returns its base URL.
+pub fn serve_with(root: PathBuf, serving: Serving, served: Arc<Served>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let root = root.clone();
+            let (root, served) = (root.clone(), served.clone());
             std::thread::spawn(move || {
-                let _ = answer(conn, &root, pause);
+                let _ = answer(conn, &root, serving, &served);
             });
         }
     });
@@ -39,37 +150,70 @@ pub fn serve_paced(root: PathBuf, pause: Option<std::time::Duration>) -> String 
 fn answer(
     mut conn: TcpStream,
     root: &Path,
-    pause: Option<std::time::Duration>,
+    serving: Serving,
+    served: &Served,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut range: Option<u64> = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" {
             break;
         }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("range: bytes=") {
+            range = v.trim().trim_end_matches('-').parse().ok();
+        }
     }
-    match std::fs::read(root.join(path.trim_start_matches('/'))) {
-        Ok(body) => {
+    let image = path.ends_with(".gz");
+    let Ok(body) = std::fs::read(root.join(path.trim_start_matches('/'))) else {
+        return write!(
+            conn,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    };
+    if let (true, Some(n)) = (image, range) {
+        served.counts.lock().unwrap().range_starts.push(n);
+    }
+    let body = match range.filter(|_| serving.ranges) {
+        Some(n) if n as usize >= body.len() => {
+            return write!(
+                conn,
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+        Some(n) => {
+            let len = body.len();
+            write!(
+                conn,
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                len - 1,
+                len - n as usize
+            )?;
+            body[n as usize..].to_vec()
+        }
+        None => {
             write!(
                 conn,
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             )?;
-            match pause {
-                None => conn.write_all(&body),
-                Some(p) => body.chunks(64 << 10).try_for_each(|piece| {
-                    std::thread::sleep(p);
-                    conn.write_all(piece)
-                }),
-            }
+            body
         }
-        Err(_) => {
-            write!(conn, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        }
+    };
+    if !image {
+        return conn.write_all(&body);
     }
+    for piece in body.chunks(serving.piece.max(1)) {
+        if let Some(p) = serving.pause {
+            std::thread::sleep(p);
+        }
+        served.send(&mut conn, piece)?;
+    }
+    Ok(())
 }
 
 /// Keys, a repository with one release, and its server.
@@ -97,13 +241,24 @@ impl Repo {
     }
 
     /// As [`Repo::with_image`], served by [`serve_paced`].
-    pub fn paced(unixtime: u64, image: Vec<u8>, pause: Option<std::time::Duration>) -> Self {
+    pub fn paced(unixtime: u64, image: Vec<u8>, pause: Option<Duration>) -> Self {
+        let serving = Serving { piece: 64 << 10, pause, ranges: false };
+        Self::served(unixtime, image, serving, Arc::new(Served::default()))
+    }
+
+    /// As [`Repo::with_image`], served by [`serve_with`].
+    pub fn served(unixtime: u64, image: Vec<u8>, serving: Serving, served: Arc<Served>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let keys = ctl_ota::keygen(&dir.path().join("keys")).unwrap();
-        let url = serve_paced(dir.path().join("repo"), pause);
+        let url = serve_with(dir.path().join("repo"), serving, served);
         let r = Self { dir, keys, url, image };
         r.publish(&r.image, unixtime);
         r
+    }
+
+    /// The served (gzip) image file of the release at `unixtime`.
+    pub fn image_file(&self, unixtime: u64) -> PathBuf {
+        self.dir.path().join("repo").join(VARIANT).join(format!("{VARIANT}-{unixtime}.img.gz"))
     }
 
     /// Publish `image` as the release at `unixtime`.
@@ -147,5 +302,18 @@ impl Repo {
             state_dir,
             ..Options::default()
         })
+    }
+
+    /// A daemon (confirm auto, reboot a command that succeeds) with more
+    /// `[ota]` keys (`extra_ota`, lines) and environment.
+    pub fn daemon_with(
+        &self,
+        extra_ota: &str,
+        state_dir: Option<PathBuf>,
+        env: Vec<(String, String)>,
+    ) -> TestDaemon {
+        let config = self.config(&self.keys.public, "auto", "/bin/true");
+        let config = config.replacen("\n\n[system]", &format!("\n{extra_ota}\n\n[system]"), 1);
+        TestDaemon::with(Options { config: Some(config), state_dir, env, ..Options::default() })
     }
 }
