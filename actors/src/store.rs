@@ -102,6 +102,27 @@ impl StoreError {
         matches!(self, Self::Open { source, .. }
             if matches!(**source, redb::DatabaseError::DatabaseAlreadyOpen))
     }
+
+    /// Whether the fault is in the system, not the file: no space or quota
+    /// left, a read-only filesystem, no memory. The store may be sound, so
+    /// it must not be discarded for this.
+    pub fn environmental(&self) -> bool {
+        let io = match self {
+            Self::Dir { source, .. } | Self::File { source, .. } => Some(source),
+            Self::Open { source, .. } => match &**source {
+                redb::DatabaseError::Storage(redb::StorageError::Io(e)) => Some(e),
+                _ => None,
+            },
+            Self::Op { source, .. } => match &**source {
+                redb::Error::Io(e) => Some(e),
+                _ => None,
+            },
+            Self::Damaged { .. } => None,
+        };
+        let codes =
+            [libc::ENOSPC, libc::EDQUOT, libc::EROFS, libc::ENOMEM, libc::EMFILE, libc::ENFILE];
+        io.and_then(std::io::Error::raw_os_error).is_some_and(|c| codes.contains(&c))
+    }
 }
 
 /// Every key and value of a table, in key order.
