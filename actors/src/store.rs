@@ -13,7 +13,6 @@
 //! The calls block the calling thread on disk I/O (an fsync per commit).
 //! That is acceptable for small, rare updates such as blobs; a service
 //! with heavy write traffic should move its writes to a thread of its own.
-
 //!
 //! The file is opened by the store itself, never by redb: created 0600
 //! whatever the umask, opened with `O_NOFOLLOW` so a symlink planted at its
@@ -25,6 +24,11 @@
 //! must not break durable writes until a restart, so after any I/O error
 //! the store drops its database and reopens the file at the next call:
 //! once space is freed, writes succeed again.
+//!
+//! redb asserts (panics) on some damaged files, a truncated one among them;
+//! the store catches that and answers [`StoreError::Damaged`], and a new
+//! store is initialized under a temporary name and renamed into place, so
+//! an empty file at the path is damage too, never taken for a new store.
 
 mod file;
 
@@ -101,6 +105,27 @@ impl StoreError {
     pub fn in_use(&self) -> bool {
         matches!(self, Self::Open { source, .. }
             if matches!(**source, redb::DatabaseError::DatabaseAlreadyOpen))
+    }
+
+    /// Whether the fault is in the system, not the file: no space or quota
+    /// left, a read-only filesystem, no memory. The store may be sound, so
+    /// it must not be discarded for this.
+    pub fn environmental(&self) -> bool {
+        let io = match self {
+            Self::Dir { source, .. } | Self::File { source, .. } => Some(source),
+            Self::Open { source, .. } => match &**source {
+                redb::DatabaseError::Storage(redb::StorageError::Io(e)) => Some(e),
+                _ => None,
+            },
+            Self::Op { source, .. } => match &**source {
+                redb::Error::Io(e) => Some(e),
+                _ => None,
+            },
+            Self::Damaged { .. } => None,
+        };
+        let codes =
+            [libc::ENOSPC, libc::EDQUOT, libc::EROFS, libc::ENOMEM, libc::EMFILE, libc::ENFILE];
+        io.and_then(std::io::Error::raw_os_error).is_some_and(|c| codes.contains(&c))
     }
 }
 
@@ -188,7 +213,8 @@ impl Store {
 
     /// Opens (or creates) the database file at `path`: 0600, never through
     /// a symlink. A file that is not a readable redb database is an error,
-    /// never silently replaced; so is an empty one (see [`Store::create`]).
+    /// never silently replaced; so is an empty one (a new store is made only
+    /// where there is none).
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
         let file_err = |source| StoreError::File { path: path.to_owned(), source };
         let first = match open_private(path, false) {

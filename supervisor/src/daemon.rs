@@ -155,11 +155,12 @@ fn without_panic_report<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Whether a store that failed with `e` may be moved aside: not when it is
-/// open in another process (a live daemon's), and not when it is a symlink
-/// (someone planted it; an admin should look).
+/// open in another process (a live daemon's), not when the fault is the
+/// system's (a full disk: the store may be sound), and not when it is a
+/// symlink (someone planted it; an admin should look).
 fn recoverable(e: &StoreError, path: &Path) -> bool {
     let symlink = std::fs::symlink_metadata(path).map(|m| m.file_type().is_symlink());
-    !e.in_use() && !matches!(symlink, Ok(true))
+    !e.in_use() && !e.environmental() && !matches!(symlink, Ok(true))
 }
 
 /// The keys of the blobs table that can still be read from a damaged
@@ -225,6 +226,9 @@ fn check_store(state_dir: &Path, recover: bool, log: &Logger) -> Result<(), i32>
         let symlink = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
         let hint = if fault.in_use() {
             "left as is: it is open in another process (another lwsysd on this state dir?)"
+        } else if fault.environmental() {
+            "left as is: the system failed, not the file (disk full, read-only, out of memory); \
+             fix that and start again"
         } else if symlink {
             "left as is: a symbolic link is never followed nor moved; remove it after checking who made it"
         } else {

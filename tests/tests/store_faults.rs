@@ -250,8 +250,21 @@ fn a_full_disk_fails_a_durable_write_and_writes_work_again_once_space_is_freed()
     let mut c = d.connect();
     c.wait_state("OPERATIONAL");
     c.ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "old-token"}));
+    let fresh = mnt.join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o700)).unwrap();
     let filler = mnt.join("filler");
     fill(&filler);
+
+    // No room to make a store: exit 70 blaming the system, and even
+    // --recover-store moves nothing (the fault is not the file's).
+    for extra in [&[][..], &["--recover-store"][..]] {
+        let (code, err) = run_once(&fresh, extra);
+        assert_eq!(code, Some(70), "{extra:?}: {err}");
+        assert!(err.contains("No space left on device"), "{err}");
+        assert!(err.contains("the system failed, not the file"), "{err}");
+        assert!(aside(&fresh).is_empty(), "{extra:?}");
+    }
 
     // Full: refused with `io`, the old value kept; again while still full.
     for _ in 0..2 {

@@ -226,3 +226,22 @@ fn a_flipped_byte_in_a_value_is_read_back_as_is_but_fails_the_integrity_check() 
     let e = s.check_integrity().unwrap_err();
     assert!(e.to_string().contains("orrupt"), "{e}");
 }
+
+#[test]
+fn a_full_disk_is_the_systems_fault_not_the_files() {
+    let path = PathBuf::from("/x/lwsys.redb");
+    let io = |code| std::io::Error::from_raw_os_error(code);
+    let file = |code| StoreError::File { path: path.clone(), source: io(code) };
+    assert!(file(libc::ENOSPC).environmental());
+    assert!(file(libc::EROFS).environmental());
+    assert!(!file(libc::EACCES).environmental(), "an unreadable file is the file's fault");
+    let open = StoreError::Open {
+        path: path.clone(),
+        source: Box::new(redb::DatabaseError::Storage(redb::StorageError::Io(io(libc::EDQUOT)))),
+    };
+    assert!(open.environmental());
+    let op =
+        StoreError::Op { op: "put", table: "t".into(), source: Box::new(io(libc::ENOSPC).into()) };
+    assert!(op.environmental());
+    assert!(!StoreError::Damaged { path, detail: "x".into() }.environmental());
+}
