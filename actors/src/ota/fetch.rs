@@ -4,6 +4,7 @@
 //! an install open.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,16 +111,26 @@ impl Fetcher {
 
     /// Fetches `manifest.jws`, refusing more than `max` bytes.
     pub fn manifest(&self, max: u64) -> Result<Vec<u8>, OtaError> {
+        self.manifest_unless(max, &AtomicBool::new(false))
+    }
+
+    /// As [`Fetcher::manifest`], giving up with [`OtaError::Cancelled`] at
+    /// the first read after `cancel` is set.
+    pub fn manifest_unless(&self, max: u64, cancel: &AtomicBool) -> Result<Vec<u8>, OtaError> {
         let url = self.url("manifest.jws");
         // The same deadline as a download, so a trickled manifest cannot
         // hold a check open either.
         let deadline = Instant::now() + self.cfg.download_timeout;
         let resp = self.get(&url, 0, Some(deadline))?;
         let mut out = Vec::new();
-        resp.into_reader().take(max.saturating_add(1)).read_to_end(&mut out).map_err(|e| {
-            match Instant::now() >= deadline {
-                true => self.deadline_error(),
-                false => OtaError::Network(format!("{url}: {e}")),
+        let body = Unless { inner: resp.into_reader(), cancel };
+        body.take(max.saturating_add(1)).read_to_end(&mut out).map_err(|e| {
+            if cancel.load(Ordering::Relaxed) {
+                OtaError::Cancelled
+            } else if Instant::now() >= deadline {
+                self.deadline_error()
+            } else {
+                OtaError::Network(format!("{url}: {e}"))
             }
         })?;
         if out.len() as u64 > max {
@@ -170,6 +181,21 @@ impl Fetcher {
             start,
             deadline,
         })
+    }
+}
+
+/// A reader that fails once `cancel` is set (checked before each read).
+struct Unless<'c, R> {
+    inner: R,
+    cancel: &'c AtomicBool,
+}
+
+impl<R: Read> Read for Unless<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("cancelled"));
+        }
+        self.inner.read(buf)
     }
 }
 

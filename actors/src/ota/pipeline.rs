@@ -37,10 +37,22 @@ pub fn check(
     key: &VerifyingKey,
     policy: &ManifestPolicy,
 ) -> Result<Manifest, OtaError> {
+    check_unless(ops, fetcher, key, policy, &AtomicBool::new(false))
+}
+
+/// As [`check`], giving up with [`OtaError::Cancelled`] once `cancel` is
+/// set (the service died: its replacement waits for this worker).
+pub fn check_unless(
+    ops: &dyn OtaOps,
+    fetcher: &Fetcher,
+    key: &VerifyingKey,
+    policy: &ManifestPolicy,
+    cancel: &AtomicBool,
+) -> Result<Manifest, OtaError> {
     let mut policy = policy.clone();
     policy.installed_unixtime = ops.last_fw_unixtime();
     policy.rolled_back_unixtime = ops.rolled_back_unixtime();
-    let jws = fetcher.manifest(policy.max_manifest_bytes)?;
+    let jws = fetcher.manifest_unless(policy.max_manifest_bytes, cancel)?;
     verify_manifest(&jws, key, &policy)
 }
 
