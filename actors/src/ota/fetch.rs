@@ -88,6 +88,26 @@ impl Fetcher {
         from: u64,
         deadline: Option<Instant>,
     ) -> Result<ureq::Response, OtaError> {
+        self.call(url, from, deadline).map_err(|e| self.error(url, *e, deadline))
+    }
+
+    /// A failed request as an [`OtaError`]: past the deadline, that.
+    fn error(&self, url: &str, e: ureq::Error, deadline: Option<Instant>) -> OtaError {
+        match e {
+            ureq::Error::Transport(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                self.deadline_error()
+            }
+            e => http_error(url, e),
+        }
+    }
+
+    /// As `get`, with ureq's own error (a 416's headers matter).
+    fn call(
+        &self,
+        url: &str,
+        from: u64,
+        deadline: Option<Instant>,
+    ) -> Result<ureq::Response, Box<ureq::Error>> {
         // identity: ureq must not inflate behind our back.
         let mut req = self.agent.get(url).set("Accept-Encoding", "identity");
         if from > 0 {
@@ -96,13 +116,11 @@ impl Fetcher {
         if let Some(d) = deadline {
             // ureq caps every socket read at the time left, so a server
             // that trickles one byte per read timeout still stops here.
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(self.deadline_error());
-            }
+            // At least a millisecond: a zero timeout would mean none.
+            let left = d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
             req = req.timeout(left);
         }
-        req.call().map_err(|e| http_error(url, e))
+        req.call().map_err(Box::new)
     }
 
     fn deadline_error(&self) -> OtaError {
@@ -158,7 +176,28 @@ impl Fetcher {
         deadline: Instant,
     ) -> Result<ResumingBody<'_>, OtaError> {
         let url = self.url(path);
-        let mut resp = self.get(&url, from, Some(deadline))?;
+        let mut resp = match self.call(&url, from, Some(deadline)).map_err(|e| *e) {
+            Err(ureq::Error::Status(416, r)) if from > 0 => {
+                // Nothing at or past `from`: if the file is exactly `from`
+                // bytes long (`Content-Range: bytes */from`), the saved
+                // prefix is all of it.
+                if r.header("Content-Range").map(str::trim) == Some(&format!("bytes */{from}")) {
+                    return Ok(ResumingBody {
+                        fetcher: self,
+                        url,
+                        reader: Box::new(io::empty()),
+                        offset: from,
+                        total: Some(from),
+                        skip: 0,
+                        resumes: 0,
+                        start: from,
+                        deadline,
+                    });
+                }
+                return Err(OtaError::Http { status: 416, url });
+            }
+            r => r.map_err(|e| self.error(&url, e, Some(deadline)))?,
+        };
         let mut start = 0;
         if from > 0 {
             let range = resp.header("Content-Range").unwrap_or("");
