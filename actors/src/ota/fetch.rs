@@ -167,8 +167,9 @@ impl Fetcher {
     /// As [`Fetcher::image`], asking for the bytes from `from` on (a prefix
     /// saved by an earlier run) and failing with [`OtaError::Deadline`] at
     /// `deadline`. Whether the server continued at `from` (206 with the
-    /// right `Content-Range`) is [`ResumingBody::start`]: 0 means it sent
-    /// the whole file, and the caller must drop its prefix.
+    /// right `Content-Range`, or 416 with `bytes */from`: the prefix is the
+    /// whole file and the body is empty) is [`ResumingBody::start`]: 0
+    /// means it sent the whole file, and the caller must drop its prefix.
     pub fn image_from(
         &self,
         path: &str,
