@@ -33,6 +33,7 @@
 pub mod config;
 pub mod fetch;
 mod flow;
+mod handoff;
 pub mod jwk;
 pub mod manifest;
 pub mod ops;
@@ -56,8 +57,7 @@ pub use sign::publish;
 pub use slots::{Bootloader, SlotDir};
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -69,42 +69,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::lifecycle::DeathNotice;
+use handoff::OpsSource;
+pub use handoff::{OtaHandoff, ReopenOps};
 use worker::{Checked, Installed, Job, Slots, Worker};
-
-/// Reopens the platform ops when a dead service's worker could not give
-/// them back (it panicked); must not repeat the boot bookkeeping.
-pub type ReopenOps = Box<dyn FnOnce() -> Result<Box<dyn OtaOps>, OtaError> + Send>;
-
-/// What outlives one [`OtaService`] for the next one its supervisor
-/// starts: the worker thread, which owns the platform ops and hands them
-/// back when it ends, and the slots as last reported.
-#[derive(Clone, Default)]
-pub struct OtaHandoff(Arc<Mutex<Handoff>>);
-
-#[derive(Default)]
-struct Handoff {
-    worker: Option<JoinHandle<Option<Box<dyn OtaOps>>>>,
-    slots: OtaStatus,
-}
-
-impl OtaHandoff {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Handoff> {
-        // A panic while holding this lock leaves plain data behind.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) fn set_slots(&self, s: &OtaStatus) {
-        self.lock().slots = s.clone();
-    }
-}
-
-/// Where the worker gets the platform ops.
-enum OpsSource {
-    /// Given to the first service.
-    Ready(Box<dyn OtaOps>),
-    /// From the previous service's worker, once it has ended.
-    Previous(ReopenOps),
-}
 
 /// The OTA service. See the module docs for the flow.
 pub struct OtaService {
@@ -196,8 +163,10 @@ impl OtaService {
     /// service's death cancelled the install in flight) and takes the ops
     /// from it, or calls `reopen` if it cannot. No boot bookkeeping. Once
     /// started it reads the system state from `state`: at OPERATIONAL it
-    /// arms the first check as after a boot; in MODAL_UPDATING (an install
-    /// the old service held) it leaves it.
+    /// arms the first check as after a boot; in (AWAITING_)MODAL_UPDATING
+    /// (an install the old service held) it leaves it. Without
+    /// `cfg.periodic` the period is 86400 s (the ops are not at hand to
+    /// ask).
     pub fn restart(
         log: &slog::Logger,
         handoff: OtaHandoff,
@@ -293,23 +262,7 @@ impl Actor for OtaService {
         let mut slot = self.handoff.lock();
         let previous = slot.worker.take();
         let spawned = std::thread::Builder::new().name("lwsys-ota".into()).spawn(move || {
-            let ops = match source {
-                OpsSource::Ready(ops) => ops,
-                OpsSource::Previous(reopen) => {
-                    // Only one worker uses the ops: wait for the old one.
-                    let back = previous.map(JoinHandle::join);
-                    match back {
-                        Some(Ok(Some(ops))) => ops,
-                        _ => match reopen() {
-                            Ok(ops) => ops,
-                            Err(e) => {
-                                slog::crit!(log, "cannot reopen the ota platform"; "error" => %e);
-                                return None;
-                            }
-                        },
-                    }
-                }
-            };
+            let ops = source.take(previous, &log)?;
             let worker = Worker { ops, fetcher, key, policy, cancel, addr, cache, handoff };
             Some(worker.run(rx))
         });

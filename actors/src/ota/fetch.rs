@@ -4,6 +4,7 @@
 //! an install open.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,26 @@ impl Fetcher {
         from: u64,
         deadline: Option<Instant>,
     ) -> Result<ureq::Response, OtaError> {
+        self.call(url, from, deadline).map_err(|e| self.error(url, *e, deadline))
+    }
+
+    /// A failed request as an [`OtaError`]: past the deadline, that.
+    fn error(&self, url: &str, e: ureq::Error, deadline: Option<Instant>) -> OtaError {
+        match e {
+            ureq::Error::Transport(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                self.deadline_error()
+            }
+            e => http_error(url, e),
+        }
+    }
+
+    /// As `get`, with ureq's own error (a 416's headers matter).
+    fn call(
+        &self,
+        url: &str,
+        from: u64,
+        deadline: Option<Instant>,
+    ) -> Result<ureq::Response, Box<ureq::Error>> {
         // identity: ureq must not inflate behind our back.
         let mut req = self.agent.get(url).set("Accept-Encoding", "identity");
         if from > 0 {
@@ -95,13 +116,11 @@ impl Fetcher {
         if let Some(d) = deadline {
             // ureq caps every socket read at the time left, so a server
             // that trickles one byte per read timeout still stops here.
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(self.deadline_error());
-            }
+            // At least a millisecond: a zero timeout would mean none.
+            let left = d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
             req = req.timeout(left);
         }
-        req.call().map_err(|e| http_error(url, e))
+        req.call().map_err(Box::new)
     }
 
     fn deadline_error(&self) -> OtaError {
@@ -110,16 +129,26 @@ impl Fetcher {
 
     /// Fetches `manifest.jws`, refusing more than `max` bytes.
     pub fn manifest(&self, max: u64) -> Result<Vec<u8>, OtaError> {
+        self.manifest_unless(max, &AtomicBool::new(false))
+    }
+
+    /// As [`Fetcher::manifest`], giving up with [`OtaError::Cancelled`] at
+    /// the first read after `cancel` is set.
+    pub fn manifest_unless(&self, max: u64, cancel: &AtomicBool) -> Result<Vec<u8>, OtaError> {
         let url = self.url("manifest.jws");
         // The same deadline as a download, so a trickled manifest cannot
         // hold a check open either.
         let deadline = Instant::now() + self.cfg.download_timeout;
         let resp = self.get(&url, 0, Some(deadline))?;
         let mut out = Vec::new();
-        resp.into_reader().take(max.saturating_add(1)).read_to_end(&mut out).map_err(|e| {
-            match Instant::now() >= deadline {
-                true => self.deadline_error(),
-                false => OtaError::Network(format!("{url}: {e}")),
+        let body = Unless { inner: resp.into_reader(), cancel };
+        body.take(max.saturating_add(1)).read_to_end(&mut out).map_err(|e| {
+            if cancel.load(Ordering::Relaxed) {
+                OtaError::Cancelled
+            } else if Instant::now() >= deadline {
+                self.deadline_error()
+            } else {
+                OtaError::Network(format!("{url}: {e}"))
             }
         })?;
         if out.len() as u64 > max {
@@ -138,8 +167,9 @@ impl Fetcher {
     /// As [`Fetcher::image`], asking for the bytes from `from` on (a prefix
     /// saved by an earlier run) and failing with [`OtaError::Deadline`] at
     /// `deadline`. Whether the server continued at `from` (206 with the
-    /// right `Content-Range`) is [`ResumingBody::start`]: 0 means it sent
-    /// the whole file, and the caller must drop its prefix.
+    /// right `Content-Range`, or 416 with `bytes */from`: the prefix is the
+    /// whole file and the body is empty) is [`ResumingBody::start`]: 0
+    /// means it sent the whole file, and the caller must drop its prefix.
     pub fn image_from(
         &self,
         path: &str,
@@ -147,7 +177,28 @@ impl Fetcher {
         deadline: Instant,
     ) -> Result<ResumingBody<'_>, OtaError> {
         let url = self.url(path);
-        let mut resp = self.get(&url, from, Some(deadline))?;
+        let mut resp = match self.call(&url, from, Some(deadline)).map_err(|e| *e) {
+            Err(ureq::Error::Status(416, r)) if from > 0 => {
+                // Nothing at or past `from`: if the file is exactly `from`
+                // bytes long (`Content-Range: bytes */from`), the saved
+                // prefix is all of it.
+                if r.header("Content-Range").map(str::trim) == Some(&format!("bytes */{from}")) {
+                    return Ok(ResumingBody {
+                        fetcher: self,
+                        url,
+                        reader: Box::new(io::empty()),
+                        offset: from,
+                        total: Some(from),
+                        skip: 0,
+                        resumes: 0,
+                        start: from,
+                        deadline,
+                    });
+                }
+                return Err(OtaError::Http { status: 416, url });
+            }
+            r => r.map_err(|e| self.error(&url, e, Some(deadline)))?,
+        };
         let mut start = 0;
         if from > 0 {
             let range = resp.header("Content-Range").unwrap_or("");
@@ -170,6 +221,21 @@ impl Fetcher {
             start,
             deadline,
         })
+    }
+}
+
+/// A reader that fails once `cancel` is set (checked before each read).
+struct Unless<'c, R> {
+    inner: R,
+    cancel: &'c AtomicBool,
+}
+
+impl<R: Read> Read for Unless<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("cancelled"));
+        }
+        self.inner.read(buf)
     }
 }
 

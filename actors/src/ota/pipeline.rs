@@ -37,10 +37,22 @@ pub fn check(
     key: &VerifyingKey,
     policy: &ManifestPolicy,
 ) -> Result<Manifest, OtaError> {
+    check_unless(ops, fetcher, key, policy, &AtomicBool::new(false))
+}
+
+/// As [`check`], giving up with [`OtaError::Cancelled`] once `cancel` is
+/// set (the service died: its replacement waits for this worker).
+pub fn check_unless(
+    ops: &dyn OtaOps,
+    fetcher: &Fetcher,
+    key: &VerifyingKey,
+    policy: &ManifestPolicy,
+    cancel: &AtomicBool,
+) -> Result<Manifest, OtaError> {
     let mut policy = policy.clone();
     policy.installed_unixtime = ops.last_fw_unixtime();
     policy.rolled_back_unixtime = ops.rolled_back_unixtime();
-    let jws = fetcher.manifest(policy.max_manifest_bytes)?;
+    let jws = fetcher.manifest_unless(policy.max_manifest_bytes, cancel)?;
     verify_manifest(&jws, key, &policy)
 }
 
@@ -181,14 +193,16 @@ fn open_body<'a>(
                 return Ok((Some((f, n)), body, Some(save)));
             }
             // The server sent the whole file: start from zero with it.
-            Ok(body) => return Ok((None, body, Some(cache.begin(m)?))),
+            Ok(body) => return Ok((None, body, cache.begin(m).ok())),
             // 416: the saved prefix is not a prefix of this file.
             Err(OtaError::Http { status: 416, .. }) => {}
             Err(e) => return Err(e),
         }
     }
     let body = fetcher.image_from(&m.path, 0, deadline)?;
-    Ok((None, body, Some(cache.begin(m)?)))
+    // A copy that cannot be started (say, a full disk) only costs the
+    // resume, not the update.
+    Ok((None, body, cache.begin(m).ok()))
 }
 
 /// The network body, copied to the saved prefix as it is read, checking
@@ -218,9 +232,12 @@ impl Read for Tee<'_, '_> {
         }
         if let (Some(f), Some(got)) = (self.save.as_mut(), buf.get(..n)) {
             // Written straight away (no buffer): bytes the process has
-            // read are in the file even if it is killed right after.
-            f.write_all(got)
-                .map_err(|e| io::Error::other(OtaError::Io(format!("save download: {e}"))))?;
+            // read are in the file even if it is killed right after. If
+            // the copy cannot grow (a full disk), what it holds is still a
+            // prefix of the file: stop saving, go on installing.
+            if f.write_all(got).is_err() {
+                self.save = None;
+            }
         }
         Ok(n)
     }

@@ -86,3 +86,85 @@ fn symlinks_in_place_of_the_saved_files_are_not_followed() {
     std::os::unix::fs::symlink(&victim, dir.path().join(RECORD)).unwrap();
     assert!(cache.prefix(&m).is_none());
 }
+
+mod pipeline {
+    //! The pipeline with a saved copy, against the test server.
+
+    use std::sync::atomic::AtomicBool;
+
+    use super::super::tests::Fixture;
+    use super::super::{install_resumable, DownloadCache, OtaEvent, SlotStatus};
+
+    fn install(f: &Fixture, m: &super::Manifest, cache: &DownloadCache) -> Vec<OtaEvent> {
+        let mut slots = f.slots();
+        let mut events = Vec::new();
+        let cancel = AtomicBool::new(false);
+        install_resumable(
+            &mut slots,
+            &f.fetcher(),
+            m,
+            &cancel,
+            &mut |e| events.push(e),
+            Some(cache),
+        )
+        .unwrap();
+        assert_eq!(slots.state().slots[1].status, SlotStatus::Trial);
+        events
+    }
+
+    fn image_requests(f: &Fixture) -> Vec<Option<String>> {
+        let log = f.server.log.lock().unwrap();
+        log.iter().filter(|(p, _)| p.ends_with(".gz")).map(|(_, r)| r.clone()).collect()
+    }
+
+    #[test]
+    fn a_saved_prefix_is_replayed_and_only_the_rest_is_asked_for() {
+        let f = Fixture::new();
+        let (m, img) = f.publish(1000, 300_000);
+        let gz = std::fs::read(f.dir().join(&m.path)).unwrap();
+        let cache = DownloadCache::new(&f.state.join("ota"));
+        std::fs::create_dir_all(f.state.join("ota")).unwrap();
+        let cut = gz.len() / 3;
+        std::io::Write::write_all(&mut cache.begin(&m).unwrap(), &gz[..cut]).unwrap();
+        let events = install(&f, &m, &cache);
+        assert_eq!(std::fs::read(f.slots().image_path("b")).unwrap(), img);
+        assert_eq!(image_requests(&f), vec![Some(format!("bytes={cut}-"))]);
+        assert!(events.iter().all(|e| e.resumed_from == cut as u64));
+        assert!(cache.prefix(&m).is_none(), "the copy is removed once installed");
+    }
+
+    #[test]
+    fn a_complete_saved_copy_fetches_nothing_more() {
+        let f = Fixture::new();
+        let (m, img) = f.publish(1000, 300_000);
+        let gz = std::fs::read(f.dir().join(&m.path)).unwrap();
+        std::fs::create_dir_all(f.state.join("ota")).unwrap();
+        let cache = DownloadCache::new(&f.state.join("ota"));
+        std::io::Write::write_all(&mut cache.begin(&m).unwrap(), &gz).unwrap();
+        install(&f, &m, &cache);
+        assert_eq!(std::fs::read(f.slots().image_path("b")).unwrap(), img);
+        // Asked once from its end, answered 416 `bytes */len`: no body.
+        assert_eq!(image_requests(&f), vec![Some(format!("bytes={}-", gz.len()))]);
+    }
+
+    #[test]
+    fn a_saved_copy_with_wrong_bytes_fails_the_hash_and_is_dropped() {
+        let f = Fixture::new();
+        let (m, _) = f.publish(1000, 300_000);
+        let gz = std::fs::read(f.dir().join(&m.path)).unwrap();
+        std::fs::create_dir_all(f.state.join("ota")).unwrap();
+        let cache = DownloadCache::new(&f.state.join("ota"));
+        let mut bad = gz[..gz.len() / 2].to_vec();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        std::io::Write::write_all(&mut cache.begin(&m).unwrap(), &bad).unwrap();
+        let mut slots = f.slots();
+        let cancel = AtomicBool::new(false);
+        let r = install_resumable(&mut slots, &f.fetcher(), &m, &cancel, &mut |_| {}, Some(&cache));
+        assert!(r.is_err(), "a wrong prefix never installs");
+        assert_eq!(slots.selected(), "a");
+        assert!(cache.prefix(&m).is_none(), "and is not replayed again");
+        // The next attempt starts from zero and installs.
+        install(&f, &m, &cache);
+    }
+}

@@ -139,6 +139,10 @@ fn serve(
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|n| n.parse::<usize>().ok());
     let (head, slice) = match from {
+        Some(n) if !f.ignore_range && n >= len => (
+            format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n"),
+            &body[..0],
+        ),
         Some(n) if !f.ignore_range && n < len => (
             format!(
                 "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{len}\r\nContent-Length: {}\r\n",

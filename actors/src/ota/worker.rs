@@ -60,10 +60,20 @@ impl Worker {
     /// or died), then gives the ops back for a replacement.
     pub(crate) fn run(mut self, jobs: Receiver<Job>) -> Box<dyn OtaOps> {
         for job in jobs.iter() {
+            if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                // The service is gone: what it queued is nobody's now, and
+                // its replacement waits for these ops.
+                break;
+            }
             match job {
                 Job::Check => {
-                    let r =
-                        pipeline::check(self.ops.as_ref(), &self.fetcher, &self.key, &self.policy);
+                    let r = pipeline::check_unless(
+                        self.ops.as_ref(),
+                        &self.fetcher,
+                        &self.key,
+                        &self.policy,
+                        &self.cancel,
+                    );
                     self.addr.do_send(Checked(r));
                 }
                 Job::Install(m) => {
