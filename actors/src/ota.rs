@@ -387,7 +387,7 @@ impl Handler<Checked> for OtaService {
                 self.ask_consent(ctx);
             }
             Err(e @ (OtaError::NotNewer { .. } | OtaError::RolledBack(_))) => {
-                slog::debug!(self.log, "no update"; "why" => %e);
+                slog::debug!(self.log, "no update"; "why" => crate::LogSafe(&e.to_string()));
                 let unixtime = match e {
                     OtaError::NotNewer { manifest, .. } | OtaError::RolledBack(manifest) => {
                         Some(manifest)
@@ -403,7 +403,7 @@ impl Handler<Checked> for OtaService {
                 self.finish(Ok(outcome), ctx);
             }
             Err(e) => {
-                slog::warn!(self.log, "update check failed"; "error" => %e);
+                slog::warn!(self.log, "update check failed"; "error" => crate::LogSafe(&e.to_string()));
                 self.finish(Err(e), ctx);
             }
         }
@@ -433,7 +433,7 @@ impl Handler<Installed> for OtaService {
                 }
             }
             Err(e) => {
-                slog::warn!(self.log, "update failed; the active slot is untouched"; "error" => %e);
+                slog::warn!(self.log, "update failed; the active slot is untouched"; "error" => crate::LogSafe(&e.to_string()));
                 self.leave_modal(ctx);
                 self.finish(Err(e), ctx);
             }

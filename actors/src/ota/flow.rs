@@ -148,11 +148,11 @@ impl OtaService {
         self.progress.last_error_kind = Some("consent_refused".into());
         self.emit();
         if since.elapsed() >= self.cfg.consent_window {
-            slog::warn!(self.log, "consent refused; waiting for the next check"; "why" => %refused);
+            slog::warn!(self.log, "consent refused; waiting for the next check"; "why" => crate::LogSafe(&refused.to_string()));
             self.leave_modal(ctx);
             self.finish(Err(OtaError::ConsentRefused(refused)), ctx);
         } else {
-            slog::info!(self.log, "consent refused; retrying"; "why" => %refused);
+            slog::info!(self.log, "consent refused; retrying"; "why" => crate::LogSafe(&refused.to_string()));
             ctx.run_later(self.cfg.consent_retry, |act, ctx| {
                 if act.run.as_ref().is_some_and(|r| r.stage == Stage::AwaitingConsent) {
                     act.ask_consent(ctx);
