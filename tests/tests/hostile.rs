@@ -298,18 +298,33 @@ fn open_up(d: &TestDaemon) {
     std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
 }
 
-/// `lwsysctl watch` as `OTHER`: a read-only client that stays connected.
-fn watcher(d: &TestDaemon) -> Child {
-    Command::new(bin_path("lwsysctl"))
-        .arg("--socket")
-        .arg(d.socket())
-        .arg("watch")
+/// `n` idle connections held by a process of `OTHER`: this test binary
+/// running only [`hold_idle_connections`]. They send nothing and hold
+/// nothing; they last until the child is killed.
+fn idle_as_other(d: &TestDaemon, n: usize) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "hold_idle_connections", "--ignored", "--test-threads", "1"])
+        .env("LWSYS_HOLD_SOCKET", d.socket())
+        .env("LWSYS_HOLD_N", n.to_string())
         .uid(OTHER)
         .gid(OTHER)
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// Not a test of its own: the body of the child [`idle_as_other`] runs.
+/// Connects, then waits for its stdin to close (never, until killed).
+#[test]
+#[ignore = "a helper process for other tests"]
+fn hold_idle_connections() {
+    let Some(path) = std::env::var_os("LWSYS_HOLD_SOCKET") else { return };
+    let n: usize = std::env::var("LWSYS_HOLD_N").unwrap().parse().unwrap();
+    let held: Vec<UnixStream> = (0..n).map(|_| UnixStream::connect(&path).unwrap()).collect();
+    let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+    drop(held);
 }
 
 /// One `lwsysctl state` as `OTHER`: its exit status and stderr.
@@ -352,7 +367,7 @@ fn read_only_clients_cannot_take_the_admin_reserve_and_root_can_still_shut_down(
     let mut root = d.connect();
     root.wait_state("OPERATIONAL");
     // 1 (root) + 3 read-only = 4 = max_clients - admin_reserve.
-    let _watchers = Reap((0..3).map(|_| watcher(&d)).collect());
+    let _idle = Reap(vec![idle_as_other(&d, 3)]);
     info_until(&mut root, "4 clients", |i| i["clients"]["connected"] == 4);
     let (ok, err) = state_as_other(&d);
     assert!(!ok, "a read-only client took a reserved slot");
@@ -386,7 +401,7 @@ fn one_read_only_uid_is_held_to_its_own_connection_limit() {
     });
     open_up(&d);
     let mut root = d.connect();
-    let _watchers = Reap((0..2).map(|_| watcher(&d)).collect());
+    let _idle = Reap(vec![idle_as_other(&d, 2)]);
     info_until(&mut root, "3 clients", |i| i["clients"]["connected"] == 3);
     let (ok, err) = state_as_other(&d);
     assert!(!ok, "uid {OTHER} got a third connection past max_clients_per_uid = 2");
