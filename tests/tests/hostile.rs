@@ -169,6 +169,34 @@ fn a_client_that_half_closes_and_never_reads_is_let_go_within_the_linger() {
     drop(s);
 }
 
+#[test]
+fn a_notifier_that_half_closes_while_asked_lets_the_round_go_on_at_once() {
+    // A minute of consent timeout: the round must not wait for it.
+    let d = at_context_created("[supervisor]\nconsent_timeout_ms = 60000\n");
+    let mut n = UnixStream::connect(d.socket()).unwrap();
+    n.set_read_timeout(Some(WAIT)).unwrap();
+    n.write_all(b"{\"id\":1,\"op\":\"notifier.register\",\"name\":\"mute\"}\n").unwrap();
+    let mut r = BufReader::new(n.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
+    let mut admin = d.connect();
+    let id = admin.send("state.steps", json!({"target": "PRE_PRIV_DROP"}));
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"consent\""), "{line}");
+    let t0 = Instant::now();
+    n.shutdown(std::net::Shutdown::Write).unwrap();
+    let reply = admin.reply(&json!(id));
+    let took = t0.elapsed();
+    assert_eq!(reply["state"], "PRE_PRIV_DROP", "{reply}");
+    assert!(took < Duration::from_secs(10), "the round waited {took:?} (timeout 60 s)");
+    let info = admin.ok("system.info", json!({}));
+    let names: Vec<&Value> =
+        info["notifiers"].as_array().unwrap().iter().map(|n| &n["name"]).collect();
+    assert!(!names.contains(&&json!("mute")), "still registered: {names:?}");
+}
+
 fn wait_cycle_line() -> &'static str {
     "{\"id\":1,\"op\":\"state.wait\",\"state\":\"OPERATIONAL\"}\n{\"id\":2,\"op\":\"hello\"}\n"
 }
