@@ -1,9 +1,13 @@
 //! Hostile clients against the real `lwsysd` (issue 14): each test plays
 //! one attacker and asserts the bound it must hit, with its figure, and
-//! that an admin is still served. Clients that never read, thousands of
-//! connect-wait-close and connect-attach-close cycles (2,000 each; 20,000
-//! with `LWSYS_SLOW=1`), idle connections, attach floods, and read-only
-//! clients filling the connection slots while root needs one.
+//! that an admin is still served. Clients that never read (pipelined
+//! `blob.get`s, events, attached `blob.get`s all ready at once), clients
+//! that half-close and never read, a notifier that half-closes while
+//! asked, thousands of connect-wait-close and connect-attach-close cycles
+//! (2,000 each; 20,000 with `LWSYS_SLOW=1`), idle connections, attach
+//! floods, and idle read-only clients filling the connection slots while
+//! root needs one (those run as uid 65534 and need root; without it they
+//! say so and pass).
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
