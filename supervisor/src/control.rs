@@ -453,7 +453,11 @@ impl ControlSession {
 impl Actor for ControlSession {
     type Context = Context<Self>;
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        if self.subscribed {
+            let me = ctx.address().recipient();
+            self.env.sys.supervisor.do_send(crate::supervisor::Unsubscribe(me));
+        }
         // Queued attach items would run for nobody: cancel them now, so
         // the global queue and this uid's quota are freed at once.
         for (_, t) in self.attaches.drain() {

@@ -247,6 +247,11 @@ impl SystemHandle {
         }
     }
 
+    /// How many event subscribers the supervisor keeps now.
+    pub async fn subscribers(&self) -> Result<usize, Error> {
+        self.supervisor.send(crate::supervisor::CountSubscribers).await.map_err(gone)
+    }
+
     /// How many `wait_for` waiters the state service keeps now.
     pub async fn waiters(&self) -> Result<usize, Error> {
         self.state.send(CountWaiters).await.map_err(gone)

@@ -227,6 +227,22 @@ fn a_closed_connection_releases_its_waits_at_once() {
 }
 
 #[test]
+fn a_closed_connection_releases_its_subscription_at_once() {
+    let d = at_context_created("");
+    let mut admin = d.connect();
+    for _ in 0..200 {
+        let sub = "{\"id\":1,\"op\":\"subscribe\",\"events\":[\"state\"]}\n";
+        assert_eq!(one_cycle(&d, sub, 1)["ok"], true);
+    }
+    // No event has come to sweep them, and the count does not sweep:
+    // the last close at least removed its own (each new subscribe
+    // sweeps the dead ones before it).
+    info_until(&mut admin, "0 subscribers", |i| {
+        i["clients"]["subscribers"] == 0 && i["clients"]["connected"] == 1
+    });
+}
+
+#[test]
 fn thousands_of_connect_wait_close_and_connect_attach_close_cycles_leave_nothing_behind() {
     let n = if slow() { 20_000 } else { 2_000 };
     let d = at_context_created("");
