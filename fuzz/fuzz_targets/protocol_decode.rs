@@ -161,7 +161,8 @@ fn dispatch(data: &[u8]) {
             log: slog::Logger::root(slog::Discard, slog::o!()),
             access: Arc::new(AccessPolicy::owner_only(0)),
             consent_timeout: Duration::from_millis(20),
-            queue: 4096,
+            limits: Default::default(),
+            counts: Default::default(),
             unwritten: Arc::new(AtomicUsize::new(0)),
         };
         let (client, server) = tokio::io::duplex(64 * 1024);

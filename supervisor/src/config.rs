@@ -892,6 +892,18 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_bound_is_raised_to_one_largest_blob_reply() {
+        let c = ControlSection::default();
+        // The figure docs/config.md quotes for the default max_bytes.
+        let floor = ControlSection { client_queue_bytes: 1, ..c.clone() };
+        assert_eq!(floor.queue_bytes(1 << 20), 7_693_656);
+        assert_eq!(c.queue_bytes(1 << 20), 8 << 20);
+        // 256 MiB blobs need more than the default 8 MiB.
+        // 4 * ceil(2^28 / 3) + 6 * 2^28 + 4096.
+        assert_eq!(c.queue_bytes(256 << 20), 357_913_944 + 1_610_612_736 + 4096);
+    }
+
+    #[test]
     fn each_range_check_names_its_own_key_and_line() {
         let e = err("# c\n[control]\nclient_queue_bytes = 8\nmax_clients = 0\n");
         assert_eq!(

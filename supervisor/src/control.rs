@@ -34,7 +34,7 @@ mod server;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use lwsys_messages::state::{Aborted, Changed, Consent, Verdict};
@@ -218,8 +218,8 @@ pub struct ControlSession {
     abort: Option<oneshot::Sender<()>>,
     in_flight: usize,
     eof: bool,
-    /// The idle timer, while armed.
-    idle: Option<SpawnHandle>,
+    /// When the last line came in (or the connection was made).
+    last_line: Instant,
     /// Queued `attach` items not yet run, by a per-session key; cancelled
     /// when the session stops.
     attaches: HashMap<u64, AttachTicket>,
@@ -297,7 +297,7 @@ impl ControlSession {
                 abort: Some(abort_tx),
                 in_flight: 0,
                 eof: false,
-                idle: None,
+                last_line: Instant::now(),
                 attaches: HashMap::new(),
                 attach_live: 0,
                 next_attach: 0,
@@ -308,30 +308,34 @@ impl ControlSession {
                 topics: HashSet::new(),
                 subscribed: false,
             };
-            s.arm_idle(ctx);
+            if let Some(t) = s.env.limits.idle_timeout {
+                s.arm_idle(t, ctx);
+            }
             s
         })
     }
 
-    /// (Re)start the idle timer; stdio sessions have none.
-    fn arm_idle(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.idle.take() {
-            ctx.cancel_future(h);
-        }
+    /// Arm the idle timer to fire `after`; stdio sessions have none. Each
+    /// line only stamps `last_line`: the timer, when it fires, looks at the
+    /// stamp and re-arms for the rest, so a busy client costs no timer
+    /// churn.
+    fn arm_idle(&mut self, after: Duration, ctx: &mut Context<Self>) {
         let Some(t) = self.env.limits.idle_timeout else { return };
         if self.shutdown_on_eof {
             return;
         }
-        self.idle = Some(ctx.run_later(t, move |act, ctx| {
-            act.idle = None;
+        ctx.run_later(after, move |act, ctx| {
+            let quiet = act.last_line.elapsed();
             if act.holds_something() {
-                act.arm_idle(ctx);
+                act.arm_idle(t, ctx);
+            } else if quiet < t {
+                act.arm_idle(t - quiet, ctx);
             } else {
                 info!(act.log, "idle connection closed";
                       "idle_timeout_secs" => t.as_secs());
                 ctx.stop();
             }
-        }));
+        });
     }
 
     /// Whether the client waits for something the daemon will send
@@ -449,7 +453,11 @@ impl ControlSession {
 impl Actor for ControlSession {
     type Context = Context<Self>;
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        if self.subscribed {
+            let me = ctx.address().recipient();
+            self.env.sys.supervisor.do_send(crate::supervisor::Unsubscribe(me));
+        }
         // Queued attach items would run for nobody: cancel them now, so
         // the global queue and this uid's quota are freed at once.
         for (_, t) in self.attaches.drain() {
@@ -467,7 +475,7 @@ impl Actor for ControlSession {
 impl StreamHandler<Incoming> for ControlSession {
     fn handle(&mut self, item: Incoming, ctx: &mut Self::Context) {
         if matches!(item.0, Ok(Frame::Line(_) | Frame::TooLarge)) {
-            self.arm_idle(ctx);
+            self.last_line = Instant::now();
         }
         match item.0 {
             Ok(Frame::Line(line)) => self.handle_line(&line, item.1, ctx),

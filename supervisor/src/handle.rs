@@ -8,7 +8,7 @@ use actix::{Actor, Addr, Handler, MailboxError, Recipient};
 use lwsys_actors::state::{AddWaiter, CountWaiters};
 use lwsys_actors::StateService;
 use lwsys_messages::state::{
-    Aborted, Changed, Consent, GetState, Resume, StateReading, SystemState, WaitTimedOut,
+    Aborted, Changed, Consent, GetState, Resume, StateReading, SystemState, WaitFor, WaitTimedOut,
 };
 use lwsys_messages::supervisor::{
     Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierInfo,
@@ -225,6 +225,12 @@ impl SystemHandle {
         state: SystemState,
         timeout: Option<Duration>,
     ) -> Result<SystemState, Error> {
+        if timeout.is_some() && tokio::runtime::Handle::try_current().is_err() {
+            // No timer on this thread (a foreign thread blocking on us):
+            // the service times the wait. Such a caller cannot hang up
+            // while it blocks, so nothing is left behind.
+            return Ok(self.state.send(WaitFor { state, timeout }).await.map_err(gone)??);
+        }
         // The service keeps only the sender: when this future is dropped
         // (a client hung up) the waiter is forgotten at once, not kept
         // until a commit or a timeout that may never come.
@@ -239,6 +245,11 @@ impl SystemHandle {
             Some(Err(_)) => Err(gone(MailboxError::Closed)),
             None => Err(WaitTimedOut { wanted: state, current: self.state_now().state }.into()),
         }
+    }
+
+    /// How many event subscribers the supervisor keeps now.
+    pub async fn subscribers(&self) -> Result<usize, Error> {
+        self.supervisor.send(crate::supervisor::CountSubscribers).await.map_err(gone)
     }
 
     /// How many `wait_for` waiters the state service keeps now.
@@ -411,6 +422,22 @@ mod tests {
         // before the fix this was a closed mailbox.
         let found = h.ops().jit_trust_query(&[0xab; 20]).await;
         assert!(!matches!(found, Err(lwsys_actors::platform::OpError::Failed { .. })), "{found:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_blocking_wait_with_a_timeout_works_on_a_thread_without_a_runtime() {
+        use lwsys_messages::state::SystemState;
+        let h = Builder::new().boot_target(SystemState::ContextCreated).start().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let h2 = h.clone();
+        std::thread::spawn(move || {
+            let t = Some(std::time::Duration::from_millis(50));
+            let _ = tx.send(h2.blocking().wait_for(SystemState::Operational, t));
+        });
+        // Awaited, so the event loop keeps serving the state service.
+        let got = rx.await.unwrap();
+        assert!(matches!(got, Err(super::Error::WaitTimedOut(_))), "{got:?}");
+        assert_eq!(h.waiters().await.unwrap(), 0);
     }
 
     #[actix_rt::test]

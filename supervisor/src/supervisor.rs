@@ -844,6 +844,34 @@ impl Handler<Subscribe> for Supervisor {
     }
 }
 
+/// Drop a subscriber now: its connection closed. Without it the dead
+/// recipient would go only at the next event or subscribe.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unsubscribe(pub(crate) Recipient<SystemEvent>);
+
+impl Handler<Unsubscribe> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Self::Context) {
+        self.subscribers.retain(|s| *s != msg.0 && s.connected());
+    }
+}
+
+/// How many event subscribers are kept, dead or alive (so it shows
+/// whether closed connections were removed), for `system.info`.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct CountSubscribers;
+
+impl Handler<CountSubscribers> for Supervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: CountSubscribers, _ctx: &mut Self::Context) -> usize {
+        self.subscribers.len()
+    }
+}
+
 impl Handler<ServiceDied> for Supervisor {
     type Result = ();
 

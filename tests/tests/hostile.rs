@@ -1,9 +1,13 @@
 //! Hostile clients against the real `lwsysd` (issue 14): each test plays
 //! one attacker and asserts the bound it must hit, with its figure, and
-//! that an admin is still served. Clients that never read, thousands of
-//! connect-wait-close and connect-attach-close cycles (2,000 each; 20,000
-//! with `LWSYS_SLOW=1`), idle connections, attach floods, and read-only
-//! clients filling the connection slots while root needs one.
+//! that an admin is still served. Clients that never read (pipelined
+//! `blob.get`s, events, attached `blob.get`s all ready at once), clients
+//! that half-close and never read, a notifier that half-closes while
+//! asked, thousands of connect-wait-close and connect-attach-close cycles
+//! (2,000 each; 20,000 with `LWSYS_SLOW=1`), idle connections, attach
+//! floods, and idle read-only clients filling the connection slots while
+//! root needs one (those run as uid 65534 and need root; without it they
+//! say so and pass).
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -169,6 +173,34 @@ fn a_client_that_half_closes_and_never_reads_is_let_go_within_the_linger() {
     drop(s);
 }
 
+#[test]
+fn a_notifier_that_half_closes_while_asked_lets_the_round_go_on_at_once() {
+    // A minute of consent timeout: the round must not wait for it.
+    let d = at_context_created("[supervisor]\nconsent_timeout_ms = 60000\n");
+    let mut n = UnixStream::connect(d.socket()).unwrap();
+    n.set_read_timeout(Some(WAIT)).unwrap();
+    n.write_all(b"{\"id\":1,\"op\":\"notifier.register\",\"name\":\"mute\"}\n").unwrap();
+    let mut r = BufReader::new(n.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
+    let mut admin = d.connect();
+    let id = admin.send("state.steps", json!({"target": "PRE_PRIV_DROP"}));
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"consent\""), "{line}");
+    let t0 = Instant::now();
+    n.shutdown(std::net::Shutdown::Write).unwrap();
+    let reply = admin.reply(&json!(id));
+    let took = t0.elapsed();
+    assert_eq!(reply["state"], "PRE_PRIV_DROP", "{reply}");
+    assert!(took < Duration::from_secs(10), "the round waited {took:?} (timeout 60 s)");
+    let info = admin.ok("system.info", json!({}));
+    let names: Vec<&Value> =
+        info["notifiers"].as_array().unwrap().iter().map(|n| &n["name"]).collect();
+    assert!(!names.contains(&&json!("mute")), "still registered: {names:?}");
+}
+
 fn wait_cycle_line() -> &'static str {
     "{\"id\":1,\"op\":\"state.wait\",\"state\":\"OPERATIONAL\"}\n{\"id\":2,\"op\":\"hello\"}\n"
 }
@@ -192,6 +224,22 @@ fn a_closed_connection_releases_its_waits_at_once() {
     info_until(&mut admin, "10 waiters", |i| i["waiters"] == 10 && i["clients"]["connected"] == 11);
     drop(held);
     info_until(&mut admin, "0 waiters", |i| i["waiters"] == 0 && i["clients"]["connected"] == 1);
+}
+
+#[test]
+fn a_closed_connection_releases_its_subscription_at_once() {
+    let d = at_context_created("");
+    let mut admin = d.connect();
+    for _ in 0..200 {
+        let sub = "{\"id\":1,\"op\":\"subscribe\",\"events\":[\"state\"]}\n";
+        assert_eq!(one_cycle(&d, sub, 1)["ok"], true);
+    }
+    // No event has come to sweep them, and the count does not sweep:
+    // the last close at least removed its own (each new subscribe
+    // sweeps the dead ones before it).
+    info_until(&mut admin, "0 subscribers", |i| {
+        i["clients"]["subscribers"] == 0 && i["clients"]["connected"] == 1
+    });
 }
 
 #[test]
@@ -298,18 +346,33 @@ fn open_up(d: &TestDaemon) {
     std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
 }
 
-/// `lwsysctl watch` as `OTHER`: a read-only client that stays connected.
-fn watcher(d: &TestDaemon) -> Child {
-    Command::new(bin_path("lwsysctl"))
-        .arg("--socket")
-        .arg(d.socket())
-        .arg("watch")
+/// `n` idle connections held by a process of `OTHER`: this test binary
+/// running only [`hold_idle_connections`]. They send nothing and hold
+/// nothing; they last until the child is killed.
+fn idle_as_other(d: &TestDaemon, n: usize) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "hold_idle_connections", "--ignored", "--test-threads", "1"])
+        .env("LWSYS_HOLD_SOCKET", d.socket())
+        .env("LWSYS_HOLD_N", n.to_string())
         .uid(OTHER)
         .gid(OTHER)
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// Not a test of its own: the body of the child [`idle_as_other`] runs.
+/// Connects, then waits for its stdin to close (never, until killed).
+#[test]
+#[ignore = "a helper process for other tests"]
+fn hold_idle_connections() {
+    let Some(path) = std::env::var_os("LWSYS_HOLD_SOCKET") else { return };
+    let n: usize = std::env::var("LWSYS_HOLD_N").unwrap().parse().unwrap();
+    let held: Vec<UnixStream> = (0..n).map(|_| UnixStream::connect(&path).unwrap()).collect();
+    let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+    drop(held);
 }
 
 /// One `lwsysctl state` as `OTHER`: its exit status and stderr.
@@ -352,7 +415,7 @@ fn read_only_clients_cannot_take_the_admin_reserve_and_root_can_still_shut_down(
     let mut root = d.connect();
     root.wait_state("OPERATIONAL");
     // 1 (root) + 3 read-only = 4 = max_clients - admin_reserve.
-    let _watchers = Reap((0..3).map(|_| watcher(&d)).collect());
+    let _idle = Reap(vec![idle_as_other(&d, 3)]);
     info_until(&mut root, "4 clients", |i| i["clients"]["connected"] == 4);
     let (ok, err) = state_as_other(&d);
     assert!(!ok, "a read-only client took a reserved slot");
@@ -386,7 +449,7 @@ fn one_read_only_uid_is_held_to_its_own_connection_limit() {
     });
     open_up(&d);
     let mut root = d.connect();
-    let _watchers = Reap((0..2).map(|_| watcher(&d)).collect());
+    let _idle = Reap(vec![idle_as_other(&d, 2)]);
     info_until(&mut root, "3 clients", |i| i["clients"]["connected"] == 3);
     let (ok, err) = state_as_other(&d);
     assert!(!ok, "uid {OTHER} got a third connection past max_clients_per_uid = 2");

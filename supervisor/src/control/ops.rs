@@ -275,6 +275,7 @@ impl ControlSession {
                 later(async move {
                     let s = sys.state().await?;
                     let waiters = sys.waiters().await?;
+                    let subscribers = sys.subscribers().await?;
                     let notifiers = sys.notifiers().await?;
                     let attach = sys.attach_stats().await?;
                     let trust = super::ops_trust::trust_info(&sys).await?;
@@ -294,6 +295,7 @@ impl ControlSession {
                         "clients": {
                             "connected": counts.clients(),
                             "attach_pending": counts.attaches(),
+                        "subscribers": subscribers,
                         },
                     })))
                 })
