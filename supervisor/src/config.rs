@@ -373,9 +373,14 @@ pub struct ControlSection {
     /// disconnected as too slow. Default 8 MiB; raised at run time to fit
     /// one largest reply (see [`ControlSection::queue_bytes`]).
     pub client_queue_bytes: usize,
+    /// Bytes all connections of one read-only uid may have waiting to be
+    /// written together; past it the connection that would go over is
+    /// disconnected. Default 16 MiB; raised at run time to at least the
+    /// per-client bound (see [`ControlSection::uid_queue_bytes`]).
+    pub uid_queue_bytes: usize,
     /// Most clients connected at once; more are refused. Default 1024.
     pub max_clients: usize,
-    /// Most connections one read-only uid may hold at once. Default 64.
+    /// Most connections one read-only uid may hold at once. Default 16.
     pub max_clients_per_uid: usize,
     /// Slots of `max_clients` that read-only clients may never take, so an
     /// admin can always connect. Default 8.
@@ -413,14 +418,21 @@ impl ControlSection {
         let largest = b64.saturating_add(max_blob.saturating_mul(6)).saturating_add(REPLY_OVERHEAD);
         self.client_queue_bytes.max(largest)
     }
+
+    /// The bound on a read-only uid's connections' queued bytes together:
+    /// `uid_queue_bytes`, but at least one client's [`Self::queue_bytes`].
+    pub fn uid_queue_bytes(&self, max_blob: usize) -> usize {
+        self.uid_queue_bytes.max(self.queue_bytes(max_blob))
+    }
 }
 
 impl Default for ControlSection {
     fn default() -> Self {
         Self {
             client_queue_bytes: 8 << 20,
+            uid_queue_bytes: 16 << 20,
             max_clients: 1024,
-            max_clients_per_uid: 64,
+            max_clients_per_uid: 16,
             admin_reserve: 8,
             idle_timeout_secs: 300,
             attach_per_client: 64,
@@ -588,6 +600,7 @@ impl Config {
         }
         let c = &self.control;
         range("control", "client_queue_bytes", wide(c.client_queue_bytes), 1, u64::MAX)?;
+        range("control", "uid_queue_bytes", wide(c.uid_queue_bytes), 1, u64::MAX)?;
         range("control", "max_clients", wide(c.max_clients), 1, u64::MAX)?;
         range("control", "max_clients_per_uid", wide(c.max_clients_per_uid), 1, u64::MAX)?;
         if c.admin_reserve >= c.max_clients {

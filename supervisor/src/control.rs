@@ -23,6 +23,7 @@
 mod access;
 mod decode;
 mod framing;
+mod limits;
 mod ops;
 mod ops_blob;
 mod ops_clock;
@@ -30,10 +31,11 @@ mod ops_ota;
 mod ops_system;
 mod ops_trust;
 mod server;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -42,16 +44,18 @@ use lwsys_messages::supervisor::{SystemEvent, Unregister};
 use lwsys_messages::ErrorCode;
 use serde_json::{json, Map, Value};
 use slog::{debug, info, warn, Logger};
-use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::handle::SystemHandle;
 pub use access::{needs_admin, AccessPolicy, Role};
 pub use decode::{decode_request, Request};
 pub use framing::{Frame, LineReader};
+pub use limits::{Counts, Limits};
 use lwsys_actors::attach::AttachTicket;
 pub use ops::ProtoError;
 pub use server::{bind_socket, serve, BindError, ClientGuard, ServerHandle};
+use writer::{write_lines, Writer};
 
 /// Requests a client may have waiting for an answer at once.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -70,107 +74,6 @@ fn large_reply(op: &str) -> bool {
 /// How long replies already queued for a client that hung up may take to
 /// be written before its socket is closed regardless.
 pub const LINGER: Duration = Duration::from_secs(5);
-
-/// What one client or uid may hold (`[control]` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Bytes a client may have waiting to be written to it.
-    pub queue_bytes: usize,
-    /// Socket clients connected at once.
-    pub max_clients: usize,
-    /// Connections one read-only uid may hold (admins are not limited
-    /// per uid).
-    pub max_clients_per_uid: usize,
-    /// Slots of `max_clients` only admins may take.
-    pub admin_reserve: usize,
-    /// How long a connection holding nothing may stay silent (`None`:
-    /// forever).
-    pub idle_timeout: Option<Duration>,
-    /// `attach` requests one connection may have pending.
-    pub attach_per_client: usize,
-    /// `attach` requests one uid may have pending, over all connections.
-    pub attach_per_uid: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self::from_config(&crate::config::ControlSection::default(), 1 << 20)
-    }
-}
-
-impl Limits {
-    /// The limits of `[control]`, with blobs of at most `max_blob` bytes.
-    pub fn from_config(c: &crate::config::ControlSection, max_blob: usize) -> Self {
-        Self {
-            queue_bytes: c.queue_bytes(max_blob),
-            max_clients: c.max_clients,
-            max_clients_per_uid: c.max_clients_per_uid,
-            admin_reserve: c.admin_reserve,
-            idle_timeout: (c.idle_timeout_secs > 0)
-                .then(|| Duration::from_secs(c.idle_timeout_secs)),
-            attach_per_client: c.attach_per_client,
-            attach_per_uid: c.attach_per_uid,
-        }
-    }
-}
-
-/// Counts every session shares: socket clients, in all and per uid, and
-/// pending `attach` requests per uid. Private to the control module;
-/// entries are removed when they fall to zero, so the tables hold only
-/// uids that hold something.
-#[derive(Debug, Default)]
-pub struct Counts {
-    clients: AtomicUsize,
-    clients_per_uid: Mutex<HashMap<u32, usize>>,
-    attach_per_uid: Mutex<HashMap<u32, usize>>,
-}
-
-impl Counts {
-    /// Socket clients connected now.
-    pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::SeqCst)
-    }
-
-    /// `attach` requests pending now, over all uids.
-    pub fn attaches(&self) -> usize {
-        self.attach_per_uid.lock().unwrap_or_else(PoisonError::into_inner).values().sum()
-    }
-
-    /// Take one of `uid`'s `limit` attach slots, if one is free.
-    fn take_attach(self: &Arc<Self>, uid: u32, limit: usize) -> Option<AttachSlot> {
-        let mut t = self.attach_per_uid.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = t.entry(uid).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(AttachSlot { counts: self.clone(), uid })
-    }
-}
-
-/// Decrement `uid`'s entry in `table`, removing it at zero.
-fn release(table: &Mutex<HashMap<u32, usize>>, uid: u32) {
-    let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(n) = t.get_mut(&uid) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            t.remove(&uid);
-        }
-    }
-}
-
-/// One pending `attach` of a uid, counted until dropped (when the attach
-/// is answered or its session stops).
-struct AttachSlot {
-    counts: Arc<Counts>,
-    uid: u32,
-}
-
-impl Drop for AttachSlot {
-    fn drop(&mut self) {
-        release(&self.counts.attach_per_uid, self.uid);
-    }
-}
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +117,9 @@ pub struct ControlSession {
     gate: Arc<Semaphore>,
     /// Bytes queued for the writer and not yet written.
     queued: Arc<AtomicUsize>,
+    /// What this client shares with its uid's other connections, for a
+    /// read-only client (admins are not bounded per uid).
+    uid_share: Option<Arc<limits::UidShare>>,
     /// Tells the writer to drop what is queued and close now.
     abort: Option<oneshot::Sender<()>>,
     in_flight: usize,
@@ -267,7 +173,14 @@ impl ControlSession {
         // The writer holds the client's slot: it is the last to let go of
         // the connection (it may linger to write what is queued), so the
         // slot bounds lingering connections too.
-        let writer = Writer { rx, abort: abort_rx, queued: queued.clone(), guard };
+        let uid_share = (role == Role::ReadOnly).then(|| env.counts.uid_share(peer.uid));
+        let writer = Writer {
+            rx,
+            abort: abort_rx,
+            queued: queued.clone(),
+            uid_share: uid_share.clone(),
+            guard,
+        };
         tokio::spawn(write_lines(writer_half, writer, env.unwritten.clone()));
         ControlSession::create(move |ctx| {
             // One frame at a time: the next is read only after this one was
@@ -275,7 +188,12 @@ impl ControlSession {
             // And no frame is read while MAX_LARGE_IN_FLIGHT large replies
             // are being made: a client that pipelines `blob.get`s without
             // reading is held back by its socket, not buffered for.
-            let gate = Arc::new(Semaphore::new(MAX_LARGE_IN_FLIGHT));
+            // A read-only uid's connections share one gate, so more
+            // connections do not mean more large replies in the making.
+            let gate = match &uid_share {
+                Some(share) => share.large.clone(),
+                None => Arc::new(Semaphore::new(MAX_LARGE_IN_FLIGHT)),
+            };
             let start = Some((LineReader::new(reader), gate.clone()));
             let frames = futures::stream::unfold(start, |st| async move {
                 let (mut r, gate) = st?;
@@ -294,6 +212,7 @@ impl ControlSession {
                 out: tx,
                 gate,
                 queued,
+                uid_share,
                 abort: Some(abort_tx),
                 in_flight: 0,
                 eof: false,
@@ -389,11 +308,24 @@ impl ControlSession {
                   "notifier" => ?self.notifier.as_deref().unwrap_or(""));
             return self.disconnect(ctx);
         }
+        if let Some(share) = &self.uid_share {
+            let together = share.queued.load(Ordering::SeqCst);
+            if together.saturating_add(len) > self.env.limits.uid_queue_bytes {
+                warn!(self.log, "a read-only uid's clients are not reading their replies; disconnecting this one";
+                      "uid_queued_bytes" => together, "line_bytes" => len,
+                      "uid_queue_bytes" => self.env.limits.uid_queue_bytes);
+                return self.disconnect(ctx);
+            }
+            share.queued.fetch_add(len, Ordering::SeqCst);
+        }
         self.queued.fetch_add(len, Ordering::SeqCst);
         self.env.unwritten.fetch_add(1, Ordering::SeqCst);
         if self.out.send(line).is_err() {
             // The writer is gone: the client stopped taking bytes.
             self.queued.fetch_sub(len, Ordering::SeqCst);
+            if let Some(share) = &self.uid_share {
+                share.queued.fetch_sub(len, Ordering::SeqCst);
+            }
             self.env.unwritten.fetch_sub(1, Ordering::SeqCst);
             debug!(self.log, "client gone while a reply was queued");
             ctx.stop();
@@ -588,54 +520,6 @@ fn ok_line(id: &Value, fields: &Map<String, Value>) -> serde_json::Result<Vec<u8
     }
     line.push(b'}');
     Ok(line)
-}
-
-/// The writer half: lines out in order, flushed when the queue is empty.
-/// `abort` firing drops the rest at once (a client over its queue bound);
-/// its sender dropped means the session ended, and what is queued then
-/// gets [`LINGER`] to be written before the socket is closed regardless.
-struct Writer {
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    abort: oneshot::Receiver<()>,
-    queued: Arc<AtomicUsize>,
-    /// Released when the writer ends, with the socket.
-    guard: Option<ClientGuard>,
-}
-
-async fn write_lines<W: AsyncWrite + Unpin>(w: W, wr: Writer, unwritten: Arc<AtomicUsize>) {
-    let Writer { mut rx, abort, queued, guard } = wr;
-    let mut w = tokio::io::BufWriter::new(w);
-    let pump = async {
-        while let Some(line) = rx.recv().await {
-            let res = w.write_all(&line).await;
-            let res = match res {
-                Ok(()) if rx.is_empty() => w.flush().await,
-                other => other,
-            };
-            queued.fetch_sub(line.len(), Ordering::SeqCst);
-            unwritten.fetch_sub(1, Ordering::SeqCst);
-            if res.is_err() {
-                break;
-            }
-        }
-        let _ = w.shutdown().await;
-    };
-    let stop = async {
-        if abort.await.is_err() {
-            tokio::time::sleep(LINGER).await;
-        }
-    };
-    tokio::select! {
-        () = pump => {}
-        () = stop => {}
-    }
-    // Whatever is left will never be written.
-    rx.close();
-    while rx.recv().await.is_some() {
-        unwritten.fetch_sub(1, Ordering::SeqCst);
-    }
-    drop(w);
-    drop(guard);
 }
 
 #[cfg(test)]

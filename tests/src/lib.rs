@@ -254,8 +254,19 @@ impl TestDaemon {
     /// The daemon's resident set size in KiB (`VmRSS` of
     /// /proc/PID/status), for tests that bound its memory.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The daemon's peak resident set size so far in KiB (`VmHWM`): a
+    /// bound that holds even for memory freed again before it was looked
+    /// at.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 

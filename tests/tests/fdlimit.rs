@@ -2,6 +2,7 @@
 //! limit to the hard one, and cuts `max_clients` to what fits beside its
 //! own descriptors, so a flood meets the client limit (and is refused
 //! cleanly) before accept could fail for everyone with EMFILE.
+#![allow(clippy::unwrap_used)]
 
 use lwsys_tests::{Options, TestDaemon, WAIT};
 use serde_json::json;

@@ -350,8 +350,17 @@ fn open_up(d: &TestDaemon) {
 /// running only [`hold_idle_connections`]. They send nothing and hold
 /// nothing; they last until the child is killed.
 fn idle_as_other(d: &TestDaemon, n: usize) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "hold_idle_connections", "--ignored", "--test-threads", "1"])
+    as_other(d, n, None)
+}
+
+/// Like [`idle_as_other`], but each connection first sends `line` 100
+/// times, then never reads.
+fn as_other(d: &TestDaemon, n: usize, line: Option<&str>) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if let Some(l) = line {
+        cmd.env("LWSYS_HOLD_SEND", l);
+    }
+    cmd.args(["--exact", "hold_idle_connections", "--ignored", "--test-threads", "1"])
         .env("LWSYS_HOLD_SOCKET", d.socket())
         .env("LWSYS_HOLD_N", n.to_string())
         .uid(OTHER)
@@ -370,7 +379,15 @@ fn idle_as_other(d: &TestDaemon, n: usize) -> Child {
 fn hold_idle_connections() {
     let Some(path) = std::env::var_os("LWSYS_HOLD_SOCKET") else { return };
     let n: usize = std::env::var("LWSYS_HOLD_N").unwrap().parse().unwrap();
-    let held: Vec<UnixStream> = (0..n).map(|_| UnixStream::connect(&path).unwrap()).collect();
+    let mut held: Vec<UnixStream> = (0..n).map(|_| UnixStream::connect(&path).unwrap()).collect();
+    // A flood: the same line many times on each connection, never read.
+    if let Some(line) = std::env::var_os("LWSYS_HOLD_SEND") {
+        let line = format!("{}\n", line.to_str().unwrap()).repeat(100);
+        for s in &mut held {
+            // The daemon may hang up on a flooder before it has sent all.
+            let _ = s.write_all(line.as_bytes());
+        }
+    }
     let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
     drop(held);
 }
@@ -458,4 +475,44 @@ fn one_read_only_uid_is_held_to_its_own_connection_limit() {
     let more: Vec<Client> = (0..4).map(|_| d.connect()).collect();
     info_until(&mut root, "7 clients", |i| i["clients"]["connected"] == 7);
     drop(more);
+}
+
+#[test]
+fn a_read_only_uids_connections_that_never_read_are_bounded_together() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root to run clients as another uid");
+        return;
+    }
+    // Each client may queue 8 MiB (three replies of this 900 KiB blob);
+    // the uid's 16 connections together only 16 MiB, not 16 x 8.
+    let mut d = TestDaemon::with(Options {
+        config: Some(format!("[control]\nreadonly_uids = [{OTHER}]\n")),
+        ..Options::default()
+    });
+    open_up(&d);
+    let mut root = d.connect();
+    root.wait_state("OPERATIONAL");
+    let blob = "x".repeat(900 << 10);
+    root.ok("blob.set", json!({"kind": "DEVICE_TYPE", "data": blob}));
+    let before = d.peak_rss_kib();
+    let line = r#"{"op":"blob.get","kind":"DEVICE_TYPE"}"#;
+    let _flood = Reap(vec![as_other(&d, 16, Some(line))]);
+    // Every flooding connection is cut off (its own bound or the uid's).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = root.ok("system.info", json!({}));
+        if info["clients"]["connected"] == 1 && d.logs().matches("disconnecting").count() >= 16 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "flood not cut off: {info}\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grown_mib = (d.peak_rss_kib() - before) / 1024;
+    // 16 x 8 MiB would be 128 MiB; the uid's share is 16 MiB, plus the
+    // replies being made (one at a time on the loop) and allocator slack.
+    assert!(grown_mib < 48, "peak RSS grew {grown_mib} MiB");
+    assert!(d.logs().contains("a read-only uid's clients are not reading"), "{}", d.logs());
+    eprintln!("peak RSS growth under a 16-connection read-only flood: {grown_mib} MiB");
+    // Root is served throughout.
+    assert_eq!(root.ok("state.get", json!({}))["state"], "OPERATIONAL");
 }

@@ -1,6 +1,7 @@
 //! Client-chosen strings against the real lwsysd: names and reasons are
 //! validated before they can reach a log line, an event or a terminal, and
 //! a request that repeats a key is refused rather than read last-wins.
+#![allow(clippy::unwrap_used)]
 
 use lwsys_tests::{TestDaemon, WAIT};
 use serde_json::{json, Value};

@@ -12,7 +12,8 @@ use std::sync::{Arc, PoisonError};
 use slog::{info, warn};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{release, ControlSession, Counts, Limits, Peer, Role, SessionEnv};
+use super::limits::release;
+use super::{ControlSession, Counts, Limits, Peer, Role, SessionEnv};
 
 /// Why the socket could not be served.
 #[derive(Debug, thiserror::Error)]
