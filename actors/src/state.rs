@@ -30,7 +30,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// Registers a waiter: `tx` is sent the current state once it is at or
 /// past `state`. Dropping the receiving half cancels the wait; the
-/// service then forgets it within [`SWEEP_EVERY`] or at the next add.
+/// service then forgets it within half a second or at the next add.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AddWaiter {

@@ -412,7 +412,7 @@ impl ControlSection {
     /// least one `blob.get` of a `max_blob`-byte blob, so a client that
     /// reads can always be answered. That reply carries the bytes twice:
     /// base64 (4 per 3) and, when they are UTF-8, as a JSON string, where
-    /// a control character takes 6 (`\u0001`); plus [`REPLY_OVERHEAD`].
+    /// a control character takes 6 (`\u0001`); plus 4 KiB for the rest of the reply.
     pub fn queue_bytes(&self, max_blob: usize) -> usize {
         let b64 = max_blob.div_ceil(3).saturating_mul(4);
         let largest = b64.saturating_add(max_blob.saturating_mul(6)).saturating_add(REPLY_OVERHEAD);

@@ -36,6 +36,20 @@ pub fn bin_path(name: &str) -> PathBuf {
     p
 }
 
+/// Runs lwsysd on `state` (its socket inside it) with `extra` to its exit,
+/// for daemons expected to refuse to start: its exit code and stderr.
+pub fn run_once(state: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin_path("lwsysd"))
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--socket")
+        .arg(state.join("lwsys.sock"))
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// The workspace root (for `../shared/fixtures`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()

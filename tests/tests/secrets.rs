@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lwsys_tests::{bin_path, Options, TestDaemon};
+use lwsys_tests::{bin_path, run_once, Options, TestDaemon};
 use nix::sys::signal::Signal;
 use ota_repo::Repo;
 use serde_json::json;
@@ -110,19 +110,6 @@ fn a_state_dir_the_daemon_creates_is_0700_under_umask_000() {
     assert!(out.unwrap().status.success());
     assert!(child.wait().unwrap().success());
     assert_eq!(mode(&state.join("lwsys.redb")), 0o600);
-}
-
-/// Runs lwsysd on `state` to its exit; its exit code and stderr.
-fn run_once(state: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin_path("lwsysd"))
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--socket")
-        .arg(state.join("lwsys.sock"))
-        .args(extra)
-        .output()
-        .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lwsys_tests::{bin_path, Options, TestDaemon};
+use lwsys_tests::{bin_path, run_once, Options, TestDaemon};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
@@ -26,19 +26,6 @@ fn start_on(state: &Path, args: &[&str]) -> TestDaemon {
 fn stop(mut d: TestDaemon) {
     d.signal(Signal::SIGTERM);
     assert!(d.wait_exit().success());
-}
-
-/// Runs lwsysd on `state` to its exit; its exit code and stderr.
-fn run_once(state: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin_path("lwsysd"))
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--socket")
-        .arg(state.join("lwsys.sock"))
-        .args(extra)
-        .output()
-        .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn get(d: &TestDaemon, kind: &str, idx: u64) -> String {
