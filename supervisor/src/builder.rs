@@ -15,7 +15,7 @@ use lwsys_messages::state::{Aborted, Changed, Consent, Observe, SystemState};
 use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};
 use slog::Logger;
 
-use crate::handle::{actor_registration, SystemHandle};
+use crate::handle::{actor_registration, Inner, SystemHandle};
 use crate::services::{ServiceConfig, ServiceFactory};
 use crate::supervisor::{InlineNotifier, Supervisor, SupervisorConfig};
 use crate::supervisor::{RestartLimits, Supervision};
@@ -201,6 +201,7 @@ impl Builder {
             sup.supervise(s);
         }
         let shutdown = sup.shutdown_watch();
+        let last_words = sup.last_words();
         let supervisor = sup_ctx.run(sup);
         if self.boot_target > SystemState::ContextCreated {
             supervisor.do_send(Steps { target: self.boot_target });
@@ -216,18 +217,26 @@ impl Builder {
             }));
         }
         let handle = SystemHandle {
-            supervisor,
-            state,
-            snapshot,
-            services: services_rx,
-            attach,
-            attach_addr,
-            shutdown,
-            ops,
+            inner: Arc::new(Inner {
+                supervisor,
+                state,
+                snapshot,
+                services: services_rx,
+                attach,
+                attach_addr,
+                shutdown,
+                last_words,
+                ops,
+            }),
         };
-        handle.attach_addr.do_send(SetSystem(std::sync::Arc::new(handle.clone())));
+        // Callbacks and OTA reach the system weakly: both are parts of it,
+        // and a strong handle in them would keep it alive for ever.
+        let weak = handle.downgrade();
+        handle.inner.attach_addr.do_send(SetSystem(Arc::new(move || {
+            weak.upgrade().map(|h| Arc::new(h) as Arc<dyn std::any::Any + Send + Sync>)
+        })));
         if let Some(cell) = ota_handle {
-            let _ = cell.set(handle.clone());
+            let _ = cell.set(handle.downgrade());
         }
         Ok(handle)
     }

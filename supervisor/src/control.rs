@@ -458,7 +458,7 @@ impl Actor for ControlSession {
         if let Some(name) = self.notifier.take() {
             // The supervisor also notices the closed mailbox; telling it
             // straight away lets a walk this notifier holds go on at once.
-            self.env.sys.supervisor.do_send(Unregister { name });
+            self.env.sys.inner.supervisor.do_send(Unregister { name });
         }
         debug!(self.log, "client disconnected");
     }
