@@ -543,6 +543,36 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn a_handle_kept_after_shutdown_answers_from_what_the_system_left() {
+        use lwsys_messages::attach::AttachError;
+        use lwsys_messages::blobs::BlobError;
+        use lwsys_messages::state::SystemState::*;
+        use lwsys_messages::supervisor::WalkError;
+
+        let h = Builder::new().services(ServiceConfig::default()).start().unwrap();
+        let serial = h.blob(BlobKind::DeviceSerial, 0).unwrap();
+        assert!(h.steps(Operational).await.unwrap().unwrap().reached);
+        let r = h.shutdown().await.unwrap().unwrap();
+        assert_eq!((r.state, r.reached), (ContextDestroying, true));
+        // Queued behind the teardown, so answered from its last words.
+        let why = h.explain().await.unwrap();
+        assert!(h.is_torn_down());
+        assert_eq!(why.state, ContextDestroying);
+        assert_eq!(why.journal.last().map(|j| j.target), Some(ContextDestroying));
+        assert_eq!(h.state().await.unwrap().state, ContextDestroying);
+        assert_eq!(h.wait_for(Operational, None).await, Ok(ContextDestroying));
+        assert!(matches!(h.wait_for(ModalUpdating, None).await, Err(super::Error::Gone(_))));
+        assert_eq!(h.steps(Operational).await, Ok(Err(WalkError::ShuttingDown)));
+        let again = h.shutdown().await.unwrap().unwrap();
+        assert_eq!((again.state, again.reached), (ContextDestroying, true));
+        // The services and attach have stopped; handles taken from the
+        // system say so rather than hang.
+        assert_eq!(serial.size().await, Err(BlobError::Unavailable));
+        assert!(matches!(h.attach_stats().await, Err(super::Error::Gone(_))));
+        assert_eq!(h.attach(Operational, |_| {}).unwrap_err(), AttachError::Shutdown);
+    }
+
+    #[actix_rt::test]
     async fn durable_blob_writes_do_not_need_the_event_loop() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = ServiceConfig {
