@@ -11,6 +11,7 @@ use lwsys_actors::attach::{AttachConfig, AttachService};
 use lwsys_actors::platform::{LinuxSystemOps, Ops, SystemOps};
 use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
 use lwsys_messages::attach::SetSystem;
+use lwsys_messages::lifecycle::Stop;
 use lwsys_messages::state::{Aborted, Changed, Consent, Observe, SystemState};
 use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};
 use slog::Logger;
@@ -187,16 +188,32 @@ impl Builder {
         let mut supervision = None;
         if let Some(cfg) = self.services {
             let name = cfg.clock.name.clone();
-            let factory =
-                ServiceFactory::new(&self.log, cfg, &sup_addr, &state, services_rx.clone())?;
-            let s = factory.start_all()?;
+            let started =
+                ServiceFactory::new(&self.log, cfg, &sup_addr, &state, services_rx.clone())
+                    .and_then(|f| Ok((f.start_all()?, f)));
+            let (s, factory) = match started {
+                Ok(started) => started,
+                Err(e) => {
+                    abandon(&state, &attach_addr);
+                    return Err(e.into());
+                }
+            };
             notifiers.push(NotifierSpec::Actor(actor_registration(&name, &s.clock, "builtin")));
             factory.watch(&s, None, &sup_addr.clone().recipient());
             services_tx.send_replace(Some(s));
             supervision = Some(Supervision::new(factory, services_tx, name, self.restarts));
         }
         notifiers.extend(self.notifiers);
-        let mut sup = Supervisor::new(&self.log, self.cfg, state.clone(), notifiers)?;
+        let mut sup = match Supervisor::new(&self.log, self.cfg, state.clone(), notifiers) {
+            Ok(sup) => sup,
+            Err(e) => {
+                if let Some(s) = &supervision {
+                    s.stop_all();
+                }
+                abandon(&state, &attach_addr);
+                return Err(e.into());
+            }
+        };
         if let Some(s) = supervision {
             sup.supervise(s);
         }
@@ -240,4 +257,11 @@ impl Builder {
         }
         Ok(handle)
     }
+}
+
+/// Stops the actors a build started before it failed: they hold one
+/// another's addresses and would not stop by themselves (see `Teardown`).
+fn abandon(state: &Addr<StateService>, attach: &Addr<AttachService>) {
+    state.do_send(Stop);
+    attach.do_send(Stop);
 }

@@ -140,6 +140,11 @@ impl Supervision {
     ) -> Self {
         Self { factory, services, clock_name, clock_id: None, limits, restarts: VecDeque::new() }
     }
+
+    /// Stop the services (the system is torn down, or its build failed).
+    pub fn stop_all(&self) {
+        self.factory.stop_all(self.services.borrow().as_ref());
+    }
 }
 
 /// One consent round for (current, target).
@@ -680,7 +685,7 @@ impl Handler<Teardown> for Supervisor {
         }
         // Taken first, so that the deaths the stops cause restart nothing.
         if let Some(s) = self.supervision.take() {
-            s.factory.stop_all(s.services.borrow().as_ref());
+            s.stop_all();
             // Dropping the factory ends the blob service's thread.
         }
         // The journal is read before the state service goes, so that a
