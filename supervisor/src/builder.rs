@@ -165,6 +165,10 @@ impl Builder {
     }
 
     /// Start the system. Must be called inside a running actix `System`.
+    /// The system runs until the last clone of the returned handle is
+    /// dropped or a shutdown through it commits; then its actors stop and
+    /// its threads end (see [`SystemHandle`]). If the build fails, what it
+    /// had started is stopped.
     pub fn start(self) -> Result<SystemHandle, BuildError> {
         let state_service = StateService::new(&self.log, self.journal_len);
         let snapshot = state_service.snapshot();
