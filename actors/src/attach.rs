@@ -42,7 +42,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use actix::fut::ActorFutureExt;
 use actix::prelude::*;
 use crossbeam_channel::Receiver;
-use lwsys_messages::attach::{AttachStats, GetAttachStats, SetSystem};
+use lwsys_messages::attach::{AttachStats, GetAttachStats, SetSystem, SystemRef};
+use lwsys_messages::lifecycle::Stop;
 use lwsys_messages::state::{Changed, SystemState, ALL_STATES};
 use serde::{Deserialize, Serialize};
 use slog::{error, info, Logger};
@@ -96,7 +97,9 @@ pub struct AttachService {
     panicked: u64,
     /// `shared.cancelled` when the waiting queues were last swept.
     swept_at: u64,
-    system: Option<Arc<dyn Any + Send + Sync>>,
+    /// How callbacks reach the system; upgraded per batch, never kept (see
+    /// `SetSystem`).
+    system: Option<SystemRef>,
     shut: bool,
     log: Logger,
 }
@@ -188,18 +191,21 @@ impl AttachService {
         self.shared.wake_pending.0.swap(false, Ordering::AcqRel);
         std::sync::atomic::fence(Ordering::SeqCst);
         self.sweep_cancelled();
+        // Held for this batch only: if it is the last handle when dropped
+        // here, the system is torn down, this service with it.
+        let system = self.system.as_ref().and_then(|upgrade| upgrade());
         let mut budget = self.batch;
         let mut ran = 0usize;
         while budget > 0 {
             let Some(item) = self.ready.pop_front() else { break };
             budget -= 1;
-            ran += usize::from(self.run_item(item, ctx));
+            ran += usize::from(self.run_item(item, ctx, system.as_ref()));
         }
         while budget > 0 {
             let Ok(item) = self.rx.try_recv() else { break };
             budget -= 1;
             if item.state <= self.state {
-                ran += usize::from(self.run_item(item, ctx));
+                ran += usize::from(self.run_item(item, ctx, system.as_ref()));
             } else {
                 self.seq += 1;
                 if let Some(q) = self.waiting.get_mut(usize::from(item.state.number())) {
@@ -235,9 +241,14 @@ impl AttachService {
 
     /// Runs one item unless its ticket cancelled it; returns whether it
     /// counted as finished here (a cancelled item was counted by the ticket).
-    fn run_item(&mut self, item: Item, ctx: &mut Context<Self>) -> bool {
+    fn run_item(
+        &mut self,
+        item: Item,
+        ctx: &mut Context<Self>,
+        system: Option<&Arc<dyn Any + Send + Sync>>,
+    ) -> bool {
         let Item { job, state: wanted, track, origin } = item;
-        let mut actx = AttachCtx { state: self.state, origin, ctx, system: self.system.as_ref() };
+        let mut actx = AttachCtx { state: self.state, origin, ctx, system };
         let ran = match catch_unwind(AssertUnwindSafe(|| job.run(&mut actx))) {
             Ok(ran) => ran,
             Err(payload) => {
@@ -410,6 +421,15 @@ impl Handler<GetAttachStats> for AttachService {
             pending: (self.shared.pending.0.load(Ordering::Relaxed) & !CLOSED) as u64,
             waiting: self.waiting_len as u64,
         })
+    }
+}
+
+impl Handler<Stop> for AttachService {
+    type Result = ();
+
+    /// Its system is torn down: stop; pending items are dropped unrun.
+    fn handle(&mut self, _msg: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

@@ -29,7 +29,7 @@ use lwsys_messages::blobs::{
     AppendBlob, BlobBytes, BlobError, BlobId, BlobKind, BlobSize, DestroyBlob, EmptyBlob, GetBlob,
     GetBlobSize, SetBlob, SetBlobDirect, ViewBlob, DEFAULT_DURABLE, DEFAULT_MAX_BYTES,
 };
-use lwsys_messages::lifecycle::{Crash, WatchDeath};
+use lwsys_messages::lifecycle::{Crash, Stop, WatchDeath};
 use slog::{debug, warn, Logger};
 
 pub use self::handle::{BlobHandle, BlobServiceLocator};
@@ -258,6 +258,16 @@ impl Handler<WatchDeath> for BlobService {
 
     fn handle(&mut self, msg: WatchDeath, _ctx: &mut Self::Context) {
         self.death.watch(msg.0);
+    }
+}
+
+impl Handler<Stop> for BlobService {
+    type Result = ();
+
+    /// Its system is torn down: stop without asking for a restart.
+    fn handle(&mut self, _msg: Stop, ctx: &mut Self::Context) {
+        self.death.forget();
+        ctx.stop();
     }
 }
 

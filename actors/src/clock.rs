@@ -15,7 +15,7 @@ pub mod softclock;
 mod tests;
 
 use crate::lifecycle::DeathNotice;
-use lwsys_messages::lifecycle::{Crash, WatchDeath};
+use lwsys_messages::lifecycle::{Crash, Stop, WatchDeath};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -379,6 +379,16 @@ impl Handler<WatchDeath> for ClockService {
 
     fn handle(&mut self, msg: WatchDeath, _ctx: &mut Self::Context) {
         self.death.watch(msg.0);
+    }
+}
+
+impl Handler<Stop> for ClockService {
+    type Result = ();
+
+    /// Its system is torn down: stop without asking for a restart.
+    fn handle(&mut self, _msg: Stop, ctx: &mut Self::Context) {
+        self.death.forget();
+        ctx.stop();
     }
 }
 

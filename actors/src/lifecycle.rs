@@ -21,6 +21,12 @@ impl DeathNotice {
     pub fn watch(&mut self, to: Recipient<ServiceDied>) {
         self.to = Some(to);
     }
+
+    /// Tell nobody: the service is being stopped on purpose (its system is
+    /// torn down), and a death report would only ask for a restart.
+    pub fn forget(&mut self) {
+        self.to = None;
+    }
 }
 
 impl Drop for DeathNotice {

@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use lwsys_messages::lifecycle::{Crash, WatchDeath};
+use lwsys_messages::lifecycle::{Crash, Stop, WatchDeath};
 use lwsys_messages::ota::{CheckOta, CheckOutcome, GetOtaStatus, ReportCurrent};
 use lwsys_messages::state::{Changed, GetState, StateReading, SystemState};
 use rand::Rng as _;
@@ -454,6 +454,16 @@ impl Handler<WatchDeath> for OtaService {
 
     fn handle(&mut self, msg: WatchDeath, _ctx: &mut Self::Context) {
         self.death.watch(msg.0);
+    }
+}
+
+impl Handler<Stop> for OtaService {
+    type Result = ();
+
+    /// Its system is torn down: stop without asking for a restart.
+    fn handle(&mut self, _msg: Stop, ctx: &mut Self::Context) {
+        self.death.forget();
+        ctx.stop();
     }
 }
 

@@ -126,6 +126,15 @@ impl Actor for StateService {
     type Context = Context<Self>;
 }
 
+impl Handler<lwsys_messages::lifecycle::Stop> for StateService {
+    type Result = ();
+
+    /// Its system is torn down: stop; waiters see the service gone.
+    fn handle(&mut self, _msg: lwsys_messages::lifecycle::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 impl Handler<Commit> for StateService {
     type Result = Result<StateReading, CommitRefused>;
 

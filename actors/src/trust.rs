@@ -8,7 +8,7 @@
 //! verifier that looks CAs up by the AKIDs of the chain a server presents.
 
 use crate::lifecycle::DeathNotice;
-use lwsys_messages::lifecycle::{Crash, WatchDeath};
+use lwsys_messages::lifecycle::{Crash, Stop, WatchDeath};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -119,6 +119,16 @@ impl Handler<WatchDeath> for TrustService {
 
     fn handle(&mut self, msg: WatchDeath, _ctx: &mut Self::Context) {
         self.death.watch(msg.0);
+    }
+}
+
+impl Handler<Stop> for TrustService {
+    type Result = ();
+
+    /// Its system is torn down: stop without asking for a restart.
+    fn handle(&mut self, _msg: Stop, ctx: &mut Self::Context) {
+        self.death.forget();
+        ctx.stop();
     }
 }
 

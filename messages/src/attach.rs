@@ -67,14 +67,34 @@ pub struct AttachStats {
     pub waiting: u64,
 }
 
-/// Sent once by the `Builder`, as it starts the system, to `AttachService`: the value callbacks reach
-/// through `AttachCtx::system` (in lwsys, the `SystemHandle`). It is typed
-/// `Any` so that `lwsys-actors` need not depend on the crate that defines
-/// the handle. No reply.
+/// How `AttachService` reaches the value callbacks see through
+/// `AttachCtx::system`: called once per batch of callbacks, it answers the
+/// value, or `None` once it is gone.
+#[cfg(feature = "actor")]
+pub type SystemRef = std::sync::Arc<
+    dyn Fn() -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> + Send + Sync,
+>;
+
+/// Sent once by the `Builder`, as it starts the system, to `AttachService`:
+/// how callbacks reach the value `AttachCtx::system` gives them (in lwsys,
+/// the `SystemHandle`). The value is typed `Any` so that `lwsys-actors`
+/// need not depend on the crate that defines the handle. The service keeps
+/// only the [`SystemRef`], never the value between batches: the handle owns
+/// the service, so the service holding the handle would keep the whole
+/// system alive for ever. No reply.
 #[cfg(feature = "actor")]
 #[derive(Clone, actix::Message)]
 #[rtype(result = "()")]
-pub struct SetSystem(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
+pub struct SetSystem(pub SystemRef);
+
+#[cfg(feature = "actor")]
+impl SetSystem {
+    /// A value held for as long as the service runs (for values that do
+    /// not own the service; a handle that does must be given weakly).
+    pub fn fixed(value: std::sync::Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        Self(std::sync::Arc::new(move || Some(value.clone())))
+    }
+}
 
 #[cfg(feature = "actor")]
 impl std::fmt::Debug for SetSystem {

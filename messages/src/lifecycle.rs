@@ -1,5 +1,6 @@
 //! Messages of service supervision: a supervised service tells its
-//! supervisor when it stops, and tests can make one fail on purpose.
+//! supervisor when it stops, a system being torn down stops its actors, and
+//! tests can make one fail on purpose.
 
 /// Sent to the `Supervisor` when a supervised service's actor is gone
 /// (stopped, or killed by a panic in a handler). No reply.
@@ -23,6 +24,14 @@ impl std::fmt::Debug for WatchDeath {
         f.write_str("WatchDeath(..)")
     }
 }
+
+/// Sent to each actor of a system when the system is torn down (its last
+/// `SystemHandle` dropped, or shut down): stop now, without reporting a
+/// death, since this is an orderly end and nothing must restart it. Queued
+/// messages after it are not handled. No reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+pub struct Stop;
 
 /// The fault hook: the service panics in its handler, as a bug would. Sent
 /// only by the daemon's `debug.crash` op, which exists only when the

@@ -11,11 +11,12 @@ use lwsys_actors::attach::{AttachConfig, AttachService};
 use lwsys_actors::platform::{LinuxSystemOps, Ops, SystemOps};
 use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
 use lwsys_messages::attach::SetSystem;
+use lwsys_messages::lifecycle::Stop;
 use lwsys_messages::state::{Aborted, Changed, Consent, Observe, SystemState};
 use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};
 use slog::Logger;
 
-use crate::handle::{actor_registration, SystemHandle};
+use crate::handle::{actor_registration, Inner, SystemHandle};
 use crate::services::{ServiceConfig, ServiceFactory};
 use crate::supervisor::{InlineNotifier, Supervisor, SupervisorConfig};
 use crate::supervisor::{RestartLimits, Supervision};
@@ -164,6 +165,10 @@ impl Builder {
     }
 
     /// Start the system. Must be called inside a running actix `System`.
+    /// The system runs until the last clone of the returned handle is
+    /// dropped or a shutdown through it commits; then its actors stop and
+    /// its threads end (see [`SystemHandle`]). If the build fails, what it
+    /// had started is stopped.
     pub fn start(self) -> Result<SystemHandle, BuildError> {
         let state_service = StateService::new(&self.log, self.journal_len);
         let snapshot = state_service.snapshot();
@@ -187,20 +192,37 @@ impl Builder {
         let mut supervision = None;
         if let Some(cfg) = self.services {
             let name = cfg.clock.name.clone();
-            let factory =
-                ServiceFactory::new(&self.log, cfg, &sup_addr, &state, services_rx.clone())?;
-            let s = factory.start_all()?;
+            let started =
+                ServiceFactory::new(&self.log, cfg, &sup_addr, &state, services_rx.clone())
+                    .and_then(|f| Ok((f.start_all()?, f)));
+            let (s, factory) = match started {
+                Ok(started) => started,
+                Err(e) => {
+                    abandon(&state, &attach_addr);
+                    return Err(e.into());
+                }
+            };
             notifiers.push(NotifierSpec::Actor(actor_registration(&name, &s.clock, "builtin")));
             factory.watch(&s, None, &sup_addr.clone().recipient());
             services_tx.send_replace(Some(s));
             supervision = Some(Supervision::new(factory, services_tx, name, self.restarts));
         }
         notifiers.extend(self.notifiers);
-        let mut sup = Supervisor::new(&self.log, self.cfg, state.clone(), notifiers)?;
+        let mut sup = match Supervisor::new(&self.log, self.cfg, state.clone(), notifiers) {
+            Ok(sup) => sup,
+            Err(e) => {
+                if let Some(s) = &supervision {
+                    s.stop_all();
+                }
+                abandon(&state, &attach_addr);
+                return Err(e.into());
+            }
+        };
         if let Some(s) = supervision {
             sup.supervise(s);
         }
         let shutdown = sup.shutdown_watch();
+        let last_words = sup.last_words();
         let supervisor = sup_ctx.run(sup);
         if self.boot_target > SystemState::ContextCreated {
             supervisor.do_send(Steps { target: self.boot_target });
@@ -216,19 +238,34 @@ impl Builder {
             }));
         }
         let handle = SystemHandle {
-            supervisor,
-            state,
-            snapshot,
-            services: services_rx,
-            attach,
-            attach_addr,
-            shutdown,
-            ops,
+            inner: Arc::new(Inner {
+                supervisor,
+                state,
+                snapshot,
+                services: services_rx,
+                attach,
+                attach_addr,
+                shutdown,
+                last_words,
+                ops,
+            }),
         };
-        handle.attach_addr.do_send(SetSystem(std::sync::Arc::new(handle.clone())));
+        // Callbacks and OTA reach the system weakly: both are parts of it,
+        // and a strong handle in them would keep it alive for ever.
+        let weak = handle.downgrade();
+        handle.inner.attach_addr.do_send(SetSystem(Arc::new(move || {
+            weak.upgrade().map(|h| Arc::new(h) as Arc<dyn std::any::Any + Send + Sync>)
+        })));
         if let Some(cell) = ota_handle {
-            let _ = cell.set(handle.clone());
+            let _ = cell.set(handle.downgrade());
         }
         Ok(handle)
     }
+}
+
+/// Stops the actors a build started before it failed: they hold one
+/// another's addresses and would not stop by themselves (see `Teardown`).
+fn abandon(state: &Addr<StateService>, attach: &Addr<AttachService>) {
+    state.do_send(Stop);
+    attach.do_send(Stop);
 }

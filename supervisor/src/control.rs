@@ -388,7 +388,7 @@ impl Actor for ControlSession {
     fn stopped(&mut self, ctx: &mut Self::Context) {
         if self.subscribed {
             let me = ctx.address().recipient();
-            self.env.sys.supervisor.do_send(crate::supervisor::Unsubscribe(me));
+            self.env.sys.inner.supervisor.do_send(crate::supervisor::Unsubscribe(me));
         }
         // Queued attach items would run for nobody: cancel them now, so
         // the global queue and this uid's quota are freed at once.
@@ -398,7 +398,7 @@ impl Actor for ControlSession {
         if let Some(name) = self.notifier.take() {
             // The supervisor also notices the closed mailbox; telling it
             // straight away lets a walk this notifier holds go on at once.
-            self.env.sys.supervisor.do_send(Unregister { name });
+            self.env.sys.inner.supervisor.do_send(Unregister { name });
         }
         debug!(self.log, "client disconnected");
     }

@@ -65,8 +65,10 @@ pub struct OtaSettings {
     /// `[system] wake_latency_us`: checks are armed this much earlier.
     pub wake_latency: std::time::Duration,
     /// The system, filled in once it is built, for the reboot after an
-    /// update (set once by `Builder::start`, read by the OTA service).
-    pub handle: Arc<std::sync::OnceLock<crate::SystemHandle>>,
+    /// update (set once by `Builder::start`, read by the OTA service). Weak:
+    /// the OTA service is part of the system, so a strong handle here would
+    /// keep the system alive after its last user handle was dropped.
+    pub handle: Arc<std::sync::OnceLock<crate::handle::WeakSystemHandle>>,
 }
 
 impl Default for ServiceConfig {
@@ -192,10 +194,10 @@ fn ota_parts(
         events: Some(sup.clone().recipient()),
         // Called on the event loop after a finalize whose manifest says
         // `reset`: the system's reboot op (an orderly pass through
-        // CONTEXT_DESTROYING first). Before the handle exists, a shutdown.
-        reboot: Arc::new(move || match handle.get() {
+        // CONTEXT_DESTROYING first). Before the handle exists (or once
+        // every handle is gone), a shutdown.
+        reboot: Arc::new(move || match handle.get().and_then(|w| w.upgrade()) {
             Some(h) => {
-                let h = h.clone();
                 let log = reboot_log.clone();
                 actix::spawn(async move {
                     if let Err(e) = h.reboot().await {
@@ -415,6 +417,21 @@ impl ServiceFactory {
             other => return Err(ServiceError::Unknown(other.to_owned())),
         }
         Ok(next)
+    }
+
+    /// Stop the services of `current` and the clock's forwarder (the
+    /// system is torn down; see `Teardown`).
+    pub fn stop_all(&self, current: Option<&Services>) {
+        use lwsys_messages::lifecycle::Stop;
+        if let Some(s) = current {
+            s.blobs.do_send(Stop);
+            s.clock.do_send(Stop);
+            s.trust.do_send(Stop);
+            if let Some(ota) = &s.ota {
+                ota.do_send(Stop);
+            }
+        }
+        self.forwarder.do_send(Stop);
     }
 
     /// Ask the services to report to `to` when they are gone (`only`: just

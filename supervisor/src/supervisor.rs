@@ -1,6 +1,8 @@
 //! `Supervisor`: owns the notifier registry and the transition queue, runs
 //! each transition by asking notifiers for consent in registration order and
 //! committing to `StateService`, and runs the built-in cycles and shutdown.
+//! It also tears its system down (`Teardown`): it stops the services, the
+//! state service and itself, so that a system nobody holds is freed.
 //!
 //! Rules (DESIGN §3): one transition at a time; consent is asked
 //! sequentially and stops at the first verdict that is not `Allow` (upstream
@@ -82,6 +84,10 @@ pub struct Supervisor {
     /// numbered past it).
     shutdown_tx: tokio::sync::watch::Sender<RunState>,
     supervision: Option<Supervision>,
+    /// The explanation as the system was torn down, for the handles still
+    /// held after a shutdown (set once, by `Teardown`).
+    last_words: Arc<std::sync::OnceLock<Explanation>>,
+    torn_down: bool,
 }
 
 /// Whether the system runs, is shutting down, or has failed.
@@ -133,6 +139,11 @@ impl Supervision {
         limits: RestartLimits,
     ) -> Self {
         Self { factory, services, clock_name, clock_id: None, limits, restarts: VecDeque::new() }
+    }
+
+    /// Stop the services (the system is torn down, or its build failed).
+    pub fn stop_all(&self) {
+        self.factory.stop_all(self.services.borrow().as_ref());
     }
 }
 
@@ -208,6 +219,8 @@ impl Supervisor {
             grace_over: false,
             shutdown_tx: tokio::sync::watch::channel(RunState::Running).0,
             supervision: None,
+            last_words: Arc::default(),
+            torn_down: false,
         })
     }
 
@@ -215,6 +228,11 @@ impl Supervisor {
     pub fn supervise(&mut self, mut s: Supervision) {
         s.clock_id = self.registry.find(&s.clock_name);
         self.supervision = Some(s);
+    }
+
+    /// Where the explanation is left once the system is torn down.
+    pub fn last_words(&self) -> Arc<std::sync::OnceLock<Explanation>> {
+        self.last_words.clone()
     }
 
     /// A receiver of the run state (running, shutting down, failed).
@@ -639,6 +657,52 @@ fn verdict_reason(v: &Verdict) -> String {
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
+}
+
+/// Ends the system: sent when its last `SystemHandle` is dropped, or after
+/// a shutdown has committed CONTEXT_DESTROYING. The actors of a system hold
+/// one another's addresses (the services report to the supervisor, which
+/// holds them, and the clock reads the address book that names it), so
+/// they would never stop by themselves: the supervisor stops them, then
+/// itself. Idempotent; no reply.
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct Teardown;
+
+impl Handler<Teardown> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Teardown, ctx: &mut Self::Context) {
+        if std::mem::replace(&mut self.torn_down, true) {
+            return;
+        }
+        info!(self.log, "system torn down"; "state" => %self.current);
+        self.round = None;
+        self.awaiting = None;
+        let walks = self.active.take().into_iter();
+        for w in walks.chain(self.queue.drain(..)).chain(self.parked.drain(..)) {
+            w.fail(WalkError::ShuttingDown);
+        }
+        // Taken first, so that the deaths the stops cause restart nothing.
+        if let Some(s) = self.supervision.take() {
+            s.stop_all();
+            // Dropping the factory ends the blob service's thread.
+        }
+        // The journal is read before the state service goes, so that a
+        // handle kept after a shutdown can still explain how it ended.
+        // `wait`: nothing else is handled meanwhile.
+        ctx.wait(self.state.send(GetJournal).into_actor(self).map(|res, act, ctx| {
+            let _ = act.last_words.set(Explanation {
+                state: act.current,
+                since_us: act.since_us,
+                pending: None,
+                parked: Vec::new(),
+                journal: res.map(|j| j.rounds).unwrap_or_default(),
+            });
+            act.state.do_send(lwsys_messages::lifecycle::Stop);
+            ctx.stop();
+        }));
+    }
 }
 
 impl Handler<Steps> for Supervisor {

@@ -47,7 +47,9 @@ impl AttachCtx<'_> {
     }
 
     /// The value the supervisor provided with `SetSystem` (in lwsys the
-    /// `SystemHandle`), if it did and it is a `T`.
+    /// `SystemHandle`), if it did, it is a `T` and it still exists (in
+    /// lwsys: `None` once every `SystemHandle` has been dropped; a callback
+    /// that clones it keeps the system alive as any handle does).
     pub fn system<T: Any + Send + Sync>(&self) -> Option<&T> {
         self.system.and_then(|s| s.downcast_ref::<T>())
     }

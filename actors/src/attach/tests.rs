@@ -303,7 +303,7 @@ async fn shutdown_drops_pending_items_and_releases_flush() {
 #[actix_rt::test]
 async fn callbacks_reach_state_system_and_spawn() {
     let (addr, h) = start(Operational, AttachConfig::default());
-    addr.send(SetSystem(Arc::new(42u32))).await.unwrap();
+    addr.send(SetSystem::fixed(Arc::new(42u32))).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     h.attach(TimeValid, move |ctx| {
         assert_eq!(ctx.state(), Operational);

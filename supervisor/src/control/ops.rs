@@ -331,7 +331,7 @@ impl ControlSession {
             aborted: me.recipient(),
             kind: "connection",
         };
-        let fut = self.env.sys.supervisor.send(msg);
+        let fut = self.env.sys.inner.supervisor.send(msg);
         Ok(Dispatch::Later(Box::pin(fut.into_actor(self).map(move |res, act, _ctx| match res {
             Ok(Ok(id)) => {
                 act.notifier = Some(name.clone());
@@ -388,7 +388,7 @@ impl ControlSession {
         self.topics.extend(topics);
         if !self.subscribed {
             self.subscribed = true;
-            self.env.sys.supervisor.do_send(Subscribe(ctx.address().recipient()));
+            self.env.sys.inner.supervisor.do_send(Subscribe(ctx.address().recipient()));
         }
         let mut all: Vec<&String> = self.topics.iter().collect();
         all.sort();

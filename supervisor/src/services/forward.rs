@@ -24,6 +24,15 @@ impl Actor for ClockForwarder {
     type Context = Context<Self>;
 }
 
+impl Handler<lwsys_messages::lifecycle::Stop> for ClockForwarder {
+    type Result = ();
+
+    /// Its system is torn down.
+    fn handle(&mut self, _msg: lwsys_messages::lifecycle::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 impl Handler<ClockEvent> for ClockForwarder {
     type Result = ();
 
