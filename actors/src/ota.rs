@@ -108,6 +108,18 @@ struct Run {
     consent_since: Option<Instant>,
 }
 
+/// What [`OtaService::new`] and [`OtaService::restart`] each work out
+/// before the service is assembled.
+struct Parts {
+    log: slog::Logger,
+    cfg: OtaConfig,
+    links: OtaLinks,
+    key: VerifyingKey,
+    handoff: OtaHandoff,
+    periodic: Duration,
+    slots: OtaStatus,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Checking,
@@ -135,27 +147,10 @@ impl OtaService {
                     "attempted_unixtime" => slots.attempted_unixtime);
         let periodic =
             cfg.periodic.unwrap_or_else(|| Duration::from_secs(ops.periodic_check_secs().max(1)));
-        let (jobs, rx) = crossbeam_channel::unbounded();
         let handoff = OtaHandoff::default();
         handoff.set_slots(&slots);
-        Self {
-            log,
-            cfg,
-            links,
-            pending_worker: Some((OpsSource::Ready(ops), key, rx)),
-            handoff,
-            restarted: None,
-            predecessor_walk: false,
-            death: DeathNotice::new("ota"),
-            jobs,
-            cancel: Arc::new(AtomicBool::new(false)),
-            periodic,
-            slots,
-            progress: OtaStatus::default(),
-            run: None,
-            operational_seen: false,
-            timer: None,
-        }
+        let parts = Parts { log, cfg, links, key, handoff, periodic, slots };
+        Self::assemble(parts, OpsSource::Ready(ops), None)
     }
 
     /// A service replacing a dead one whose [`OtaService::handoff`] this
@@ -179,20 +174,27 @@ impl OtaService {
         let log = log.new(slog::o!("service" => "ota"));
         let slots = handoff.lock().slots.clone();
         let periodic = cfg.periodic.unwrap_or(Duration::from_secs(86_400));
+        let parts = Parts { log, cfg, links, key, handoff, periodic, slots };
+        Self::assemble(parts, OpsSource::Previous(reopen), Some(state))
+    }
+
+    /// The service both constructors make: a fresh one, or (with the
+    /// `state` to read) one replacing a dead predecessor.
+    fn assemble(p: Parts, ops: OpsSource, restarted: Option<Recipient<GetState>>) -> Self {
         let (jobs, rx) = crossbeam_channel::unbounded();
         Self {
-            log,
-            cfg,
-            links,
-            pending_worker: Some((OpsSource::Previous(reopen), key, rx)),
-            handoff,
-            restarted: Some(state),
-            predecessor_walk: true,
+            log: p.log,
+            cfg: p.cfg,
+            links: p.links,
+            pending_worker: Some((ops, p.key, rx)),
+            handoff: p.handoff,
+            predecessor_walk: restarted.is_some(),
+            restarted,
             death: DeathNotice::new("ota"),
             jobs,
             cancel: Arc::new(AtomicBool::new(false)),
-            periodic,
-            slots,
+            periodic: p.periodic,
+            slots: p.slots,
             progress: OtaStatus::default(),
             run: None,
             operational_seen: false,
