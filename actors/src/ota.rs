@@ -44,7 +44,9 @@ pub mod pipeline;
 pub mod resume;
 /// The issuer's side: [`lwsys_manifest::publish`](mod@lwsys_manifest::publish),
 /// re-exported under its old name.
-pub use lwsys_manifest::publish as sign;
+pub mod sign {
+    pub use lwsys_manifest::publish::*;
+}
 pub mod slots;
 mod worker;
 

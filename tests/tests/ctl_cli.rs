@@ -159,6 +159,13 @@ fn lwsysd_prints_its_own_page_and_lwsysctl_man_points_there() {
     if let Some(text) = rendered(&page) {
         assert!(text.contains("--print-config"), "{text}");
     }
+    // A page needs no config: a missing file does not hide it.
+    let o = Command::new(bin_path("lwsysd"))
+        .args(["--man", "--config", "/nonexistent/lwsysd.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), page);
     let o = lwsysctl(&["man", "lwsysd"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stdout.is_empty());
