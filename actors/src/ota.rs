@@ -6,7 +6,7 @@
 //! (consent, by the caller) -> [`pipeline::install`], which streams
 //! HTTP -> gunzip -> SHA-512 -> [`OtaOps::write`] and calls
 //! [`OtaOps::finalize`] only once the hash and size match.
-//! [`slots::SlotDir`] is the default A/B platform; [`sign`] is the issuer's
+//! [`slots::SlotDir`] is the default A/B platform; [`sign`](mod@sign) is the issuer's
 //! side (`lwsysctl ota keygen` / `ota publish`).
 //!
 //! [`OtaService`] runs the flow on the event loop: at start the platform's
@@ -34,26 +34,32 @@ pub mod config;
 pub mod fetch;
 mod flow;
 mod handoff;
-pub mod jwk;
-pub mod manifest;
+/// The issuer's keys as JWKs: [`lwsys_manifest::jwk`], re-exported.
+pub use lwsys_manifest::jwk;
+/// The signed manifest and its checks: [`lwsys_manifest::jws`], re-exported
+/// under its old name.
+pub use lwsys_manifest::jws as manifest;
 pub mod ops;
 pub mod pipeline;
 pub mod resume;
-pub mod sign;
+/// The issuer's side: [`lwsys_manifest::publish`](mod@lwsys_manifest::publish),
+/// re-exported under its old name.
+pub mod sign {
+    pub use lwsys_manifest::publish::*;
+}
 pub mod slots;
 mod worker;
 
 pub use config::{OtaConfig, OtaLinks};
 pub use fetch::{tls_from_ca_file, tls_with_verifier, FetchConfig, Fetcher};
-pub use jwk::{keygen, parse_private_jwk, parse_public_jwk};
+pub use lwsys_manifest::publish::publish;
+pub use lwsys_manifest::VerifyingKey;
+pub use lwsys_manifest::{keygen, parse_private_jwk, parse_public_jwk};
+pub use lwsys_manifest::{verify_manifest, Manifest, ManifestPolicy};
 pub use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
-pub use manifest::{verify_manifest, Manifest, ManifestPolicy};
 pub use ops::OtaOps;
-/// The issuer's public key type (P-521 ECDSA), as [`parse_public_jwk`] returns it.
-pub use p521::ecdsa::VerifyingKey;
 pub use pipeline::{check, check_and_install, install, install_resumable};
 pub use resume::DownloadCache;
-pub use sign::publish;
 pub use slots::{Bootloader, SlotDir};
 
 use std::sync::atomic::{AtomicBool, Ordering};

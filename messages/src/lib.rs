@@ -18,8 +18,11 @@
 //!   `GetOtaStatus` and `OtaError`.
 //! - [`attach`]: the foreign-thread attach service's error, statistics and
 //!   messages (`GetAttachStats`, `SetSystem`).
+//! - [`socket`]: where the control socket is, the rules both `lwsysd` and
+//!   `lwsysctl` read.
 //!
-//! This crate has no behaviour and no I/O. With the `actor` feature the
+//! This crate has no behaviour and no I/O (the [`socket`] rules take the
+//! environment and the file system as closures). With the `actor` feature the
 //! service messages also implement `actix::Message`.
 #![forbid(unsafe_code)]
 
@@ -29,6 +32,7 @@ pub mod clock;
 pub mod lifecycle;
 pub mod ota;
 pub mod protocol;
+pub mod socket;
 pub mod state;
 pub mod trust;
 

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use lwsys_messages::blobs::BlobKind;
+/// The socket rules the client shares, kept reachable here for callers of
+/// `lwsys::config`.
+pub use lwsys_messages::socket::{client_socket, PACKAGED_SOCKET, SOCKET_NAME};
 use lwsys_messages::state::SystemState;
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +54,9 @@ pub struct Cli {
     /// this flag such a store stops the daemon (exit 70) and is left as is.
     #[arg(long)]
     pub recover_store: bool,
+    /// Print this man page (roff) on stdout and exit: `lwsysd --man | man -l -`.
+    #[arg(long)]
+    pub man: bool,
 }
 
 /// How logs are written to stderr.
@@ -827,13 +833,6 @@ fn first_dir(env: &impl Fn(&str) -> Option<String>, var: &str) -> Option<PathBuf
     (!first.is_empty()).then(|| PathBuf::from(first))
 }
 
-/// The socket's file name in whichever directory holds it.
-pub const SOCKET_NAME: &str = "lwsys.sock";
-
-/// Where the packaged unit (`packaging/lwsysd.service`,
-/// `RuntimeDirectory=lwsys`) puts the socket; `lwsysctl` falls back to it.
-pub const PACKAGED_SOCKET: &str = "/run/lwsys/lwsys.sock";
-
 /// The daemon's control socket: `--socket`, else
 /// `$RUNTIME_DIRECTORY/lwsys.sock` (systemd's `RuntimeDirectory=`; the
 /// first of a colon-separated list), else `<state_dir>/lwsys.sock`.
@@ -845,28 +844,6 @@ pub fn socket_path(cli: &Cli, state_dir: &Path, env: impl Fn(&str) -> Option<Str
         Some(d) => d.join(SOCKET_NAME),
         None => state_dir.join(SOCKET_NAME),
     }
-}
-
-/// The socket `lwsysctl` uses when neither `--socket` nor `$LWSYS_SOCKET`
-/// names one: the daemon's own default in this environment
-/// (`$RUNTIME_DIRECTORY/lwsys.sock`, else `<state-dir>/lwsys.sock` with
-/// the state dir found as [`state_dir`] finds it); when that socket does
-/// not exist but the packaged daemon's [`PACKAGED_SOCKET`] does, that one,
-/// so `lwsysctl` reaches a daemon started by the shipped unit from a plain
-/// shell.
-pub fn client_socket(
-    env: impl Fn(&str) -> Option<String>,
-    exists: impl Fn(&Path) -> bool,
-) -> PathBuf {
-    if let Some(d) = first_dir(&env, "RUNTIME_DIRECTORY") {
-        return d.join(SOCKET_NAME);
-    }
-    let own = state_dir(&Cli::default(), &env).join(SOCKET_NAME);
-    let packaged = Path::new(PACKAGED_SOCKET);
-    if !exists(&own) && exists(packaged) {
-        return packaged.to_owned();
-    }
-    own
 }
 
 #[cfg(test)]

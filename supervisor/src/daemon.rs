@@ -260,8 +260,28 @@ fn check_store(state_dir: &Path, recover: bool, log: &Logger) -> Result<(), i32>
     }
 }
 
+/// `lwsysd --man`: the daemon's own man page, from the same clap
+/// definitions the parser uses (lwsysctl cannot render it: it does not link
+/// the daemon). Needs no config, so a broken one does not hide the page.
+fn print_man() -> i32 {
+    use clap::CommandFactory as _;
+    use std::io::Write as _;
+    let mut page = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
+        eprintln!("lwsysd: cannot render the man page: {e}");
+        return EXIT_INTERNAL;
+    }
+    // The page is the command's output; a reader that went away (`| head`)
+    // is no failure.
+    let _ = std::io::stdout().lock().write_all(&page);
+    EXIT_OK
+}
+
 /// Run the daemon until it shuts down; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    if cli.man {
+        return print_man();
+    }
     let cfg = match effective_config(&cli) {
         Ok(c) => c,
         Err(e) => {

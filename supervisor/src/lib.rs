@@ -1,5 +1,8 @@
 //! lwsys supervisor library: the consent engine and its wiring.
 //!
+//! The client, `lwsysctl`, is the separate crate `lwsys-ctl` (`ctl/`): it
+//! links none of this.
+//!
 //! # Layout
 //! - [`supervisor`]: the `Supervisor` actor (notifier registry, transition
 //!   queue, consent rounds).
@@ -13,15 +16,11 @@
 //! - [`systemd`]: sd_notify for `Type=notify` units.
 //! - [`services`]: the blob, clock and trust services of a full system.
 //! - [`handle`]: `SystemHandle`, the cloneable way in from any thread.
-//! - [`ctl`]: `lwsysctl`, the blocking command-line client of the protocol.
-//! - [`ctl_ota`]: `lwsysctl ota` helpers: keygen, publish, progress bar.
 #![forbid(unsafe_code)]
 
 pub mod builder;
 pub mod config;
 pub mod control;
-pub mod ctl;
-pub mod ctl_ota;
 pub mod daemon;
 pub mod fdlimit;
 pub mod handle;

@@ -125,3 +125,39 @@ fn the_shipped_config_lists_every_key_at_its_default() {
         path.display()
     );
 }
+
+/// lwsysctl finds the socket by `lwsys_messages::socket` (it does not link
+/// the daemon), lwsysd places it by `lwsys::config`: for every mix of the
+/// variables that move it, with nothing on disk, both name the same path.
+#[test]
+fn the_client_and_the_daemon_agree_on_the_default_socket() {
+    use lwsys::config::{socket_path, state_dir, Cli};
+    use lwsys_messages::socket::{client_socket, default_state_dir};
+    let vars = ["STATE_DIRECTORY", "XDG_STATE_HOME", "RUNTIME_DIRECTORY"];
+    let values = [None, Some(""), Some("/a"), Some("/b:/c"), Some(":/d")];
+    let mut checked = 0;
+    for s in values {
+        for x in values {
+            for r in values {
+                let env = |k: &str| {
+                    let v = if k == vars[0] {
+                        s
+                    } else if k == vars[1] {
+                        x
+                    } else if k == vars[2] {
+                        r
+                    } else {
+                        None
+                    };
+                    v.map(str::to_owned)
+                };
+                let dir = state_dir(&Cli::default(), env);
+                assert_eq!(default_state_dir(env), dir, "{s:?} {x:?} {r:?}");
+                let daemon = socket_path(&Cli::default(), &dir, env);
+                assert_eq!(client_socket(env, |_| false), daemon, "{s:?} {x:?} {r:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 125);
+}

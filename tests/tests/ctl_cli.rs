@@ -147,23 +147,43 @@ fn man_page_has_a_title_and_every_subcommand() {
 }
 
 #[test]
-fn man_lwsysd_prints_the_daemons_page_and_dir_writes_them_all() {
-    let page = ok(&["man", "lwsysd"]);
+fn lwsysd_prints_its_own_page_and_lwsysctl_man_points_there() {
+    // The client does not link the daemon, so the daemon prints its page.
+    let o = Command::new(bin_path("lwsysd")).arg("--man").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = stdout(&o);
     assert!(page.contains(".TH lwsysd 1"), "{page}");
-    for flag in ["config", "state\\-dir", "socket", "stdio", "print\\-config"] {
+    for flag in ["config", "state\\-dir", "socket", "stdio", "print\\-config", "man"] {
         assert!(page.contains(&format!("\\-\\-{flag}")), "lwsysd page lacks --{flag}");
     }
     if let Some(text) = rendered(&page) {
         assert!(text.contains("--print-config"), "{text}");
     }
+    // A page needs no config: a missing file does not hide it.
+    let o = Command::new(bin_path("lwsysd"))
+        .args(["--man", "--config", "/nonexistent/lwsysd.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), page);
+    let o = lwsysctl(&["man", "lwsysd"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("lwsysd --man"), "{}", stderr(&o));
+}
+
+#[test]
+fn man_dir_writes_every_lwsysctl_page() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("man1");
     let listed = ok(&["man", "--dir", out.to_str().unwrap()]);
-    for name in ["lwsysctl.1", "lwsysd.1", "lwsysctl-ota-watch.1", "lwsysctl-blob-get.1"] {
+    for name in ["lwsysctl.1", "lwsysctl-ota-watch.1", "lwsysctl-blob-get.1"] {
         let path = out.join(name);
         assert!(listed.contains(path.to_str().unwrap()), "{name} not listed:\n{listed}");
         assert!(std::fs::read_to_string(&path).unwrap().contains(".TH "), "{name}");
     }
+    // lwsysd.1 comes from `lwsysd --man`, not from the client.
+    assert!(!out.join("lwsysd.1").exists());
 }
 
 /// `lwsysctl ARGS` running in the background, its stdout lines on a

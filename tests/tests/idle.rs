@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lwsys::ctl_ota;
+use lwsys_ctl::ota_tools as ctl_ota;
 use lwsys_tests::{Options, TestDaemon};
 use serde_json::json;
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lwsys::ctl_ota;
+use lwsys_ctl::ota_tools as ctl_ota;
 use lwsys_tests::{Client, Options, TestDaemon};
 use ota_repo::{Repo, VARIANT};
 use serde_json::{json, Value};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use lwsys::ctl_ota;
+use lwsys_ctl::ota_tools as ctl_ota;
 use lwsys_tests::{Options, TestDaemon};
 
 pub const VARIANT: &str = "xyz-v1";

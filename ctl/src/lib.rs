@@ -6,6 +6,13 @@
 //! testable and nothing prints behind the caller's back. Exit statuses:
 //! [`EXIT_OK`], [`EXIT_ERROR_REPLY`] (the daemon answered with an error),
 //! [`EXIT_USAGE`] (bad command line or no daemon to talk to).
+//!
+//! The client links none of the daemon: it speaks the protocol with
+//! `lwsys-messages` (without its `actor` feature), finds the socket by
+//! [`lwsys_messages::socket`]'s rules and signs OTA releases with
+//! `lwsys-manifest`. [`ota_tools`] holds the `lwsysctl ota` pieces that
+//! need no daemon (keygen, publish, verify, the progress bar).
+#![forbid(unsafe_code)]
 
 mod blob;
 mod client;
@@ -13,6 +20,7 @@ mod clock;
 mod format;
 mod generate;
 mod ota;
+pub mod ota_tools;
 mod plot;
 mod state;
 mod system;
@@ -165,9 +173,9 @@ impl Call {
 }
 
 /// The socket used when `--socket` and `$LWSYS_SOCKET` are not given:
-/// [`crate::config::client_socket`].
+/// [`lwsys_messages::socket::client_socket`], the rule lwsysd follows.
 pub fn default_socket(env: impl Fn(&str) -> Option<String>) -> PathBuf {
-    crate::config::client_socket(env, std::path::Path::exists)
+    lwsys_messages::socket::client_socket(env, std::path::Path::exists)
 }
 
 /// Run `cli`, writing results to `out` and diagnostics to `err`, plain

@@ -7,7 +7,8 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use lwsys_actors::ota::{Manifest, OtaError, OtaEvent, OtaPhase};
+use lwsys_manifest::Manifest;
+use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase};
 
 /// File name of the private key `keygen` writes.
 pub const PRIVATE_JWK: &str = "ota-private.jwk";
@@ -44,7 +45,7 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), OtaError> {
 /// (created if missing). Refuses to overwrite existing key files.
 pub fn keygen(out_dir: &Path) -> Result<KeyPair, OtaError> {
     std::fs::create_dir_all(out_dir).map_err(|e| io("create", out_dir, e))?;
-    let (private, public) = lwsys_actors::ota::keygen();
+    let (private, public) = lwsys_manifest::keygen();
     let pair = KeyPair { private: out_dir.join(PRIVATE_JWK), public: out_dir.join(PUBLIC_JWK) };
     write_new(&pair.private, &private, 0o600)?;
     write_new(&pair.public, &public, 0o644)?;
@@ -72,7 +73,7 @@ pub fn publish_at(
     unixtime: u64,
 ) -> Result<Manifest, OtaError> {
     let jwk = std::fs::read_to_string(key).map_err(|e| io("read", key, e))?;
-    lwsys_actors::ota::publish(&jwk, variant, image, dir, unixtime)
+    lwsys_manifest::publish(&jwk, variant, image, dir, unixtime)
 }
 
 /// `lwsysctl ota verify --key PUBLIC --variant V DIR`: checks
@@ -82,12 +83,12 @@ pub fn publish_at(
 /// the manifest. The image's hash is checked by the device as it installs.
 pub fn verify(public_key: &Path, variant: &str, dir: &Path) -> Result<Manifest, OtaError> {
     let jwk = std::fs::read_to_string(public_key).map_err(|e| io("read", public_key, e))?;
-    let key = lwsys_actors::ota::parse_public_jwk(&jwk)?;
+    let key = lwsys_manifest::parse_public_jwk(&jwk)?;
     let at = dir.join(variant);
     let path = at.join("manifest.jws");
     let jws = std::fs::read(&path).map_err(|e| io("read", &path, e))?;
-    let policy = lwsys_actors::ota::ManifestPolicy::new(variant);
-    let m = lwsys_actors::ota::verify_manifest(&jws, &key, &policy)?;
+    let policy = lwsys_manifest::ManifestPolicy::new(variant);
+    let m = lwsys_manifest::verify_manifest(&jws, &key, &policy)?;
     let image = at.join(&m.path);
     std::fs::metadata(&image).map_err(|e| io("stat", &image, e))?;
     Ok(m)
@@ -152,7 +153,7 @@ mod tests {
         let mode = std::fs::metadata(&pair.private).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let public = std::fs::read_to_string(&pair.public).unwrap();
-        lwsys_actors::ota::parse_public_jwk(&public).unwrap();
+        lwsys_manifest::parse_public_jwk(&public).unwrap();
         assert!(!public.contains("\"d\""));
         assert!(keygen(dir.path()).is_err());
     }
@@ -167,11 +168,10 @@ mod tests {
         let m = publish_at(&pair.private, "xyz-v1", &image, &repo, 1234).unwrap();
         assert_eq!((m.size, m.unixtime, m.reset), (100_000, 1234, true));
         let jws = std::fs::read(repo.join("xyz-v1/manifest.jws")).unwrap();
-        let key =
-            lwsys_actors::ota::parse_public_jwk(&std::fs::read_to_string(&pair.public).unwrap())
-                .unwrap();
-        let policy = lwsys_actors::ota::ManifestPolicy::new("xyz-v1");
-        assert_eq!(lwsys_actors::ota::verify_manifest(&jws, &key, &policy).unwrap(), m);
+        let key = lwsys_manifest::parse_public_jwk(&std::fs::read_to_string(&pair.public).unwrap())
+            .unwrap();
+        let policy = lwsys_manifest::ManifestPolicy::new("xyz-v1");
+        assert_eq!(lwsys_manifest::verify_manifest(&jws, &key, &policy).unwrap(), m);
         assert!(repo.join("xyz-v1").join(&m.path).exists());
         assert_eq!(verify(&pair.public, "xyz-v1", &repo).unwrap(), m);
         assert!(verify(&pair.public, "xyz-v", &repo).is_err());

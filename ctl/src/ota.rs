@@ -6,14 +6,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use lwsys_actors::ota::OtaError;
+use lwsys_messages::ota::OtaError;
 use lwsys_messages::ota::{OtaEvent, OtaPhase};
 use serde_json::{json, Value};
 
 use super::client::Connection;
 use super::format::{paint, table, text, Terminal, GREEN, RED};
 use super::{show, Call, CtlError, Outcome, EXIT_ERROR_REPLY};
-use crate::ctl_ota;
+use crate::ota_tools as ctl_ota;
 
 /// `lwsysctl ota ...`
 #[derive(Debug, Subcommand)]
@@ -162,7 +162,7 @@ fn keygen(dir: &Path, json: bool, out: &mut dyn Write) -> Outcome {
 
 /// A manifest made or checked here, shown by `human`.
 fn manifest_reply(
-    made: Result<lwsys_actors::ota::Manifest, OtaError>,
+    made: Result<lwsys_manifest::Manifest, OtaError>,
     variant: &str,
     dir: &Path,
     json: bool,

@@ -2,7 +2,7 @@
 //! with its status (0 ok, 1 error reply, 2 usage or connection failure).
 
 use clap::Parser;
-use lwsys::ctl::{run_on_terminal, Cli, Terminal};
+use lwsys_ctl::{run_on_terminal, Cli, Terminal};
 
 fn main() {
     let cli = Cli::parse();

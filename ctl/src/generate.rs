@@ -2,6 +2,8 @@
 //! (clap_complete) and roff man pages (clap_mangen), both generated from
 //! the same clap definitions the parser uses, so they never drift. They
 //! need no daemon and ignore `--json` (their output is a script or roff).
+//! The daemon's own page comes from the daemon (`lwsysd --man`): the
+//! client does not link lwsysd's command line.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,12 +23,12 @@ pub struct CompletionsArgs {
 /// `lwsysctl man [PAGE] [--dir DIR]`
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// The page: lwsysctl (default), lwsysd, or a subcommand's own page
-    /// such as lwsysctl-ota or lwsysctl-ota-publish.
+    /// The page: lwsysctl (default), or a subcommand's own page such as
+    /// lwsysctl-ota or lwsysctl-ota-publish. (lwsysd's page: `lwsysd --man`.)
     #[arg(value_name = "PAGE")]
     pub page: Option<String>,
     /// Instead of printing one page, write every page (lwsysctl.1, one
-    /// lwsysctl-*.1 per subcommand, lwsysd.1) into DIR and list them.
+    /// lwsysctl-*.1 per subcommand) into DIR and list them.
     #[arg(long, value_name = "DIR", conflicts_with = "page")]
     pub dir: Option<PathBuf>,
 }
@@ -71,6 +73,10 @@ fn render(cmd: clap::Command, out: &mut dyn Write) -> Result<(), CtlError> {
     Ok(())
 }
 
+/// What `lwsysctl man lwsysd` says: the daemon prints its own page.
+pub(crate) const LWSYSD_PAGE: &str =
+    "man: lwsysd's page comes from the daemon: lwsysd --man | man -l -  (or lwsysd --man > lwsysd.1)";
+
 /// Print one man page, or write them all to `--dir`.
 pub(crate) fn man(a: &ManArgs, out: &mut dyn Write) -> Result<Outcome, CtlError> {
     if let Some(dir) = &a.dir {
@@ -78,12 +84,11 @@ pub(crate) fn man(a: &ManArgs, out: &mut dyn Write) -> Result<Outcome, CtlError>
     }
     let name = a.page.as_deref().unwrap_or("lwsysctl");
     if name == "lwsysd" {
-        render(crate::config::Cli::command(), out)?;
-        return Ok(Outcome::ok());
+        return Err(CtlError::Usage(LWSYSD_PAGE.to_owned()));
     }
     let Some(cmd) = find(&ctl_command(), name) else {
         return Err(CtlError::Usage(format!(
-            "man: no page {name:?} (try lwsysctl, lwsysd, or lwsysctl-<subcommand>)"
+            "man: no page {name:?} (try lwsysctl or lwsysctl-<subcommand>; lwsysd's page: lwsysd --man)"
         )));
     };
     render(cmd, out)?;
@@ -94,12 +99,11 @@ fn write_all(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CtlError> {
     let fail = |e: std::io::Error| CtlError::Usage(format!("man: {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(fail)?;
     clap_mangen::generate_to(Cli::command().propagate_version(true), dir).map_err(fail)?;
-    clap_mangen::Man::new(crate::config::Cli::command()).generate_to(dir).map_err(fail)?;
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(fail)?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".1") && (n.starts_with("lwsysctl") || n == "lwsysd.1"))
+        .filter(|n| n.ends_with(".1") && n.starts_with("lwsysctl"))
         .collect();
     names.sort();
     for n in names {
@@ -118,10 +122,13 @@ mod tests {
         assert!(find(&root, "lwsysctl-ota-publish").is_some());
         assert!(find(&root, "lwsysctl-blob-get").is_some());
         assert!(find(&root, "lwsysctl-nope").is_none());
+        // The client does not link the daemon: it points at `lwsysd --man`.
         let mut page = Vec::new();
-        man(&ManArgs { page: Some("lwsysd".into()), dir: None }, &mut page).ok();
-        let page = String::from_utf8(page).unwrap_or_default();
-        assert!(page.contains(".TH lwsysd"), "{page}");
-        assert!(page.contains("print\\-config"), "{page}");
+        let msg = match man(&ManArgs { page: Some("lwsysd".into()), dir: None }, &mut page) {
+            Err(CtlError::Usage(m)) => m,
+            _ => String::new(),
+        };
+        assert!(msg.contains("lwsysd --man"), "{msg}");
+        assert!(page.is_empty());
     }
 }

@@ -10,8 +10,8 @@ use flate2::Compression;
 use lwsys_messages::OtaError;
 use sha2::{Digest as _, Sha512};
 
-use super::jwk::parse_private_jwk;
-use super::manifest::{check_path, sign_manifest, Manifest};
+use crate::jwk::parse_private_jwk;
+use crate::jws::{check_path, sign_manifest, Manifest};
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> OtaError {
     OtaError::Io(format!("{what} {}: {e}", path.display()))

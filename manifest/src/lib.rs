@@ -1,0 +1,27 @@
+//! The lwsys OTA manifest format, as pure code with no actor, runtime or
+//! network in it, so the device's OTA service (`lwsys-actors`) and the
+//! issuer's `lwsysctl ota publish` / `ota verify` (`lwsys-ctl`) share one
+//! implementation.
+//!
+//! - [`jwk`]: the issuer's P-521 keys as JWKs (parse, print, generate).
+//! - [`jws`]: the signed [`Manifest`], a compact ES512 JWS, and the checks a
+//!   device applies to it ([`verify_manifest`], [`ManifestPolicy`]).
+//! - [`publish`](mod@publish): measure, gzip and sign an image into a
+//!   directory ready to serve.
+//!
+//! Errors are [`OtaError`], shared with the protocol.
+#![forbid(unsafe_code)]
+
+pub mod jwk;
+pub mod jws;
+pub mod publish;
+
+pub use jwk::{keygen, parse_private_jwk, parse_public_jwk};
+pub use jws::{check_manifest, check_path, verify_manifest, Manifest, ManifestPolicy};
+pub use lwsys_messages::ota::OtaError;
+/// The issuer's public key type (P-521 ECDSA), as [`parse_public_jwk`] returns it.
+pub use p521::ecdsa::VerifyingKey;
+pub use publish::publish;
+
+#[cfg(test)]
+mod tests;
