@@ -19,6 +19,7 @@
 
 pub mod builder;
 pub mod config;
+pub mod consent;
 pub mod control;
 pub mod ctl;
 pub mod ctl_ota;

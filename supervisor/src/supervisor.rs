@@ -25,8 +25,8 @@ use lwsys_actors::time::unix_us;
 use lwsys_actors::StateService;
 use lwsys_messages::lifecycle::ServiceDied;
 use lwsys_messages::state::{
-    Changed, Commit, CommitRefused, GetJournal, JournalEntry, NotifierVerdict, RecordRound, Resume,
-    RoundOutcome, StateReading, SystemState, Verdict,
+    Changed, Commit, CommitRefused, GetJournal, RecordRound, Resume, RoundOutcome, StateReading,
+    SystemState, Verdict,
 };
 use lwsys_messages::supervisor::{
     Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierEventKind, Pending,
@@ -40,6 +40,7 @@ use registry::{Kind, Registry};
 use walk::{Leg, Mode, Walk};
 
 use crate::builder::NotifierSpec;
+use crate::consent::{self, Next, Round, Step};
 use crate::services::{ServiceFactory, Services};
 
 /// Timing knobs of the consent engine.
@@ -145,23 +146,6 @@ impl Supervision {
     pub fn stop_all(&self) {
         self.factory.stop_all(self.services.borrow().as_ref());
     }
-}
-
-/// One consent round for (current, target).
-struct Round {
-    current: SystemState,
-    target: SystemState,
-    forced: bool,
-    /// Notifiers with an id at or below this have been asked.
-    asked_upto: u64,
-    /// Where the next one probably is in the registry (a hint).
-    next_index: usize,
-    allowed: Vec<u64>,
-    verdicts: Vec<NotifierVerdict>,
-    inline_ns: u64,
-    at_us: u64,
-    /// A `Resume` from the notifier being asked arrived before its verdict.
-    early_resume: bool,
 }
 
 /// How many times in a row a walk is re-asked because its deferring
@@ -291,18 +275,8 @@ impl Supervisor {
 
     fn start_round(&mut self, target: SystemState, ctx: &mut Context<Self>) {
         let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
-        self.round = Some(Round {
-            current: self.current,
-            target,
-            forced,
-            asked_upto: 0,
-            next_index: 0,
-            allowed: Vec::with_capacity(self.registry.len()),
-            verdicts: Vec::with_capacity(self.registry.len()),
-            inline_ns: 0,
-            at_us: unix_us(),
-            early_resume: false,
-        });
+        let n = self.registry.len();
+        self.round = Some(Round::new(self.current, target, forced, unix_us(), n));
         if forced && self.grace_over {
             self.commit(ctx);
         } else {
@@ -316,41 +290,33 @@ impl Supervisor {
         let Some(round) = self.round.as_mut() else { return };
         let mut inline_run: Option<Instant> = None;
         loop {
-            let Some((index, n)) = self.registry.next_after(round.asked_upto, round.next_index)
-            else {
-                if let Some(t) = inline_run {
-                    round.inline_ns += elapsed_ns(t);
+            let index = match round.next(&self.registry) {
+                Next::Ask { index, .. } => index,
+                Next::Commit => {
+                    if let Some(t) = inline_run {
+                        round.add_inline_ns(elapsed_ns(t));
+                    }
+                    self.commit(ctx);
+                    return;
                 }
-                self.commit(ctx);
-                return;
             };
-            round.asked_upto = n.id;
-            round.next_index = index + 1;
+            let Some(n) = self.registry.at_mut(index) else { return };
             match &mut n.kind {
                 Kind::Inline(f) => {
                     inline_run.get_or_insert_with(Instant::now);
-                    let v = f.consent(round.current, round.target);
-                    let allow = v.is_allow();
-                    if allow {
-                        round.allowed.push(n.id);
-                    }
-                    round.verdicts.push(NotifierVerdict {
-                        name: n.name.clone(),
-                        verdict: v.clone(),
-                        latency_us: None,
-                    });
-                    if !allow && !round.forced {
+                    let v = f.consent(round.current(), round.target());
+                    if let Step::Stop { by, verdict } = round.verdict(n.id, n.name.clone(), v, None)
+                    {
                         if let Some(t) = inline_run {
-                            round.inline_ns += elapsed_ns(t);
+                            round.add_inline_ns(elapsed_ns(t));
                         }
-                        let by = n.name.clone();
-                        self.conclude(by, v, ctx);
+                        self.conclude(by, verdict, ctx);
                         return;
                     }
                 }
                 Kind::Actor { consent, .. } => {
                     if let Some(t) = inline_run.take() {
-                        round.inline_ns += elapsed_ns(t);
+                        round.add_inline_ns(elapsed_ns(t));
                     }
                     if !consent.connected() {
                         let id = n.id;
@@ -363,8 +329,8 @@ impl Supervisor {
                     let id = n.id;
                     let fut = consent
                         .send(lwsys_messages::Consent {
-                            current: round.current,
-                            target: round.target,
+                            current: round.current(),
+                            target: round.target(),
                         })
                         .timeout(self.cfg.consent_timeout);
                     self.awaiting =
@@ -392,46 +358,41 @@ impl Supervisor {
         let Some(name) = self.registry.name_of(id) else {
             return self.continue_round(ctx);
         };
-        let verdict = match res {
-            Ok(v) => v,
+        let latency_us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let step = match res {
+            Ok(v) => self.round.as_mut().map(|r| r.verdict(id, name, v, Some(latency_us))),
             Err(MailboxError::Timeout) => {
                 warn!(self.log, "notifier missed its consent deadline"; "notifier" => %name,
                       "timeout_ms" => self.cfg.consent_timeout.as_millis());
                 self.emit_notifier(NotifierEventKind::Timeout, name.clone(), None);
-                Verdict::defer("timeout")
+                self.round.as_mut().map(|r| r.timed_out(id, name, latency_us))
             }
             Err(MailboxError::Closed) => {
                 self.drop_notifier(id, "stopped", ctx);
                 return self.continue_round(ctx);
             }
         };
-        let Some(round) = self.round.as_mut() else { return };
-        let allow = verdict.is_allow();
-        if allow {
-            round.allowed.push(id);
-        }
-        round.verdicts.push(NotifierVerdict {
-            name: name.clone(),
-            verdict: verdict.clone(),
-            latency_us: Some(u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)),
-        });
-        if allow || round.forced {
-            self.continue_round(ctx);
-        } else if round.early_resume
-            && matches!(verdict, Verdict::Defer { .. })
-            && self.active.as_mut().is_some_and(|w| w.note_early_resume() <= MAX_EARLY_RESUMES)
-        {
-            // The notifier resumed before its Defer reached us: the
-            // dependency is already done, so ask everyone again at once.
-            self.record_round(RoundOutcome::Deferred {
-                by: name,
-                reason: verdict_reason(&verdict),
-            });
-            self.send_aborted();
-            self.round = None;
-            self.pump(ctx);
-        } else {
-            self.conclude(name, verdict, ctx);
+        match step {
+            Some(Step::Continue) => self.continue_round(ctx),
+            Some(Step::Stop { by, verdict }) => {
+                let early = self.round.as_ref().is_some_and(Round::resumed_early)
+                    && matches!(verdict, Verdict::Defer { .. })
+                    && self
+                        .active
+                        .as_mut()
+                        .is_some_and(|w| w.note_early_resume() <= MAX_EARLY_RESUMES);
+                if early {
+                    // The notifier resumed before its Defer reached us: the
+                    // dependency is already done, so ask everyone again at once.
+                    self.record_round(consent::stopped_outcome(by, &verdict));
+                    self.send_aborted();
+                    self.round = None;
+                    self.pump(ctx);
+                } else {
+                    self.conclude(by, verdict, ctx);
+                }
+            }
+            Some(Step::Stale) | None => {}
         }
     }
 
@@ -439,11 +400,8 @@ impl Supervisor {
     fn conclude(&mut self, by: Arc<str>, verdict: Verdict, ctx: &mut Context<Self>) {
         let reason = verdict_reason(&verdict);
         let Some(round) = self.round.as_ref() else { return };
-        let target = round.target;
-        let outcome = match verdict {
-            Verdict::Deny { .. } => RoundOutcome::Denied { by: by.clone(), reason: reason.clone() },
-            _ => RoundOutcome::Deferred { by: by.clone(), reason: reason.clone() },
-        };
+        let target = round.target();
+        let outcome = consent::stopped_outcome(by.clone(), &verdict);
         let denied = matches!(outcome, RoundOutcome::Denied { .. });
         info!(self.log, "transition not made"; "from" => %self.current, "to" => %target,
               "by" => %by, "verdict" => if denied { "deny" } else { "defer" },
@@ -465,8 +423,8 @@ impl Supervisor {
 
     fn send_aborted(&mut self) {
         let Some(round) = self.round.as_ref() else { return };
-        let (current, target) = (round.current, round.target);
-        for id in &round.allowed {
+        let (current, target) = (round.current(), round.target());
+        for id in round.allowed() {
             if let Some(n) = self.registry.get_mut(*id) {
                 n.kind.aborted(current, target);
             }
@@ -475,14 +433,7 @@ impl Supervisor {
 
     fn record_round(&mut self, outcome: RoundOutcome) {
         let Some(round) = self.round.as_mut() else { return };
-        self.state.do_send(RecordRound(JournalEntry {
-            at_us: round.at_us,
-            current: round.current,
-            target: round.target,
-            verdicts: std::mem::take(&mut round.verdicts),
-            inline_ns: round.inline_ns,
-            outcome,
-        }));
+        self.state.do_send(RecordRound(round.record(outcome)));
     }
 
     fn commit(&mut self, ctx: &mut Context<Self>) {
@@ -490,7 +441,7 @@ impl Supervisor {
         self.call_seq += 1;
         let call = self.call_seq;
         self.awaiting = Some(Awaiting::Commit { call });
-        let fut = self.state.send(Commit { from: round.current, to: round.target });
+        let fut = self.state.send(Commit { from: round.current(), to: round.target() });
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.on_commit(call, res, ctx)));
     }
 
@@ -504,9 +455,8 @@ impl Supervisor {
             return;
         }
         self.awaiting = None;
-        let forced_through = self.round.as_ref().is_some_and(|r| {
-            r.forced && (self.grace_over || r.verdicts.iter().any(|v| !v.verdict.is_allow()))
-        });
+        let forced_through =
+            self.round.as_ref().is_some_and(|r| r.forced() && (self.grace_over || r.overridden()));
         match res {
             Ok(Ok(reading)) => {
                 let from = self.current;
@@ -560,7 +510,7 @@ impl Supervisor {
         info!(self.log, "notifier unregistered"; "notifier" => %n.name, "why" => why);
         self.emit_notifier(NotifierEventKind::Unregistered, n.name.clone(), Some(why));
         if let Some(round) = self.round.as_mut() {
-            round.allowed.retain(|a| *a != id);
+            round.gone(id);
         }
         self.resume_parked(&n.name);
         if matches!(self.awaiting, Some(Awaiting::Consent { id: w, .. }) if w == id) {
@@ -793,7 +743,7 @@ impl Handler<Resume> for Supervisor {
         };
         if awaited.as_deref() == Some(msg.name.as_str()) {
             if let Some(r) = self.round.as_mut() {
-                r.early_resume = true;
+                r.note_early_resume();
             }
             return true;
         }

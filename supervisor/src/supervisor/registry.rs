@@ -6,6 +6,8 @@ use actix::Recipient;
 use lwsys_messages::state::{Aborted, Changed, Consent, SystemState, Verdict};
 use lwsys_messages::supervisor::{NotifierError, NotifierInfo};
 
+use crate::consent::Roster;
+
 /// A notifier run on the supervisor's own thread, the fast path (like lws's
 /// C callbacks). It must not block: anything slow belongs in an actor
 /// notifier. Any `FnMut(current, target) -> Verdict` closure is one.
@@ -122,18 +124,9 @@ impl Registry {
         self.list.len()
     }
 
-    /// The first notifier registered after id `id`, and its index. `hint`
-    /// is where the caller expects it (the index after the last one asked):
-    /// checked, and used unless the registry changed since.
-    pub(crate) fn next_after(&mut self, id: u64, hint: usize) -> Option<(usize, &mut Notifier)> {
-        let fits = self.list.get(hint).is_some_and(|n| n.id > id)
-            && (hint == 0 || self.list.get(hint - 1).is_some_and(|p| p.id <= id));
-        let i = if fits || hint == self.list.len() && self.list.last().is_none_or(|l| l.id <= id) {
-            hint
-        } else {
-            self.list.partition_point(|n| n.id <= id)
-        };
-        self.list.get_mut(i).map(|n| (i, n))
+    /// The notifier at `index` in consent order.
+    pub(crate) fn at_mut(&mut self, index: usize) -> Option<&mut Notifier> {
+        self.list.get_mut(index)
     }
 
     fn index(&self, id: u64) -> Option<usize> {
@@ -168,5 +161,20 @@ impl Registry {
             .iter()
             .map(|n| NotifierInfo { name: n.name.clone(), kind: n.kind.label().to_owned() })
             .collect()
+    }
+}
+
+impl Roster for Registry {
+    /// Checks `hint` first and uses it unless the registry changed since
+    /// the last notifier was asked: the common case costs no search.
+    fn next_after(&self, id: u64, hint: usize) -> Option<(usize, u64)> {
+        let fits = self.list.get(hint).is_some_and(|n| n.id > id)
+            && (hint == 0 || self.list.get(hint - 1).is_some_and(|p| p.id <= id));
+        let i = if fits || hint == self.list.len() && self.list.last().is_none_or(|l| l.id <= id) {
+            hint
+        } else {
+            self.list.partition_point(|n| n.id <= id)
+        };
+        self.list.get(i).map(|n| (i, n.id))
     }
 }
