@@ -6,46 +6,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, AsyncContext, Handler};
+use actix::{Actor, Addr, AsyncContext};
 use lwsys_actors::attach::{AttachConfig, AttachService};
 use lwsys_actors::platform::{LinuxSystemOps, Ops, SystemOps};
 use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
 use lwsys_messages::attach::SetSystem;
 use lwsys_messages::lifecycle::Stop;
-use lwsys_messages::state::{Aborted, Changed, Consent, Observe, SystemState};
-use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};
+use lwsys_messages::state::{Observe, SystemState};
+use lwsys_messages::supervisor::{NotifierError, NotifierKind, Steps};
 use slog::Logger;
 
-use crate::handle::{actor_registration, Inner, SystemHandle};
-use crate::services::{ServiceConfig, ServiceFactory};
-use crate::supervisor::{InlineNotifier, Supervisor, SupervisorConfig};
-use crate::supervisor::{RestartLimits, Supervision};
-
-/// A notifier given at build time.
-pub enum NotifierSpec {
-    /// Run on the supervisor's thread.
-    Inline(String, Box<dyn InlineNotifier>),
-    /// An actor asked by message.
-    Actor(RegisterNotifier),
-}
-
-impl NotifierSpec {
-    /// An inline notifier (any `FnMut(current, target) -> Verdict`).
-    pub fn inline(name: &str, f: impl InlineNotifier) -> Self {
-        Self::Inline(name.to_owned(), Box::new(f))
-    }
-
-    /// An actor notifier.
-    pub fn actor<A>(name: &str, addr: &Addr<A>) -> Self
-    where
-        A: Actor + Handler<Consent> + Handler<Changed> + Handler<Aborted>,
-        A::Context: actix::dev::ToEnvelope<A, Consent>
-            + actix::dev::ToEnvelope<A, Changed>
-            + actix::dev::ToEnvelope<A, Aborted>,
-    {
-        Self::Actor(actor_registration(name, addr, "actor"))
-    }
-}
+use crate::handle::{Inner, SystemHandle};
+pub use crate::notifier::NotifierSpec;
+use crate::notifier::{actor_registration, InlineNotifier};
+use crate::services::{ServiceConfig, ServiceFactory, SupervisedServices, SupervisorLinks};
+use crate::supervision::{RestartLimits, Supervision};
+use crate::supervisor::{Supervisor, SupervisorConfig};
 
 /// Why a system could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -192,9 +168,14 @@ impl Builder {
         let mut supervision = None;
         if let Some(cfg) = self.services {
             let name = cfg.clock.name.clone();
-            let started =
-                ServiceFactory::new(&self.log, cfg, &sup_addr, &state, services_rx.clone())
-                    .and_then(|f| Ok((f.start_all()?, f)));
+            let links = SupervisorLinks {
+                resume: sup_addr.clone().recipient(),
+                events: sup_addr.clone().recipient(),
+                modal: sup_addr.clone().recipient(),
+                shutdown: sup_addr.clone().recipient(),
+            };
+            let started = ServiceFactory::new(&self.log, cfg, links, &state, services_rx.clone())
+                .and_then(|f| Ok((f.start_all()?, f)));
             let (s, factory) = match started {
                 Ok(started) => started,
                 Err(e) => {
@@ -202,16 +183,21 @@ impl Builder {
                     return Err(e.into());
                 }
             };
-            notifiers.push(NotifierSpec::Actor(actor_registration(&name, &s.clock, "builtin")));
+            notifiers.push(NotifierSpec::Actor(actor_registration(
+                &name,
+                &s.clock,
+                NotifierKind::Builtin,
+            )));
             factory.watch(&s, None, &sup_addr.clone().recipient());
             services_tx.send_replace(Some(s));
-            supervision = Some(Supervision::new(factory, services_tx, name, self.restarts));
+            let supervised = SupervisedServices::new(factory, services_tx, name);
+            supervision = Some(Supervision::new(Box::new(supervised), self.restarts));
         }
         notifiers.extend(self.notifiers);
         let mut sup = match Supervisor::new(&self.log, self.cfg, state.clone(), notifiers) {
             Ok(sup) => sup,
             Err(e) => {
-                if let Some(s) = &supervision {
+                if let Some(s) = supervision.as_mut() {
                     s.stop_all();
                 }
                 abandon(&state, &attach_addr);

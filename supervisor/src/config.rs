@@ -687,8 +687,8 @@ impl Config {
     }
 
     /// The service restart limits.
-    pub fn restart_limits(&self) -> crate::supervisor::RestartLimits {
-        crate::supervisor::RestartLimits {
+    pub fn restart_limits(&self) -> crate::supervision::RestartLimits {
+        crate::supervision::RestartLimits {
             max: self.supervisor.max_restarts,
             window: Duration::from_secs(self.supervisor.restart_window_secs),
         }

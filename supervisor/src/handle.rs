@@ -20,13 +20,15 @@ use lwsys_messages::state::{
     Aborted, Changed, Consent, GetState, Resume, StateReading, SystemState, WaitFor, WaitTimedOut,
 };
 use lwsys_messages::supervisor::{
-    Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierInfo,
+    Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierInfo, NotifierKind,
     RegisterNotifier, Shutdown, Steps, Subscribe, SystemEvent, Unregister, WalkError, WalkResult,
 };
 use lwsys_messages::ErrorCode;
 
+pub use crate::notifier::actor_registration;
+use crate::notifier::InlineNotifier;
 use crate::services::Services;
-use crate::supervisor::{InlineNotifier, RegisterInline, Supervisor, Teardown};
+use crate::supervisor::{RegisterInline, Supervisor, Teardown};
 use lwsys_actors::attach::{AttachCtx, AttachHandle, AttachService, AttachTicket};
 use lwsys_actors::blobs::BlobHandle;
 use lwsys_actors::platform::{OpError, Ops, RebootStatus};
@@ -387,7 +389,7 @@ impl SystemHandle {
             + actix::dev::ToEnvelope<A, Changed>
             + actix::dev::ToEnvelope<A, Aborted>,
     {
-        let msg = actor_registration(name, addr, "actor");
+        let msg = actor_registration(name, addr, NotifierKind::Actor);
         Ok(self.inner.supervisor.send(msg).await.map_err(gone)??)
     }
 
@@ -444,23 +446,6 @@ impl SystemHandle {
     /// block the caller until the answer comes).
     pub fn blocking(&self) -> Blocking<'_> {
         Blocking(self)
-    }
-}
-
-/// Build a [`RegisterNotifier`] for an actor.
-pub fn actor_registration<A>(name: &str, addr: &Addr<A>, kind: &'static str) -> RegisterNotifier
-where
-    A: Actor + Handler<Consent> + Handler<Changed> + Handler<Aborted>,
-    A::Context: actix::dev::ToEnvelope<A, Consent>
-        + actix::dev::ToEnvelope<A, Changed>
-        + actix::dev::ToEnvelope<A, Aborted>,
-{
-    RegisterNotifier {
-        name: name.to_owned(),
-        consent: addr.clone().recipient(),
-        changed: addr.clone().recipient(),
-        aborted: addr.clone().recipient(),
-        kind,
     }
 }
 

@@ -27,7 +27,9 @@ pub mod daemon;
 pub mod fdlimit;
 pub mod handle;
 pub mod logging;
+pub mod notifier;
 pub mod services;
+pub mod supervision;
 pub mod supervisor;
 pub mod systemd;
 

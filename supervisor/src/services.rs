@@ -31,7 +31,23 @@ use lwsys_messages::supervisor::SystemEvent;
 use slog::Logger;
 use tokio::sync::watch;
 
-use crate::supervisor::Supervisor;
+use crate::notifier::actor_registration;
+use crate::supervision::Supervised;
+use lwsys_messages::supervisor::{Cycle, NotifierKind, RegisterNotifier, ServiceKind};
+
+/// How the services reach the supervisor of their system, as recipients,
+/// so that they need not know its type.
+#[derive(Clone)]
+pub struct SupervisorLinks {
+    /// The clock's `Resume` after it deferred a walk.
+    pub resume: Recipient<Resume>,
+    /// Service events for the subscribers (clock, ota).
+    pub events: Recipient<SystemEvent>,
+    /// OTA's requests for MODAL_UPDATING and back.
+    pub modal: Recipient<Cycle>,
+    /// A shutdown, when OTA must reboot and no handle is left.
+    pub shutdown: Recipient<Shutdown>,
+}
 
 /// Settings of the services of a full system.
 #[derive(Clone)]
@@ -145,7 +161,7 @@ fn ota_parts(
     settings: &OtaSettings,
     verifier: Option<Arc<lwsys_actors::trust::JitVerifier>>,
     state_dir: Option<&std::path::Path>,
-    sup: &Addr<Supervisor>,
+    sup: &SupervisorLinks,
 ) -> Result<OtaParts, ServiceError> {
     use lwsys_actors::ota::{
         parse_public_jwk, tls_from_ca_file, tls_with_verifier, Bootloader, DownloadCache,
@@ -186,12 +202,12 @@ fn ota_parts(
     cfg.periodic = Some(std::time::Duration::from_secs(o.periodic_check_secs.max(1)));
     let ota_dir = state_dir.unwrap_or(std::path::Path::new(".")).join("ota");
     cfg.download_cache = Some(DownloadCache::new(&ota_dir));
-    let reboot_to = sup.clone();
+    let reboot_to = sup.shutdown.clone();
     let handle = settings.handle.clone();
     let reboot_log = log.new(slog::o!("service" => "ota"));
     let links = OtaLinks {
-        modal: sup.clone().recipient(),
-        events: Some(sup.clone().recipient()),
+        modal: sup.modal.clone(),
+        events: Some(sup.events.clone()),
         // Called on the event loop after a finalize whose manifest says
         // `reset`: the system's reboot op (an orderly pass through
         // CONTEXT_DESTROYING first). Before the handle exists (or once
@@ -243,9 +259,8 @@ fn ntp_server_from(services: ServicesWatch, fallback: String) -> ServerName {
 pub struct ServiceFactory {
     log: Logger,
     cfg: ServiceConfig,
-    sup: Addr<Supervisor>,
+    sup: SupervisorLinks,
     state: Addr<StateService>,
-    resume: Recipient<Resume>,
     forwarder: Addr<forward::ClockForwarder>,
     store: Option<Store>,
     trust: TrustOrigin,
@@ -277,12 +292,11 @@ impl ServiceFactory {
     pub fn new(
         log: &Logger,
         cfg: ServiceConfig,
-        sup: &Addr<Supervisor>,
+        sup: SupervisorLinks,
         state: &Addr<StateService>,
         services: ServicesWatch,
     ) -> Result<Self, ServiceError> {
-        let resume: Recipient<Resume> = sup.clone().recipient();
-        let events: Recipient<SystemEvent> = sup.clone().recipient();
+        let events = sup.events.clone();
         let store = cfg.state_dir.as_deref().map(Store::open).transpose()?;
         let trust = match &cfg.trust_query {
             Some(q) => TrustOrigin::Query(q.clone()),
@@ -298,9 +312,8 @@ impl ServiceFactory {
         Ok(Self {
             log: log.clone(),
             cfg,
-            sup: sup.clone(),
+            sup,
             state: state.clone(),
-            resume,
             forwarder,
             store,
             trust,
@@ -324,7 +337,7 @@ impl ServiceFactory {
             self.cfg.clock.clone(),
             self.clock_ops.clone(),
             server,
-            self.resume.clone(),
+            self.sup.resume.clone(),
         )
         .start();
         clock.do_send(SubscribeClock(self.forwarder.clone().recipient()));
@@ -407,14 +420,18 @@ impl ServiceFactory {
     }
 
     /// `current` with `service` started afresh.
-    pub fn restart(&self, service: &str, current: &Services) -> Result<Services, ServiceError> {
+    pub fn restart(
+        &self,
+        service: ServiceKind,
+        current: &Services,
+    ) -> Result<Services, ServiceError> {
         let mut next = current.clone();
         match service {
-            "blobs" => next.blobs = self.start_blobs()?,
-            "clock" => next.clock = self.start_clock(),
-            "trust" => next.trust = self.start_trust(),
-            "ota" if next.ota.is_some() => next.ota = Some(self.restart_ota()?),
-            other => return Err(ServiceError::Unknown(other.to_owned())),
+            ServiceKind::Blobs => next.blobs = self.start_blobs()?,
+            ServiceKind::Clock => next.clock = self.start_clock(),
+            ServiceKind::Trust => next.trust = self.start_trust(),
+            ServiceKind::Ota if next.ota.is_some() => next.ota = Some(self.restart_ota()?),
+            ServiceKind::Ota => return Err(ServiceError::Unknown("ota".to_owned())),
         }
         Ok(next)
     }
@@ -436,18 +453,18 @@ impl ServiceFactory {
 
     /// Ask the services to report to `to` when they are gone (`only`: just
     /// that one).
-    pub fn watch(&self, s: &Services, only: Option<&str>, to: &Recipient<ServiceDied>) {
-        let wants = |name: &str| only.is_none_or(|o| o == name);
-        if wants("blobs") {
+    pub fn watch(&self, s: &Services, only: Option<ServiceKind>, to: &Recipient<ServiceDied>) {
+        let wants = |kind: ServiceKind| only.is_none_or(|o| o == kind);
+        if wants(ServiceKind::Blobs) {
             s.blobs.do_send(WatchDeath(to.clone()));
         }
-        if wants("clock") {
+        if wants(ServiceKind::Clock) {
             s.clock.do_send(WatchDeath(to.clone()));
         }
-        if wants("trust") {
+        if wants(ServiceKind::Trust) {
             s.trust.do_send(WatchDeath(to.clone()));
         }
-        if let Some(ota) = s.ota.as_ref().filter(|_| wants("ota")) {
+        if let Some(ota) = s.ota.as_ref().filter(|_| wants(ServiceKind::Ota)) {
             ota.do_send(WatchDeath(to.clone()));
         }
     }
@@ -458,5 +475,50 @@ impl Drop for ServiceFactory {
         // The system this factory served is gone: end the blob thread too,
         // so a library user building many systems does not pile them up.
         self.blob_thread.stop();
+    }
+}
+
+/// The services of a full system as the supervisor sees them: restarted
+/// by kind, their new addresses published to the handles' address book.
+pub struct SupervisedServices {
+    factory: ServiceFactory,
+    published: watch::Sender<Option<Services>>,
+    clock_name: String,
+}
+
+impl SupervisedServices {
+    /// Supervise what `factory` started and `published` holds; the clock
+    /// is the notifier `clock_name`.
+    pub fn new(
+        factory: ServiceFactory,
+        published: watch::Sender<Option<Services>>,
+        clock_name: String,
+    ) -> Self {
+        Self { factory, published, clock_name }
+    }
+}
+
+impl Supervised for SupervisedServices {
+    fn notifiers(&self) -> Vec<String> {
+        vec![self.clock_name.clone()]
+    }
+
+    fn restart(
+        &mut self,
+        kind: ServiceKind,
+        deaths: &Recipient<ServiceDied>,
+    ) -> Result<Option<RegisterNotifier>, String> {
+        let current = self.published.borrow().clone();
+        let current = current.ok_or_else(|| "the services were never started".to_owned())?;
+        let next = self.factory.restart(kind, &current).map_err(|e| e.to_string())?;
+        self.factory.watch(&next, Some(kind), deaths);
+        let notifier = (kind == ServiceKind::Clock)
+            .then(|| actor_registration(&self.clock_name, &next.clock, NotifierKind::Builtin));
+        self.published.send_replace(Some(next));
+        Ok(notifier)
+    }
+
+    fn stop_all(&mut self) {
+        self.factory.stop_all(self.published.borrow().as_ref());
     }
 }

@@ -29,19 +29,21 @@ use lwsys_messages::state::{
     SystemState, Verdict,
 };
 use lwsys_messages::supervisor::{
-    Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierEventKind, Pending,
-    RegisterNotifier, Shutdown, Steps, Subscribe, SystemEvent, Unregister, WalkError, WalkResult,
+    Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierEventKind,
+    NotifierKind, Pending, RegisterNotifier, ServiceKind, Shutdown, Steps, Subscribe, SystemEvent,
+    Unregister, WalkError, WalkResult,
 };
 use slog::{info, warn, Logger};
 use tokio::sync::oneshot;
 
-pub use registry::InlineNotifier;
+pub use crate::notifier::InlineNotifier;
 use registry::{Kind, Registry};
 use walk::{Leg, Mode, Walk};
 
-use crate::builder::NotifierSpec;
 use crate::consent::{self, Next, Round, Step};
-use crate::services::{ServiceFactory, Services};
+use crate::notifier::NotifierSpec;
+pub use crate::supervision::RestartLimits;
+use crate::supervision::Supervision;
 
 /// Timing knobs of the consent engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,51 +103,6 @@ pub enum RunState {
     /// The supervisor gave up (a service died too often); a shutdown has
     /// begun and the daemon exits non-zero.
     Failed(String),
-}
-
-/// How often a dead service may be restarted (OTP style: at most `max` in
-/// any `window`); past that the supervisor gives up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RestartLimits {
-    /// Restarts allowed within `window`.
-    pub max: usize,
-    /// The sliding window.
-    pub window: Duration,
-}
-
-impl Default for RestartLimits {
-    fn default() -> Self {
-        Self { max: 5, window: Duration::from_secs(60) }
-    }
-}
-
-/// What the supervisor needs to restart services: how to start each one,
-/// where to publish the new addresses, and the limits.
-pub struct Supervision {
-    factory: ServiceFactory,
-    services: tokio::sync::watch::Sender<Option<Services>>,
-    clock_name: String,
-    clock_id: Option<u64>,
-    limits: RestartLimits,
-    restarts: VecDeque<tokio::time::Instant>,
-}
-
-impl Supervision {
-    /// Supervise the services `factory` started and `services` publishes;
-    /// the clock is the notifier `clock_name`.
-    pub fn new(
-        factory: ServiceFactory,
-        services: tokio::sync::watch::Sender<Option<Services>>,
-        clock_name: String,
-        limits: RestartLimits,
-    ) -> Self {
-        Self { factory, services, clock_name, clock_id: None, limits, restarts: VecDeque::new() }
-    }
-
-    /// Stop the services (the system is torn down, or its build failed).
-    pub fn stop_all(&self) {
-        self.factory.stop_all(self.services.borrow().as_ref());
-    }
 }
 
 /// How many times in a row a walk is re-asked because its deferring
@@ -210,7 +167,7 @@ impl Supervisor {
 
     /// Restart the services of `s` when they die.
     pub fn supervise(&mut self, mut s: Supervision) {
-        s.clock_id = self.registry.find(&s.clock_name);
+        s.locate_notifiers(|name| self.registry.find(name));
         self.supervision = Some(s);
     }
 
@@ -634,7 +591,7 @@ impl Handler<Teardown> for Supervisor {
             w.fail(WalkError::ShuttingDown);
         }
         // Taken first, so that the deaths the stops cause restart nothing.
-        if let Some(s) = self.supervision.take() {
+        if let Some(mut s) = self.supervision.take() {
             s.stop_all();
             // Dropping the factory ends the blob service's thread.
         }
@@ -768,7 +725,7 @@ impl Handler<RegisterNotifier> for Supervisor {
             kind: msg.kind,
         };
         let id = self.registry.add(&name, kind)?;
-        info!(self.log, "notifier registered"; "notifier" => &name, "kind" => msg.kind);
+        info!(self.log, "notifier registered"; "notifier" => &name, "kind" => %msg.kind);
         self.emit_notifier(NotifierEventKind::Registered, Arc::from(name), None);
         Ok(id)
     }
@@ -790,7 +747,7 @@ impl Handler<RegisterInline> for Supervisor {
 
     fn handle(&mut self, msg: RegisterInline, _ctx: &mut Self::Context) -> Self::Result {
         let id = self.registry.add(&msg.name, Kind::Inline(msg.notifier))?;
-        info!(self.log, "notifier registered"; "notifier" => &msg.name, "kind" => "inline");
+        info!(self.log, "notifier registered"; "notifier" => &msg.name, "kind" => %NotifierKind::Inline);
         self.emit_notifier(NotifierEventKind::Registered, Arc::from(msg.name), None);
         Ok(id)
     }
@@ -895,54 +852,46 @@ impl Handler<ServiceDied> for Supervisor {
         if self.shutting_down {
             return;
         }
+        let deaths = ctx.address().recipient();
         let Some(sup) = self.supervision.as_mut() else { return };
-        let now = tokio::time::Instant::now();
-        while sup.restarts.front().is_some_and(|t| now.duration_since(*t) >= sup.limits.window) {
-            sup.restarts.pop_front();
-        }
         let name = msg.service;
-        if sup.restarts.len() >= sup.limits.max {
-            let why = format!(
-                "the {name} service died {} times within {} s",
-                sup.restarts.len() + 1,
-                sup.limits.window.as_secs()
-            );
-            slog::crit!(self.log, "giving up on a service; shutting down"; "service" => name,
-                        "restarts" => sup.restarts.len());
-            return self.fail(why, name, ctx);
-        }
-        let current = sup.services.borrow().clone();
-        let Some(current) = current else { return };
-        let next = match sup.factory.restart(name, &current) {
-            Ok(next) => next,
+        let count = match sup.restarts().on_death(name, tokio::time::Instant::now()) {
+            Ok(count) => count,
+            Err(why) => {
+                slog::crit!(self.log, "giving up on a service; shutting down"; "service" => name,
+                            "restarts" => sup.restarts().count());
+                return self.fail(why, name, ctx);
+            }
+        };
+        let restarted = match ServiceKind::from_name(name) {
+            Some(kind) => sup.services().restart(kind, &deaths),
+            None => Err(format!("no restartable service named {name:?}")),
+        };
+        let notifier = match restarted {
+            Ok(notifier) => notifier,
             Err(e) => {
                 slog::crit!(self.log, "cannot restart a service; shutting down"; "service" => name,
                             "error" => %e);
                 return self.fail(format!("cannot restart the {name} service: {e}"), name, ctx);
             }
         };
-        sup.restarts.push_back(now);
-        let count = sup.restarts.len();
-        sup.factory.watch(&next, Some(name), &ctx.address().recipient());
-        let clock = (name == "clock").then(|| (sup.clock_name.clone(), sup.clock_id));
-        sup.services.send_replace(Some(next.clone()));
         warn!(self.log, "service died; restarted"; "service" => name, "restarts_in_window" => count);
-        if let Some((clock_name, clock_id)) = clock {
-            // The new clock takes the old one's place in the consent order,
-            // and a walk the old one held is asked again (the new one has
-            // deferred nothing it could resume).
-            let reg = crate::handle::actor_registration(&clock_name, &next.clock, "builtin");
+        if let Some(reg) = notifier {
+            // The new notifier takes the old one's place in the consent
+            // order, and a walk the old one held is asked again (the new
+            // one has deferred nothing it could resume).
+            let old_id = sup.notifier_id(&reg.name);
             let kind = Kind::Actor {
                 consent: reg.consent,
                 changed: reg.changed,
                 aborted: reg.aborted,
                 kind: reg.kind,
             };
-            let id = self.registry.put(clock_id, &clock_name, kind);
+            let id = self.registry.put(old_id, &reg.name, kind);
             if let Some(s) = self.supervision.as_mut() {
-                s.clock_id = Some(id);
+                s.set_notifier_id(&reg.name, id);
             }
-            if self.resume_parked(&clock_name) {
+            if self.resume_parked(&reg.name) {
                 self.pump(ctx);
             }
         }

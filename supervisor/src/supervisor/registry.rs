@@ -3,33 +3,11 @@
 use std::sync::Arc;
 
 use actix::Recipient;
-use lwsys_messages::state::{Aborted, Changed, Consent, SystemState, Verdict};
-use lwsys_messages::supervisor::{NotifierError, NotifierInfo};
+use lwsys_messages::state::{Aborted, Changed, Consent, SystemState};
+use lwsys_messages::supervisor::{NotifierError, NotifierInfo, NotifierKind};
 
 use crate::consent::Roster;
-
-/// A notifier run on the supervisor's own thread, the fast path (like lws's
-/// C callbacks). It must not block: anything slow belongs in an actor
-/// notifier. Any `FnMut(current, target) -> Verdict` closure is one.
-pub trait InlineNotifier: Send + 'static {
-    /// May the system go from `current` to `target`?
-    fn consent(&mut self, current: SystemState, target: SystemState) -> Verdict;
-
-    /// The state changed (after every commit).
-    fn changed(&mut self, _changed: Changed) {}
-
-    /// A transition this notifier allowed was not made.
-    fn aborted(&mut self, _current: SystemState, _target: SystemState) {}
-}
-
-impl<F> InlineNotifier for F
-where
-    F: FnMut(SystemState, SystemState) -> Verdict + Send + 'static,
-{
-    fn consent(&mut self, current: SystemState, target: SystemState) -> Verdict {
-        self(current, target)
-    }
-}
+use crate::notifier::InlineNotifier;
 
 /// How a notifier is reached.
 pub(crate) enum Kind {
@@ -38,7 +16,7 @@ pub(crate) enum Kind {
         consent: Recipient<Consent>,
         changed: Recipient<Changed>,
         aborted: Recipient<Aborted>,
-        kind: &'static str,
+        kind: NotifierKind,
     },
 }
 
@@ -57,10 +35,10 @@ impl Kind {
         }
     }
 
-    fn label(&self) -> &'static str {
+    fn label(&self) -> NotifierKind {
         match self {
-            Self::Inline(_) => "inline",
-            Self::Actor { kind, .. } => kind,
+            Self::Inline(_) => NotifierKind::Inline,
+            Self::Actor { kind, .. } => *kind,
         }
     }
 
@@ -159,7 +137,7 @@ impl Registry {
     pub(crate) fn infos(&self) -> Vec<NotifierInfo> {
         self.list
             .iter()
-            .map(|n| NotifierInfo { name: n.name.clone(), kind: n.kind.label().to_owned() })
+            .map(|n| NotifierInfo { name: n.name.clone(), kind: n.kind.label() })
             .collect()
     }
 }
