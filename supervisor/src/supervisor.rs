@@ -13,7 +13,11 @@
 //! arrives, with a fresh round. Notifiers that allowed a transition that was
 //! then not made get `Aborted`.
 
+mod notifiers;
 mod registry;
+mod requests;
+mod restarts;
+mod subscribers;
 mod walk;
 
 use std::collections::VecDeque;
@@ -23,22 +27,17 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use lwsys_actors::time::unix_us;
 use lwsys_actors::StateService;
-use lwsys_messages::lifecycle::ServiceDied;
 use lwsys_messages::state::{
-    Changed, Commit, CommitRefused, GetJournal, RecordRound, Resume, RoundOutcome, StateReading,
-    SystemState, Verdict,
+    Changed, Commit, CommitRefused, RecordRound, RoundOutcome, StateReading, SystemState, Verdict,
 };
 use lwsys_messages::supervisor::{
-    Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierEventKind,
-    NotifierKind, Pending, RegisterNotifier, ServiceKind, Shutdown, Steps, Subscribe, SystemEvent,
-    Unregister, WalkError, WalkResult,
+    Explanation, NotifierError, NotifierEventKind, Pending, SystemEvent, WalkError,
 };
 use slog::{info, warn, Logger};
-use tokio::sync::oneshot;
 
 pub use crate::notifier::InlineNotifier;
 use registry::{Kind, Registry};
-use walk::{Leg, Mode, Walk};
+use walk::{Mode, Walk};
 
 use crate::consent::{self, Next, Round, Step};
 use crate::notifier::NotifierSpec;
@@ -179,19 +178,6 @@ impl Supervisor {
     /// A receiver of the run state (running, shutting down, failed).
     pub fn shutdown_watch(&self) -> tokio::sync::watch::Receiver<RunState> {
         self.shutdown_tx.subscribe()
-    }
-
-    fn emit(&mut self, ev: SystemEvent) {
-        self.subscribers.retain(|s| s.connected());
-        for s in &self.subscribers {
-            s.do_send(ev.clone());
-        }
-    }
-
-    fn emit_notifier(&mut self, kind: NotifierEventKind, name: Arc<str>, reason: Option<&str>) {
-        if !self.subscribers.is_empty() {
-            self.emit(SystemEvent::Notifier { kind, name, reason: reason.map(str::to_owned) });
-        }
     }
 
     /// Queue a walk and answer through `rx`.
@@ -459,96 +445,6 @@ impl Supervisor {
         }
         self.pump(ctx);
     }
-
-    /// Remove a notifier: a round waiting on it goes on without it, and a
-    /// walk it holds continues.
-    fn drop_notifier(&mut self, id: u64, why: &str, ctx: &mut Context<Self>) {
-        let Some(n) = self.registry.remove(id) else { return };
-        info!(self.log, "notifier unregistered"; "notifier" => %n.name, "why" => why);
-        self.emit_notifier(NotifierEventKind::Unregistered, n.name.clone(), Some(why));
-        if let Some(round) = self.round.as_mut() {
-            round.gone(id);
-        }
-        self.resume_parked(&n.name);
-        if matches!(self.awaiting, Some(Awaiting::Consent { id: w, .. }) if w == id) {
-            self.awaiting = None;
-            self.continue_round(ctx);
-        }
-    }
-
-    /// Move the walks parked by `name` back to the front of the queue.
-    fn resume_parked(&mut self, name: &str) -> bool {
-        let mut resumed = false;
-        let mut i = self.parked.len();
-        while i > 0 {
-            i -= 1;
-            if self.parked[i].parked_by().is_some_and(|p| &*p.by == name) {
-                let mut w = self.parked.remove(i);
-                w.unpark();
-                self.queue.push_front(w);
-                resumed = true;
-            }
-        }
-        resumed
-    }
-
-    /// A new request for a target a parked walk is waiting for continues
-    /// that walk, with the new requester added.
-    fn take_parked_for(&mut self, mode: Mode, target: SystemState) -> Option<Walk> {
-        let pos = self.parked.iter().position(|w| w.leg.mode == mode && w.leg.target == target)?;
-        let mut w = self.parked.remove(pos);
-        w.unpark();
-        Some(w)
-    }
-
-    fn walk_request(
-        &mut self,
-        leg: Leg,
-        rest: Vec<Leg>,
-        ctx: &mut Context<Self>,
-    ) -> ResponseFuture<WalkResult> {
-        let (tx, rx) = oneshot::channel();
-        let single = rest.is_empty();
-        if self.shutting_down {
-            let _ = tx.send(Err(WalkError::ShuttingDown));
-        } else if let Some(w) = self.active.as_mut().filter(|w| single && w.can_extend(leg)) {
-            w.extend(leg.target, tx);
-            self.pump(ctx);
-        } else if let Some(mut w) =
-            single.then(|| self.take_parked_for(leg.mode, leg.target)).flatten()
-        {
-            w.add_waiter(leg, tx);
-            self.queue.push_front(w);
-            self.pump(ctx);
-        } else {
-            self.enqueue(Walk::new(leg, rest, tx), ctx);
-        }
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(WalkError::Internal("supervisor stopped".into())))
-        })
-    }
-
-    fn grace_expired(&mut self, ctx: &mut Context<Self>) {
-        self.grace_over = true;
-        if self.current == SystemState::ContextDestroying {
-            return;
-        }
-        warn!(self.log, "shutdown grace period over; forcing CONTEXT_DESTROYING";
-              "grace_ms" => self.cfg.shutdown_grace.as_millis());
-        if matches!(self.awaiting, Some(Awaiting::Consent { .. })) {
-            self.awaiting = None;
-            let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
-            if forced && self.round.is_some() {
-                self.commit(ctx);
-                return;
-            }
-            self.round = None;
-            if let Some(w) = self.active.take() {
-                w.fail(WalkError::ShuttingDown);
-            }
-        }
-        self.pump(ctx);
-    }
 }
 
 fn elapsed_ns(t: Instant) -> u64 {
@@ -566,351 +462,9 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 }
 
-/// Ends the system: sent when its last `SystemHandle` is dropped, or after
-/// a shutdown has committed CONTEXT_DESTROYING. The actors of a system hold
-/// one another's addresses (the services report to the supervisor, which
-/// holds them, and the clock reads the address book that names it), so
-/// they would never stop by themselves: the supervisor stops them, then
-/// itself. Idempotent; no reply.
-#[derive(Debug, Clone, Copy, actix::Message)]
-#[rtype(result = "()")]
-pub(crate) struct Teardown;
-
-impl Handler<Teardown> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Teardown, ctx: &mut Self::Context) {
-        if std::mem::replace(&mut self.torn_down, true) {
-            return;
-        }
-        info!(self.log, "system torn down"; "state" => %self.current);
-        self.round = None;
-        self.awaiting = None;
-        let walks = self.active.take().into_iter();
-        for w in walks.chain(self.queue.drain(..)).chain(self.parked.drain(..)) {
-            w.fail(WalkError::ShuttingDown);
-        }
-        // Taken first, so that the deaths the stops cause restart nothing.
-        if let Some(mut s) = self.supervision.take() {
-            s.stop_all();
-            // Dropping the factory ends the blob service's thread.
-        }
-        // The journal is read before the state service goes, so that a
-        // handle kept after a shutdown can still explain how it ended.
-        // `wait`: nothing else is handled meanwhile.
-        ctx.wait(self.state.send(GetJournal).into_actor(self).map(|res, act, ctx| {
-            let _ = act.last_words.set(Explanation {
-                state: act.current,
-                since_us: act.since_us,
-                pending: None,
-                parked: Vec::new(),
-                journal: res.map(|j| j.rounds).unwrap_or_default(),
-            });
-            act.state.do_send(lwsys_messages::lifecycle::Stop);
-            ctx.stop();
-        }));
-    }
-}
-
-impl Handler<Steps> for Supervisor {
-    type Result = ResponseFuture<WalkResult>;
-
-    fn handle(&mut self, msg: Steps, ctx: &mut Self::Context) -> Self::Result {
-        self.walk_request(Leg { mode: Mode::Steps, target: msg.target }, Vec::new(), ctx)
-    }
-}
-
-impl Handler<Jump> for Supervisor {
-    type Result = ResponseFuture<WalkResult>;
-
-    fn handle(&mut self, msg: Jump, ctx: &mut Self::Context) -> Self::Result {
-        self.walk_request(Leg { mode: Mode::Jump, target: msg.target }, Vec::new(), ctx)
-    }
-}
-
-impl Handler<Cycle> for Supervisor {
-    type Result = ResponseFuture<WalkResult>;
-
-    fn handle(&mut self, msg: Cycle, ctx: &mut Self::Context) -> Self::Result {
-        let jump = |target| Leg { mode: Mode::Jump, target };
-        let (first, rest) = match msg {
-            Cycle::PolicyInvalidate => (
-                jump(SystemState::PolicyInvalid),
-                vec![
-                    jump(SystemState::Initialized),
-                    Leg { mode: Mode::Steps, target: SystemState::Operational },
-                ],
-            ),
-            Cycle::EnterModal => {
-                (jump(SystemState::AwaitingModalUpdating), vec![jump(SystemState::ModalUpdating)])
-            }
-            Cycle::LeaveModal => (jump(SystemState::Operational), Vec::new()),
-        };
-        self.walk_request(first, rest, ctx)
-    }
-}
-
-impl Handler<Shutdown> for Supervisor {
-    type Result = ResponseFuture<WalkResult>;
-
-    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        let leg = Leg { mode: Mode::Forced, target: SystemState::ContextDestroying };
-        if !self.shutting_down {
-            info!(self.log, "shutting down"; "from" => %self.current,
-                  "grace_ms" => self.cfg.shutdown_grace.as_millis());
-            self.shutting_down = true;
-            self.shutdown_tx.send_if_modified(|st| {
-                let begin = *st == RunState::Running;
-                if begin {
-                    *st = RunState::ShuttingDown;
-                }
-                begin
-            });
-            for w in self.queue.drain(..).chain(self.parked.drain(..)) {
-                w.fail(WalkError::ShuttingDown);
-            }
-            self.queue.push_front(Walk::new(leg, Vec::new(), tx));
-            ctx.run_later(self.cfg.shutdown_grace, |act, ctx| act.grace_expired(ctx));
-        } else if let Some(w) =
-            self.active.iter_mut().chain(self.queue.iter_mut()).find(|w| w.leg.mode == Mode::Forced)
-        {
-            w.add_waiter(leg, tx);
-        } else {
-            let _ = tx.send(Ok(lwsys_messages::supervisor::WalkReport {
-                state: self.current,
-                reached: self.current == SystemState::ContextDestroying,
-                pending: None,
-            }));
-        }
-        self.pump(ctx);
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(WalkError::Internal("supervisor stopped".into())))
-        })
-    }
-}
-
-impl Handler<Resume> for Supervisor {
-    type Result = bool;
-
-    fn handle(&mut self, msg: Resume, ctx: &mut Self::Context) -> bool {
-        let awaited = match self.awaiting {
-            Some(Awaiting::Consent { id, .. }) => self.registry.name_of(id),
-            _ => None,
-        };
-        if awaited.as_deref() == Some(msg.name.as_str()) {
-            if let Some(r) = self.round.as_mut() {
-                r.note_early_resume();
-            }
-            return true;
-        }
-        let resumed = self.resume_parked(&msg.name);
-        if resumed {
-            info!(self.log, "walk resumed"; "by" => &msg.name);
-            self.pump(ctx);
-        }
-        resumed
-    }
-}
-
-impl Handler<RegisterNotifier> for Supervisor {
-    type Result = Result<u64, NotifierError>;
-
-    fn handle(&mut self, msg: RegisterNotifier, _ctx: &mut Self::Context) -> Self::Result {
-        let name = msg.name.clone();
-        let kind = Kind::Actor {
-            consent: msg.consent,
-            changed: msg.changed,
-            aborted: msg.aborted,
-            kind: msg.kind,
-        };
-        let id = self.registry.add(&name, kind)?;
-        info!(self.log, "notifier registered"; "notifier" => &name, "kind" => %msg.kind);
-        self.emit_notifier(NotifierEventKind::Registered, Arc::from(name), None);
-        Ok(id)
-    }
-}
-
-/// Register an inline notifier, run on the supervisor's thread. Replies
-/// with its registry id.
-#[derive(Message)]
-#[rtype(result = "Result<u64, NotifierError>")]
-pub struct RegisterInline {
-    /// A unique name, 1 to 64 bytes.
-    pub name: String,
-    /// The notifier.
-    pub notifier: Box<dyn InlineNotifier>,
-}
-
-impl Handler<RegisterInline> for Supervisor {
-    type Result = Result<u64, NotifierError>;
-
-    fn handle(&mut self, msg: RegisterInline, _ctx: &mut Self::Context) -> Self::Result {
-        let id = self.registry.add(&msg.name, Kind::Inline(msg.notifier))?;
-        info!(self.log, "notifier registered"; "notifier" => &msg.name, "kind" => %NotifierKind::Inline);
-        self.emit_notifier(NotifierEventKind::Registered, Arc::from(msg.name), None);
-        Ok(id)
-    }
-}
-
-impl Handler<Unregister> for Supervisor {
-    type Result = Result<(), NotifierError>;
-
-    fn handle(&mut self, msg: Unregister, ctx: &mut Self::Context) -> Self::Result {
-        let id = self.registry.find(&msg.name).ok_or_else(|| {
-            NotifierError::NotFound(lwsys_messages::supervisor::preview(&msg.name))
-        })?;
-        self.drop_notifier(id, "requested", ctx);
-        self.pump(ctx);
-        Ok(())
-    }
-}
-
-impl Handler<Explain> for Supervisor {
-    type Result = ResponseActFuture<Self, Explanation>;
-
-    fn handle(&mut self, _msg: Explain, _ctx: &mut Self::Context) -> Self::Result {
-        let fut = self.state.send(GetJournal);
-        Box::pin(fut.into_actor(self).map(|res, act, _ctx| {
-            let parked: Vec<Pending> =
-                act.parked.iter().filter_map(|w| w.parked_by().cloned()).collect();
-            Explanation {
-                state: act.current,
-                since_us: act.since_us,
-                pending: parked.first().cloned(),
-                parked,
-                journal: res.map(|j| j.rounds).unwrap_or_default(),
-            }
-        }))
-    }
-}
-
-impl Handler<ListNotifiers> for Supervisor {
-    type Result = MessageResult<ListNotifiers>;
-
-    fn handle(&mut self, _msg: ListNotifiers, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.registry.infos())
-    }
-}
-
-/// A service's event (`SystemEvent::Service`, such as `ota` progress):
-/// passed on to every subscriber.
-impl Handler<SystemEvent> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SystemEvent, _ctx: &mut Self::Context) {
-        self.emit(msg);
-    }
-}
-
-impl Handler<Subscribe> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
-        // Subscribers that went away are otherwise dropped only at the
-        // next event, which may be long coming: without this, clients that
-        // subscribe and hang up would pile up here.
-        self.subscribers.retain(|s| s.connected());
-        self.subscribers.push(msg.0);
-    }
-}
-
-/// Drop a subscriber now: its connection closed. Without it the dead
-/// recipient would go only at the next event or subscribe.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Unsubscribe(pub(crate) Recipient<SystemEvent>);
-
-impl Handler<Unsubscribe> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Self::Context) {
-        self.subscribers.retain(|s| *s != msg.0 && s.connected());
-    }
-}
-
-/// How many event subscribers are kept, dead or alive (so it shows
-/// whether closed connections were removed), for `system.info`.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub(crate) struct CountSubscribers;
-
-impl Handler<CountSubscribers> for Supervisor {
-    type Result = usize;
-
-    fn handle(&mut self, _msg: CountSubscribers, _ctx: &mut Self::Context) -> usize {
-        self.subscribers.len()
-    }
-}
-
-impl Handler<ServiceDied> for Supervisor {
-    type Result = ();
-
-    /// A supervised service is gone: restart it (durable state reloaded),
-    /// unless it died too often, then give up and shut down as failed.
-    fn handle(&mut self, msg: ServiceDied, ctx: &mut Self::Context) {
-        if self.shutting_down {
-            return;
-        }
-        let deaths = ctx.address().recipient();
-        let Some(sup) = self.supervision.as_mut() else { return };
-        let name = msg.service;
-        let count = match sup.restarts().on_death(name, tokio::time::Instant::now()) {
-            Ok(count) => count,
-            Err(why) => {
-                slog::crit!(self.log, "giving up on a service; shutting down"; "service" => name,
-                            "restarts" => sup.restarts().count());
-                return self.fail(why, name, ctx);
-            }
-        };
-        let restarted = match ServiceKind::from_name(name) {
-            Some(kind) => sup.services().restart(kind, &deaths),
-            None => Err(format!("no restartable service named {name:?}")),
-        };
-        let notifier = match restarted {
-            Ok(notifier) => notifier,
-            Err(e) => {
-                slog::crit!(self.log, "cannot restart a service; shutting down"; "service" => name,
-                            "error" => %e);
-                return self.fail(format!("cannot restart the {name} service: {e}"), name, ctx);
-            }
-        };
-        warn!(self.log, "service died; restarted"; "service" => name, "restarts_in_window" => count);
-        if let Some(reg) = notifier {
-            // The new notifier takes the old one's place in the consent
-            // order, and a walk the old one held is asked again (the new
-            // one has deferred nothing it could resume).
-            let old_id = sup.notifier_id(&reg.name);
-            let kind = Kind::Actor {
-                consent: reg.consent,
-                changed: reg.changed,
-                aborted: reg.aborted,
-                kind: reg.kind,
-            };
-            let id = self.registry.put(old_id, &reg.name, kind);
-            if let Some(s) = self.supervision.as_mut() {
-                s.set_notifier_id(&reg.name, id);
-            }
-            if self.resume_parked(&reg.name) {
-                self.pump(ctx);
-            }
-        }
-        self.emit(SystemEvent::Service(serde_json::json!({
-            "event": "service", "kind": "restarted", "service": name, "restarts": count,
-        })));
-    }
-}
-
-impl Supervisor {
-    /// Give up: publish the failure, tell subscribers, and shut down.
-    fn fail(&mut self, why: String, service: &str, ctx: &mut Context<Self>) {
-        self.emit(SystemEvent::Service(serde_json::json!({
-            "event": "service", "kind": "gave_up", "service": service, "reason": why,
-        })));
-        self.shutdown_tx.send_replace(RunState::Failed(why));
-        ctx.address().do_send(Shutdown);
-    }
-}
+pub use notifiers::RegisterInline;
+pub(crate) use requests::Teardown;
+pub(crate) use subscribers::{CountSubscribers, Unsubscribe};
 
 #[cfg(test)]
 mod tests;
