@@ -2,8 +2,14 @@
 //!
 //! # Layout
 //! - [`supervisor`]: the `Supervisor` actor (notifier registry, transition
-//!   queue, consent rounds).
-//! - [`config`]: the `lwsysd` command line and TOML config.
+//!   queue, consent rounds, service restarts).
+//! - [`consent`]: the consent round as a plain state machine (no actix).
+//! - [`supervision`]: restart limits and the `Supervised` trait services
+//!   implement.
+//! - [`notifier`]: inline notifiers, build-time notifier specs, actor
+//!   registrations.
+//! - [`config`]: the `lwsysd` command line and TOML config, and the one
+//!   mapping from it to each component's settings.
 //! - [`control`]: the JSON-lines control server, one session per client.
 //! - [`daemon`]: the `lwsysd` runner: sockets, signals, orderly exit.
 //! - [`fdlimit`]: the open-file limit and how many clients fit in it.
@@ -11,10 +17,15 @@
 //! - [`builder`]: `Builder`, the context-creation info (notifiers seen from
 //!   the first transition, timing, boot target).
 //! - [`systemd`]: sd_notify for `Type=notify` units.
-//! - [`services`]: the blob, clock and trust services of a full system.
+//! - [`services`]: the blob, clock, trust and OTA services of a full
+//!   system, their settings, and how they are started and restarted.
 //! - [`handle`]: `SystemHandle`, the cloneable way in from any thread.
 //! - [`ctl`]: `lwsysctl`, the blocking command-line client of the protocol.
 //! - [`ctl_ota`]: `lwsysctl ota` helpers: keygen, publish, progress bar.
+//!
+//! Imports go one way: `config` and `daemon` at the top; `builder` over
+//! `handle`, `services` and `supervisor`; those over `notifier`,
+//! `supervision` and `consent`, which import no module of this crate.
 #![forbid(unsafe_code)]
 
 pub mod builder;
@@ -32,6 +43,9 @@ pub mod services;
 pub mod supervision;
 pub mod supervisor;
 pub mod systemd;
+
+#[cfg(test)]
+mod system_tests;
 
 pub use builder::{Builder, NotifierSpec};
 pub use handle::{Error, SystemHandle};

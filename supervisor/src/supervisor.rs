@@ -107,7 +107,7 @@ pub enum RunState {
 /// How many times in a row a walk is re-asked because its deferring
 /// notifier resumed before its verdict arrived; past this it parks, so a
 /// notifier that always does so cannot spin the supervisor.
-const MAX_EARLY_RESUMES: u32 = 8;
+pub(crate) const MAX_EARLY_RESUMES: u32 = 8;
 
 #[derive(Clone, Copy)]
 enum Awaiting {
@@ -465,6 +465,3 @@ impl Actor for Supervisor {
 pub use notifiers::RegisterInline;
 pub(crate) use requests::Teardown;
 pub(crate) use subscribers::{CountSubscribers, Unsubscribe};
-
-#[cfg(test)]
-mod tests;

@@ -7,7 +7,7 @@ use lwsys_messages::state::WaitTimedOut;
 use lwsys_messages::supervisor::{NotifierError, WalkError};
 use lwsys_messages::ErrorCode;
 
-/// An error from a [`SystemHandle`] call.
+/// An error from a [`SystemHandle`](super::SystemHandle) call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A walk was denied, dropped by shutdown, or failed inside.
