@@ -8,7 +8,9 @@
 //! clock, trust and OTA afresh when the supervisor restarts one, with
 //! durable state reloaded from the store (which stays open across
 //! restarts); a new OTA service takes the platform ops over from the dead
-//! one's worker.
+//! one's worker (`ota`). The supervisor restarts them through
+//! [`SupervisedServices`], its `Supervised` view of them, and they reach it
+//! only through [`SupervisorLinks`], so this module does not know its type.
 
 pub mod forward;
 pub mod ota;

@@ -16,6 +16,41 @@ use lwsys_actors::ota::{Manifest, OtaError, OtaOps};
 /// Records which ops were called.
 struct Recording(Arc<Mutex<Vec<&'static str>>>);
 
+/// Says when it is dropped.
+struct DropSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Ops that do nothing but say when the system lets go of them.
+struct Watched(#[allow(dead_code, reason = "held for its Drop")] DropSignal);
+
+impl OtaOps for Watched {
+    fn start(&mut self, _m: &Manifest) -> Result<(), OtaError> {
+        Ok(())
+    }
+    fn write(&mut self, _chunk: &[u8]) -> Result<(), OtaError> {
+        Ok(())
+    }
+    fn abort(&mut self) -> Result<(), OtaError> {
+        Ok(())
+    }
+    fn finalize(&mut self, _m: &Manifest) -> Result<(), OtaError> {
+        Ok(())
+    }
+    fn report_current(&mut self, _bad: bool) -> Result<(), OtaError> {
+        Ok(())
+    }
+    fn last_fw_unixtime(&self) -> u64 {
+        0
+    }
+}
+
 impl Recording {
     fn note(&self, call: &'static str) {
         self.0.lock().unwrap().push(call);
@@ -100,4 +135,23 @@ async fn system_ops_list_ota_exactly_when_the_ota_service_runs() {
     let h = Builder::new().boot_target(SystemState::ContextCreated).services(cfg).start().unwrap();
     assert!(h.ops().present().contains(&"ota"), "{:?}", h.ops().present());
     assert_eq!(h.ops().with_ota_ops(|o| o.last_fw_unixtime()), Ok(0), "no install yet");
+}
+
+#[actix_rt::test]
+async fn a_dropped_system_with_ota_lets_go_of_its_ota_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let cfg = ServiceConfig { ota: Some(ota_settings(dir.path())), ..ServiceConfig::default() };
+    let h = Builder::new()
+        .boot_target(SystemState::ContextCreated)
+        .ota_ops(Box::new(Watched(DropSignal(Some(tx)))))
+        .services(cfg)
+        .start()
+        .unwrap();
+    assert!(h.ops().present().contains(&"ota"));
+    drop(h);
+    // The OTA service, its factory, the reboot channel and the handle's
+    // ops all go with the system: nothing they form keeps the ops alive.
+    let freed = tokio::time::timeout(std::time::Duration::from_secs(20), rx).await;
+    assert_eq!(freed.ok(), Some(Ok(())), "the OTA ops outlived their system");
 }
