@@ -6,7 +6,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
 /// One key of the file: its name, where it is written, and, for a table,
@@ -50,9 +50,14 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     leaf!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
 
+    /// An array of tables (`[[name]]`) counts as a section, as its header
+    /// says.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Node(false, Vec::new()))
+        let mut tables = false;
+        while let Some(Node(table, _)) = seq.next_element::<Node>()? {
+            tables |= table;
+        }
+        Ok(Node(tables, Vec::new()))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
@@ -134,15 +139,21 @@ pub(super) struct Place {
 /// parses (its value replaced by a placeholder, since the value is what
 /// is usually broken).
 pub(super) fn place_of_syntax_error(text: &str, pos: usize) -> Place {
-    let pos = pos.min(text.len());
-    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let bytes = text.as_bytes();
+    let pos = pos.min(bytes.len());
+    // Found by bytes, so that a position inside a character cannot panic;
+    // just after or at a newline is always a character boundary.
+    let line_start = bytes[..pos].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let before = &text[..line_start];
     let Some(prefix) = Layout::parse(before) else {
         return Place { top: None, key: None, top_is_section: true };
     };
     let section = prefix.at(line_start).top;
     // The key of the line, by parsing it with a placeholder value.
-    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+    let line_end = bytes[line_start..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |i| line_start + i);
     let line = &text[line_start..line_end];
     let key = line.split_once('=').and_then(|(k, _)| {
         let probe = format!("{before}{k}= 0\n");
@@ -168,6 +179,8 @@ mod tests {
         assert_eq!(l.line_of_key("control", "max_clients"), Some(4));
         assert_eq!(l.line_of_key("time", "backoff_max_ms"), Some(6));
         assert_eq!(l.line_of_key("ota", "variant"), None);
+        let arrays = Layout::parse("[[x]]\na = 1\n").unwrap();
+        assert!(arrays.at(2).top_is_section, "[[x]] is a section header");
         let dotted = Layout::parse("blobs.max_bytes = 0\n").unwrap();
         assert_eq!(dotted.line_of_key("blobs", "max_bytes"), Some(1));
     }
@@ -179,6 +192,19 @@ mod tests {
         let pos = text.find("\"yes\"").unwrap();
         let p = l.at(pos);
         assert_eq!((p.top.as_deref(), p.key.as_deref()), (Some("time"), Some("trust_unsynced")));
+    }
+
+    #[test]
+    fn positions_inside_characters_and_past_the_end_do_not_panic() {
+        let text = "[log]\nlevel = \u{e9}t\u{e9}\n# \u{1f600}\n";
+        for pos in 0..text.len() + 3 {
+            let _ = place_of_syntax_error(text, pos);
+            let _ = Layout::line_of(text, pos);
+        }
+        let l = Layout::parse("[log]\nlevel = \"\u{e9}\"\n").unwrap();
+        for pos in 0..20 {
+            let _ = l.at(pos);
+        }
     }
 
     #[test]
