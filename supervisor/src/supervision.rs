@@ -82,11 +82,6 @@ impl Restarts {
         Ok(self.times.len())
     }
 
-    /// Forget the last restart counted (it could not be made).
-    pub fn undo(&mut self) {
-        self.times.pop_back();
-    }
-
     /// Restarts in the current window.
     pub fn count(&self) -> usize {
         self.times.len()
@@ -162,8 +157,6 @@ mod tests {
         // 60 s after the first restart it has left the window.
         assert_eq!(r.on_death("clock", t0 + Duration::from_secs(60)), Ok(2));
         assert_eq!(r.count(), 2);
-        r.undo();
-        assert_eq!(r.count(), 1);
     }
 
     #[test]
