@@ -209,9 +209,82 @@ pub struct ListNotifiers;
 pub struct NotifierInfo {
     /// Its name.
     pub name: Arc<str>,
-    /// `"builtin"` (a service of the daemon, such as the clock),
-    /// `"inline"`, `"actor"` or `"connection"`.
-    pub kind: String,
+    /// What kind of party it is.
+    pub kind: NotifierKind,
+}
+
+/// What kind of party a notifier is; on the wire, its snake_case name
+/// (`"builtin"`, `"inline"`, `"actor"`, `"connection"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifierKind {
+    /// A service of the system itself, such as the clock.
+    Builtin,
+    /// A closure run on the supervisor's thread.
+    Inline,
+    /// An actor asked by message.
+    Actor,
+    /// A control-protocol client.
+    Connection,
+}
+
+impl NotifierKind {
+    /// The name used on the wire and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Builtin => "builtin",
+            Self::Inline => "inline",
+            Self::Actor => "actor",
+            Self::Connection => "connection",
+        }
+    }
+}
+
+impl std::fmt::Display for NotifierKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A supervised service of a full system; on the wire and in logs, its
+/// snake_case name (`"blobs"`, `"clock"`, `"trust"`, `"ota"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// The system blobs.
+    Blobs,
+    /// The clock (also a notifier).
+    Clock,
+    /// The CA trust store.
+    Trust,
+    /// OTA updates.
+    Ota,
+}
+
+impl ServiceKind {
+    /// Every kind, in the order services are started and listed.
+    pub const ALL: [Self; 4] = [Self::Blobs, Self::Clock, Self::Trust, Self::Ota];
+
+    /// The name used on the wire and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Blobs => "blobs",
+            Self::Clock => "clock",
+            Self::Trust => "trust",
+            Self::Ota => "ota",
+        }
+    }
+
+    /// The kind named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// An event pushed to subscribers (and, as JSON, to protocol clients that
@@ -306,9 +379,9 @@ pub struct RegisterNotifier {
     pub changed: actix::Recipient<crate::state::Changed>,
     /// Told when a transition it allowed was not made.
     pub aborted: actix::Recipient<crate::state::Aborted>,
-    /// What kind of party this is, for explanations: `"actor"` or
-    /// `"connection"`.
-    pub kind: &'static str,
+    /// What kind of party this is, for explanations (an actor or a
+    /// connection).
+    pub kind: NotifierKind,
 }
 
 #[cfg(feature = "actor")]
@@ -318,5 +391,36 @@ impl std::fmt::Debug for RegisterNotifier {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_keep_their_wire_names() {
+        let notifiers = [
+            (NotifierKind::Builtin, "\"builtin\""),
+            (NotifierKind::Inline, "\"inline\""),
+            (NotifierKind::Actor, "\"actor\""),
+            (NotifierKind::Connection, "\"connection\""),
+        ];
+        for (k, wire) in notifiers {
+            assert_eq!(serde_json::to_string(&k).ok().as_deref(), Some(wire));
+            assert_eq!(format!("\"{k}\""), wire);
+        }
+        let info = NotifierInfo { name: Arc::from("w"), kind: NotifierKind::Connection };
+        assert_eq!(
+            serde_json::to_string(&info).ok().as_deref(),
+            Some(r#"{"name":"w","kind":"connection"}"#)
+        );
+        for k in ServiceKind::ALL {
+            let wire = serde_json::to_string(&k).ok();
+            assert_eq!(wire, Some(format!("\"{}\"", k.name())));
+            assert_eq!(ServiceKind::from_name(k.name()), Some(k));
+        }
+        assert_eq!(ServiceKind::ALL.map(ServiceKind::name), ["blobs", "clock", "trust", "ota"]);
+        assert_eq!(ServiceKind::from_name("attach"), None);
     }
 }

@@ -6,46 +6,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, AsyncContext, Handler};
+use actix::{Actor, Addr, AsyncContext};
 use lwsys_actors::attach::{AttachConfig, AttachService};
-use lwsys_actors::platform::{LinuxSystemOps, Ops, SystemOps};
+use lwsys_actors::platform::{LinuxSystemOps, Ops, OtaOps, SystemOps};
 use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
 use lwsys_messages::attach::SetSystem;
 use lwsys_messages::lifecycle::Stop;
-use lwsys_messages::state::{Aborted, Changed, Consent, Observe, SystemState};
-use lwsys_messages::supervisor::{NotifierError, RegisterNotifier, Steps};
+use lwsys_messages::state::{Observe, SystemState};
+use lwsys_messages::supervisor::{NotifierError, NotifierKind, Steps};
 use slog::Logger;
 
-use crate::handle::{actor_registration, Inner, SystemHandle};
-use crate::services::{ServiceConfig, ServiceFactory};
-use crate::supervisor::{InlineNotifier, Supervisor, SupervisorConfig};
-use crate::supervisor::{RestartLimits, Supervision};
-
-/// A notifier given at build time.
-pub enum NotifierSpec {
-    /// Run on the supervisor's thread.
-    Inline(String, Box<dyn InlineNotifier>),
-    /// An actor asked by message.
-    Actor(RegisterNotifier),
-}
-
-impl NotifierSpec {
-    /// An inline notifier (any `FnMut(current, target) -> Verdict`).
-    pub fn inline(name: &str, f: impl InlineNotifier) -> Self {
-        Self::Inline(name.to_owned(), Box::new(f))
-    }
-
-    /// An actor notifier.
-    pub fn actor<A>(name: &str, addr: &Addr<A>) -> Self
-    where
-        A: Actor + Handler<Consent> + Handler<Changed> + Handler<Aborted>,
-        A::Context: actix::dev::ToEnvelope<A, Consent>
-            + actix::dev::ToEnvelope<A, Changed>
-            + actix::dev::ToEnvelope<A, Aborted>,
-    {
-        Self::Actor(actor_registration(name, addr, "actor"))
-    }
-}
+use crate::handle::{Inner, SystemHandle};
+pub use crate::notifier::NotifierSpec;
+use crate::notifier::{actor_registration, InlineNotifier};
+use crate::services::ota::SharedOps;
+use crate::services::{ServiceConfig, ServiceFactory, SupervisedServices, SupervisorLinks};
+use crate::supervision::{RestartLimits, Supervision};
+use crate::supervisor::{Supervisor, SupervisorConfig};
 
 /// Why a system could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +46,7 @@ pub struct Builder {
     restarts: RestartLimits,
     attach: AttachConfig,
     system_ops: Option<Arc<dyn SystemOps>>,
+    ota_ops: Option<Box<dyn OtaOps>>,
 }
 
 impl Default for Builder {
@@ -91,6 +69,7 @@ impl Builder {
             restarts: RestartLimits::default(),
             attach: AttachConfig::default(),
             system_ops: None,
+            ota_ops: None,
         }
     }
 
@@ -156,6 +135,14 @@ impl Builder {
         self
     }
 
+    /// The OTA ops (slot writes, boot confirmation) the OTA service works
+    /// on, in place of the A/B slot directory under the state dir. Used
+    /// when [`ServiceConfig::ota`] is set; then `system.info` lists `ota`.
+    pub fn ota_ops(mut self, ops: Box<dyn OtaOps>) -> Self {
+        self.ota_ops = Some(ops);
+        self
+    }
+
     /// Run the services of a full system (blobs, clock, trust) beside the
     /// consent engine. Without this the system is the bare state machine.
     /// The clock is registered as the first notifier.
@@ -183,18 +170,31 @@ impl Builder {
         let sup_ctx: actix::Context<Supervisor> = actix::Context::new();
         let sup_addr = sup_ctx.address();
         let mut notifiers = Vec::with_capacity(self.notifiers.len() + 1);
-        // Filled once the handle exists: OTA reboots through it.
-        let ota_handle =
-            self.services.as_ref().and_then(|c| c.ota.as_ref()).map(|o| o.handle.clone());
+        // OTA asks for a reboot through this channel, made before the
+        // handle exists; a task holding only a weak handle answers it (see
+        // `serve_reboots`). One request may wait; more are the same one.
+        let (reboot_tx, reboot_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let reboot: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = reboot_tx.try_send(());
+        });
+        let mut ota_ops = None;
         // The address book of the services: the supervisor publishes a new
         // one when it restarts a service.
         let (services_tx, services_rx) = tokio::sync::watch::channel(None);
         let mut supervision = None;
-        if let Some(cfg) = self.services {
+        if let Some(mut cfg) = self.services {
+            if let Some(ops) = self.ota_ops {
+                cfg.ota_ops = Some(Arc::new(std::sync::Mutex::new(ops)));
+            }
             let name = cfg.clock.name.clone();
-            let started =
-                ServiceFactory::new(&self.log, cfg, &sup_addr, &state, services_rx.clone())
-                    .and_then(|f| Ok((f.start_all()?, f)));
+            let links = SupervisorLinks {
+                resume: sup_addr.clone().recipient(),
+                events: sup_addr.clone().recipient(),
+                modal: sup_addr.clone().recipient(),
+                reboot,
+            };
+            let started = ServiceFactory::new(&self.log, cfg, links, &state, services_rx.clone())
+                .and_then(|f| Ok((f.start_all()?, f)));
             let (s, factory) = match started {
                 Ok(started) => started,
                 Err(e) => {
@@ -202,16 +202,22 @@ impl Builder {
                     return Err(e.into());
                 }
             };
-            notifiers.push(NotifierSpec::Actor(actor_registration(&name, &s.clock, "builtin")));
+            notifiers.push(NotifierSpec::Actor(actor_registration(
+                &name,
+                &s.clock,
+                NotifierKind::Builtin,
+            )));
             factory.watch(&s, None, &sup_addr.clone().recipient());
+            ota_ops = factory.ota_ops();
             services_tx.send_replace(Some(s));
-            supervision = Some(Supervision::new(factory, services_tx, name, self.restarts));
+            let supervised = SupervisedServices::new(factory, services_tx, name);
+            supervision = Some(Supervision::new(Box::new(supervised), self.restarts));
         }
         notifiers.extend(self.notifiers);
         let mut sup = match Supervisor::new(&self.log, self.cfg, state.clone(), notifiers) {
             Ok(sup) => sup,
             Err(e) => {
-                if let Some(s) = &supervision {
+                if let Some(s) = supervision.as_mut() {
                     s.stop_all();
                 }
                 abandon(&state, &attach_addr);
@@ -229,6 +235,9 @@ impl Builder {
         }
         let system_ops = self.system_ops.unwrap_or_else(|| Arc::new(LinuxSystemOps::default()));
         let mut ops = Ops::new(system_ops);
+        if let Some(shared) = ota_ops.as_ref() {
+            ops = ops.with_ota(Box::new(SharedOps(shared.clone())));
+        }
         if services_rx.borrow().is_some() {
             // Looked up at each query: the supervisor may restart the
             // trust service under a new address.
@@ -256,10 +265,31 @@ impl Builder {
         handle.inner.attach_addr.do_send(SetSystem(Arc::new(move || {
             weak.upgrade().map(|h| Arc::new(h) as Arc<dyn std::any::Any + Send + Sync>)
         })));
-        if let Some(cell) = ota_handle {
-            let _ = cell.set(handle.downgrade());
+        if ota_ops.is_some() {
+            actix::spawn(serve_reboots(
+                reboot_rx,
+                handle.downgrade(),
+                self.log.new(slog::o!("service" => "ota")),
+            ));
         }
         Ok(handle)
+    }
+}
+
+/// Answers OTA's reboot requests: the system's reboot (an orderly pass
+/// through CONTEXT_DESTROYING, then the reboot op), or once every handle is
+/// gone, a shutdown. Holds the system weakly, so it keeps nothing alive; it
+/// ends when the OTA service and its factory, the senders, are gone.
+async fn serve_reboots(
+    mut requests: tokio::sync::mpsc::Receiver<()>,
+    system: crate::handle::WeakSystemHandle,
+    log: Logger,
+) {
+    while requests.recv().await.is_some() {
+        let Some(h) = system.upgrade() else { break };
+        if let Err(e) = h.reboot().await {
+            slog::error!(log, "reboot after an update failed"; "error" => %e);
+        }
     }
 }
 

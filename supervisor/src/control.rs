@@ -31,6 +31,7 @@ mod ops_ota;
 mod ops_system;
 mod ops_trust;
 mod server;
+pub mod settings;
 mod writer;
 
 use std::collections::{HashMap, HashSet};

@@ -14,62 +14,32 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::{Actor, Addr, Handler, MailboxError, Recipient};
+
+mod blocking;
+mod error;
+
+pub use blocking::Blocking;
+pub use error::Error;
 use lwsys_actors::state::{AddWaiter, CountWaiters};
 use lwsys_actors::StateService;
 use lwsys_messages::state::{
     Aborted, Changed, Consent, GetState, Resume, StateReading, SystemState, WaitFor, WaitTimedOut,
 };
 use lwsys_messages::supervisor::{
-    Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierError, NotifierInfo,
-    RegisterNotifier, Shutdown, Steps, Subscribe, SystemEvent, Unregister, WalkError, WalkResult,
+    Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierInfo, NotifierKind, RegisterNotifier,
+    Shutdown, Steps, Subscribe, SystemEvent, Unregister, WalkError, WalkResult,
 };
-use lwsys_messages::ErrorCode;
 
+pub use crate::notifier::actor_registration;
+use crate::notifier::InlineNotifier;
 use crate::services::Services;
-use crate::supervisor::{InlineNotifier, RegisterInline, Supervisor, Teardown};
+use crate::supervisor::{RegisterInline, Supervisor, Teardown};
 use lwsys_actors::attach::{AttachCtx, AttachHandle, AttachService, AttachTicket};
 use lwsys_actors::blobs::BlobHandle;
 use lwsys_actors::platform::{OpError, Ops, RebootStatus};
 use lwsys_messages::attach::{AttachError, AttachStats, GetAttachStats};
 use lwsys_messages::blobs::{BlobError, BlobId, BlobKind};
 use lwsys_messages::lifecycle::Stop;
-
-/// An error from a [`SystemHandle`] call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// A walk was denied, dropped by shutdown, or failed inside.
-    #[error(transparent)]
-    Walk(#[from] WalkError),
-    /// The notifier registry refused the call.
-    #[error(transparent)]
-    Notifier(#[from] NotifierError),
-    /// A wait ran out of time.
-    #[error(transparent)]
-    WaitTimedOut(#[from] WaitTimedOut),
-    /// The service that owns the answer has stopped.
-    #[error("service unavailable: {0}")]
-    Gone(String),
-    /// A platform op is not provided or failed.
-    #[error(transparent)]
-    Op(#[from] OpError),
-}
-
-impl Error {
-    /// The protocol error code.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::Walk(e) => e.code(),
-            Self::Notifier(e) => e.code(),
-            Self::WaitTimedOut(_) => ErrorCode::Timeout,
-            Self::Gone(_) => ErrorCode::Internal,
-            Self::Op(e) => e.code(),
-        }
-    }
-}
-
-fn gone(e: MailboxError) -> Error {
-    Error::Gone(e.to_string())
-}
 
 /// The way into a running system. Cheap to clone; `Send + Sync`. The
 /// system lives while a clone does (see the module docs).
@@ -148,7 +118,7 @@ impl SystemHandle {
     /// walk refused by the shutdown, as the supervisor itself answers one.
     fn walk_gone(&self, e: MailboxError) -> Result<WalkResult, Error> {
         match *self.inner.shutdown.borrow() {
-            crate::supervisor::RunState::Running => Err(gone(e)),
+            crate::supervisor::RunState::Running => Err(e.into()),
             _ => Ok(Err(WalkError::ShuttingDown)),
         }
     }
@@ -197,7 +167,7 @@ impl SystemHandle {
 
     /// Counters of the attach service (run, cancelled, panicked, pending).
     pub async fn attach_stats(&self) -> Result<AttachStats, Error> {
-        self.inner.attach_addr.send(GetAttachStats).await.map_err(gone)
+        self.inner.attach_addr.send(GetAttachStats).await.map_err(Error::from)
     }
 
     /// The current state and when it was entered, without a round trip to
@@ -213,7 +183,7 @@ impl SystemHandle {
         match self.inner.state.send(GetState).await {
             Ok(r) => Ok(r),
             Err(_) if self.is_torn_down() => Ok(self.state_now()),
-            Err(e) => Err(gone(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -251,7 +221,7 @@ impl SystemHandle {
             // Torn down by an earlier shutdown: answer as the supervisor
             // answers a second shutdown request.
             Err(e) => match *self.inner.shutdown.borrow() {
-                crate::supervisor::RunState::Running => Err(gone(e)),
+                crate::supervisor::RunState::Running => Err(e.into()),
                 _ => {
                     let state = self.state_now().state;
                     Ok(Ok(lwsys_messages::supervisor::WalkReport {
@@ -338,7 +308,7 @@ impl SystemHandle {
             // No timer on this thread (a foreign thread blocking on us):
             // the service times the wait. Such a caller cannot hang up
             // while it blocks, so nothing is left behind.
-            return Ok(self.inner.state.send(WaitFor { state, timeout }).await.map_err(gone)??);
+            return Ok(self.inner.state.send(WaitFor { state, timeout }).await??);
         }
         // The service keeps only the sender: when this future is dropped
         // (a client hung up) the waiter is forgotten at once, not kept
@@ -351,7 +321,7 @@ impl SystemHandle {
             if now >= state {
                 Ok(now)
             } else {
-                Err(gone(MailboxError::Closed))
+                Err(MailboxError::Closed.into())
             }
         };
         if self.inner.state.send(AddWaiter { state, tx }).await.is_err() {
@@ -370,12 +340,12 @@ impl SystemHandle {
 
     /// How many event subscribers the supervisor keeps now.
     pub async fn subscribers(&self) -> Result<usize, Error> {
-        self.inner.supervisor.send(crate::supervisor::CountSubscribers).await.map_err(gone)
+        self.inner.supervisor.send(crate::supervisor::CountSubscribers).await.map_err(Error::from)
     }
 
     /// How many `wait_for` waiters the state service keeps now.
     pub async fn waiters(&self) -> Result<usize, Error> {
-        self.inner.state.send(CountWaiters).await.map_err(gone)
+        self.inner.state.send(CountWaiters).await.map_err(Error::from)
     }
 
     /// Register an actor as a notifier (asked for consent, told of changes
@@ -387,13 +357,13 @@ impl SystemHandle {
             + actix::dev::ToEnvelope<A, Changed>
             + actix::dev::ToEnvelope<A, Aborted>,
     {
-        let msg = actor_registration(name, addr, "actor");
-        Ok(self.inner.supervisor.send(msg).await.map_err(gone)??)
+        let msg = actor_registration(name, addr, NotifierKind::Actor);
+        Ok(self.inner.supervisor.send(msg).await??)
     }
 
     /// Register a prepared actor registration (for custom recipients).
     pub async fn register(&self, msg: RegisterNotifier) -> Result<u64, Error> {
-        Ok(self.inner.supervisor.send(msg).await.map_err(gone)??)
+        Ok(self.inner.supervisor.send(msg).await??)
     }
 
     /// Register an inline notifier, run on the supervisor's thread.
@@ -403,40 +373,35 @@ impl SystemHandle {
         notifier: impl InlineNotifier,
     ) -> Result<u64, Error> {
         let msg = RegisterInline { name: name.to_owned(), notifier: Box::new(notifier) };
-        Ok(self.inner.supervisor.send(msg).await.map_err(gone)??)
+        Ok(self.inner.supervisor.send(msg).await??)
     }
 
     /// Remove the notifier `name`; a walk it holds continues.
     pub async fn unregister(&self, name: &str) -> Result<(), Error> {
-        Ok(self
-            .inner
-            .supervisor
-            .send(Unregister { name: name.to_owned() })
-            .await
-            .map_err(gone)??)
+        Ok(self.inner.supervisor.send(Unregister { name: name.to_owned() }).await??)
     }
 
     /// Continue the walk that notifier `name` deferred. Returns whether one
     /// was waiting.
     pub async fn resume(&self, name: &str) -> Result<bool, Error> {
-        self.inner.supervisor.send(Resume { name: name.to_owned() }).await.map_err(gone)
+        self.inner.supervisor.send(Resume { name: name.to_owned() }).await.map_err(Error::from)
     }
 
     /// The notifiers in consent order.
     pub async fn notifiers(&self) -> Result<Vec<NotifierInfo>, Error> {
-        self.inner.supervisor.send(ListNotifiers).await.map_err(gone)
+        self.inner.supervisor.send(ListNotifiers).await.map_err(Error::from)
     }
 
     /// Send every system event to `to`.
     pub async fn subscribe(&self, to: Recipient<SystemEvent>) -> Result<(), Error> {
-        self.inner.supervisor.send(Subscribe(to)).await.map_err(gone)
+        self.inner.supervisor.send(Subscribe(to)).await.map_err(Error::from)
     }
 
     /// Why the system is where it is: pending walks and the journal.
     pub async fn explain(&self) -> Result<Explanation, Error> {
         match self.inner.supervisor.send(Explain).await {
             Ok(e) => Ok(e),
-            Err(e) => self.inner.last_words.get().cloned().ok_or_else(|| gone(e)),
+            Err(e) => self.inner.last_words.get().cloned().ok_or_else(|| e.into()),
         }
     }
 
@@ -447,176 +412,5 @@ impl SystemHandle {
     }
 }
 
-/// Build a [`RegisterNotifier`] for an actor.
-pub fn actor_registration<A>(name: &str, addr: &Addr<A>, kind: &'static str) -> RegisterNotifier
-where
-    A: Actor + Handler<Consent> + Handler<Changed> + Handler<Aborted>,
-    A::Context: actix::dev::ToEnvelope<A, Consent>
-        + actix::dev::ToEnvelope<A, Changed>
-        + actix::dev::ToEnvelope<A, Aborted>,
-{
-    RegisterNotifier {
-        name: name.to_owned(),
-        consent: addr.clone().recipient(),
-        changed: addr.clone().recipient(),
-        aborted: addr.clone().recipient(),
-        kind,
-    }
-}
-
-/// [`SystemHandle`] calls that block the calling thread.
-pub struct Blocking<'a>(&'a SystemHandle);
-
-impl Blocking<'_> {
-    /// See [`SystemHandle::state`].
-    pub fn state(&self) -> Result<StateReading, Error> {
-        futures::executor::block_on(self.0.state())
-    }
-
-    /// See [`SystemHandle::steps`].
-    pub fn steps(&self, target: SystemState) -> Result<WalkResult, Error> {
-        futures::executor::block_on(self.0.steps(target))
-    }
-
-    /// See [`SystemHandle::jump`].
-    pub fn jump(&self, target: SystemState) -> Result<WalkResult, Error> {
-        futures::executor::block_on(self.0.jump(target))
-    }
-
-    /// See [`SystemHandle::wait_for`].
-    pub fn wait_for(
-        &self,
-        state: SystemState,
-        timeout: Option<Duration>,
-    ) -> Result<SystemState, Error> {
-        futures::executor::block_on(self.0.wait_for(state, timeout))
-    }
-
-    /// See [`SystemHandle::resume`].
-    pub fn resume(&self, name: &str) -> Result<bool, Error> {
-        futures::executor::block_on(self.0.resume(name))
-    }
-
-    /// See [`SystemHandle::shutdown`].
-    pub fn shutdown(&self) -> Result<WalkResult, Error> {
-        futures::executor::block_on(self.0.shutdown())
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use lwsys_messages::blobs::BlobKind;
-    use lwsys_messages::lifecycle::Crash;
-
-    use crate::services::ServiceConfig;
-    use crate::Builder;
-
-    /// Crash the service `pick` names and wait until the supervisor has
-    /// published its replacement.
-    async fn restart<A>(
-        h: &super::SystemHandle,
-        pick: impl Fn(&crate::services::Services) -> actix::Addr<A>,
-    ) where
-        A: actix::Actor + actix::Handler<Crash>,
-        A::Context: actix::dev::ToEnvelope<A, Crash>,
-    {
-        let mut watch = h.inner.services.clone();
-        let old = pick(&h.services().unwrap());
-        let _ = old.send(Crash).await;
-        while h.services().map(|s| pick(&s)) == Some(old.clone()) {
-            watch.changed().await.unwrap();
-        }
-    }
-
-    #[actix_rt::test]
-    async fn handles_taken_before_a_service_restart_reach_the_new_service() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = ServiceConfig {
-            state_dir: Some(dir.path().to_owned()),
-            durable: vec![BlobKind::DeviceSerial],
-            ..ServiceConfig::default()
-        };
-        let h = Builder::new().services(cfg).start().unwrap();
-        let serial = h.blob(BlobKind::DeviceSerial, 0).unwrap();
-        serial.set(&b"SN-1"[..]).await.unwrap();
-
-        restart(&h, |s| s.blobs.clone()).await;
-        // The durable value was reloaded, and the old handle reaches it.
-        assert_eq!(&serial.get(0, None).await.unwrap().data[..], b"SN-1");
-        serial.set(&b"SN-2"[..]).await.unwrap();
-        assert_eq!(serial.size().await.unwrap(), 4);
-
-        restart(&h, |s| s.trust.clone()).await;
-        // No trust store is configured, so the answer is "none trusted";
-        // before the fix this was a closed mailbox.
-        let found = h.ops().jit_trust_query(&[0xab; 20]).await;
-        assert!(!matches!(found, Err(lwsys_actors::platform::OpError::Failed { .. })), "{found:?}");
-    }
-
-    #[actix_rt::test]
-    async fn a_blocking_wait_with_a_timeout_works_on_a_thread_without_a_runtime() {
-        use lwsys_messages::state::SystemState;
-        let h = Builder::new().boot_target(SystemState::ContextCreated).start().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let h2 = h.clone();
-        std::thread::spawn(move || {
-            let t = Some(std::time::Duration::from_millis(50));
-            let _ = tx.send(h2.blocking().wait_for(SystemState::Operational, t));
-        });
-        // Awaited, so the event loop keeps serving the state service.
-        let got = rx.await.unwrap();
-        assert!(matches!(got, Err(super::Error::WaitTimedOut(_))), "{got:?}");
-        assert_eq!(h.waiters().await.unwrap(), 0);
-    }
-
-    #[actix_rt::test]
-    async fn a_handle_kept_after_shutdown_answers_from_what_the_system_left() {
-        use lwsys_messages::attach::AttachError;
-        use lwsys_messages::blobs::BlobError;
-        use lwsys_messages::state::SystemState::*;
-        use lwsys_messages::supervisor::WalkError;
-
-        let h = Builder::new().services(ServiceConfig::default()).start().unwrap();
-        let serial = h.blob(BlobKind::DeviceSerial, 0).unwrap();
-        assert!(h.steps(Operational).await.unwrap().unwrap().reached);
-        let r = h.shutdown().await.unwrap().unwrap();
-        assert_eq!((r.state, r.reached), (ContextDestroying, true));
-        // Queued behind the teardown, so answered from its last words.
-        let why = h.explain().await.unwrap();
-        assert!(h.is_torn_down());
-        assert_eq!(why.state, ContextDestroying);
-        assert_eq!(why.journal.last().map(|j| j.target), Some(ContextDestroying));
-        assert_eq!(h.state().await.unwrap().state, ContextDestroying);
-        assert_eq!(h.wait_for(Operational, None).await, Ok(ContextDestroying));
-        assert!(matches!(h.wait_for(ModalUpdating, None).await, Err(super::Error::Gone(_))));
-        assert_eq!(h.steps(Operational).await, Ok(Err(WalkError::ShuttingDown)));
-        let again = h.shutdown().await.unwrap().unwrap();
-        assert_eq!((again.state, again.reached), (ContextDestroying, true));
-        // The services and attach have stopped; handles taken from the
-        // system say so rather than hang.
-        assert_eq!(serial.size().await, Err(BlobError::Unavailable));
-        assert!(matches!(h.attach_stats().await, Err(super::Error::Gone(_))));
-        assert_eq!(h.attach(Operational, |_| {}).unwrap_err(), AttachError::Shutdown);
-    }
-
-    #[actix_rt::test]
-    async fn durable_blob_writes_do_not_need_the_event_loop() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = ServiceConfig {
-            state_dir: Some(dir.path().to_owned()),
-            durable: vec![BlobKind::DeviceSerial],
-            ..ServiceConfig::default()
-        };
-        let h = Builder::new().services(cfg).start().unwrap();
-        let serial = h.blob(BlobKind::DeviceSerial, 0).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let r = futures::executor::block_on(serial.set(&b"SN-1"[..]));
-            let _ = tx.send(r.map_err(|e| e.to_string()));
-        });
-        // This thread, the event loop, is held until the write is answered:
-        // the write (and its fsync) can only finish on a thread of its own.
-        let done = rx.recv_timeout(std::time::Duration::from_secs(20));
-        assert_eq!(done, Ok(Ok(4)), "the blob service needed the event loop");
-    }
-}
+mod tests;

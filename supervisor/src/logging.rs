@@ -2,7 +2,19 @@
 
 use slog::{o, Drain, Level, Logger};
 
-use crate::config::LogFormat;
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Term,
+    /// One JSON object per line.
+    Json,
+}
 
 /// The slog level named `s` (critical, error, warning or warn, info, debug,
 /// trace), in any case.

@@ -8,9 +8,14 @@
 //! clock, trust and OTA afresh when the supervisor restarts one, with
 //! durable state reloaded from the store (which stays open across
 //! restarts); a new OTA service takes the platform ops over from the dead
-//! one's worker.
+//! one's worker (`ota`). The supervisor restarts them through
+//! [`SupervisedServices`], its `Supervised` view of them, and they reach it
+//! only through [`SupervisorLinks`], so this module does not know its type.
 
 pub mod forward;
+pub mod ota;
+
+pub use ota::OtaSettings;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +23,7 @@ use std::sync::Arc;
 use actix::{Actor, Addr, Recipient};
 use lwsys_actors::blobs::BlobService;
 use lwsys_actors::clock::{ClockConfig, ClockOps, ClockService, ServerName};
-use lwsys_actors::ota::{OtaHandoff, OtaService, SlotDir};
+use lwsys_actors::ota::{OtaHandoff, OtaService};
 use lwsys_actors::store::Store;
 use lwsys_actors::trust::{TrustConfig, TrustQuery, TrustService, TrustStore};
 use lwsys_actors::StateService;
@@ -26,12 +31,27 @@ use lwsys_messages::blobs::{BlobId, BlobKind, GetBlob};
 use lwsys_messages::clock::SubscribeClock;
 use lwsys_messages::lifecycle::{ServiceDied, WatchDeath};
 use lwsys_messages::state::{Observe, Resume};
-use lwsys_messages::supervisor::Shutdown;
 use lwsys_messages::supervisor::SystemEvent;
 use slog::Logger;
 use tokio::sync::watch;
 
-use crate::supervisor::Supervisor;
+use crate::notifier::actor_registration;
+use crate::supervision::Supervised;
+use lwsys_messages::supervisor::{Cycle, NotifierKind, RegisterNotifier, ServiceKind};
+
+/// How the services reach the supervisor of their system, as recipients,
+/// so that they need not know its type.
+#[derive(Clone)]
+pub struct SupervisorLinks {
+    /// The clock's `Resume` after it deferred a walk.
+    pub resume: Recipient<Resume>,
+    /// Service events for the subscribers (clock, ota).
+    pub events: Recipient<SystemEvent>,
+    /// OTA's requests for MODAL_UPDATING and back.
+    pub modal: Recipient<Cycle>,
+    /// Asks for the system's reboot (after an update that says `reset`).
+    pub reboot: Arc<dyn Fn() + Send + Sync>,
+}
 
 /// Settings of the services of a full system.
 #[derive(Clone)]
@@ -55,20 +75,8 @@ pub struct ServiceConfig {
     pub trust_query: Option<Arc<dyn TrustQuery>>,
     /// OTA updates; `None` (no `[ota] repository`) runs no OTA service.
     pub ota: Option<OtaSettings>,
-}
-
-/// The OTA service's settings.
-#[derive(Clone)]
-pub struct OtaSettings {
-    /// The `[ota]` section.
-    pub section: crate::config::OtaSection,
-    /// `[system] wake_latency_us`: checks are armed this much earlier.
-    pub wake_latency: std::time::Duration,
-    /// The system, filled in once it is built, for the reboot after an
-    /// update (set once by `Builder::start`, read by the OTA service). Weak:
-    /// the OTA service is part of the system, so a strong handle here would
-    /// keep the system alive after its last user handle was dropped.
-    pub handle: Arc<std::sync::OnceLock<crate::handle::WeakSystemHandle>>,
+    /// The OTA platform ops; `None`: the A/B slots under `state_dir`.
+    pub ota_ops: Option<lwsys_actors::platform::SharedOtaOps>,
 }
 
 impl Default for ServiceConfig {
@@ -83,6 +91,7 @@ impl Default for ServiceConfig {
             trust: TrustConfig::default(),
             trust_query: None,
             ota: None,
+            ota_ops: None,
         }
     }
 }
@@ -125,92 +134,6 @@ pub enum ServiceError {
     Ota(#[from] lwsys_messages::ota::OtaError),
 }
 
-/// What every (re)start of the OTA service is built from.
-struct OtaParts {
-    key: lwsys_actors::ota::VerifyingKey,
-    cfg: lwsys_actors::ota::OtaConfig,
-    links: lwsys_actors::ota::OtaLinks,
-    /// Opens the slots (no boot bookkeeping: `OtaService::new` does that).
-    open: Arc<dyn Fn() -> Result<SlotDir, lwsys_messages::ota::OtaError> + Send + Sync>,
-}
-
-/// The OTA service's settings: slots under `state_dir`, the issuer's key
-/// read from the configured file, https trusting `ca_file`, else the trust
-/// store's `verifier`, else the web roots; the download saved under
-/// `<state_dir>/ota/` for a resume; it asks `sup` for MODAL_UPDATING.
-/// After an update that asks for it, it reboots through the system's
-/// reboot op.
-fn ota_parts(
-    log: &Logger,
-    settings: &OtaSettings,
-    verifier: Option<Arc<lwsys_actors::trust::JitVerifier>>,
-    state_dir: Option<&std::path::Path>,
-    sup: &Addr<Supervisor>,
-) -> Result<OtaParts, ServiceError> {
-    use lwsys_actors::ota::{
-        parse_public_jwk, tls_from_ca_file, tls_with_verifier, Bootloader, DownloadCache,
-        FetchConfig, ManifestPolicy, OtaConfig, OtaLinks,
-    };
-    use lwsys_messages::ota::OtaError;
-    let o = &settings.section;
-    let dir = state_dir.ok_or_else(|| OtaError::NotConfigured("needs a state dir".into()))?;
-    let jwk = std::fs::read_to_string(&o.public_jwk)
-        .map_err(|e| OtaError::BadKey(format!("{}: {e}", o.public_jwk.display())))?;
-    let key = parse_public_jwk(&jwk)?;
-    let mut fetch = FetchConfig::new(&o.repository, &o.variant);
-    fetch.connect_timeout = std::time::Duration::from_millis(o.connect_timeout_ms);
-    fetch.read_timeout = std::time::Duration::from_millis(o.read_timeout_ms);
-    fetch.download_timeout = std::time::Duration::from_secs(o.download_timeout_secs);
-    if !o.ca_file.as_os_str().is_empty() {
-        fetch.tls = Some(tls_from_ca_file(&o.ca_file)?);
-    } else if let Some(v) = verifier {
-        fetch.tls = Some(tls_with_verifier(v)?);
-    }
-    let mut policy = ManifestPolicy::new(&o.variant);
-    policy.max_image_bytes = o.max_image_bytes;
-    let bootloader = match o.bootloader.trim() {
-        "" => Bootloader::record_only(),
-        line => Bootloader::command(line),
-    };
-    let (dir, slot_log) = (dir.to_owned(), log.clone());
-    let (attempts, periodic) = (o.max_boot_attempts, o.periodic_check_secs);
-    let open = Arc::new(move || {
-        Ok(SlotDir::open(&dir, &slot_log)?
-            .with_max_boot_attempts(attempts)
-            .with_periodic_check_secs(periodic)
-            .with_bootloader(bootloader.clone()))
-    });
-    let mut cfg = OtaConfig::new(fetch, policy);
-    cfg.auto_confirm = o.confirm == crate::config::ConfirmMode::Auto;
-    cfg.wake_latency = settings.wake_latency;
-    cfg.periodic = Some(std::time::Duration::from_secs(o.periodic_check_secs.max(1)));
-    let ota_dir = state_dir.unwrap_or(std::path::Path::new(".")).join("ota");
-    cfg.download_cache = Some(DownloadCache::new(&ota_dir));
-    let reboot_to = sup.clone();
-    let handle = settings.handle.clone();
-    let reboot_log = log.new(slog::o!("service" => "ota"));
-    let links = OtaLinks {
-        modal: sup.clone().recipient(),
-        events: Some(sup.clone().recipient()),
-        // Called on the event loop after a finalize whose manifest says
-        // `reset`: the system's reboot op (an orderly pass through
-        // CONTEXT_DESTROYING first). Before the handle exists (or once
-        // every handle is gone), a shutdown.
-        reboot: Arc::new(move || match handle.get().and_then(|w| w.upgrade()) {
-            Some(h) => {
-                let log = reboot_log.clone();
-                actix::spawn(async move {
-                    if let Err(e) = h.reboot().await {
-                        slog::error!(log, "reboot after an update failed"; "error" => %e);
-                    }
-                });
-            }
-            None => reboot_to.do_send(Shutdown),
-        }),
-    };
-    Ok(OtaParts { key, cfg, links, open })
-}
-
 /// The current services, as published by the supervisor (it replaces an
 /// entry when it restarts that service).
 pub type ServicesWatch = watch::Receiver<Option<Services>>;
@@ -243,9 +166,8 @@ fn ntp_server_from(services: ServicesWatch, fallback: String) -> ServerName {
 pub struct ServiceFactory {
     log: Logger,
     cfg: ServiceConfig,
-    sup: Addr<Supervisor>,
+    sup: SupervisorLinks,
     state: Addr<StateService>,
-    resume: Recipient<Resume>,
     forwarder: Addr<forward::ClockForwarder>,
     store: Option<Store>,
     trust: TrustOrigin,
@@ -257,7 +179,7 @@ pub struct ServiceFactory {
     blob_thread: actix::Arbiter,
     /// How OTA is (re)started, and what its restarts hand over; set by the
     /// first start when OTA is configured.
-    ota: std::sync::OnceLock<(OtaParts, OtaHandoff)>,
+    ota: std::sync::OnceLock<(ota::OtaParts, OtaHandoff)>,
 }
 
 /// Where the trust service's answers come from: loaded once, shared by
@@ -277,12 +199,11 @@ impl ServiceFactory {
     pub fn new(
         log: &Logger,
         cfg: ServiceConfig,
-        sup: &Addr<Supervisor>,
+        sup: SupervisorLinks,
         state: &Addr<StateService>,
         services: ServicesWatch,
     ) -> Result<Self, ServiceError> {
-        let resume: Recipient<Resume> = sup.clone().recipient();
-        let events: Recipient<SystemEvent> = sup.clone().recipient();
+        let events = sup.events.clone();
         let store = cfg.state_dir.as_deref().map(Store::open).transpose()?;
         let trust = match &cfg.trust_query {
             Some(q) => TrustOrigin::Query(q.clone()),
@@ -298,9 +219,8 @@ impl ServiceFactory {
         Ok(Self {
             log: log.clone(),
             cfg,
-            sup: sup.clone(),
+            sup,
             state: state.clone(),
-            resume,
             forwarder,
             store,
             trust,
@@ -324,7 +244,7 @@ impl ServiceFactory {
             self.cfg.clock.clone(),
             self.clock_ops.clone(),
             server,
-            self.resume.clone(),
+            self.sup.resume.clone(),
         )
         .start();
         clock.do_send(SubscribeClock(self.forwarder.clone().recipient()));
@@ -340,15 +260,10 @@ impl ServiceFactory {
     }
 
     /// The first OTA service: slots opened with the boot bookkeeping.
-    fn start_ota(&self, parts: OtaParts) -> Result<Addr<OtaService>, ServiceError> {
-        let slots = (parts.open)()?;
-        let svc = OtaService::new(
-            &self.log,
-            Box::new(slots),
-            parts.key,
-            parts.cfg.clone(),
-            parts.links.clone(),
-        );
+    fn start_ota(&self, parts: ota::OtaParts) -> Result<Addr<OtaService>, ServiceError> {
+        let ops = (parts.open)()?;
+        let svc =
+            OtaService::new(&self.log, ops, parts.key, parts.cfg.clone(), parts.links.clone());
         let handoff = svc.handoff();
         let ota = svc.start();
         self.state.do_send(Observe(ota.clone().recipient()));
@@ -362,8 +277,7 @@ impl ServiceFactory {
         let (parts, handoff) =
             self.ota.get().ok_or_else(|| ServiceError::Unknown("ota (not configured)".into()))?;
         let open = parts.open.clone();
-        let reopen: lwsys_actors::ota::ReopenOps =
-            Box::new(move || open().map(|s| Box::new(s) as Box<dyn lwsys_actors::ota::OtaOps>));
+        let reopen: lwsys_actors::ota::ReopenOps = Box::new(move || open());
         let ota = OtaService::restart(
             &self.log,
             handoff.clone(),
@@ -376,6 +290,11 @@ impl ServiceFactory {
         .start();
         self.state.do_send(Observe(ota.clone().recipient()));
         Ok(ota)
+    }
+
+    /// The OTA ops the running OTA service works on (once it started).
+    pub fn ota_ops(&self) -> Option<lwsys_actors::platform::SharedOtaOps> {
+        self.ota.get().map(|(parts, _)| parts.shared.clone())
     }
 
     /// Start every service (OTA only when configured).
@@ -392,7 +311,9 @@ impl ServiceFactory {
         let ota = match &self.cfg.ota {
             Some(o) => {
                 let dir = self.cfg.state_dir.as_deref();
-                Some(self.start_ota(ota_parts(&self.log, o, verifier, dir, &self.sup)?)?)
+                let user_ops = self.cfg.ota_ops.clone();
+                let parts = ota::ota_parts(&self.log, o, user_ops, verifier, dir, &self.sup)?;
+                Some(self.start_ota(parts)?)
             }
             None => None,
         };
@@ -407,14 +328,18 @@ impl ServiceFactory {
     }
 
     /// `current` with `service` started afresh.
-    pub fn restart(&self, service: &str, current: &Services) -> Result<Services, ServiceError> {
+    pub fn restart(
+        &self,
+        service: ServiceKind,
+        current: &Services,
+    ) -> Result<Services, ServiceError> {
         let mut next = current.clone();
         match service {
-            "blobs" => next.blobs = self.start_blobs()?,
-            "clock" => next.clock = self.start_clock(),
-            "trust" => next.trust = self.start_trust(),
-            "ota" if next.ota.is_some() => next.ota = Some(self.restart_ota()?),
-            other => return Err(ServiceError::Unknown(other.to_owned())),
+            ServiceKind::Blobs => next.blobs = self.start_blobs()?,
+            ServiceKind::Clock => next.clock = self.start_clock(),
+            ServiceKind::Trust => next.trust = self.start_trust(),
+            ServiceKind::Ota if next.ota.is_some() => next.ota = Some(self.restart_ota()?),
+            ServiceKind::Ota => return Err(ServiceError::Unknown("ota".to_owned())),
         }
         Ok(next)
     }
@@ -436,18 +361,18 @@ impl ServiceFactory {
 
     /// Ask the services to report to `to` when they are gone (`only`: just
     /// that one).
-    pub fn watch(&self, s: &Services, only: Option<&str>, to: &Recipient<ServiceDied>) {
-        let wants = |name: &str| only.is_none_or(|o| o == name);
-        if wants("blobs") {
+    pub fn watch(&self, s: &Services, only: Option<ServiceKind>, to: &Recipient<ServiceDied>) {
+        let wants = |kind: ServiceKind| only.is_none_or(|o| o == kind);
+        if wants(ServiceKind::Blobs) {
             s.blobs.do_send(WatchDeath(to.clone()));
         }
-        if wants("clock") {
+        if wants(ServiceKind::Clock) {
             s.clock.do_send(WatchDeath(to.clone()));
         }
-        if wants("trust") {
+        if wants(ServiceKind::Trust) {
             s.trust.do_send(WatchDeath(to.clone()));
         }
-        if let Some(ota) = s.ota.as_ref().filter(|_| wants("ota")) {
+        if let Some(ota) = s.ota.as_ref().filter(|_| wants(ServiceKind::Ota)) {
             ota.do_send(WatchDeath(to.clone()));
         }
     }
@@ -458,5 +383,50 @@ impl Drop for ServiceFactory {
         // The system this factory served is gone: end the blob thread too,
         // so a library user building many systems does not pile them up.
         self.blob_thread.stop();
+    }
+}
+
+/// The services of a full system as the supervisor sees them: restarted
+/// by kind, their new addresses published to the handles' address book.
+pub struct SupervisedServices {
+    factory: ServiceFactory,
+    published: watch::Sender<Option<Services>>,
+    clock_name: String,
+}
+
+impl SupervisedServices {
+    /// Supervise what `factory` started and `published` holds; the clock
+    /// is the notifier `clock_name`.
+    pub fn new(
+        factory: ServiceFactory,
+        published: watch::Sender<Option<Services>>,
+        clock_name: String,
+    ) -> Self {
+        Self { factory, published, clock_name }
+    }
+}
+
+impl Supervised for SupervisedServices {
+    fn notifiers(&self) -> Vec<String> {
+        vec![self.clock_name.clone()]
+    }
+
+    fn restart(
+        &mut self,
+        kind: ServiceKind,
+        deaths: &Recipient<ServiceDied>,
+    ) -> Result<Option<RegisterNotifier>, String> {
+        let current = self.published.borrow().clone();
+        let current = current.ok_or_else(|| "the services were never started".to_owned())?;
+        let next = self.factory.restart(kind, &current).map_err(|e| e.to_string())?;
+        self.factory.watch(&next, Some(kind), deaths);
+        let notifier = (kind == ServiceKind::Clock)
+            .then(|| actor_registration(&self.clock_name, &next.clock, NotifierKind::Builtin));
+        self.published.send_replace(Some(next));
+        Ok(notifier)
+    }
+
+    fn stop_all(&mut self) {
+        self.factory.stop_all(self.published.borrow().as_ref());
     }
 }

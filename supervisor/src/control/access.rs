@@ -4,7 +4,7 @@
 //! read-only clients (configured uids/gids) may only look; anyone else is
 //! refused at connect. Secret blobs are readable by admins only.
 
-use crate::config::ControlSection;
+use super::settings::ControlSettings as ControlSection;
 
 use super::Peer;
 

@@ -36,13 +36,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self::from_config(&crate::config::ControlSection::default(), 1 << 20)
+        Self::from_config(&super::settings::ControlSettings::default(), 1 << 20)
     }
 }
 
 impl Limits {
     /// The limits of `[control]`, with blobs of at most `max_blob` bytes.
-    pub fn from_config(c: &crate::config::ControlSection, max_blob: usize) -> Self {
+    pub fn from_config(c: &super::settings::ControlSettings, max_blob: usize) -> Self {
         Self {
             queue_bytes: c.queue_bytes(max_blob),
             uid_queue_bytes: c.uid_queue_bytes(max_blob),

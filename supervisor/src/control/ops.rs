@@ -329,7 +329,7 @@ impl ControlSession {
             consent: me.clone().recipient(),
             changed: me.clone().recipient(),
             aborted: me.recipient(),
-            kind: "connection",
+            kind: lwsys_messages::supervisor::NotifierKind::Connection,
         };
         let fut = self.env.sys.inner.supervisor.send(msg);
         Ok(Dispatch::Later(Box::pin(fut.into_actor(self).map(move |res, act, _ctx| match res {

@@ -269,7 +269,10 @@ mod tests {
     fn the_largest_blob_get_reply_fits_the_smallest_queue_bound() {
         // Control characters are the worst case: 6 bytes each as JSON text.
         let max = 1 << 16;
-        let cfg = crate::config::ControlSection { client_queue_bytes: 1, ..Default::default() };
+        let cfg = crate::control::settings::ControlSettings {
+            client_queue_bytes: 1,
+            ..Default::default()
+        };
         let bound = cfg.queue_bytes(max);
         for byte in [0x01u8, b'"', b'a', 0xff] {
             let b = BlobBytes { data: vec![byte; max].into(), size: max };
@@ -277,7 +280,7 @@ mod tests {
             assert!(line.len() < bound, "{byte:#x}: reply {} > bound {bound}", line.len());
         }
         // The default bound holds the default max_bytes (1 MiB).
-        let d = crate::config::ControlSection::default();
+        let d = crate::control::settings::ControlSettings::default();
         assert_eq!(d.queue_bytes(1 << 20), 8 << 20);
     }
 

@@ -3,31 +3,11 @@
 use std::sync::Arc;
 
 use actix::Recipient;
-use lwsys_messages::state::{Aborted, Changed, Consent, SystemState, Verdict};
-use lwsys_messages::supervisor::{NotifierError, NotifierInfo};
+use lwsys_messages::state::{Aborted, Changed, Consent, SystemState};
+use lwsys_messages::supervisor::{NotifierError, NotifierInfo, NotifierKind};
 
-/// A notifier run on the supervisor's own thread, the fast path (like lws's
-/// C callbacks). It must not block: anything slow belongs in an actor
-/// notifier. Any `FnMut(current, target) -> Verdict` closure is one.
-pub trait InlineNotifier: Send + 'static {
-    /// May the system go from `current` to `target`?
-    fn consent(&mut self, current: SystemState, target: SystemState) -> Verdict;
-
-    /// The state changed (after every commit).
-    fn changed(&mut self, _changed: Changed) {}
-
-    /// A transition this notifier allowed was not made.
-    fn aborted(&mut self, _current: SystemState, _target: SystemState) {}
-}
-
-impl<F> InlineNotifier for F
-where
-    F: FnMut(SystemState, SystemState) -> Verdict + Send + 'static,
-{
-    fn consent(&mut self, current: SystemState, target: SystemState) -> Verdict {
-        self(current, target)
-    }
-}
+use crate::consent::Roster;
+use crate::notifier::InlineNotifier;
 
 /// How a notifier is reached.
 pub(crate) enum Kind {
@@ -36,7 +16,7 @@ pub(crate) enum Kind {
         consent: Recipient<Consent>,
         changed: Recipient<Changed>,
         aborted: Recipient<Aborted>,
-        kind: &'static str,
+        kind: NotifierKind,
     },
 }
 
@@ -55,10 +35,10 @@ impl Kind {
         }
     }
 
-    fn label(&self) -> &'static str {
+    fn label(&self) -> NotifierKind {
         match self {
-            Self::Inline(_) => "inline",
-            Self::Actor { kind, .. } => kind,
+            Self::Inline(_) => NotifierKind::Inline,
+            Self::Actor { kind, .. } => *kind,
         }
     }
 
@@ -122,18 +102,9 @@ impl Registry {
         self.list.len()
     }
 
-    /// The first notifier registered after id `id`, and its index. `hint`
-    /// is where the caller expects it (the index after the last one asked):
-    /// checked, and used unless the registry changed since.
-    pub(crate) fn next_after(&mut self, id: u64, hint: usize) -> Option<(usize, &mut Notifier)> {
-        let fits = self.list.get(hint).is_some_and(|n| n.id > id)
-            && (hint == 0 || self.list.get(hint - 1).is_some_and(|p| p.id <= id));
-        let i = if fits || hint == self.list.len() && self.list.last().is_none_or(|l| l.id <= id) {
-            hint
-        } else {
-            self.list.partition_point(|n| n.id <= id)
-        };
-        self.list.get_mut(i).map(|n| (i, n))
+    /// The notifier at `index` in consent order.
+    pub(crate) fn at_mut(&mut self, index: usize) -> Option<&mut Notifier> {
+        self.list.get_mut(index)
     }
 
     fn index(&self, id: u64) -> Option<usize> {
@@ -166,7 +137,22 @@ impl Registry {
     pub(crate) fn infos(&self) -> Vec<NotifierInfo> {
         self.list
             .iter()
-            .map(|n| NotifierInfo { name: n.name.clone(), kind: n.kind.label().to_owned() })
+            .map(|n| NotifierInfo { name: n.name.clone(), kind: n.kind.label() })
             .collect()
+    }
+}
+
+impl Roster for Registry {
+    /// Checks `hint` first and uses it unless the registry changed since
+    /// the last notifier was asked: the common case costs no search.
+    fn next_after(&self, id: u64, hint: usize) -> Option<(usize, u64)> {
+        let fits = self.list.get(hint).is_some_and(|n| n.id > id)
+            && (hint == 0 || self.list.get(hint - 1).is_some_and(|p| p.id <= id));
+        let i = if fits || hint == self.list.len() && self.list.last().is_none_or(|l| l.id <= id) {
+            hint
+        } else {
+            self.list.partition_point(|n| n.id <= id)
+        };
+        self.list.get(i).map(|n| (i, n.id))
     }
 }

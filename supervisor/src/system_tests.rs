@@ -498,7 +498,7 @@ async fn a_notifier_that_always_resumes_before_deferring_cannot_spin_the_supervi
     assert!(!r.reached);
     assert_eq!(r.pending.unwrap().by.as_ref(), "spinner");
     let rounds = h.explain().await.unwrap().journal.len();
-    assert_eq!(rounds, 1 + super::MAX_EARLY_RESUMES as usize);
+    assert_eq!(rounds, 1 + crate::supervisor::MAX_EARLY_RESUMES as usize);
 }
 
 #[actix_rt::test]

@@ -1,0 +1,262 @@
+//! The sections of the TOML config file (serde), every key with its
+//! documented default. `docs/config.md` lists every key.
+
+use std::path::PathBuf;
+
+use lwsys_messages::blobs::BlobKind;
+use lwsys_messages::state::SystemState;
+use serde::{Deserialize, Serialize};
+
+use super::ControlSection;
+use crate::logging::LogFormat;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The consent engine.
+    pub supervisor: SupervisorSection,
+    /// Logging.
+    pub log: LogSection,
+    /// System ops.
+    pub system: SystemSection,
+    /// The control socket.
+    pub control: ControlSection,
+    /// System blobs.
+    pub blobs: BlobsSection,
+    /// Time keeping.
+    pub time: TimeSection,
+    /// CA trust.
+    pub trust: TrustSection,
+    /// OTA updates (off unless `repository` is set).
+    pub ota: OtaSection,
+}
+
+/// `[blobs]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsSection {
+    /// Kinds kept across restarts in the durable store. Default AUTH,
+    /// CLIENT_CERT_DER, CLIENT_KEY_DER, DEVICE_SERIAL, DEVICE_TYPE.
+    pub durable: Vec<BlobKind>,
+    /// Largest blob in bytes; a set or append past it is refused. Default
+    /// 1048576.
+    pub max_bytes: usize,
+}
+
+impl Default for BlobsSection {
+    fn default() -> Self {
+        Self {
+            durable: lwsys_messages::blobs::DEFAULT_DURABLE.to_vec(),
+            max_bytes: lwsys_messages::blobs::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// How the clock comes to trust the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeSourceName {
+    /// The host clock (when synchronised, or always with trust_unsynced).
+    #[default]
+    System,
+    /// SNTP against the server in the NTP_SERVER blob.
+    Sntp,
+}
+
+/// `[time]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeSection {
+    /// `"system"` or `"sntp"`. Default system.
+    pub source: TimeSourceName,
+    /// With `system`: trust the host clock even when the kernel does not
+    /// say it is synchronised. Default true.
+    pub trust_unsynced: bool,
+    /// Let `set_clock` step CLOCK_REALTIME (needs CAP_SYS_TIME); otherwise
+    /// lwsys keeps a soft clock offset. Default false.
+    pub set_system_clock: bool,
+    /// NTP server used while the NTP_SERVER blob is empty. Default
+    /// pool.ntp.org.
+    pub server: String,
+    /// Re-sync period after a good sync, seconds. Default 3600.
+    pub resync_secs: u64,
+    /// First retry delay after a failed sync, ms. Default 1000.
+    pub backoff_min_ms: u64,
+    /// Longest retry delay, ms. Default 300000.
+    pub backoff_max_ms: u64,
+    /// How long one SNTP query may take, ms. Default 5000.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for TimeSection {
+    fn default() -> Self {
+        Self {
+            source: TimeSourceName::System,
+            trust_unsynced: true,
+            set_system_clock: false,
+            server: "pool.ntp.org".into(),
+            resync_secs: 3600,
+            backoff_min_ms: 1000,
+            backoff_max_ms: 300_000,
+            query_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[trust]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSection {
+    /// lws TBLB trust blobs, queried first, in order. Default none.
+    pub blob_files: Vec<PathBuf>,
+    /// Directories of PEM/DER certificates, queried next. Default none.
+    pub cert_dirs: Vec<PathBuf>,
+    /// How long a host's issuing CAs are remembered, seconds. Default 3600.
+    pub cache_ttl_secs: u64,
+    /// Byte bound on that cache (least recently used evicted). Default 32768.
+    pub cache_max_bytes: usize,
+}
+
+impl Default for TrustSection {
+    fn default() -> Self {
+        Self {
+            blob_files: Vec::new(),
+            cert_dirs: Vec::new(),
+            cache_ttl_secs: 3600,
+            cache_max_bytes: 32768,
+        }
+    }
+}
+
+/// When a trial boot is confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfirmMode {
+    /// On reaching OPERATIONAL.
+    #[default]
+    Auto,
+    /// Only by `ota.report_current {bad: false}`.
+    Manual,
+}
+
+/// `[ota]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtaSection {
+    /// Base URL of the update repository; files are fetched from
+    /// `<repository>/<variant>/`. Default "" (OTA off).
+    pub repository: String,
+    /// This device's firmware variant (matched exactly). Default "".
+    pub variant: String,
+    /// Path to the issuer's public JWK (EC P-521). Default "".
+    pub public_jwk: PathBuf,
+    /// Seconds between periodic checks. Default 86400.
+    pub periodic_check_secs: u64,
+    /// `"auto"` confirms a trial boot on reaching OPERATIONAL; `"manual"`
+    /// leaves it to `ota.report_current`. Default auto.
+    pub confirm: ConfirmMode,
+    /// Unconfirmed boots of a trial slot before it is rolled back. Default 3.
+    pub max_boot_attempts: u32,
+    /// Command run (no shell) with the selected slot name appended after
+    /// each change of selection; "" only records it. Default "".
+    pub bootloader: String,
+    /// TCP connect timeout, ms. Default 10000.
+    pub connect_timeout_ms: u64,
+    /// Timeout of each read, ms. Default 30000.
+    pub read_timeout_ms: u64,
+    /// Deadline of a whole download (manifest or image), s: past it the
+    /// install is aborted and MODAL_UPDATING left. Default 1800.
+    pub download_timeout_secs: u64,
+    /// Largest inflated image accepted, bytes. Default 4294967296.
+    pub max_image_bytes: u64,
+    /// PEM CA certificates trusted for an `https:` repository; "" uses the
+    /// trust store when `[trust]` has sources, else the built-in web roots.
+    /// Default "".
+    pub ca_file: PathBuf,
+}
+
+impl Default for OtaSection {
+    fn default() -> Self {
+        Self {
+            repository: String::new(),
+            variant: String::new(),
+            public_jwk: PathBuf::new(),
+            periodic_check_secs: 86_400,
+            confirm: ConfirmMode::Auto,
+            max_boot_attempts: 3,
+            bootloader: String::new(),
+            connect_timeout_ms: 10_000,
+            read_timeout_ms: 30_000,
+            download_timeout_secs: 1800,
+            max_image_bytes: 4 << 30,
+            ca_file: PathBuf::new(),
+        }
+    }
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorSection {
+    /// Where the boot walk goes. Default OPERATIONAL.
+    pub boot_target: SystemState,
+    /// Consent deadline per notifier, ms. Default 5000.
+    pub consent_timeout_ms: u64,
+    /// Bound on the shutdown pass through CONTEXT_DESTROYING, ms. Default 5000.
+    pub shutdown_grace_ms: u64,
+    /// Consent rounds kept in the journal. Default 256.
+    pub journal_len: usize,
+    /// Restarts of a dead service allowed within `restart_window_secs`;
+    /// one more and the daemon shuts down and exits 70. Default 5.
+    pub max_restarts: usize,
+    /// The window for `max_restarts`, seconds. Default 60.
+    pub restart_window_secs: u64,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        Self {
+            boot_target: SystemState::Operational,
+            consent_timeout_ms: 5000,
+            shutdown_grace_ms: 5000,
+            journal_len: 256,
+            max_restarts: 5,
+            restart_window_secs: 60,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `term` or `json`. Default term.
+    pub format: LogFormat,
+    /// Lowest level logged. Default info.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { format: LogFormat::Term, level: "info".into() }
+    }
+}
+
+/// `[system]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemSection {
+    /// `"exec"` re-executes lwsysd with the same arguments; anything else is
+    /// a command line run without a shell (e.g. `systemctl reboot`).
+    pub reboot: String,
+    /// Time the device needs to wake from suspend, µs: deadline timers are
+    /// armed that much earlier. Default 0.
+    pub wake_latency_us: u64,
+}
+
+impl Default for SystemSection {
+    fn default() -> Self {
+        Self { reboot: "exec".into(), wake_latency_us: 0 }
+    }
+}

@@ -1,0 +1,197 @@
+//! Range checks serde cannot make, and the command-line overrides (which
+//! are checked the same way, naming the flag).
+
+use super::{Cli, Config, ConfigError};
+
+/// A value out of its range, found by [`Config::validate`]: which key and
+/// why. The file and line are added by whoever knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeError {
+    /// The section, without brackets.
+    pub section: &'static str,
+    /// The key within it.
+    pub key: &'static str,
+    /// What is wrong, e.g. `expected an integer at least 1`.
+    pub message: String,
+}
+
+impl RangeError {
+    fn new(section: &'static str, key: &'static str, message: impl Into<String>) -> Self {
+        Self { section, key, message: message.into() }
+    }
+
+    /// `[section] key`.
+    pub fn key_name(&self) -> String {
+        format!("[{}] {}", self.section, self.key)
+    }
+}
+
+/// `value` must lie in `lo..=hi`.
+/// The longest `[ota] download_timeout_secs`: a week, so that a typo
+/// cannot make the deadline meaningless (and `Instant` math cannot
+/// overflow).
+const MAX_DOWNLOAD_SECS: u64 = 7 * 86_400;
+
+fn range(
+    section: &'static str,
+    key: &'static str,
+    value: u64,
+    lo: u64,
+    hi: u64,
+) -> Result<(), RangeError> {
+    if (lo..=hi).contains(&value) {
+        return Ok(());
+    }
+    let message = match (lo, hi) {
+        (lo, u64::MAX) => format!("expected an integer at least {lo}, got {value}"),
+        (0, hi) => format!("expected an integer at most {hi}, got {value}"),
+        (lo, hi) => format!("expected an integer from {lo} to {hi}, got {value}"),
+    };
+    Err(RangeError::new(section, key, message))
+}
+
+/// Widen a count for [`range`] (usize is at most 64 bits on every target
+/// lwsys builds for; saturate rather than assume).
+fn wide(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+impl Config {
+    /// Check ranges that serde cannot: the first value out of range, with
+    /// its own key.
+    pub fn validate(&self) -> Result<(), RangeError> {
+        const HOUR_MS: u64 = 3_600_000;
+        let s = &self.supervisor;
+        range("supervisor", "consent_timeout_ms", s.consent_timeout_ms, 1, HOUR_MS)?;
+        range("supervisor", "shutdown_grace_ms", s.shutdown_grace_ms, 0, HOUR_MS)?;
+        range("supervisor", "journal_len", wide(s.journal_len), 1, 1_000_000)?;
+        range("supervisor", "restart_window_secs", s.restart_window_secs, 1, u64::MAX)?;
+        if crate::logging::parse_level(&self.log.level).is_none() {
+            return Err(RangeError::new(
+                "log",
+                "level",
+                format!(
+                    "expected one of critical, error, warning, info, debug, trace, got {:?}",
+                    self.log.level
+                ),
+            ));
+        }
+        if self.system.reboot.trim().is_empty() {
+            return Err(RangeError::new(
+                "system",
+                "reboot",
+                "expected \"exec\" or a command line, got a blank string",
+            ));
+        }
+        let c = &self.control;
+        range("control", "client_queue_bytes", wide(c.client_queue_bytes), 1, u64::MAX)?;
+        range("control", "uid_queue_bytes", wide(c.uid_queue_bytes), 1, u64::MAX)?;
+        range("control", "max_clients", wide(c.max_clients), 1, u64::MAX)?;
+        range("control", "max_clients_per_uid", wide(c.max_clients_per_uid), 1, u64::MAX)?;
+        if c.admin_reserve >= c.max_clients {
+            return Err(RangeError::new(
+                "control",
+                "admin_reserve",
+                format!(
+                    "expected an integer below max_clients ({}), got {}",
+                    c.max_clients, c.admin_reserve
+                ),
+            ));
+        }
+        // A year: far enough for "practically never", near enough that a
+        // deadline computed from it cannot overflow.
+        range("control", "idle_timeout_secs", c.idle_timeout_secs, 0, 31_536_000)?;
+        range("control", "attach_per_client", wide(c.attach_per_client), 1, 65_536)?;
+        range("control", "attach_per_uid", wide(c.attach_per_uid), 1, 65_536)?;
+        range("blobs", "max_bytes", wide(self.blobs.max_bytes), 1, 256 * 1024 * 1024)?;
+        let t = &self.time;
+        range("time", "resync_secs", t.resync_secs, 1, u64::MAX)?;
+        range("time", "backoff_min_ms", t.backoff_min_ms, 1, u64::MAX)?;
+        if t.backoff_max_ms < t.backoff_min_ms {
+            return Err(RangeError::new(
+                "time",
+                "backoff_max_ms",
+                format!(
+                    "expected an integer at least backoff_min_ms ({}), got {}",
+                    t.backoff_min_ms, t.backoff_max_ms
+                ),
+            ));
+        }
+        range("time", "query_timeout_ms", t.query_timeout_ms, 1, u64::MAX)?;
+        let o = &self.ota;
+        if !o.repository.is_empty() {
+            if o.variant.is_empty() {
+                return Err(RangeError::new("ota", "repository", "needs ota.variant set too"));
+            }
+            if o.public_jwk.as_os_str().is_empty() {
+                return Err(RangeError::new("ota", "repository", "needs ota.public_jwk set too"));
+            }
+        }
+        range("ota", "periodic_check_secs", o.periodic_check_secs, 1, u64::MAX)?;
+        range("ota", "max_boot_attempts", u64::from(o.max_boot_attempts), 1, u64::MAX)?;
+        range("ota", "connect_timeout_ms", o.connect_timeout_ms, 1, u64::MAX)?;
+        range("ota", "read_timeout_ms", o.read_timeout_ms, 1, u64::MAX)?;
+        range("ota", "download_timeout_secs", o.download_timeout_secs, 1, MAX_DOWNLOAD_SECS)?;
+        Ok(())
+    }
+
+    /// Apply command-line overrides.
+    pub fn apply_cli(&mut self, cli: &Cli) -> Result<(), ConfigError> {
+        if let Some(t) = cli.boot_target {
+            self.supervisor.boot_target = t;
+        }
+        if let Some(ms) = cli.consent_timeout_ms {
+            self.supervisor.consent_timeout_ms = ms;
+        }
+        if let Some(f) = cli.log_format {
+            self.log.format = f;
+        }
+        if let Some(l) = &cli.log_level {
+            self.log.level = l.clone();
+        }
+        self.validate().map_err(|r| {
+            // Name the flag when the bad value came from one: the file was
+            // already checked on its own.
+            let flag = match (r.section, r.key) {
+                ("supervisor", "consent_timeout_ms") if cli.consent_timeout_ms.is_some() => {
+                    Some("--consent-timeout-ms")
+                }
+                ("log", "level") if cli.log_level.is_some() => Some("--log-level"),
+                _ => None,
+            };
+            ConfigError::Invalid {
+                key: flag.map_or_else(|| r.key_name(), str::to_owned),
+                message: r.message,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use lwsys_messages::state::SystemState;
+    #[test]
+    fn a_bad_flag_value_names_the_flag() {
+        let mut cfg = Config::default();
+        let cli = Cli { consent_timeout_ms: Some(0), ..Cli::default() };
+        let e = cfg.apply_cli(&cli).unwrap_err().to_string();
+        assert!(e.starts_with("--consent-timeout-ms: expected an integer from 1"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut cfg =
+            Config::from_toml("[supervisor]\nconsent_timeout_ms = 100\n", Path::new("c")).unwrap();
+        let cli = Cli {
+            consent_timeout_ms: Some(300),
+            boot_target: Some(SystemState::Dhcp),
+            ..Cli::default()
+        };
+        cfg.apply_cli(&cli).unwrap();
+        assert_eq!(cfg.supervisor.consent_timeout_ms, 300);
+        assert_eq!(cfg.supervisor.boot_target, SystemState::Dhcp);
+    }
+}
