@@ -24,6 +24,7 @@ use actix::prelude::*;
 use lwsys_actors::time::unix_us;
 use lwsys_actors::StateService;
 use lwsys_messages::lifecycle::ServiceDied;
+use lwsys_messages::protocol::ServiceEvent;
 use lwsys_messages::state::{
     Changed, Commit, CommitRefused, GetJournal, JournalEntry, NotifierVerdict, RecordRound, Resume,
     RoundOutcome, StateReading, SystemState, Verdict,
@@ -886,7 +887,7 @@ impl Handler<ListNotifiers> for Supervisor {
     }
 }
 
-/// A service's event (`SystemEvent::Service`, such as `ota` progress):
+/// A service's event (such as `ota` progress or a clock sync):
 /// passed on to every subscriber.
 impl Handler<SystemEvent> for Supervisor {
     type Result = ();
@@ -996,18 +997,20 @@ impl Handler<ServiceDied> for Supervisor {
                 self.pump(ctx);
             }
         }
-        self.emit(SystemEvent::Service(serde_json::json!({
-            "event": "service", "kind": "restarted", "service": name, "restarts": count,
-        })));
+        self.emit(SystemEvent::Service(ServiceEvent::Restarted {
+            service: name.to_owned(),
+            restarts: count,
+        }));
     }
 }
 
 impl Supervisor {
     /// Give up: publish the failure, tell subscribers, and shut down.
     fn fail(&mut self, why: String, service: &str, ctx: &mut Context<Self>) {
-        self.emit(SystemEvent::Service(serde_json::json!({
-            "event": "service", "kind": "gave_up", "service": service, "reason": why,
-        })));
+        self.emit(SystemEvent::Service(ServiceEvent::GaveUp {
+            service: service.to_owned(),
+            reason: why.clone(),
+        }));
         self.shutdown_tx.send_replace(RunState::Failed(why));
         ctx.address().do_send(Shutdown);
     }
