@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use lwsys_actors::ota::OtaError;
 use lwsys_messages::ota::{OtaEvent, OtaPhase};
+use lwsys_messages::protocol::{Request, Topic};
 use serde_json::{json, Value};
 
 use super::client::Connection;
@@ -91,11 +92,9 @@ pub(crate) fn run(
     out: &mut dyn Write,
 ) -> Result<Next, CtlError> {
     Ok(Next::Send(match c {
-        OtaCommand::Status => Call::new("ota.status", json!({}), status),
-        OtaCommand::Check => Call::new("ota.check", json!({}), check_text),
-        OtaCommand::ReportCurrent { bad } => {
-            Call::new("ota.report_current", json!({"bad": bad}), status)
-        }
+        OtaCommand::Status => Call::new(&Request::OtaStatus {}, status),
+        OtaCommand::Check => Call::new(&Request::OtaCheck {}, check_text),
+        OtaCommand::ReportCurrent { bad } => Call::new(&Request::OtaReportCurrent { bad }, status),
         OtaCommand::Watch => {
             let mut conn = Connection::open(socket)?;
             return Ok(Next::Done(watch(&mut conn, json, term, out)?));
@@ -220,14 +219,14 @@ fn watch(
     term: Terminal,
     out: &mut dyn Write,
 ) -> Result<Outcome, CtlError> {
-    let Value::Object(sub) = json!({"op": "subscribe", "events": ["ota"]}) else {
-        return Ok(Outcome::ok());
-    };
-    let reply = conn.call(sub)?;
+    let sub = Call::new(&Request::Subscribe { events: vec![Topic::Ota] }, |_| String::new());
+    let reply = conn.call(sub.with_op())?;
     if reply.get("ok") != Some(&Value::Bool(true)) {
         return Ok(show(&reply, json, |_| String::new(), out));
     }
-    conn.send(&json!({"id": "ota-watch-status", "op": "ota.status"}))?;
+    let mut status = Call::new(&Request::OtaStatus {}, |_| String::new()).with_op();
+    status.insert("id".into(), Value::from("ota-watch-status"));
+    conn.send(&Value::Object(status))?;
     let mut drawn = false;
     let mut active = false;
     let end = loop {
