@@ -21,6 +21,7 @@
 //! ([`Limits`]).
 
 mod access;
+mod events;
 mod framing;
 mod limits;
 mod ops;
@@ -38,9 +39,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use lwsys_messages::protocol::{Envelope, Event, Op, Topic};
-use lwsys_messages::state::{Aborted, Changed, Consent, Verdict};
-use lwsys_messages::supervisor::{SystemEvent, Unregister};
+use lwsys_messages::protocol::{Envelope, Op, Topic};
+use lwsys_messages::state::Verdict;
+use lwsys_messages::supervisor::Unregister;
 use lwsys_messages::ErrorCode;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -383,13 +384,6 @@ impl ControlSession {
             }
         }
     }
-
-    /// Push an event the client subscribed to.
-    fn push_event(&mut self, ev: &SystemEvent, ctx: &mut Context<Self>) {
-        if ev.topic().is_some_and(|t| self.topics.contains(&t)) {
-            self.send_line(ev, ctx);
-        }
-    }
 }
 
 impl Actor for ControlSession {
@@ -463,52 +457,6 @@ impl ControlSession {
                    "in_flight" => self.in_flight, "attaches" => self.attach_live);
             ctx.stop();
         }
-    }
-}
-
-impl Handler<Consent> for ControlSession {
-    type Result = ResponseFuture<Verdict>;
-
-    fn handle(&mut self, msg: Consent, ctx: &mut Self::Context) -> Self::Result {
-        // The supervisor runs one round at a time, so any older ticket is
-        // stale from now on.
-        self.tickets.clear();
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
-        let (tx, rx) = oneshot::channel();
-        self.tickets.insert(ticket, tx);
-        let ev = Event::Consent { ticket, current: msg.current, target: msg.target };
-        self.send_line(&ev, ctx);
-        // Forget the ticket once the supervisor has stopped waiting, so a
-        // late reply is answered as stale.
-        ctx.run_later(self.env.consent_timeout, move |act, _| {
-            act.tickets.remove(&ticket);
-        });
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Verdict::defer("ticket expired")) })
-    }
-}
-
-impl Handler<Changed> for ControlSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Changed, ctx: &mut Self::Context) {
-        self.send_line(&Event::Changed { from: msg.from, to: msg.to }, ctx);
-    }
-}
-
-impl Handler<Aborted> for ControlSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Aborted, ctx: &mut Self::Context) {
-        self.send_line(&Event::Aborted { current: msg.current, target: msg.target }, ctx);
-    }
-}
-
-impl Handler<SystemEvent> for ControlSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: SystemEvent, ctx: &mut Self::Context) {
-        self.push_event(&msg, ctx);
     }
 }
 
