@@ -92,10 +92,7 @@ macro_rules! ops {
                 $(#[$doc])*
                 #[serde(rename = $name)]
                 $variant {
-                    $(
-                        #[allow(missing_docs)]
-                        $(#[$fattr])* $field: $ty,
-                    )*
+                    $( $(#[$fattr])* $field: $ty, )*
                 },
             )*
         }
@@ -115,12 +112,20 @@ ops! {
     /// `state.get`: the current state and since when.
     StateGet = "state.get", Read, false {}
     /// `state.steps {target}`: walk one state at a time to `target`.
-    StateSteps = "state.steps", Admin, false { target: SystemState }
+    StateSteps = "state.steps", Admin, false {
+        /// The state to reach.
+        target: SystemState,
+    }
     /// `state.jump {target}`: one transition to `target`.
-    StateJump = "state.jump", Admin, false { target: SystemState }
+    StateJump = "state.jump", Admin, false {
+        /// The state to enter.
+        target: SystemState,
+    }
     /// `state.wait {state, timeout_ms?}`: answer once at or past `state`.
     StateWait = "state.wait", Read, false {
+        /// The state to wait for.
         state: SystemState,
+        /// How long to wait at most, in milliseconds (none: no limit).
         #[serde(skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     }
@@ -133,77 +138,122 @@ ops! {
     /// `state.leave_modal`: back to OPERATIONAL.
     StateLeaveModal = "state.leave_modal", Admin, false {}
     /// `notifier.register {name}`: make this connection a notifier.
-    NotifierRegister = "notifier.register", Admin, false { name: String }
+    NotifierRegister = "notifier.register", Admin, false {
+        /// The notifier's name, unique among notifiers.
+        name: String,
+    }
     /// `notifier.resume {name}`: continue the walk `name` deferred.
-    NotifierResume = "notifier.resume", Admin, false { name: String }
+    NotifierResume = "notifier.resume", Admin, false {
+        /// The notifier that deferred.
+        name: String,
+    }
     /// `notifier.unregister {name}`: remove a notifier.
-    NotifierUnregister = "notifier.unregister", Admin, false { name: String }
+    NotifierUnregister = "notifier.unregister", Admin, false {
+        /// The notifier to remove.
+        name: String,
+    }
     /// `consent.reply {ticket, verdict, reason?}`: answer a consent event.
     ConsentReply = "consent.reply", Admin, false {
+        /// The ticket of the `consent` event answered.
         ticket: u64,
+        /// The answer; on the wire `verdict` and, for defer and deny,
+        /// `reason`.
         #[serde(flatten)]
         verdict: Verdict,
     }
     /// `subscribe {events}`: push events of these topics.
-    Subscribe = "subscribe", Read, false { events: Vec<Topic> }
+    Subscribe = "subscribe", Read, false {
+        /// The topics to add.
+        events: Vec<Topic>,
+    }
     /// `blob.set {kind, idx?, data | data_b64}`: replace a blob.
     BlobSet = "blob.set", Admin, false {
+        /// The blob's kind.
         kind: BlobKind,
+        /// Its slot (default 0).
         #[serde(skip_serializing_if = "Option::is_none")]
         idx: Option<u64>,
+        /// The bytes.
         #[serde(flatten)]
         data: BlobData,
     }
     /// `blob.append {kind, idx?, data | data_b64}`: append to a blob.
     BlobAppend = "blob.append", Admin, false {
+        /// The blob's kind.
         kind: BlobKind,
+        /// Its slot (default 0).
         #[serde(skip_serializing_if = "Option::is_none")]
         idx: Option<u64>,
+        /// The bytes.
         #[serde(flatten)]
         data: BlobData,
     }
     /// `blob.empty {kind, idx?}`: empty a blob.
     BlobEmpty = "blob.empty", Admin, false {
+        /// The blob's kind.
         kind: BlobKind,
+        /// Its slot (default 0).
         #[serde(skip_serializing_if = "Option::is_none")]
         idx: Option<u64>,
     }
     /// `blob.get {kind, idx?, offset?, len?}`: read a blob.
     BlobGet = "blob.get", Read, false {
+        /// The blob's kind.
         kind: BlobKind,
+        /// Its slot (default 0).
         #[serde(skip_serializing_if = "Option::is_none")]
         idx: Option<u64>,
+        /// Where to start reading (default 0).
         #[serde(skip_serializing_if = "Option::is_none")]
         offset: Option<u64>,
+        /// How many bytes to read at most (default: to the end).
         #[serde(skip_serializing_if = "Option::is_none")]
         len: Option<u64>,
     }
     /// `blob.size {kind, idx?}`: a blob's size.
     BlobSize = "blob.size", Read, false {
+        /// The blob's kind.
         kind: BlobKind,
+        /// Its slot (default 0).
         #[serde(skip_serializing_if = "Option::is_none")]
         idx: Option<u64>,
     }
     /// `blob.destroy {kind, idx?}`: destroy a blob, durable copy included.
     BlobDestroy = "blob.destroy", Admin, false {
+        /// The blob's kind.
         kind: BlobKind,
+        /// Its slot (default 0).
         #[serde(skip_serializing_if = "Option::is_none")]
         idx: Option<u64>,
     }
     /// `attach {state, request}`: run `request` once at or past `state`.
-    Attach = "attach", Read, false { state: SystemState, request: Box<Request> }
+    Attach = "attach", Read, false {
+        /// The state at or past which the request runs.
+        state: SystemState,
+        /// The request to run then.
+        request: Box<Request>,
+    }
     /// `clock.get`: read the clock service.
     ClockGet = "clock.get", Read, false {}
     /// `clock.set {unix_us}`: set the time.
-    ClockSet = "clock.set", Admin, false { unix_us: u64 }
+    ClockSet = "clock.set", Admin, false {
+        /// The time, in Unix microseconds.
+        unix_us: u64,
+    }
     /// `trust.query {skid}`: the trusted CAs with this SKID (hex).
-    TrustQuery = "trust.query", Read, false { skid: String }
+    TrustQuery = "trust.query", Read, false {
+        /// The Subject Key Identifier in hex (pairs may be separated by `:`).
+        skid: String,
+    }
     /// `ota.status`: the OTA service's status.
     OtaStatus = "ota.status", Read, false {}
     /// `ota.check`: check for a release now.
     OtaCheck = "ota.check", Admin, false {}
     /// `ota.report_current {bad}`: confirm or reject the running slot.
-    OtaReportCurrent = "ota.report_current", Admin, false { bad: bool }
+    OtaReportCurrent = "ota.report_current", Admin, false {
+        /// Whether the running slot is bad (true) or confirmed (false).
+        bad: bool,
+    }
     /// `system.info`: the daemon's figures.
     SystemInfo = "system.info", Read, false {}
     /// `system.reboot`: reboot through CONTEXT_DESTROYING.
@@ -211,7 +261,10 @@ ops! {
     /// `system.shutdown`: shut the daemon down.
     SystemShutdown = "system.shutdown", Admin, false {}
     /// `debug.crash {service}`: make a service panic (fault injection only).
-    DebugCrash = "debug.crash", Admin, true { service: String }
+    DebugCrash = "debug.crash", Admin, true {
+        /// `blobs`, `clock`, `trust` or `ota`.
+        service: String,
+    }
 }
 
 impl Op {
