@@ -434,3 +434,90 @@ fn events_serialize_byte_identically_to_the_old_hand_built_ones() {
         assert_eq!(back, ev, "{want}");
     }
 }
+
+mod props {
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    use super::super::*;
+
+    /// Values a parameter may hold: right and wrong types, state and kind
+    /// names, topics, nested requests.
+    fn param() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            prop_oneof![
+                Just("OPERATIONAL"),
+                Just("dhcp"),
+                Just("AUTH"),
+                Just("DEVICE_SERIAL"),
+                Just("allow"),
+                Just("defer"),
+                Just("aGk="),
+                Just("nope"),
+                Just(""),
+            ]
+            .prop_map(Value::from),
+            Just(json!(["state", "ota"])),
+            Just(json!(["bogus"])),
+            Just(json!({"op": "state.get", "id": 3})),
+            Just(json!({"op": "blob.get", "kind": "AUTH"})),
+        ]
+    }
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        let keys = prop_oneof![
+            Just("target"),
+            Just("state"),
+            Just("timeout_ms"),
+            Just("name"),
+            Just("ticket"),
+            Just("verdict"),
+            Just("reason"),
+            Just("events"),
+            Just("kind"),
+            Just("idx"),
+            Just("data"),
+            Just("data_b64"),
+            Just("offset"),
+            Just("len"),
+            Just("request"),
+            Just("unix_us"),
+            Just("skid"),
+            Just("bad"),
+            Just("service"),
+        ];
+        let op = proptest::sample::select(OP_TABLE.iter().map(|o| o.name).collect::<Vec<_>>());
+        (op, proptest::collection::vec((keys, param()), 0..6)).prop_map(|(op, params)| {
+            let mut m: Map<String, Value> =
+                params.into_iter().map(|(k, v)| (k.into(), v)).collect();
+            m.insert("op".into(), Value::from(op));
+            serde_json::to_vec(&Value::Object(m)).unwrap()
+        })
+    }
+
+    proptest! {
+        /// Whatever a known op's parameters, the line is either refused
+        /// with the op named (so access is checked first) or decoded to a
+        /// request that serializes and decodes to itself.
+        #[test]
+        fn a_decoded_request_says_the_same_again_and_a_refused_one_names_its_op(l in line()) {
+            match decode_request(&l) {
+                Ok(env) => {
+                    let again = serde_json::to_vec(&env.request).unwrap();
+                    prop_assert_eq!(decode_request(&again).unwrap().request, env.request);
+                }
+                Err(r) => {
+                    prop_assert!(r.op.is_some(), "{:?}", r);
+                    prop_assert!(
+                        matches!(r.error.code, ErrorCode::BadRequest | ErrorCode::NotFound | ErrorCode::UnknownOp),
+                        "{:?}", r
+                    );
+                }
+            }
+        }
+    }
+}
