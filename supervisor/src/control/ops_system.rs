@@ -344,4 +344,30 @@ mod tests {
         assert_eq!(sys.ops().reboot_settled().await, RebootStatus::Done);
         assert_eq!(journal.lock().unwrap().last().map(String::as_str), Some("op reboot"));
     }
+
+    #[actix_rt::test]
+    async fn a_client_learns_nothing_of_an_op_it_may_not_run_from_its_parameters() {
+        let journal = Journal::default();
+        let sys = system(&journal, false).await;
+        // A read-only client: a changing op with bad parameters is
+        // refused for the role, not for the parameters.
+        let reader = session(&sys, 1001);
+        let (reader, r) =
+            call(reader, "{\"id\":1,\"op\":\"state.jump\",\"target\":\"NOPE\"}\n").await;
+        assert_eq!(r["error"]["code"], "forbidden", "{r}");
+        assert_eq!(r["id"], 1);
+        // Its reads with bad parameters are told what is wrong.
+        let (_reader, r) = call(reader, "{\"id\":2,\"op\":\"state.wait\"}\n").await;
+        assert_eq!(r["error"]["code"], "bad_request", "{r}");
+        assert_eq!(r["error"]["message"], "missing \"state\"", "{r}");
+        // The fault hook is off here (the tests of supervision turn it on
+        // in a daemon of their own): it does not exist, whatever is sent.
+        if std::env::var_os("LWSYS_FAULT_INJECTION").is_none() {
+            for uid in [1000, 1001] {
+                let (_c, r) = call(session(&sys, uid), "{\"id\":3,\"op\":\"debug.crash\"}\n").await;
+                assert_eq!(r["error"]["code"], "unknown_op", "uid {uid}: {r}");
+                assert_eq!(r["error"]["message"], "unknown op \"debug.crash\"", "{r}");
+            }
+        }
+    }
 }
