@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use lwsys_actors::ota::OtaError;
-use lwsys_messages::ota::{OtaEvent, OtaPhase};
+use lwsys_messages::ota::{CheckOutcome, OtaEvent, OtaPhase};
 use lwsys_messages::protocol::{Request, Topic};
 use serde_json::{json, Value};
 
 use super::client::Connection;
 use super::format::{paint, table, text, Terminal, GREEN, RED};
-use super::{show, Call, CtlError, Outcome, EXIT_ERROR_REPLY};
+use super::{show, typed, Call, CtlError, Outcome, EXIT_ERROR_REPLY};
 use crate::ctl_ota;
 
 /// `lwsysctl ota ...`
@@ -294,13 +294,15 @@ fn end_line(drawn: bool, out: &mut dyn Write) {
 
 /// A settled check (the reply comes once it is over).
 fn check_text(r: &Value) -> String {
-    if r.get("updated") == Some(&Value::Bool(true)) {
-        let then = if r.get("reboot") == Some(&Value::Bool(true)) { ", rebooting" } else { "" };
-        return format!("installed release {} as a trial{then}", text(r, "unixtime"));
+    let Some(o) = typed::<CheckOutcome>(r) else { return String::new() };
+    let release = o.unixtime.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    if o.updated {
+        let then = if o.reboot { ", rebooting" } else { "" };
+        return format!("installed release {release} as a trial{then}");
     }
-    match r.get("reason").and_then(Value::as_str) {
+    match o.reason {
         Some(why) => format!("no update: {why}"),
-        None => format!("no update (latest release {})", text(r, "unixtime")),
+        None => format!("no update (latest release {release})"),
     }
 }
 
