@@ -521,3 +521,27 @@ mod props {
         }
     }
 }
+
+#[test]
+fn attaches_nest_as_deep_as_the_json_reader_allows_without_a_copy_per_level() {
+    // serde_json refuses nesting past 128 levels; each attach is two (its
+    // object and its `request`'s), so 63 attaches is close to the limit.
+    let depth = 63;
+    let payload = "x".repeat(512 * 1024);
+    let mut line = String::new();
+    for _ in 0..depth {
+        line.push_str(r#"{"op":"attach","state":"DHCP","request":"#);
+    }
+    line.push_str(&format!(r#"{{"op":"blob.set","kind":"AUTH","data":"{payload}"}}"#));
+    line.push_str(&"}".repeat(depth));
+    let mut req = decode_request(line.as_bytes()).unwrap().request;
+    let mut levels = 0;
+    while let Request::Attach { request, .. } = req {
+        levels += 1;
+        req = *request;
+    }
+    assert_eq!(levels, depth);
+    assert!(
+        matches!(req, Request::BlobSet { data: BlobData::Text(t), .. } if t.len() == payload.len())
+    );
+}
