@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use lwsys_messages::blobs::BlobKind;
-use serde_json::{Map, Value};
+use lwsys_messages::protocol::{BlobData as Payload, BlobRead, BlobSized, Request};
+use serde_json::Value;
 
-use super::format::text;
-use super::{Call, CtlError};
+use super::{typed, Call, CtlError};
 
 /// `lwsysctl blob ...`
 #[derive(Debug, Subcommand)]
@@ -87,52 +87,52 @@ pub struct BlobData {
     pub file: Option<PathBuf>,
 }
 
-fn target(at: &BlobAt) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("kind".into(), Value::from(at.kind.name()));
-    if let Some(idx) = at.idx {
-        m.insert("idx".into(), Value::from(idx));
-    }
-    m
-}
-
-fn with_data(at: &BlobAt, data: BlobData) -> Result<Value, CtlError> {
-    let mut m = target(at);
+/// The bytes to send, as the daemon will take them: text as `data`,
+/// base64 and files as `data_b64` (base64 given is checked here, so a
+/// typo is a usage error before anything is sent).
+fn payload(data: BlobData) -> Result<Payload, CtlError> {
     if let Some(text) = data.data {
-        m.insert("data".into(), Value::from(text));
+        Ok(Payload::Text(text))
     } else if let Some(b64) = data.b64 {
-        m.insert("data_b64".into(), Value::from(b64));
+        base64::engine::general_purpose::STANDARD
+            .decode(&b64)
+            .map(|b| Payload::Bytes(b.into()))
+            .map_err(|e| CtlError::Usage(format!("--b64 is not standard base64: {e}")))
     } else if let Some(path) = data.file {
         let bytes = std::fs::read(&path)
             .map_err(|e| CtlError::Usage(format!("cannot read {}: {e}", path.display())))?;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-        m.insert("data_b64".into(), Value::from(b64));
+        Ok(Payload::Bytes(bytes.into()))
+    } else {
+        Err(CtlError::Usage("give the data as text, --b64 or --file".into()))
     }
-    Ok(Value::Object(m))
 }
 
 /// The request for `c`.
 pub(crate) fn call(c: BlobCommand) -> Result<Call, CtlError> {
     Ok(match c {
         BlobCommand::Get { at, offset, len } => {
-            let mut m = target(&at);
-            if let Some(o) = offset {
-                m.insert("offset".into(), o.into());
-            }
-            if let Some(l) = len {
-                m.insert("len".into(), l.into());
-            }
-            Call::new("blob.get", Value::Object(m), bytes_text)
+            let req = Request::BlobGet { kind: at.kind, idx: at.idx, offset, len };
+            Call::new(&req, bytes_text)
         }
-        BlobCommand::Set { at, data } => Call::new("blob.set", with_data(&at, data)?, size_text),
+        BlobCommand::Set { at, data } => {
+            let req = Request::BlobSet { kind: at.kind, idx: at.idx, data: payload(data)? };
+            Call::new(&req, size_text)
+        }
         BlobCommand::Append { at, data } => {
-            Call::new("blob.append", with_data(&at, data)?, size_text)
+            let req = Request::BlobAppend { kind: at.kind, idx: at.idx, data: payload(data)? };
+            Call::new(&req, size_text)
         }
-        BlobCommand::Empty { at } => Call::new("blob.empty", Value::Object(target(&at)), done),
+        BlobCommand::Empty { at } => {
+            Call::new(&Request::BlobEmpty { kind: at.kind, idx: at.idx }, done)
+        }
         BlobCommand::Size { at } => {
-            Call::new("blob.size", Value::Object(target(&at)), |r| text(r, "size"))
+            Call::new(&Request::BlobSize { kind: at.kind, idx: at.idx }, |r| {
+                typed::<BlobSized>(r).map_or_else(String::new, |s| s.size.to_string())
+            })
         }
-        BlobCommand::Destroy { at } => Call::new("blob.destroy", Value::Object(target(&at)), done),
+        BlobCommand::Destroy { at } => {
+            Call::new(&Request::BlobDestroy { kind: at.kind, idx: at.idx }, done)
+        }
     })
 }
 
@@ -141,22 +141,16 @@ fn done(_: &Value) -> String {
 }
 
 fn size_text(r: &Value) -> String {
-    match r.get("size") {
-        Some(_) => format!("{} bytes", text(r, "size")),
-        None => String::new(),
-    }
+    typed::<BlobSized>(r).map_or_else(String::new, |s| format!("{} bytes", s.size))
 }
 
 /// The bytes read: text when they are UTF-8 without control characters
 /// other than whitespace, else the base64 the daemon sent.
 pub(crate) fn bytes_text(r: &Value) -> String {
-    let b64 = r.get("data_b64").and_then(Value::as_str).unwrap_or("");
-    match base64::engine::general_purpose::STANDARD.decode(b64) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(s) if !s.chars().any(|c| c.is_control() && !c.is_whitespace()) => s,
-            _ => b64.to_owned(),
-        },
-        Err(_) => b64.to_owned(),
+    let Some(read) = typed::<BlobRead>(r) else { return String::new() };
+    match read.bytes().map(String::from_utf8) {
+        Ok(Ok(s)) if !s.chars().any(|c| c.is_control() && !c.is_whitespace()) => s,
+        _ => read.data_b64,
     }
 }
 
@@ -167,7 +161,10 @@ mod tests {
 
     #[test]
     fn text_blobs_read_as_text_and_binary_as_base64() {
-        assert_eq!(bytes_text(&json!({"data_b64": "cG9vbC5udHAub3Jn"})), "pool.ntp.org");
-        assert_eq!(bytes_text(&json!({"data_b64": "AAEC"})), "AAEC");
+        assert_eq!(
+            bytes_text(&json!({"ok": true, "data_b64": "cG9vbC5udHAub3Jn", "size": 12})),
+            "pool.ntp.org"
+        );
+        assert_eq!(bytes_text(&json!({"ok": true, "data_b64": "AAEC", "size": 3})), "AAEC");
     }
 }

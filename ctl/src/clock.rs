@@ -1,10 +1,12 @@
 //! The `clock.*` commands: read the time lwsys uses, or set it.
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use lwsys_messages::clock::ClockReading;
+use lwsys_messages::protocol::Request;
+use serde_json::Value;
 
-use super::format::{num, rfc3339_ms, text};
-use super::Call;
+use super::format::rfc3339_ms;
+use super::{typed, Call};
 
 /// `lwsysctl clock ...`
 #[derive(Debug, Subcommand)]
@@ -21,17 +23,13 @@ pub enum ClockCommand {
 /// The request for `c`.
 pub(crate) fn call(c: ClockCommand) -> Call {
     match c {
-        ClockCommand::Get => Call::new("clock.get", json!({}), reading),
-        ClockCommand::Set { unix_us } => {
-            Call::new("clock.set", json!({"unix_us": unix_us}), reading)
-        }
+        ClockCommand::Get => Call::new(&Request::ClockGet {}, reading),
+        ClockCommand::Set { unix_us } => Call::new(&Request::ClockSet { unix_us }, reading),
     }
 }
 
 fn reading(r: &Value) -> String {
-    if r.get("unix_us").is_none() {
-        return String::new();
-    }
-    let valid = if r.get("valid") == Some(&Value::Bool(true)) { "valid" } else { "not valid" };
-    format!("{} {valid} (source {})", rfc3339_ms(num(r, "unix_us")), text(r, "source"))
+    let Some(r) = typed::<ClockReading>(r) else { return String::new() };
+    let valid = if r.valid { "valid" } else { "not valid" };
+    format!("{} {valid} (source {})", rfc3339_ms(r.unix_us), r.source.as_str())
 }

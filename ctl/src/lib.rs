@@ -31,7 +31,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use lwsys_messages::protocol::Request;
 use lwsys_messages::state::SystemState;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 pub use blob::BlobCommand;
@@ -162,14 +164,34 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    /// `op` with `params` (an object) shown by `human`.
-    pub fn new(op: &'static str, params: Value, human: fn(&Value) -> String) -> Self {
-        let params = match params {
-            Value::Object(m) => m,
+    /// `req` shown by `human`: the op name comes from the protocol's
+    /// table, the parameters from the typed request.
+    pub fn new(req: &Request, human: fn(&Value) -> String) -> Self {
+        let params = match serde_json::to_value(req) {
+            Ok(Value::Object(mut m)) => {
+                m.remove("op");
+                m
+            }
             _ => Map::new(),
         };
-        Self { op, params, human }
+        Self { op: req.op().name(), params, human }
     }
+}
+
+impl Call {
+    /// The request object, `op` included (for calls made on a connection
+    /// the caller keeps).
+    pub fn with_op(self) -> Map<String, Value> {
+        let mut req = self.params;
+        req.insert("op".into(), Value::from(self.op));
+        req
+    }
+}
+
+/// A reply (or event) read as its protocol type; `None` when it is not
+/// one (an older or newer daemon), which the callers show as nothing.
+pub(crate) fn typed<T: DeserializeOwned>(r: &Value) -> Option<T> {
+    serde_json::from_value(r.clone()).ok()
 }
 
 /// The socket used when `--socket` and `$LWSYS_SOCKET` are not given:
@@ -224,14 +246,14 @@ fn run_on(
         }
         Command::Raw { request } => return system::raw(socket, &request, out),
         Command::State => state::get(),
-        Command::Steps { target } => state::walk("state.steps", target),
-        Command::Jump { target } => state::walk("state.jump", target),
+        Command::Steps { target } => state::walk(Request::StateSteps { target }),
+        Command::Jump { target } => state::walk(Request::StateJump { target }),
         Command::Wait { state, timeout_ms } => state::wait(state, timeout_ms),
         Command::Explain => state::explain(),
         Command::Plot => plot::call(),
-        Command::PolicyInvalidate => state::cycle("state.policy_invalidate"),
-        Command::EnterModal => state::cycle("state.enter_modal"),
-        Command::LeaveModal => state::cycle("state.leave_modal"),
+        Command::PolicyInvalidate => state::walk(Request::StatePolicyInvalidate {}),
+        Command::EnterModal => state::walk(Request::StateEnterModal {}),
+        Command::LeaveModal => state::walk(Request::StateLeaveModal {}),
         Command::Notifiers => system::notifiers_call(),
         Command::Info => system::info(),
         Command::Shutdown => system::shutdown(),
@@ -245,10 +267,9 @@ fn run_on(
         },
     };
     let mut conn = Connection::open(socket)?;
-    let mut req = call.params;
-    req.insert("op".into(), Value::from(call.op));
-    let reply = conn.call(req)?;
-    Ok(show(&reply, cli.json, call.human, out))
+    let human = call.human;
+    let reply = conn.call(call.with_op())?;
+    Ok(show(&reply, cli.json, human, out))
 }
 
 /// What `run_on` decided: an exit status, and an error line for stderr.

@@ -6,13 +6,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use lwsys_messages::ota::OtaError;
-use lwsys_messages::ota::{OtaEvent, OtaPhase};
+use lwsys_messages::ota::{CheckOutcome, OtaError, OtaEvent, OtaPhase};
+use lwsys_messages::protocol::{Request, Topic};
 use serde_json::{json, Value};
 
 use super::client::Connection;
 use super::format::{paint, table, text, Terminal, GREEN, RED};
-use super::{show, Call, CtlError, Outcome, EXIT_ERROR_REPLY};
+use super::{show, typed, Call, CtlError, Outcome, EXIT_ERROR_REPLY};
 use crate::ota_tools as ctl_ota;
 
 /// `lwsysctl ota ...`
@@ -91,11 +91,9 @@ pub(crate) fn run(
     out: &mut dyn Write,
 ) -> Result<Next, CtlError> {
     Ok(Next::Send(match c {
-        OtaCommand::Status => Call::new("ota.status", json!({}), status),
-        OtaCommand::Check => Call::new("ota.check", json!({}), check_text),
-        OtaCommand::ReportCurrent { bad } => {
-            Call::new("ota.report_current", json!({"bad": bad}), status)
-        }
+        OtaCommand::Status => Call::new(&Request::OtaStatus {}, status),
+        OtaCommand::Check => Call::new(&Request::OtaCheck {}, check_text),
+        OtaCommand::ReportCurrent { bad } => Call::new(&Request::OtaReportCurrent { bad }, status),
         OtaCommand::Watch => {
             let mut conn = Connection::open(socket)?;
             return Ok(Next::Done(watch(&mut conn, json, term, out)?));
@@ -220,14 +218,14 @@ fn watch(
     term: Terminal,
     out: &mut dyn Write,
 ) -> Result<Outcome, CtlError> {
-    let Value::Object(sub) = json!({"op": "subscribe", "events": ["ota"]}) else {
-        return Ok(Outcome::ok());
-    };
-    let reply = conn.call(sub)?;
+    let sub = Call::new(&Request::Subscribe { events: vec![Topic::Ota] }, |_| String::new());
+    let reply = conn.call(sub.with_op())?;
     if reply.get("ok") != Some(&Value::Bool(true)) {
         return Ok(show(&reply, json, |_| String::new(), out));
     }
-    conn.send(&json!({"id": "ota-watch-status", "op": "ota.status"}))?;
+    let mut status = Call::new(&Request::OtaStatus {}, |_| String::new()).with_op();
+    status.insert("id".into(), Value::from("ota-watch-status"));
+    conn.send(&Value::Object(status))?;
     let mut drawn = false;
     let mut active = false;
     let end = loop {
@@ -295,13 +293,15 @@ fn end_line(drawn: bool, out: &mut dyn Write) {
 
 /// A settled check (the reply comes once it is over).
 fn check_text(r: &Value) -> String {
-    if r.get("updated") == Some(&Value::Bool(true)) {
-        let then = if r.get("reboot") == Some(&Value::Bool(true)) { ", rebooting" } else { "" };
-        return format!("installed release {} as a trial{then}", text(r, "unixtime"));
+    let Some(o) = typed::<CheckOutcome>(r) else { return String::new() };
+    let release = o.unixtime.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    if o.updated {
+        let then = if o.reboot { ", rebooting" } else { "" };
+        return format!("installed release {release} as a trial{then}");
     }
-    match r.get("reason").and_then(Value::as_str) {
+    match o.reason {
         Some(why) => format!("no update: {why}"),
-        None => format!("no update (latest release {})", text(r, "unixtime")),
+        None => format!("no update (latest release {release})"),
     }
 }
 

@@ -134,10 +134,10 @@ pub fn render_progress(event: &OtaEvent) -> String {
 /// The [`OtaEvent`] in an `{"event": "ota", ...}` protocol line, if it is
 /// one (extra members such as `error` are ignored).
 pub fn parse_event(v: &serde_json::Value) -> Option<OtaEvent> {
-    if v.get("event").and_then(|e| e.as_str()) != Some("ota") {
-        return None;
+    match serde_json::from_value::<lwsys_messages::protocol::Event>(v.clone()) {
+        Ok(lwsys_messages::protocol::Event::Ota(p)) => Some(p.progress),
+        _ => None,
     }
-    serde_json::from_value(v.clone()).ok()
 }
 
 #[cfg(test)]

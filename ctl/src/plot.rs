@@ -11,8 +11,9 @@
 
 use std::collections::HashMap;
 
+use lwsys_messages::protocol::Request;
 use lwsys_messages::state::{JournalEntry, RoundOutcome, SystemState, Verdict};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::Call;
 
@@ -21,7 +22,7 @@ mod draw;
 /// `plot`: ask for the journal, print it as SVG (`--json` prints the
 /// reply as is).
 pub(crate) fn call() -> Call {
-    Call::new("state.explain", json!({}), |r| render_svg(r, Some(now_us())))
+    Call::new(&Request::StateExplain {}, |r| render_svg(r, Some(now_us())))
 }
 
 fn now_us() -> u64 {
@@ -314,6 +315,7 @@ fn esc(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn round(at: u64, cur: &str, tgt: &str, verdicts: Value, outcome: Value) -> Value {
         let mut e = json!({"at_us": at, "current": cur, "target": tgt, "verdicts": verdicts, "inline_ns": 0});

@@ -1,51 +1,51 @@
 //! The `state.*` commands: get, steps, jump, wait, explain and the
 //! built-in cycles, with their text forms.
 
-use lwsys_messages::state::SystemState;
-use serde_json::{json, Value};
+use lwsys_messages::protocol::{Request, WaitReply};
+use lwsys_messages::state::{StateReading, SystemState};
+use lwsys_messages::supervisor::{Pending, WalkReport};
+use serde_json::Value;
 
-use super::format::{num, rfc3339_ms, table, text, when};
-use super::Call;
+use super::format::{num, rfc3339, rfc3339_ms, table, text, when};
+use super::{typed, Call};
 
 /// `state`: `OPERATIONAL (since 2026-11-24T16:00:00Z)`.
 pub(crate) fn get() -> Call {
-    Call::new("state.get", json!({}), |r| {
-        format!("{} (since {})", text(r, "state"), when(r, "since_us"))
+    Call::new(&Request::StateGet {}, |r| match typed::<StateReading>(r) {
+        Some(s) => format!("{} (since {})", s.state, rfc3339(s.since_us)),
+        None => String::new(),
     })
 }
 
-/// `steps` / `jump`.
-pub(crate) fn walk(op: &'static str, target: SystemState) -> Call {
-    Call::new(op, json!({"target": target}), walk_text)
-}
-
-/// The built-in cycles, answered like a walk.
-pub(crate) fn cycle(op: &'static str) -> Call {
-    Call::new(op, json!({}), walk_text)
+/// `steps` / `jump` and the built-in cycles, all answered as a walk.
+pub(crate) fn walk(req: Request) -> Call {
+    Call::new(&req, walk_text)
 }
 
 /// `wait STATE [--timeout-ms N]`.
 pub(crate) fn wait(state: SystemState, timeout_ms: Option<u64>) -> Call {
-    let mut params = json!({"state": state});
-    if let (Some(t), Some(m)) = (timeout_ms, params.as_object_mut()) {
-        m.insert("timeout_ms".into(), t.into());
-    }
-    Call::new("state.wait", params, |r| text(r, "state"))
+    Call::new(&Request::StateWait { state, timeout_ms }, |r| {
+        typed::<WaitReply>(r).map_or_else(String::new, |w| w.state.to_string())
+    })
 }
 
 /// `explain`.
 pub(crate) fn explain() -> Call {
-    Call::new("state.explain", json!({}), explain_text)
+    Call::new(&Request::StateExplain {}, explain_text)
 }
 
 /// A settled walk: where it is, and who holds it if it stopped short.
 pub(crate) fn walk_text(r: &Value) -> String {
-    let state = text(r, "state");
-    match r.get("pending") {
-        Some(p) if p.is_object() => format!("{state} (held: {})", pending_text(p)),
-        _ if r.get("reached") == Some(&Value::Bool(true)) => state,
-        _ => format!("{state} (target not reached)"),
+    let Some(w) = typed::<WalkReport>(r) else { return text(r, "state") };
+    match &w.pending {
+        Some(p) => format!("{} (held: {})", w.state, held_text(p)),
+        None if w.reached => w.state.to_string(),
+        None => format!("{} (target not reached)", w.state),
     }
+}
+
+fn held_text(p: &Pending) -> String {
+    format!("{} deferred {} since {}: {}", p.by, p.target, rfc3339(p.since_us), p.reason)
 }
 
 fn pending_text(p: &Value) -> String {
@@ -135,6 +135,7 @@ fn verdicts_text(e: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_held_walk_names_who_holds_it() {

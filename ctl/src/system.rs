@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::{json, Value};
+use lwsys_messages::protocol::Request;
+use serde_json::Value;
 
 use super::client::Connection;
 use super::format::{table, text};
@@ -12,7 +13,7 @@ use super::{Call, CtlError, Outcome, EXIT_ERROR_REPLY};
 
 /// `info`: the known fields first, then whatever else the daemon reports.
 pub(crate) fn info() -> Call {
-    Call::new("system.info", json!({}), |r| {
+    Call::new(&Request::SystemInfo {}, |r| {
         let mut s = format!(
             "lwsysd {} (protocol {}), pid {}\nstate {}\n",
             text(r, "version"),
@@ -48,7 +49,7 @@ fn notifier_list(r: &Value) -> String {
 
 /// `notifiers`: a table of the registry, in consent order.
 pub(crate) fn notifiers_call() -> Call {
-    Call::new("system.info", json!({}), |r| {
+    Call::new(&Request::SystemInfo {}, |r| {
         let list = notifiers(r);
         if list.is_empty() {
             return "no notifiers\n".into();
@@ -61,12 +62,12 @@ pub(crate) fn notifiers_call() -> Call {
 
 /// `shutdown`: answered once CONTEXT_DESTROYING is committed.
 pub(crate) fn shutdown() -> Call {
-    Call::new("system.shutdown", json!({}), walk_text)
+    Call::new(&Request::SystemShutdown {}, walk_text)
 }
 
 /// `reboot`.
 pub(crate) fn reboot() -> Call {
-    Call::new("system.reboot", json!({}), |r| match r.get("state") {
+    Call::new(&Request::SystemReboot {}, |r| match r.get("state") {
         Some(_) => format!("rebooting ({})", walk_text(r)),
         None => "rebooting".into(),
     })

@@ -1,10 +1,12 @@
 //! The `trust.*` commands: look up trusted CAs by Subject Key Identifier.
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use lwsys_messages::protocol::Request;
+use lwsys_messages::trust::TrustedCerts;
+use serde_json::Value;
 
-use super::format::{table, text};
-use super::Call;
+use super::format::table;
+use super::{typed, Call};
 
 /// `lwsysctl trust ...`
 #[derive(Debug, Subcommand)]
@@ -19,19 +21,20 @@ pub enum TrustCommand {
 /// The request for `c`.
 pub(crate) fn call(c: TrustCommand) -> Call {
     match c {
-        TrustCommand::Query { skid } => Call::new("trust.query", json!({"skid": skid}), certs),
+        TrustCommand::Query { skid } => Call::new(&Request::TrustQuery { skid }, certs),
     }
 }
 
 fn certs(r: &Value) -> String {
-    let list = r.get("certs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let list = typed::<TrustedCerts>(r).map(|t| t.certs).unwrap_or_default();
     let mut rows = vec![vec!["SUBJECT".to_owned(), "NOT AFTER".to_owned(), "EXPIRED".to_owned()]];
     for c in list {
-        let not_after = c
-            .get("not_after")
-            .and_then(Value::as_u64)
-            .map_or_else(|| text(c, "not_after"), |s| super::format::rfc3339(s * 1_000_000));
-        rows.push(vec![text(c, "subject"), not_after, text(c, "expired")]);
+        // Before 1970 (negative) is shown as the number it is.
+        let not_after = u64::try_from(c.not_after).map_or_else(
+            |_| c.not_after.to_string(),
+            |s| super::format::rfc3339(s.saturating_mul(1_000_000)),
+        );
+        rows.push(vec![c.subject, not_after, c.expired.to_string()]);
     }
     table(&rows)
 }

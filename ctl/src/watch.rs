@@ -4,14 +4,15 @@
 
 use std::io::Write;
 
-use serde_json::{json, Value};
+use lwsys_messages::protocol::{Event, Request, Topic};
+use serde_json::Value;
 
 use super::client::Connection;
-use super::format::{rfc3339_ms, text};
-use super::{show, CtlError, Outcome};
+use super::format::rfc3339_ms;
+use super::{show, typed, Call, CtlError, Outcome};
 
 /// The topics `watch` follows.
-const TOPICS: [&str; 2] = ["state", "notifier"];
+const TOPICS: [Topic; 2] = [Topic::State, Topic::Notifier];
 
 /// Subscribe on `conn` and stream events to `out`.
 pub(crate) fn run(
@@ -19,9 +20,8 @@ pub(crate) fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, CtlError> {
-    let req = json!({"op": "subscribe", "events": TOPICS});
-    let Value::Object(req) = req else { return Ok(Outcome::ok()) };
-    let reply = conn.call(req)?;
+    let req = Call::new(&Request::Subscribe { events: TOPICS.to_vec() }, |_| String::new());
+    let reply = conn.call(req.with_op())?;
     if reply.get("ok") != Some(&Value::Bool(true)) {
         return Ok(show(&reply, json, |_| String::new(), out));
     }
@@ -40,23 +40,22 @@ pub(crate) fn run(
 
 /// One event as a line of text.
 pub(crate) fn event_text(v: &Value) -> String {
-    match v.get("event").and_then(Value::as_str) {
-        Some("state") => format!(
-            "{} state {} -> {}",
-            v.get("at_us").and_then(Value::as_u64).map_or_else(|| "-".into(), rfc3339_ms),
-            text(v, "from"),
-            text(v, "to")
-        ),
-        Some("notifier") => {
-            let mut s = format!("notifier {} {}", text(v, "kind"), text(v, "name"));
-            if let Some(r) = v.get("reason").and_then(Value::as_str) {
+    match typed::<Event>(v) {
+        Some(Event::State { from, to, at_us }) => {
+            format!("{} state {from} -> {to}", rfc3339_ms(at_us))
+        }
+        Some(Event::Notifier { kind, name, reason }) => {
+            let kind = serde_json::to_value(kind).unwrap_or(Value::Null);
+            let mut s = format!("notifier {} {name}", kind.as_str().unwrap_or("-"));
+            if let Some(r) = reason {
                 s.push_str(&format!(" ({r})"));
             }
             s
         }
         _ => {
-            // Topics this client does not know yet: name and fields.
-            let mut s = text(v, "event");
+            // Other events, and ones this client does not know yet: name
+            // and fields.
+            let mut s = super::format::text(v, "event");
             if let Value::Object(m) = v {
                 for (k, val) in m.iter().filter(|(k, _)| *k != "event") {
                     let val = val.as_str().map_or_else(|| val.to_string(), str::to_owned);
@@ -71,6 +70,7 @@ pub(crate) fn event_text(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn events_read_as_one_line_each() {

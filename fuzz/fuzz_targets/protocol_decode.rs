@@ -29,19 +29,21 @@ use lwsys::control::{
 use lwsys::services::ServiceConfig;
 use lwsys::Builder;
 use lwsys_actors::platform::{OpError, SetOutcome, SystemOps};
-use lwsys_messages::protocol::MAX_LINE;
+use lwsys_messages::protocol::{Op, MAX_LINE};
 use lwsys_messages::state::SystemState;
 use lwsys_messages::ErrorCode;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// Errors the decoder itself may answer with; anything else means a code
-/// escaped that the protocol does not put on a malformed line.
-const DECODE_CODES: [ErrorCode; 2] = [ErrorCode::ParseError, ErrorCode::BadRequest];
+/// Errors the decoder itself may answer with (`not_found` is an unknown
+/// blob kind); anything else means a code escaped that the protocol does
+/// not put on a malformed line.
+const DECODE_CODES: [ErrorCode; 4] =
+    [ErrorCode::ParseError, ErrorCode::BadRequest, ErrorCode::UnknownOp, ErrorCode::NotFound];
 
 /// Ops that may rightly stay unanswered for as long as the input lasts:
 /// they wait for a state the system may never reach.
-const MAY_WAIT: [&str; 2] = ["state.wait", "attach"];
+const MAY_WAIT: [Op; 2] = [Op::StateWait, Op::Attach];
 
 /// How long the replies of one input may take before a missing one counts
 /// as a hang. Every delay of the system under test is set far below it.
@@ -97,14 +99,17 @@ fn frame_and_decode(data: &[u8]) {
                     assert!(line.len() <= limit, "a frame past the limit was delivered");
                     assert!(!line.contains(&b'\n'), "a frame holds a newline");
                     match decode_request(&line) {
-                        Ok(req) => {
-                            assert!(!req.params.contains_key("id"));
-                            assert!(!req.params.contains_key("op"));
+                        // What was decoded says the same thing again.
+                        Ok(env) => {
+                            let again = serde_json::to_vec(&env.request)
+                                .expect("a request always serializes");
+                            let back = decode_request(&again).expect("a request re-decodes");
+                            assert_eq!(back.request, env.request);
                         }
-                        Err((_id, e)) => assert!(
-                            DECODE_CODES.contains(&e.code()),
+                        Err(r) => assert!(
+                            DECODE_CODES.contains(&r.error.code),
                             "unexpected code {:?}",
-                            e.code()
+                            r.error.code
                         ),
                     }
                 }
@@ -130,7 +135,7 @@ async fn expect(data: &[u8]) -> Expect {
             Frame::TooLarge => e.replies += 1,
             Frame::Line(line) => {
                 e.replies += 1;
-                if decode_request(&line).is_ok_and(|req| MAY_WAIT.contains(&req.op.as_str())) {
+                if decode_request(&line).is_ok_and(|env| MAY_WAIT.contains(&env.request.op())) {
                     e.may_wait += 1;
                 }
             }

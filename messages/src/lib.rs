@@ -8,7 +8,8 @@
 //!   machine (`Consent`, `Changed`, `Aborted`, `Resume`, `Commit`, ...).
 //! - [`supervisor`]: requests to the `Supervisor` (walks, cycles, shutdown,
 //!   the notifier registry, explanations) and the events it pushes.
-//! - [`protocol`]: the control protocol's error codes and framing constants.
+//! - [`protocol`]: the control protocol's wire types: the op table and
+//!   typed requests, their decoding, replies, events and error codes.
 //! - [`trust`]: the trust service's messages (`QueryTrust`, `GetTrustInfo`),
 //!   its answers (`TrustedCerts`, `TrustInfo`) and `TrustError`.
 //! - [`lifecycle`]: service supervision (`ServiceDied`, `WatchDeath`, the

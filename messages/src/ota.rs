@@ -130,8 +130,10 @@ pub struct OtaEvent {
 )]
 pub struct CheckOta;
 
-/// How a settled check ended (the `ota.check` reply).
+/// How a settled check ended (the `ota.check` reply). A member a client
+/// does not find reads as its default (false, none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct CheckOutcome {
     /// Whether a new release was installed and selected for a trial boot.
     pub updated: bool,

@@ -1,9 +1,34 @@
-//! The JSON control protocol's shared vocabulary: error codes, limits and
-//! the typed requests (DESIGN §5).
+//! The JSON control protocol's wire types (DESIGN §5): the op table and
+//! typed [`Request`]s, their decoding, the replies, the [`Event`]s and the
+//! error codes. Both ends use them: the daemon decodes and answers, the
+//! client builds requests and reads replies.
+//!
+//! - `ops`: the one table of ops ([`Op`], [`OP_TABLE`], [`Request`]).
+//! - `params`: checking a request's parameters ([`RequestError`]).
+//! - `decode`: one line to an [`Envelope`] or a [`Rejected`].
+//! - `reply`: the success replies, one type per op.
+//! - `event`: the events a connection is sent unasked.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+mod decode;
+mod event;
+mod ops;
+mod params;
+mod reply;
+#[cfg(test)]
+mod tests;
+
+pub use decode::{decode_request, Envelope, Rejected};
+pub use event::{Event, OtaProgress, ServiceEvent};
+pub use ops::{Access, Op, OpInfo, Request, OPS, OP_TABLE};
+pub use params::{BlobData, RequestError};
+pub use reply::{
+    BlobRead, BlobSized, ClientCounts, Crashed, Done, Hello, Rebooting, Registered, Resumed,
+    Subscribed, SystemInfo, WaitReply,
+};
 
 /// Protocol version spoken by this build, reported by `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -88,53 +113,46 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// Every op of the control protocol, as named on the wire. `docs/protocol.md`
-/// documents each (a test checks).
-pub const OPS: &[&str] = &[
-    "hello",
-    "state.get",
-    "state.steps",
-    "state.jump",
-    "state.wait",
-    "state.explain",
-    "state.policy_invalidate",
-    "state.enter_modal",
-    "state.leave_modal",
-    "notifier.register",
-    "notifier.resume",
-    "notifier.unregister",
-    "consent.reply",
-    "subscribe",
-    "blob.set",
-    "blob.append",
-    "blob.empty",
-    "blob.get",
-    "blob.size",
-    "blob.destroy",
-    "attach",
-    "clock.get",
-    "clock.set",
-    "trust.query",
-    "ota.status",
-    "ota.check",
-    "ota.report_current",
-    "system.info",
-    "system.reboot",
-    "system.shutdown",
-];
-
-/// The event topics a client may subscribe to.
+/// The event topics a client may subscribe to, by wire name.
 pub const TOPICS: &[&str] = &["state", "notifier", "clock", "ota", "service"];
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// An event topic a client may subscribe to (`subscribe {events}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topic {
+    /// State changes.
+    State,
+    /// The notifier registry.
+    Notifier,
+    /// Clock syncs and failures.
+    Clock,
+    /// OTA progress.
+    Ota,
+    /// Service restarts.
+    Service,
+}
 
-    #[test]
-    fn wire_names_match_serde() {
-        for code in ErrorCode::ALL {
-            let json = serde_json::to_value(code).unwrap();
-            assert_eq!(json, code.as_str());
-        }
+impl Topic {
+    /// Every topic, in the order of [`TOPICS`].
+    pub const ALL: [Topic; 5] =
+        [Self::State, Self::Notifier, Self::Clock, Self::Ota, Self::Service];
+
+    /// The wire name, such as `"state"`.
+    pub const fn as_str(self) -> &'static str {
+        TOPICS[self as usize]
     }
+
+    /// The topic named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// The `error` member of an error reply (and of a `reboot_failed` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error code.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
 }

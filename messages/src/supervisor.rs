@@ -287,55 +287,11 @@ impl std::fmt::Display for ServiceKind {
     }
 }
 
-/// An event pushed to subscribers (and, as JSON, to protocol clients that
-/// subscribed to its topic).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "lowercase")]
-#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
-pub enum SystemEvent {
-    /// The state changed.
-    State {
-        /// The state left.
-        from: SystemState,
-        /// The state entered.
-        to: SystemState,
-        /// When, in Unix microseconds.
-        at_us: u64,
-    },
-    /// The notifier registry changed, or a notifier missed its deadline.
-    Notifier {
-        /// `registered`, `unregistered` or `timeout`.
-        kind: NotifierEventKind,
-        /// The notifier's name.
-        name: Arc<str>,
-        /// Why, for `unregistered` (`"requested"`: asked for, or its connection closed; `"stopped"`:
-        /// a notifier actor stopped).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-    /// A service-specific event (clock, ota, ...), already in its JSON form
-    /// with an `event` member naming the topic.
-    Service(serde_json::Value),
-}
-
-impl SystemEvent {
-    /// The subscription topic this event belongs to.
-    pub fn topic(&self) -> &str {
-        match self {
-            Self::State { .. } => "state",
-            Self::Notifier { .. } => "notifier",
-            Self::Service(v) => v.get("event").and_then(|e| e.as_str()).unwrap_or("service"),
-        }
-    }
-
-    /// The event as a protocol JSON object.
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Self::Service(v) => v.clone(),
-            other => serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
-        }
-    }
-}
+/// An event pushed to the Supervisor's subscribers: the protocol's
+/// [`Event`](crate::protocol::Event), so it is typed from where it is made
+/// to the client's socket. The Supervisor broadcasts the topic events
+/// (`state`, `notifier`, `clock`, `ota`, `service`).
+pub type SystemEvent = crate::protocol::Event;
 
 /// What happened to a notifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

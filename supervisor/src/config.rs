@@ -14,14 +14,14 @@ mod validate;
 
 pub use cli::{socket_path, state_dir, Cli};
 pub use error::ConfigError;
+/// The socket rules the client shares, kept reachable here for callers of
+/// `lwsys::config`.
+pub use lwsys_messages::socket::{client_socket, PACKAGED_SOCKET, SOCKET_NAME};
 pub use sections::{
     BlobsSection, Config, ConfirmMode, LogSection, OtaSection, SupervisorSection, SystemSection,
     TimeSection, TimeSourceName, TrustSection,
 };
 pub use validate::RangeError;
-/// The socket rules the client shares, kept reachable here for callers of
-/// `lwsys::config`.
-pub use lwsys_messages::socket::{client_socket, PACKAGED_SOCKET, SOCKET_NAME};
 
 /// `[control]`: the control server's own settings type.
 pub use crate::control::settings::ControlSettings as ControlSection;

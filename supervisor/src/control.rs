@@ -21,7 +21,7 @@
 //! ([`Limits`]).
 
 mod access;
-mod decode;
+mod events;
 mod framing;
 mod limits;
 mod ops;
@@ -40,20 +40,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use lwsys_messages::state::{Aborted, Changed, Consent, Verdict};
-use lwsys_messages::supervisor::{SystemEvent, Unregister};
+use lwsys_messages::protocol::{Envelope, Op, Topic};
+use lwsys_messages::state::Verdict;
+use lwsys_messages::supervisor::Unregister;
 use lwsys_messages::ErrorCode;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use slog::{debug, info, warn, Logger};
 use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::handle::SystemHandle;
 pub use access::{needs_admin, AccessPolicy, Role};
-pub use decode::{decode_request, Request};
 pub use framing::{Frame, LineReader};
 pub use limits::{Counts, Limits};
 use lwsys_actors::attach::AttachTicket;
+pub use lwsys_messages::protocol::{decode_request, Request};
 pub use ops::ProtoError;
 pub use server::{bind_socket, serve, BindError, ClientGuard, ServerHandle};
 use writer::{write_lines, Writer};
@@ -68,8 +70,8 @@ pub const MAX_LARGE_IN_FLIGHT: usize = 4;
 
 /// Whether `op`'s reply may be large: it then holds a large-reply permit
 /// while it is made.
-fn large_reply(op: &str) -> bool {
-    matches!(op, "blob.get" | "state.explain")
+fn large_reply(op: Op) -> bool {
+    matches!(op, Op::BlobGet | Op::StateExplain)
 }
 
 /// How long replies already queued for a client that hung up may take to
@@ -139,7 +141,7 @@ pub struct ControlSession {
     notifier: Option<String>,
     tickets: HashMap<u64, oneshot::Sender<Verdict>>,
     next_ticket: u64,
-    topics: HashSet<String>,
+    topics: HashSet<Topic>,
     subscribed: bool,
 }
 
@@ -276,8 +278,9 @@ impl ControlSession {
         ctx.stop();
     }
 
-    /// Queue a JSON value as a line for the client.
-    fn send_line(&mut self, v: &Value, ctx: &mut Context<Self>) {
+    /// Queue a JSON value (an event, an error reply) as a line for the
+    /// client.
+    fn send_line<T: Serialize>(&mut self, v: &T, ctx: &mut Context<Self>) {
         let mut line = Vec::with_capacity(128);
         match serde_json::to_writer(&mut line, v) {
             Ok(()) => self.queue_line(line, ctx),
@@ -285,8 +288,9 @@ impl ControlSession {
         }
     }
 
-    /// A value that would not serialize (which a `Value` cannot be, short
-    /// of a bug): the client gets an `internal` error rather than nothing.
+    /// A value that would not serialize (which the protocol's plain data
+    /// types cannot be, short of a bug): the client gets an `internal`
+    /// error rather than nothing.
     fn unserializable(&mut self, e: &serde_json::Error, ctx: &mut Context<Self>) {
         warn!(self.log, "a reply would not serialize"; "error" => %e);
         let line = br#"{"id":null,"ok":false,"error":{"code":"internal","message":"a reply would not serialize"}}"#;
@@ -351,17 +355,25 @@ impl ControlSession {
         permit: Option<OwnedSemaphorePermit>,
         ctx: &mut Context<Self>,
     ) {
-        let decode::Request { id, op, params: req } = match decode_request(line) {
+        let Envelope { id, request } = match decode_request(line) {
             Ok(r) => r,
-            Err((id, err)) => return self.reply(id, Err(err), ctx),
+            Err(r) => {
+                // A client that may not run the op learns nothing about
+                // what is wrong with its parameters.
+                let err = match r.op.map(|op| self.check_op(op)) {
+                    Some(Err(refused)) => refused,
+                    _ => r.error.into(),
+                };
+                return self.reply(r.id, Err(err), ctx);
+            }
         };
         if self.in_flight >= MAX_IN_FLIGHT {
             let err = ops::ProtoError::new(ErrorCode::Busy, "too many requests in flight");
             return self.reply(id, Err(err), ctx);
         }
         // Only a large reply keeps the read permit until it is queued.
-        let permit = permit.filter(|_| large_reply(&op));
-        match self.dispatch(&op, req, ctx) {
+        let permit = permit.filter(|_| large_reply(request.op()));
+        match self.dispatch(request, ctx) {
             ops::Dispatch::Now(res) => self.reply(id, res, ctx),
             ops::Dispatch::Later(fut) => {
                 self.in_flight += 1;
@@ -371,14 +383,6 @@ impl ControlSession {
                     drop(permit);
                 }));
             }
-        }
-    }
-
-    /// Push an event the client subscribed to.
-    fn push_event(&mut self, ev: &SystemEvent, ctx: &mut Context<Self>) {
-        if self.topics.contains(ev.topic()) {
-            let v = ev.to_json();
-            self.send_line(&v, ctx);
         }
     }
 }
@@ -457,55 +461,6 @@ impl ControlSession {
     }
 }
 
-impl Handler<Consent> for ControlSession {
-    type Result = ResponseFuture<Verdict>;
-
-    fn handle(&mut self, msg: Consent, ctx: &mut Self::Context) -> Self::Result {
-        // The supervisor runs one round at a time, so any older ticket is
-        // stale from now on.
-        self.tickets.clear();
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
-        let (tx, rx) = oneshot::channel();
-        self.tickets.insert(ticket, tx);
-        let ev = json!({"event": "consent", "ticket": ticket, "current": msg.current, "target": msg.target});
-        self.send_line(&ev, ctx);
-        // Forget the ticket once the supervisor has stopped waiting, so a
-        // late reply is answered as stale.
-        ctx.run_later(self.env.consent_timeout, move |act, _| {
-            act.tickets.remove(&ticket);
-        });
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Verdict::defer("ticket expired")) })
-    }
-}
-
-impl Handler<Changed> for ControlSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Changed, ctx: &mut Self::Context) {
-        self.send_line(&json!({"event": "changed", "from": msg.from, "to": msg.to}), ctx);
-    }
-}
-
-impl Handler<Aborted> for ControlSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Aborted, ctx: &mut Self::Context) {
-        self.send_line(
-            &json!({"event": "aborted", "current": msg.current, "target": msg.target}),
-            ctx,
-        );
-    }
-}
-
-impl Handler<SystemEvent> for ControlSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: SystemEvent, ctx: &mut Self::Context) {
-        self.push_event(&msg, ctx);
-    }
-}
-
 /// A success reply, `{"id":..,"ok":true,..fields}`, without its newline.
 /// `id` and `ok` are the protocol's: an op's fields cannot replace them.
 fn ok_line(id: &Value, fields: &Map<String, Value>) -> serde_json::Result<Vec<u8>> {
@@ -527,11 +482,15 @@ fn ok_line(id: &Value, fields: &Map<String, Value>) -> serde_json::Result<Vec<u8
 mod tests {
     #![allow(clippy::unwrap_used)] // a reply that does not serialize should fail loudly
 
-    use serde_json::{json, Value};
+    use serde_json::{json, Map, Value};
+
+    fn fields(v: Value) -> Map<String, Value> {
+        serde_json::from_value(v).unwrap()
+    }
 
     #[test]
     fn ok_lines_put_id_and_ok_first_and_fields_cannot_replace_them() {
-        let fields = super::ops::fields(json!({"ok": false, "id": 9, "state": "OPERATIONAL"}));
+        let fields = fields(json!({"ok": false, "id": 9, "state": "OPERATIONAL"}));
         let line = super::ok_line(&json!(7), &fields).unwrap();
         let text = String::from_utf8(line).unwrap();
         assert!(text.starts_with(r#"{"id":7,"ok":true,"#), "{text}");
@@ -541,7 +500,7 @@ mod tests {
 
     #[test]
     fn ok_lines_escape_what_they_carry() {
-        let fields = super::ops::fields(json!({"name": "a\"b\n"}));
+        let fields = fields(json!({"name": "a\"b\n"}));
         let line = super::ok_line(&json!("x\"y"), &fields).unwrap();
         let v: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v, json!({"id": "x\"y", "ok": true, "name": "a\"b\n"}));

@@ -61,7 +61,7 @@ impl OtaConfig {
 pub struct OtaLinks {
     /// Where `Cycle::EnterModal` / `Cycle::LeaveModal` go (the Supervisor).
     pub modal: Recipient<Cycle>,
-    /// Where `ota` events go, as `SystemEvent::Service` JSON (the
+    /// Where `ota` events go, as `SystemEvent::Ota` (the
     /// Supervisor, which forwards them to subscribed clients).
     pub events: Option<Recipient<SystemEvent>>,
     /// Called after an installed release whose manifest says `reset`: the

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use lwsys_messages::ota::{CheckOutcome, OtaError, OtaPhase, OtaStatus};
+use lwsys_messages::ota::{CheckOutcome, OtaError, OtaEvent, OtaPhase, OtaStatus};
+use lwsys_messages::protocol::OtaProgress;
 use lwsys_messages::state::SystemState;
 use lwsys_messages::supervisor::{Cycle, SystemEvent, WalkResult};
 use tokio::sync::oneshot;
@@ -37,20 +38,18 @@ impl OtaService {
     pub(super) fn emit(&self) {
         let Some(to) = &self.links.events else { return };
         let p = &self.progress;
-        let mut ev = serde_json::json!({
-            "event": "ota",
-            "phase": p.phase,
-            "percent": p.percent,
-            "bytes": p.bytes,
-            "resumed_from": p.resumed_from,
-        });
-        if let (Some(e), Some(m)) = (&p.last_error, ev.as_object_mut()) {
-            m.insert("error".into(), serde_json::Value::String(e.clone()));
-            if let Some(k) = &p.last_error_kind {
-                m.insert("error_kind".into(), serde_json::Value::String(k.clone()));
-            }
-        }
-        to.do_send(SystemEvent::Service(ev));
+        let ev = OtaProgress {
+            progress: OtaEvent {
+                phase: p.phase,
+                percent: p.percent,
+                bytes: p.bytes,
+                resumed_from: p.resumed_from,
+            },
+            error: p.last_error.clone(),
+            // The kind goes with the error it names, never alone.
+            error_kind: p.last_error.as_ref().and(p.last_error_kind.clone()),
+        };
+        to.do_send(SystemEvent::Ota(ev));
     }
 
     pub(super) fn arm(&mut self, delay: Duration, ctx: &mut Context<Self>) {

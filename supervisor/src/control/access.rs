@@ -4,6 +4,8 @@
 //! read-only clients (configured uids/gids) may only look; anyone else is
 //! refused at connect. Secret blobs are readable by admins only.
 
+use lwsys_messages::protocol::Op;
+
 use super::settings::ControlSettings as ControlSection;
 
 use super::Peer;
@@ -66,30 +68,11 @@ impl AccessPolicy {
     }
 }
 
-/// Whether `op` changes something (and so needs an admin). Ops not listed
-/// only read; `blob.get` of a secret kind is checked where it is served.
-pub fn needs_admin(op: &str) -> bool {
-    matches!(
-        op,
-        "state.steps"
-            | "state.jump"
-            | "state.policy_invalidate"
-            | "state.enter_modal"
-            | "state.leave_modal"
-            | "notifier.register"
-            | "notifier.resume"
-            | "notifier.unregister"
-            | "consent.reply"
-            | "blob.set"
-            | "blob.append"
-            | "blob.empty"
-            | "blob.destroy"
-            | "clock.set"
-            | "ota.check"
-            | "ota.report_current"
-            | "system.reboot"
-            | "system.shutdown"
-    )
+/// Whether `op` changes something (and so needs an admin), as the
+/// protocol's op table says. `blob.get` of a secret kind is checked where
+/// it is served.
+pub fn needs_admin(op: Op) -> bool {
+    op.needs_admin()
 }
 
 #[cfg(test)]
@@ -127,7 +110,8 @@ mod tests {
 
     #[test]
     fn every_mutating_op_needs_an_admin_and_reads_do_not() {
-        for op in lwsys_messages::protocol::OPS {
+        for info in lwsys_messages::protocol::OP_TABLE.iter().filter(|o| !o.hidden) {
+            let op = &info.name;
             let reads = [
                 "hello",
                 "state.get",
@@ -142,7 +126,7 @@ mod tests {
                 "ota.status",
                 "attach",
             ];
-            assert_eq!(needs_admin(op), !reads.contains(op), "{op}");
+            assert_eq!(needs_admin(info.op), !reads.contains(op), "{op}");
         }
     }
 }

@@ -1,16 +1,19 @@
-//! The ops of the control protocol: parameters checked, typed messages
-//! sent, replies shaped as DESIGN §5 says.
+//! The ops of the control protocol: a decoded [`Request`] checked against
+//! the client's role, dispatched to the system, its reply made from the
+//! protocol's typed reply (DESIGN §5).
 
 use std::time::Duration;
 
 use actix::prelude::*;
-use lwsys_messages::protocol::{PROTOCOL_VERSION, TOPICS};
-use lwsys_messages::state::{SystemState, Verdict};
-use lwsys_messages::supervisor::{
-    Cycle, Pending, RegisterNotifier, Subscribe, WalkError, WalkReport, WalkResult,
+use lwsys_messages::protocol::{
+    Done, ErrorBody, Hello, Op, Registered, Request, RequestError, Resumed, Subscribed, SystemInfo,
+    WaitReply, PROTOCOL_VERSION,
 };
+use lwsys_messages::state::Verdict;
+use lwsys_messages::supervisor::{Cycle, RegisterNotifier, Subscribe, WalkError, WalkResult};
 use lwsys_messages::ErrorCode;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::ControlSession;
 use crate::handle::Error;
@@ -46,11 +49,26 @@ impl ProtoError {
         let mut m = Map::with_capacity(self.extra.len() + 3);
         m.insert("id".into(), id);
         m.insert("ok".into(), Value::Bool(false));
-        m.insert("error".into(), json!({"code": self.code, "message": self.message}));
+        let body = ErrorBody { code: self.code, message: self.message };
+        m.insert("error".into(), serde_json::to_value(body).unwrap_or(Value::Null));
         for (k, v) in self.extra {
             m.entry(k).or_insert(v);
         }
         Value::Object(m)
+    }
+}
+
+impl From<RequestError> for ProtoError {
+    fn from(e: RequestError) -> Self {
+        ProtoError::new(e.code, e.message)
+    }
+}
+
+/// A failed send to a service goes through the handle's one mapping, so
+/// every op reports a stopped service alike (`internal`).
+impl From<actix::MailboxError> for ProtoError {
+    fn from(e: actix::MailboxError) -> Self {
+        Error::from(e).into()
     }
 }
 
@@ -88,11 +106,6 @@ fn fault_injection() -> bool {
     std::env::var_os("LWSYS_FAULT_INJECTION").is_some_and(|v| v == "1")
 }
 
-/// An `unknown_op` error for `op`.
-pub(crate) fn unknown(op: &str) -> ProtoError {
-    ProtoError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}"))
-}
-
 /// The fields of a successful reply.
 pub type OpResult = Result<Map<String, Value>, ProtoError>;
 
@@ -104,10 +117,16 @@ pub enum Dispatch {
     Later(ResponseActFuture<ControlSession, OpResult>),
 }
 
-pub(crate) fn fields(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
+/// The reply fields of a typed reply. Every reply type is a struct of
+/// plain data, so it always serializes; should one not, the client gets
+/// `internal` rather than nothing.
+pub(crate) fn reply<T: Serialize>(r: &T) -> OpResult {
+    match serde_json::to_value(r) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ProtoError::new(ErrorCode::Internal, "a reply is not an object")),
+        Err(e) => {
+            Err(ProtoError::new(ErrorCode::Internal, format!("a reply would not serialize: {e}")))
+        }
     }
 }
 
@@ -115,45 +134,9 @@ pub(crate) fn bad(msg: impl Into<String>) -> ProtoError {
     ProtoError::new(ErrorCode::BadRequest, msg)
 }
 
-/// A required string parameter.
-pub(crate) fn str_param<'a>(req: &'a Map<String, Value>, key: &str) -> Result<&'a str, ProtoError> {
-    match req.get(key) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(bad(format!("\"{key}\" must be a string"))),
-        None => Err(bad(format!("missing \"{key}\""))),
-    }
-}
-
-/// An optional unsigned integer parameter.
-pub(crate) fn opt_u64(req: &Map<String, Value>, key: &str) -> Result<Option<u64>, ProtoError> {
-    match req.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| bad(format!("\"{key}\" must be a non-negative integer"))),
-    }
-}
-
-/// A required state parameter, by name.
-pub(crate) fn state_param(req: &Map<String, Value>, key: &str) -> Result<SystemState, ProtoError> {
-    str_param(req, key)?
-        .parse()
-        .map_err(|e: lwsys_messages::state::UnknownState| bad(e.to_string()))
-}
-
-fn pending_json(p: &Option<Pending>) -> Value {
-    match p {
-        Some(p) => {
-            json!({"by": p.by, "reason": p.reason, "target": p.target, "since_us": p.since_us})
-        }
-        None => Value::Null,
-    }
-}
-
 pub(crate) fn walk_reply(res: Result<WalkResult, Error>) -> OpResult {
-    let r: WalkReport = res.map_err(ProtoError::from)?.map_err(ProtoError::from)?;
-    Ok(fields(json!({"state": r.state, "reached": r.reached, "pending": pending_json(&r.pending)})))
+    let r = res.map_err(ProtoError::from)?.map_err(ProtoError::from)?;
+    reply(&r)
 }
 
 pub(crate) fn later<F>(f: F) -> Dispatch
@@ -164,14 +147,9 @@ where
 }
 
 impl ControlSession {
-    /// Run `op` with its parameters.
-    pub(super) fn dispatch(
-        &mut self,
-        op: &str,
-        req: Map<String, Value>,
-        ctx: &mut Context<Self>,
-    ) -> Dispatch {
-        match self.dispatch_inner(op, &req, ctx) {
+    /// Run `req`.
+    pub(super) fn dispatch(&mut self, req: Request, ctx: &mut Context<Self>) -> Dispatch {
+        match self.dispatch_inner(req, ctx) {
             Ok(d) => d,
             Err(e) => Dispatch::Now(Err(e)),
         }
@@ -183,94 +161,82 @@ impl ControlSession {
         self.role == super::Role::Admin
     }
 
-    fn dispatch_inner(
-        &mut self,
-        op: &str,
-        req: &Map<String, Value>,
-        ctx: &mut Context<Self>,
-    ) -> Result<Dispatch, ProtoError> {
+    /// Whether this client may run `op` at all: a hidden op does not exist
+    /// unless fault injection is on, and a changing op needs an admin. Run
+    /// before the op's parameters are looked at, so a client learns
+    /// nothing about an op it may not use.
+    pub(super) fn check_op(&self, op: Op) -> Result<(), ProtoError> {
+        if op.is_hidden() && !fault_injection() {
+            return Err(RequestError::unknown_op(op.name()).into());
+        }
         if super::needs_admin(op) && !self.peer_is_owner() {
             return Err(ProtoError::new(
                 ErrorCode::Forbidden,
-                format!("{op} needs an admin; uid {} may only read", self.peer.uid),
+                format!("{} needs an admin; uid {} may only read", op.name(), self.peer.uid),
             ));
         }
-        // The cheapest and most frequent reads are answered here, before
-        // the handle is cloned for the ops that need it in a future.
-        match op {
-            "hello" => {
-                let s = self.env.sys.state_now();
-                return Ok(Dispatch::Now(Ok(fields(json!({
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "protocol": PROTOCOL_VERSION,
-                    "state": s.state,
-                })))));
-            }
-            "state.get" => {
-                let s = self.env.sys.state_now();
-                let reply = json!({"state": s.state, "since_us": s.since_us});
-                return Ok(Dispatch::Now(Ok(fields(reply))));
-            }
-            _ => {}
-        }
+        Ok(())
+    }
+
+    fn dispatch_inner(
+        &mut self,
+        req: Request,
+        ctx: &mut Context<Self>,
+    ) -> Result<Dispatch, ProtoError> {
+        self.check_op(req.op())?;
         let sys = self.env.sys.clone();
-        Ok(match op {
-            "state.steps" => {
-                let target = state_param(req, "target")?;
+        Ok(match req {
+            Request::Hello {} => {
+                let hello = Hello {
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    protocol: PROTOCOL_VERSION,
+                    state: sys.state_now().state,
+                };
+                Dispatch::Now(reply(&hello))
+            }
+            Request::StateGet {} => Dispatch::Now(reply(&sys.state_now())),
+            Request::StateSteps { target } => {
                 later(async move { walk_reply(sys.steps(target).await) })
             }
-            "state.jump" => {
-                let target = state_param(req, "target")?;
+            Request::StateJump { target } => {
                 later(async move { walk_reply(sys.jump(target).await) })
             }
-            "state.policy_invalidate" => {
+            Request::StatePolicyInvalidate {} => {
                 later(async move { walk_reply(sys.cycle(Cycle::PolicyInvalidate).await) })
             }
-            "state.enter_modal" => {
+            Request::StateEnterModal {} => {
                 later(async move { walk_reply(sys.cycle(Cycle::EnterModal).await) })
             }
-            "state.leave_modal" => {
+            Request::StateLeaveModal {} => {
                 later(async move { walk_reply(sys.cycle(Cycle::LeaveModal).await) })
             }
-            "state.wait" => {
-                let state = state_param(req, "state")?;
-                let timeout = opt_u64(req, "timeout_ms")?.map(Duration::from_millis);
+            Request::StateWait { state, timeout_ms } => {
+                let timeout = timeout_ms.map(Duration::from_millis);
                 later(async move {
-                    let s = sys.wait_for(state, timeout).await?;
-                    Ok(fields(json!({"state": s})))
+                    let state = sys.wait_for(state, timeout).await?;
+                    reply(&WaitReply { state })
                 })
             }
-            "state.explain" => later(async move {
-                let e = sys.explain().await?;
-                Ok(fields(json!({
-                    "state": e.state,
-                    "since_us": e.since_us,
-                    "pending": pending_json(&e.pending),
-                    "parked": e.parked,
-                    "journal": e.journal,
-                })))
+            Request::StateExplain {} => later(async move { reply(&sys.explain().await?) }),
+            Request::NotifierRegister { name } => return self.op_register(name, ctx),
+            Request::NotifierResume { name } => later(async move {
+                let resumed = sys.resume(&name).await?;
+                reply(&Resumed { resumed })
             }),
-            "notifier.register" => return self.op_register(req, ctx),
-            "notifier.resume" => {
-                let name = str_param(req, "name")?.to_owned();
-                later(async move {
-                    let resumed = sys.resume(&name).await?;
-                    Ok(fields(json!({"resumed": resumed})))
-                })
-            }
-            "notifier.unregister" => {
-                let name = str_param(req, "name")?.to_owned();
+            Request::NotifierUnregister { name } => {
                 if self.notifier.as_deref() == Some(name.as_str()) {
                     self.notifier = None;
                 }
                 later(async move {
                     sys.unregister(&name).await?;
-                    Ok(Map::new())
+                    reply(&Done {})
                 })
             }
-            "consent.reply" => Dispatch::Now(self.op_consent_reply(req)),
-            "subscribe" => Dispatch::Now(self.op_subscribe(req, ctx)),
-            "system.info" => {
+            Request::ConsentReply { ticket, verdict } => {
+                Dispatch::Now(self.op_consent_reply(ticket, verdict))
+            }
+            Request::Subscribe { events } => Dispatch::Now(self.op_subscribe(events, ctx)),
+            Request::SystemInfo {} => {
                 let counts = self.env.counts.clone();
                 later(async move {
                     let s = sys.state().await?;
@@ -280,46 +246,50 @@ impl ControlSession {
                     let attach = sys.attach_stats().await?;
                     let trust = super::ops_trust::trust_info(&sys).await?;
                     let ops = sys.ops();
-                    Ok(fields(json!({
-                        "attach": attach,
-                        "version": env!("CARGO_PKG_VERSION"),
-                        "protocol": PROTOCOL_VERSION,
-                        "state": s.state,
-                        "pid": std::process::id(),
-                        "notifiers": notifiers,
-                        "trust": trust,
-                        "ops": ops.present(),
-                        "wake_latency_us": ops.wake_latency_us(),
-                        "uptime_s": ops.uptime().as_secs(),
-                        "waiters": waiters,
-                        "clients": {
-                            "connected": counts.clients(),
-                            "attach_pending": counts.attaches(),
-                        "subscribers": subscribers,
+                    reply(&SystemInfo {
+                        attach,
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        protocol: PROTOCOL_VERSION,
+                        state: s.state,
+                        pid: std::process::id(),
+                        notifiers,
+                        trust,
+                        ops: ops.present().into_iter().map(str::to_owned).collect(),
+                        wake_latency_us: ops.wake_latency_us(),
+                        uptime_s: ops.uptime().as_secs(),
+                        waiters,
+                        clients: lwsys_messages::protocol::ClientCounts {
+                            connected: counts.clients(),
+                            attach_pending: counts.attaches(),
+                            subscribers,
                         },
-                    })))
+                    })
                 })
             }
-            "system.shutdown" => later(async move { walk_reply(sys.shutdown().await) }),
-            op if op.starts_with("blob.") => return self.dispatch_blob(op, req),
-            op if op.starts_with("clock.") => return self.dispatch_clock(op, req),
-            op if op.starts_with("trust.") => return self.dispatch_trust(op, req),
-            op if op.starts_with("ota.") => return self.dispatch_ota(op, req),
-            "attach" => return self.dispatch_attach(req, ctx),
-            "system.reboot" => return self.dispatch_reboot(req),
-            "debug.crash" if fault_injection() => return self.dispatch_crash(req),
-            other => {
-                return Err(ProtoError::new(ErrorCode::UnknownOp, format!("unknown op {other:?}")))
-            }
+            Request::SystemShutdown {} => later(async move { walk_reply(sys.shutdown().await) }),
+            req @ (Request::BlobSet { .. }
+            | Request::BlobAppend { .. }
+            | Request::BlobEmpty { .. }
+            | Request::BlobGet { .. }
+            | Request::BlobSize { .. }
+            | Request::BlobDestroy { .. }) => return self.dispatch_blob(req),
+            Request::ClockGet {} => return self.op_clock_get(),
+            Request::ClockSet { unix_us } => return self.op_clock_set(unix_us),
+            Request::TrustQuery { skid } => return self.op_trust_query(&skid),
+            Request::OtaStatus {} => return self.op_ota_status(),
+            Request::OtaCheck {} => return self.op_ota_check(),
+            Request::OtaReportCurrent { bad } => return self.op_ota_report_current(bad),
+            Request::Attach { state, request } => return self.dispatch_attach(state, *request),
+            Request::SystemReboot {} => return self.dispatch_reboot(),
+            Request::DebugCrash { service } => return self.dispatch_crash(service),
         })
     }
 
     fn op_register(
         &mut self,
-        req: &Map<String, Value>,
+        name: String,
         ctx: &mut Context<Self>,
     ) -> Result<Dispatch, ProtoError> {
-        let name = str_param(req, "name")?.to_owned();
         if let Some(have) = &self.notifier {
             return Err(bad(format!("this connection is already the notifier {have:?}")));
         }
@@ -333,65 +303,37 @@ impl ControlSession {
         };
         let fut = self.env.sys.inner.supervisor.send(msg);
         Ok(Dispatch::Later(Box::pin(fut.into_actor(self).map(move |res, act, _ctx| match res {
-            Ok(Ok(id)) => {
+            Ok(Ok(notifier_id)) => {
                 act.notifier = Some(name.clone());
-                Ok(fields(json!({"name": name, "notifier_id": id})))
+                reply(&Registered { name, notifier_id })
             }
             Ok(Err(e)) => Err(ProtoError::new(e.code(), e.to_string())),
             Err(e) => Err(ProtoError::new(ErrorCode::Internal, e.to_string())),
         }))))
     }
 
-    fn op_consent_reply(&mut self, req: &Map<String, Value>) -> OpResult {
-        let ticket = opt_u64(req, "ticket")?.ok_or_else(|| bad("missing \"ticket\""))?;
-        let reason = match req.get("reason") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) if lwsys_messages::supervisor::is_valid_reason(s) => s.clone(),
-            Some(Value::String(_)) => {
-                return Err(bad(format!(
-                    "\"reason\" must be at most {} bytes without control characters",
-                    lwsys_messages::supervisor::MAX_REASON
-                )))
-            }
-            Some(_) => return Err(bad("\"reason\" must be a string")),
-        };
-        let verdict = match str_param(req, "verdict")? {
-            "allow" => Verdict::Allow,
-            "defer" => Verdict::Defer { reason },
-            "deny" => Verdict::Deny { reason },
-            other => {
-                let other = lwsys_messages::supervisor::preview(other);
-                return Err(bad(format!("verdict {other:?} is not allow, defer or deny")));
-            }
-        };
+    fn op_consent_reply(&mut self, ticket: u64, verdict: Verdict) -> OpResult {
         let tx = self.tickets.remove(&ticket).ok_or_else(|| {
             ProtoError::new(ErrorCode::NotFound, format!("ticket {ticket} is unknown or stale"))
         })?;
         // The supervisor may have given up between our check and now; the
         // reply was still well-formed, so it is accepted either way.
         let _ = tx.send(verdict);
-        Ok(Map::new())
+        reply(&Done {})
     }
 
-    fn op_subscribe(&mut self, req: &Map<String, Value>, ctx: &mut Context<Self>) -> OpResult {
-        let Some(Value::Array(list)) = req.get("events") else {
-            return Err(bad("\"events\" must be an array of topic names"));
-        };
-        let mut topics = Vec::with_capacity(list.len());
-        for t in list {
-            match t.as_str() {
-                Some(t) if TOPICS.contains(&t) => topics.push(t.to_owned()),
-                Some(t) => return Err(bad(format!("unknown topic {t:?}; topics are {TOPICS:?}"))),
-                None => return Err(bad("topics must be strings")),
-            }
-        }
+    fn op_subscribe(
+        &mut self,
+        topics: Vec<lwsys_messages::protocol::Topic>,
+        ctx: &mut Context<Self>,
+    ) -> OpResult {
         self.topics.extend(topics);
         if !self.subscribed {
             self.subscribed = true;
             self.env.sys.inner.supervisor.do_send(Subscribe(ctx.address().recipient()));
         }
-        let mut all: Vec<&String> = self.topics.iter().collect();
-        all.sort();
-        Ok(fields(json!({"events": all})))
+        let mut events: Vec<_> = self.topics.iter().copied().collect();
+        events.sort_by_key(|t| t.as_str());
+        reply(&Subscribed { events })
     }
 }

@@ -15,66 +15,31 @@
 use std::future::Future;
 
 use actix::MailboxError;
-use base64::Engine;
 use lwsys_messages::blobs::{
-    AppendBlob, BlobBytes, BlobError, BlobId, BlobKind, BlobSize, DestroyBlob, EmptyBlob, GetBlob,
+    AppendBlob, BlobError, BlobId, BlobKind, BlobSize, DestroyBlob, EmptyBlob, GetBlob,
     GetBlobSize, SetBlob,
 };
+use lwsys_messages::protocol::{BlobRead, BlobSized, Request, RequestError};
 use lwsys_messages::ErrorCode;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use slog::warn;
 
-use super::ops::{bad, fields, later, opt_u64, str_param, unknown, Dispatch, ProtoError};
+use super::ops::{later, reply, Dispatch, ProtoError};
 use super::ControlSession;
-
-/// The `blob.*` ops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BlobOp {
-    Set,
-    Append,
-    Empty,
-    Get,
-    Size,
-    Destroy,
-}
-
-impl BlobOp {
-    fn parse(op: &str) -> Option<Self> {
-        Some(match op {
-            "blob.set" => Self::Set,
-            "blob.append" => Self::Append,
-            "blob.empty" => Self::Empty,
-            "blob.get" => Self::Get,
-            "blob.size" => Self::Size,
-            "blob.destroy" => Self::Destroy,
-            _ => return None,
-        })
-    }
-}
 
 fn blob_err(e: BlobError) -> ProtoError {
     ProtoError::new(e.code(), e.to_string())
 }
 
-/// A closed mailbox: the blob service is down, the outcome unknown.
-fn mailbox_err(_: MailboxError) -> ProtoError {
-    blob_err(BlobError::Unavailable)
-}
-
-/// An optional non-negative integer as `usize`; a value too large for
-/// `usize` saturates, which the service then refuses as out of range.
-fn opt_usize(req: &Map<String, Value>, key: &str) -> Result<Option<usize>, ProtoError> {
-    Ok(opt_u64(req, key)?.map(|v| usize::try_from(v).unwrap_or(usize::MAX)))
-}
-
-/// `kind` by name; an unknown one is the model's error (`not_found`).
-fn kind_param(req: &Map<String, Value>) -> Result<BlobKind, ProtoError> {
-    str_param(req, "kind")?.parse::<BlobKind>().map_err(|e| blob_err(e.into()))
+/// A non-negative integer as `usize`; a value too large for `usize`
+/// saturates, which the service then refuses as out of range.
+fn usize_of(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
 }
 
 /// `idx` (default 0), checked against the kind's own slots.
-fn id_param(kind: BlobKind, req: &Map<String, Value>) -> Result<BlobId, ProtoError> {
-    let idx = opt_usize(req, "idx")?.unwrap_or(0);
+fn id_param(kind: BlobKind, idx: Option<u64>) -> Result<BlobId, ProtoError> {
+    let idx = idx.map_or(0, usize_of);
     let id = BlobId::new(kind, idx);
     if !id.is_valid() {
         return Err(blob_err(BlobError::IdxOutOfRange { kind, idx, slots: kind.slots() }));
@@ -82,22 +47,17 @@ fn id_param(kind: BlobKind, req: &Map<String, Value>) -> Result<BlobId, ProtoErr
     Ok(id)
 }
 
-/// The bytes to write: exactly one of `data` (UTF-8 text) or `data_b64`
-/// (standard base64).
-fn data_param(req: &Map<String, Value>) -> Result<bytes::Bytes, ProtoError> {
-    let text = req.get("data").filter(|v| !v.is_null());
-    let b64 = req.get("data_b64").filter(|v| !v.is_null());
-    match (text, b64) {
-        (Some(Value::String(s)), None) => Ok(bytes::Bytes::copy_from_slice(s.as_bytes())),
-        (Some(_), None) => Err(bad("\"data\" must be a string")),
-        (None, Some(Value::String(s))) => base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map(bytes::Bytes::from)
-            .map_err(|e| bad(format!("\"data_b64\" is not standard base64: {e}"))),
-        (None, Some(_)) => Err(bad("\"data_b64\" must be a string")),
-        (None, None) => Err(bad("missing \"data\" or \"data_b64\"")),
-        (Some(_), Some(_)) => Err(bad("give one of \"data\" and \"data_b64\", not both")),
+/// The fields of a `blob.get` reply, moved out of it: the same as
+/// serializing it (a test checks), without a second copy of the largest
+/// reply there is.
+fn read_fields(r: BlobRead) -> Map<String, Value> {
+    let mut m = Map::with_capacity(3);
+    m.insert("data_b64".into(), Value::String(r.data_b64));
+    m.insert("size".into(), Value::from(r.size));
+    if let Some(text) = r.data {
+        m.insert("data".into(), Value::String(text));
     }
+    m
 }
 
 /// Answer `{size}` once the service has.
@@ -106,61 +66,56 @@ where
     F: Future<Output = Result<Result<BlobSize, BlobError>, MailboxError>> + 'static,
 {
     later(async move {
-        let s = f.await.map_err(mailbox_err)?.map_err(blob_err)?;
-        Ok(fields(json!({"size": s.size})))
+        let s = f.await?.map_err(blob_err)?;
+        reply(&BlobSized { size: s.size })
     })
 }
 
-/// The `blob.get` reply: the bytes read as `data_b64`, also as `data`
-/// when they are UTF-8, and the whole blob's `size`.
-fn get_reply(b: &BlobBytes) -> Map<String, Value> {
-    let mut m = fields(json!({
-        "data_b64": base64::engine::general_purpose::STANDARD.encode(&b.data),
-        "size": b.size,
-    }));
-    if let Ok(text) = std::str::from_utf8(&b.data) {
-        m.insert("data".into(), Value::String(text.to_owned()));
-    }
-    m
-}
-
 impl ControlSession {
-    /// Run a `blob.*` op.
-    pub(super) fn dispatch_blob(
-        &mut self,
-        op: &str,
-        req: &Map<String, Value>,
-    ) -> Result<Dispatch, ProtoError> {
-        let which = BlobOp::parse(op).ok_or_else(|| unknown(op))?;
-        let kind = kind_param(req)?;
-        if which == BlobOp::Get && kind.is_secret() && !self.peer_is_owner() {
+    /// Run a `blob.*` request.
+    pub(super) fn dispatch_blob(&mut self, req: Request) -> Result<Dispatch, ProtoError> {
+        let (kind, idx) = match &req {
+            Request::BlobSet { kind, idx, .. }
+            | Request::BlobAppend { kind, idx, .. }
+            | Request::BlobEmpty { kind, idx }
+            | Request::BlobGet { kind, idx, .. }
+            | Request::BlobSize { kind, idx }
+            | Request::BlobDestroy { kind, idx } => (*kind, *idx),
+            other => return Err(RequestError::unknown_op(other.op().name()).into()),
+        };
+        if matches!(req, Request::BlobGet { .. }) && kind.is_secret() && !self.peer_is_owner() {
             warn!(self.log, "refused to read a secret blob to a non-admin"; "kind" => %kind);
             return Err(ProtoError::new(
                 ErrorCode::Forbidden,
                 format!("{kind} is a secret: only an admin may read it"),
             ));
         }
-        let id = id_param(kind, req)?;
+        let id = id_param(kind, idx)?;
         let blobs = match self.env.sys.services() {
             Some(s) => s.blobs.clone(),
             None => return Err(ProtoError::new(ErrorCode::Internal, "no blob service")),
         };
         // `send` queues the message now (see the module docs).
-        Ok(match which {
-            BlobOp::Set => sized(blobs.send(SetBlob { id, data: data_param(req)? })),
-            BlobOp::Append => sized(blobs.send(AppendBlob { id, data: data_param(req)? })),
-            BlobOp::Empty => sized(blobs.send(EmptyBlob { id })),
-            BlobOp::Size => sized(blobs.send(GetBlobSize { id })),
-            BlobOp::Destroy => sized(blobs.send(DestroyBlob { id })),
-            BlobOp::Get => {
-                let offset = opt_usize(req, "offset")?.unwrap_or(0);
-                let len = opt_usize(req, "len")?;
+        Ok(match req {
+            Request::BlobSet { data, .. } => {
+                sized(blobs.send(SetBlob { id, data: data.into_bytes() }))
+            }
+            Request::BlobAppend { data, .. } => {
+                sized(blobs.send(AppendBlob { id, data: data.into_bytes() }))
+            }
+            Request::BlobEmpty { .. } => sized(blobs.send(EmptyBlob { id })),
+            Request::BlobSize { .. } => sized(blobs.send(GetBlobSize { id })),
+            Request::BlobDestroy { .. } => sized(blobs.send(DestroyBlob { id })),
+            Request::BlobGet { offset, len, .. } => {
+                let offset = offset.map_or(0, usize_of);
+                let len = len.map(usize_of);
                 let f = blobs.send(GetBlob { id, offset, len });
                 later(async move {
-                    let b = f.await.map_err(mailbox_err)?.map_err(blob_err)?;
-                    Ok(get_reply(&b))
+                    let b = f.await?.map_err(blob_err)?;
+                    Ok(read_fields(BlobRead::new(&b.data, b.size)))
                 })
             }
+            other => return Err(RequestError::unknown_op(other.op().name()).into()),
         })
     }
 }
@@ -173,6 +128,9 @@ mod tests {
 
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines, ReadHalf};
     use tokio::io::{AsyncWrite, WriteHalf};
+
+    use lwsys_messages::blobs::BlobBytes;
+    use serde_json::json;
 
     use super::*;
     use crate::builder::Builder;
@@ -276,7 +234,8 @@ mod tests {
         let bound = cfg.queue_bytes(max);
         for byte in [0x01u8, b'"', b'a', 0xff] {
             let b = BlobBytes { data: vec![byte; max].into(), size: max };
-            let line = super::super::ok_line(&serde_json::json!(u64::MAX), &get_reply(&b)).unwrap();
+            let fields = read_fields(BlobRead::new(&b.data, b.size));
+            let line = super::super::ok_line(&serde_json::json!(u64::MAX), &fields).unwrap();
             assert!(line.len() < bound, "{byte:#x}: reply {} > bound {bound}", line.len());
         }
         // The default bound holds the default max_bytes (1 MiB).
@@ -284,12 +243,36 @@ mod tests {
         assert_eq!(d.queue_bytes(1 << 20), 8 << 20);
     }
 
+    /// What a `blob.set` line decodes to, or the error code it gets.
+    fn decoded(params: Value) -> Result<bytes::Bytes, String> {
+        let mut v = json!({"op": "blob.set", "kind": "DEVICE_SERIAL"});
+        if let (Value::Object(m), Value::Object(p)) = (&mut v, params) {
+            m.extend(p);
+        }
+        match lwsys_messages::protocol::decode_request(v.to_string().as_bytes()) {
+            Ok(e) => match e.request {
+                Request::BlobSet { data, .. } => Ok(data.into_bytes()),
+                other => Err(format!("{other:?}")),
+            },
+            Err(r) => Err(r.error.code.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_blob_get_reply_moved_into_fields_is_what_serializing_it_gives() {
+        for (data, size) in [(&b"tok"[..], 3), (&[0xff, 0][..], 9), (&b""[..], 0)] {
+            let r = BlobRead::new(data, size);
+            // As text: a map compares equal whatever its order.
+            let moved = serde_json::to_string(&read_fields(r.clone())).unwrap();
+            assert_eq!(moved, serde_json::to_string(&r).unwrap());
+        }
+    }
+
     #[test]
     fn data_needs_exactly_one_of_text_and_base64() {
-        let m = |v: Value| fields(v);
-        assert_eq!(data_param(&m(json!({"data": "hi"}))).unwrap(), &b"hi"[..]);
-        assert_eq!(data_param(&m(json!({"data_b64": "aGk="}))).unwrap(), &b"hi"[..]);
-        assert_eq!(data_param(&m(json!({"data": ""}))).unwrap(), &b""[..]);
+        assert_eq!(decoded(json!({"data": "hi"})).unwrap(), &b"hi"[..]);
+        assert_eq!(decoded(json!({"data_b64": "aGk="})).unwrap(), &b"hi"[..]);
+        assert_eq!(decoded(json!({"data": ""})).unwrap(), &b""[..]);
         for bad_req in [
             json!({}),
             json!({"data": "a", "data_b64": "YQ=="}),
@@ -297,24 +280,21 @@ mod tests {
             json!({"data_b64": "not base64!"}),
             json!({"data_b64": "YQ"}),
         ] {
-            let e = data_param(&m(bad_req.clone())).unwrap_err();
-            assert_eq!(e.into_reply(Value::Null)["error"]["code"], "bad_request", "{bad_req}");
+            assert_eq!(decoded(bad_req.clone()).unwrap_err(), "bad_request", "{bad_req}");
         }
     }
 
     #[test]
     fn idx_is_checked_against_the_kinds_own_slots() {
-        let m = |v: Value| fields(v);
-        assert_eq!(id_param(BlobKind::Auth, &m(json!({"idx": 1}))).unwrap().idx, 1);
-        for (kind, req) in [
-            (BlobKind::Auth, json!({"idx": 2})),
-            (BlobKind::NtpServer, json!({"idx": 1})),
-            (BlobKind::NtpServer, json!({"idx": u64::MAX})),
-        ] {
-            let e = id_param(kind, &m(req)).unwrap_err();
+        assert_eq!(id_param(BlobKind::Auth, Some(1)).unwrap().idx, 1);
+        assert_eq!(id_param(BlobKind::Auth, None).unwrap().idx, 0);
+        for (kind, idx) in
+            [(BlobKind::Auth, 2), (BlobKind::NtpServer, 1), (BlobKind::NtpServer, u64::MAX)]
+        {
+            let e = id_param(kind, Some(idx)).unwrap_err();
             assert_eq!(e.into_reply(Value::Null)["error"]["code"], "out_of_range");
         }
-        let e = kind_param(&m(json!({"kind": "NOPE"}))).unwrap_err();
-        assert_eq!(e.into_reply(Value::Null)["error"]["code"], "not_found");
+        let e = decoded(json!({"kind": "NOPE", "data": "x"})).unwrap_err();
+        assert_eq!(e, "not_found");
     }
 }

@@ -5,20 +5,16 @@
 use actix::Addr;
 use lwsys_actors::ota::OtaService;
 use lwsys_messages::ota::{CheckOta, GetOtaStatus, OtaError, ReportCurrent};
+use lwsys_messages::protocol::Op;
 use lwsys_messages::ErrorCode;
-use serde_json::{json, Map, Value};
 
-use super::ops::{bad, fields, later, unknown, Dispatch, ProtoError};
+use super::ops::{later, reply, Dispatch, ProtoError};
 use super::ControlSession;
 
 fn ota_error(e: OtaError) -> ProtoError {
     // The variant (`bad_signature`, `consent_refused`, ...) sits beside
     // the code for clients that tell them apart.
     ProtoError::new(e.code(), e.to_string()).with("kind", e.kind())
-}
-
-fn gone(e: actix::MailboxError) -> ProtoError {
-    ProtoError::new(ErrorCode::Internal, format!("ota service unavailable: {e}"))
 }
 
 impl ControlSession {
@@ -30,58 +26,37 @@ impl ControlSession {
             .ok_or_else(|| ProtoError::new(ErrorCode::NotFound, "ota not configured"))
     }
 
-    fn require_owner(&self, op: &str) -> Result<(), ProtoError> {
+    /// The service's own rule, besides the op table's.
+    fn require_owner(&self, op: Op) -> Result<(), ProtoError> {
         if self.peer_is_owner() {
             return Ok(());
         }
-        Err(ProtoError::new(ErrorCode::Forbidden, format!("{op} is for the daemon's own user")))
+        Err(ProtoError::new(
+            ErrorCode::Forbidden,
+            format!("{} is for the daemon's own user", op.name()),
+        ))
     }
 
-    /// Run a `ota.*` op.
-    pub(super) fn dispatch_ota(
-        &mut self,
-        op: &str,
-        req: &Map<String, Value>,
-    ) -> Result<Dispatch, ProtoError> {
-        match op {
-            "ota.status" => {
-                let ota = self.ota_service()?;
-                Ok(later(async move {
-                    let s = ota.send(GetOtaStatus).await.map_err(gone)?;
-                    Ok(fields(serde_json::to_value(s).unwrap_or(Value::Null)))
-                }))
-            }
-            "ota.check" => {
-                self.require_owner(op)?;
-                let ota = self.ota_service()?;
-                Ok(later(async move {
-                    let o = ota.send(CheckOta).await.map_err(gone)?.map_err(ota_error)?;
-                    Ok(fields(json!({
-                        "updated": o.updated,
-                        "unixtime": o.unixtime,
-                        "reboot": o.reboot,
-                        "reason": o.reason,
-                    })))
-                }))
-            }
-            "ota.report_current" => {
-                self.require_owner(op)?;
-                let bad_boot = match req.get("bad") {
-                    Some(Value::Bool(b)) => *b,
-                    Some(_) => return Err(bad("\"bad\" must be a boolean")),
-                    None => return Err(bad("missing \"bad\"")),
-                };
-                let ota = self.ota_service()?;
-                Ok(later(async move {
-                    let s = ota
-                        .send(ReportCurrent { bad: bad_boot })
-                        .await
-                        .map_err(gone)?
-                        .map_err(ota_error)?;
-                    Ok(fields(serde_json::to_value(s).unwrap_or(Value::Null)))
-                }))
-            }
-            _ => Err(unknown(op)),
-        }
+    /// `ota.status`.
+    pub(super) fn op_ota_status(&mut self) -> Result<Dispatch, ProtoError> {
+        let ota = self.ota_service()?;
+        Ok(later(async move { reply(&ota.send(GetOtaStatus).await?) }))
+    }
+
+    /// `ota.check`.
+    pub(super) fn op_ota_check(&mut self) -> Result<Dispatch, ProtoError> {
+        self.require_owner(Op::OtaCheck)?;
+        let ota = self.ota_service()?;
+        Ok(later(async move { reply(&ota.send(CheckOta).await?.map_err(ota_error)?) }))
+    }
+
+    /// `ota.report_current {bad}`.
+    pub(super) fn op_ota_report_current(&mut self, bad: bool) -> Result<Dispatch, ProtoError> {
+        self.require_owner(Op::OtaReportCurrent)?;
+        let ota = self.ota_service()?;
+        Ok(later(async move {
+            let s = ota.send(ReportCurrent { bad }).await?.map_err(ota_error)?;
+            reply(&s)
+        }))
     }
 }

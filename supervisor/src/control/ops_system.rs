@@ -8,13 +8,14 @@
 //! daemon then comes back up (see `daemon`).
 
 use actix::prelude::*;
+use lwsys_messages::protocol::{Crashed, ErrorBody, Event, Rebooting, Request};
+use lwsys_messages::state::SystemState;
 use lwsys_messages::ErrorCode;
-use serde_json::{json, Map, Value};
 use slog::{info, warn};
 
 use tokio::sync::oneshot;
 
-use super::ops::{bad, fields, state_param, Dispatch, OpResult, ProtoError};
+use super::ops::{bad, reply, Dispatch, OpResult, ProtoError};
 use super::ControlSession;
 
 impl ControlSession {
@@ -23,19 +24,10 @@ impl ControlSession {
     /// state is at or past `state`; its reply carries the outer id.
     pub(super) fn dispatch_attach(
         &mut self,
-        req: &Map<String, Value>,
-        _ctx: &mut Context<Self>,
+        state: SystemState,
+        nested: Request,
     ) -> Result<Dispatch, ProtoError> {
-        let state = state_param(req, "state")?;
-        let Some(Value::Object(nested)) = req.get("request") else {
-            return Err(bad("\"request\" must be a request object"));
-        };
-        let mut nested = nested.clone();
-        nested.remove("id");
-        let op = match nested.remove("op") {
-            Some(Value::String(op)) => op,
-            _ => return Err(bad("the nested request needs a string \"op\"")),
-        };
+        let large = super::large_reply(nested.op());
         let limits = self.env.limits;
         if self.attach_live >= limits.attach_per_client {
             return Err(ProtoError::new(
@@ -73,12 +65,12 @@ impl ControlSession {
                 // A large reply waits for one of the connection's
                 // large-reply permits, as on the top level: attach items
                 // that all become ready at once cannot make 64 of them.
-                Ok(()) if super::large_reply(&op) => {
+                Ok(()) if large => {
                     let gate = act.gate.clone();
                     Box::pin(actix::fut::wrap_future::<_, Self>(gate.acquire_owned()).then(
                         move |permit, act, ctx| {
                             let fut: ResponseActFuture<Self, OpResult> =
-                                match act.dispatch(&op, nested, ctx) {
+                                match act.dispatch(nested, ctx) {
                                     Dispatch::Now(r) => Box::pin(actix::fut::ready(r)),
                                     Dispatch::Later(f) => f,
                                 };
@@ -89,7 +81,7 @@ impl ControlSession {
                         },
                     ))
                 }
-                Ok(()) => match act.dispatch(&op, nested, ctx) {
+                Ok(()) => match act.dispatch(nested, ctx) {
                     Dispatch::Now(r) => Box::pin(actix::fut::ready(r)),
                     Dispatch::Later(f) => f,
                 },
@@ -107,10 +99,7 @@ impl ControlSession {
     }
 
     /// Run `system.reboot`: see the module docs.
-    pub(super) fn dispatch_reboot(
-        &mut self,
-        _req: &Map<String, Value>,
-    ) -> Result<Dispatch, ProtoError> {
+    pub(super) fn dispatch_reboot(&mut self) -> Result<Dispatch, ProtoError> {
         if !self.peer_is_owner() {
             return Err(ProtoError::new(
                 ErrorCode::Forbidden,
@@ -136,11 +125,10 @@ impl ControlSession {
                     Err(e) => (ErrorCode::Internal, format!("reboot task failed: {e}")),
                 };
                 warn!(act.log, "reboot failed"; "error" => %message);
-                let ev =
-                    json!({"event": "reboot_failed", "error": {"code": code, "message": message}});
+                let ev = Event::RebootFailed { error: ErrorBody { code, message } };
                 act.send_line(&ev, ctx);
             }));
-            Ok(fields(json!({"rebooting": true})))
+            reply(&Rebooting { rebooting: true })
         });
         Ok(Dispatch::Later(Box::pin(fut)))
     }
@@ -151,13 +139,8 @@ impl ControlSession {
     /// `LWSYS_FAULT_INJECTION=1`). The service panics in a handler; this
     /// request, in flight to it, is answered `internal`, and the supervisor
     /// restarts the service.
-    pub(super) fn dispatch_crash(
-        &mut self,
-        req: &Map<String, Value>,
-    ) -> Result<Dispatch, ProtoError> {
+    pub(super) fn dispatch_crash(&mut self, service: String) -> Result<Dispatch, ProtoError> {
         use lwsys_messages::lifecycle::Crash;
-        use lwsys_messages::ErrorCode;
-        let service = super::ops::str_param(req, "service")?.to_owned();
         let s = self
             .env
             .sys
@@ -175,7 +158,7 @@ impl ControlSession {
         };
         Ok(super::ops::later(async move {
             match sent.await {
-                Ok(()) => Ok(fields(serde_json::json!({"crashed": false}))),
+                Ok(()) => reply(&Crashed { crashed: false }),
                 Err(e) => Err(ProtoError::new(
                     ErrorCode::Internal,
                     format!("the {service} service died: {e}"),
@@ -360,5 +343,31 @@ mod tests {
         sys.wait_for(SystemState::ContextDestroying, None).await.unwrap();
         assert_eq!(sys.ops().reboot_settled().await, RebootStatus::Done);
         assert_eq!(journal.lock().unwrap().last().map(String::as_str), Some("op reboot"));
+    }
+
+    #[actix_rt::test]
+    async fn a_client_learns_nothing_of_an_op_it_may_not_run_from_its_parameters() {
+        let journal = Journal::default();
+        let sys = system(&journal, false).await;
+        // A read-only client: a changing op with bad parameters is
+        // refused for the role, not for the parameters.
+        let reader = session(&sys, 1001);
+        let (reader, r) =
+            call(reader, "{\"id\":1,\"op\":\"state.jump\",\"target\":\"NOPE\"}\n").await;
+        assert_eq!(r["error"]["code"], "forbidden", "{r}");
+        assert_eq!(r["id"], 1);
+        // Its reads with bad parameters are told what is wrong.
+        let (_reader, r) = call(reader, "{\"id\":2,\"op\":\"state.wait\"}\n").await;
+        assert_eq!(r["error"]["code"], "bad_request", "{r}");
+        assert_eq!(r["error"]["message"], "missing \"state\"", "{r}");
+        // The fault hook is off here (the tests of supervision turn it on
+        // in a daemon of their own): it does not exist, whatever is sent.
+        if std::env::var_os("LWSYS_FAULT_INJECTION").is_none() {
+            for uid in [1000, 1001] {
+                let (_c, r) = call(session(&sys, uid), "{\"id\":3,\"op\":\"debug.crash\"}\n").await;
+                assert_eq!(r["error"]["code"], "unknown_op", "uid {uid}: {r}");
+                assert_eq!(r["error"]["message"], "unknown op \"debug.crash\"", "{r}");
+            }
+        }
     }
 }

@@ -1,12 +1,11 @@
 //! `ClockForwarder`: turns the clock service's `ClockEvent`s into
-//! `SystemEvent::Service` values (`{"event": "clock", "kind": ...}`) sent
-//! to the Supervisor, which broadcasts them to its subscribers, so protocol
+//! `SystemEvent::Clock` events (`{"kind": ..., "event": "clock"}` on the
+//! wire) sent to the Supervisor, which broadcasts them to its subscribers, so protocol
 //! clients subscribed to the `clock` topic see them.
 
 use actix::prelude::*;
 use lwsys_messages::clock::ClockEvent;
 use lwsys_messages::supervisor::SystemEvent;
-use serde_json::Value;
 
 /// Forwards clock events to the Supervisor. See the module docs.
 pub struct ClockForwarder {
@@ -37,30 +36,21 @@ impl Handler<ClockEvent> for ClockForwarder {
     type Result = ();
 
     fn handle(&mut self, msg: ClockEvent, _ctx: &mut Self::Context) {
-        self.to.do_send(SystemEvent::Service(clock_event_json(&msg)));
+        self.to.do_send(SystemEvent::Clock(msg));
     }
-}
-
-/// The protocol form of a clock event: its own fields (`kind`, ...) plus
-/// `"event": "clock"`, the topic the session filters on.
-pub fn clock_event_json(ev: &ClockEvent) -> Value {
-    let mut v = serde_json::to_value(ev).unwrap_or_else(|_| Value::Object(Default::default()));
-    if let Value::Object(m) = &mut v {
-        m.insert("event".into(), Value::from("clock"));
-    }
-    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lwsys_messages::protocol::Topic;
 
     #[test]
     fn clock_events_carry_the_clock_topic_and_their_kind() {
         let ev =
             ClockEvent::Failed { reason: "timeout".into(), server: "s".into(), retry_in_ms: 7 };
-        let sys = SystemEvent::Service(clock_event_json(&ev));
-        assert_eq!(sys.topic(), "clock");
+        let sys = SystemEvent::Clock(ev);
+        assert_eq!(sys.topic(), Some(Topic::Clock));
         let v = sys.to_json();
         assert_eq!(v["event"], "clock");
         assert_eq!(v["kind"], "failed");

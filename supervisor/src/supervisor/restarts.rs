@@ -5,6 +5,7 @@
 
 use actix::prelude::*;
 use lwsys_messages::lifecycle::ServiceDied;
+use lwsys_messages::protocol::ServiceEvent;
 use lwsys_messages::supervisor::{ServiceKind, Shutdown, SystemEvent};
 use slog::warn;
 
@@ -63,18 +64,20 @@ impl Handler<ServiceDied> for Supervisor {
                 self.pump(ctx);
             }
         }
-        self.emit(SystemEvent::Service(serde_json::json!({
-            "event": "service", "kind": "restarted", "service": name, "restarts": count,
-        })));
+        self.emit(SystemEvent::Service(ServiceEvent::Restarted {
+            service: name.to_owned(),
+            restarts: count,
+        }));
     }
 }
 
 impl Supervisor {
     /// Give up: publish the failure, tell subscribers, and shut down.
     pub(super) fn fail(&mut self, why: String, service: &str, ctx: &mut Context<Self>) {
-        self.emit(SystemEvent::Service(serde_json::json!({
-            "event": "service", "kind": "gave_up", "service": service, "reason": why,
-        })));
+        self.emit(SystemEvent::Service(ServiceEvent::GaveUp {
+            service: service.to_owned(),
+            reason: why.clone(),
+        }));
         self.shutdown_tx.send_replace(RunState::Failed(why));
         ctx.address().do_send(Shutdown);
     }

@@ -28,7 +28,7 @@ impl Supervisor {
     }
 }
 
-/// A service's event (`SystemEvent::Service`, such as `ota` progress):
+/// A service's event (such as `ota` progress or a clock sync):
 /// passed on to every subscriber.
 impl Handler<SystemEvent> for Supervisor {
     type Result = ();
