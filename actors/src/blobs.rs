@@ -68,7 +68,7 @@ impl BlobService {
             durable,
             store,
             log,
-            death: DeathNotice::new("blobs"),
+            death: DeathNotice::new(lwsys_messages::supervisor::ServiceKind::Blobs),
         };
         svc.load()?;
         Ok(svc)

@@ -151,7 +151,7 @@ impl ClockService {
             in_flight: false,
             timer: None,
             log: log.new(slog::o!("service" => "clock")),
-            death: DeathNotice::new("clock"),
+            death: DeathNotice::new(lwsys_messages::supervisor::ServiceKind::Clock),
         }
     }
 

@@ -4,16 +4,17 @@
 
 use actix::Recipient;
 use lwsys_messages::lifecycle::ServiceDied;
+use lwsys_messages::supervisor::ServiceKind;
 
 /// Tells a supervisor, once, that the service holding it is gone.
 pub struct DeathNotice {
-    service: &'static str,
+    service: ServiceKind,
     to: Option<Recipient<ServiceDied>>,
 }
 
 impl DeathNotice {
     /// A notice for `service` that nobody watches yet.
-    pub fn new(service: &'static str) -> Self {
+    pub fn new(service: ServiceKind) -> Self {
         Self { service, to: None }
     }
 

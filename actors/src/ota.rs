@@ -196,7 +196,7 @@ impl OtaService {
             handoff: p.handoff,
             predecessor_walk: restarted.is_some(),
             restarted,
-            death: DeathNotice::new("ota"),
+            death: DeathNotice::new(lwsys_messages::supervisor::ServiceKind::Ota),
             jobs,
             cancel: Arc::new(AtomicBool::new(false)),
             periodic: p.periodic,

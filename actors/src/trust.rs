@@ -60,7 +60,7 @@ impl TrustService {
             query: store.clone(),
             store: Some(store),
             log: log.new(slog::o!("service" => "trust")),
-            death: DeathNotice::new("trust"),
+            death: DeathNotice::new(lwsys_messages::supervisor::ServiceKind::Trust),
         }
     }
 
@@ -71,7 +71,7 @@ impl TrustService {
             query,
             store: None,
             log: log.new(slog::o!("service" => "trust")),
-            death: DeathNotice::new("trust"),
+            death: DeathNotice::new(lwsys_messages::supervisor::ServiceKind::Trust),
         }
     }
 

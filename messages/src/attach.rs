@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::ErrorCode;
+use crate::error::ErrorCode;
 
 /// Why an attach or a flush did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

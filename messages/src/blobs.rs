@@ -7,7 +7,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::protocol::ErrorCode;
+use crate::error::ErrorCode;
 
 /// The largest blob accepted unless configured otherwise (`blobs.max_bytes`).
 pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;

@@ -14,6 +14,8 @@
 //!   its answers (`TrustedCerts`, `TrustInfo`) and `TrustError`.
 //! - [`lifecycle`]: service supervision (`ServiceDied`, `WatchDeath`, the
 //!   `Crash` fault hook).
+//! - [`error`]: [`ErrorCode`], the protocol's error codes every service
+//!   error maps to.
 //! - [`clock`]: reading and setting the time, `clock` events and errors.
 //! - [`ota`]: OTA status, progress events, `CheckOta`, `ReportCurrent`,
 //!   `GetOtaStatus` and `OtaError`.
@@ -30,6 +32,7 @@
 pub mod attach;
 pub mod blobs;
 pub mod clock;
+pub mod error;
 pub mod lifecycle;
 pub mod ota;
 pub mod protocol;
@@ -42,8 +45,8 @@ pub use blobs::{BlobError, BlobId, BlobKind};
 #[cfg(feature = "actor")]
 pub use clock::SubscribeClock;
 pub use clock::{ClockError, ClockEvent, ClockReading, ClockSource, GetClock, SetClock};
+pub use error::ErrorCode;
 pub use ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
-pub use protocol::ErrorCode;
 #[cfg(feature = "actor")]
 pub use state::Observe;
 pub use state::{

@@ -2,13 +2,15 @@
 //! supervisor when it stops, a system being torn down stops its actors, and
 //! tests can make one fail on purpose.
 
+use crate::supervisor::ServiceKind;
+
 /// Sent to the `Supervisor` when a supervised service's actor is gone
 /// (stopped, or killed by a panic in a handler). No reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
 pub struct ServiceDied {
-    /// The service's name (`blobs`, `clock`, `trust`, `ota`).
-    pub service: &'static str,
+    /// Which service.
+    pub service: ServiceKind,
 }
 
 /// Sent by the `Supervisor` to a service: tell this recipient when you are

@@ -287,12 +287,6 @@ impl std::fmt::Display for ServiceKind {
     }
 }
 
-/// An event pushed to the Supervisor's subscribers: the protocol's
-/// [`Event`](crate::protocol::Event), so it is typed from where it is made
-/// to the client's socket. The Supervisor broadcasts the topic events
-/// (`state`, `notifier`, `clock`, `ota`, `service`).
-pub type SystemEvent = crate::protocol::Event;
-
 /// What happened to a notifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -303,19 +297,6 @@ pub enum NotifierEventKind {
     Unregistered,
     /// It did not answer a consent request in time.
     Timeout,
-}
-
-/// Send every [`SystemEvent`] to this recipient until it stops. No reply.
-#[cfg(feature = "actor")]
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-pub struct Subscribe(pub actix::Recipient<SystemEvent>);
-
-#[cfg(feature = "actor")]
-impl std::fmt::Debug for Subscribe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Subscribe(..)")
-    }
 }
 
 /// Register an actor as a notifier under `name`: it is asked for

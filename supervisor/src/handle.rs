@@ -22,12 +22,13 @@ pub use blocking::Blocking;
 pub use error::Error;
 use lwsys_actors::state::{AddWaiter, CountWaiters};
 use lwsys_actors::StateService;
+use lwsys_messages::protocol::{Subscribe, SystemEvent};
 use lwsys_messages::state::{
     Aborted, Changed, Consent, GetState, Resume, StateReading, SystemState, WaitFor, WaitTimedOut,
 };
 use lwsys_messages::supervisor::{
     Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierInfo, NotifierKind, RegisterNotifier,
-    Shutdown, Steps, Subscribe, SystemEvent, Unregister, WalkError, WalkResult,
+    Shutdown, Steps, Unregister, WalkError, WalkResult,
 };
 
 pub use crate::notifier::actor_registration;

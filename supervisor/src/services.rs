@@ -30,8 +30,8 @@ use lwsys_actors::StateService;
 use lwsys_messages::blobs::{BlobId, BlobKind, GetBlob};
 use lwsys_messages::clock::SubscribeClock;
 use lwsys_messages::lifecycle::{ServiceDied, WatchDeath};
+use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::state::{Observe, Resume};
-use lwsys_messages::supervisor::SystemEvent;
 use slog::Logger;
 use tokio::sync::watch;
 

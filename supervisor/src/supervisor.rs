@@ -27,11 +27,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use lwsys_actors::time::unix_us;
 use lwsys_actors::StateService;
+use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::state::{
     Changed, Commit, CommitRefused, RecordRound, RoundOutcome, StateReading, SystemState, Verdict,
 };
 use lwsys_messages::supervisor::{
-    Explanation, NotifierError, NotifierEventKind, Pending, SystemEvent, WalkError,
+    Explanation, NotifierError, NotifierEventKind, Pending, WalkError,
 };
 use slog::{info, warn, Logger};
 

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::state::SystemState;
-use lwsys_messages::supervisor::SystemEvent;
 use sd_notify::NotifyState;
 use slog::{debug, warn, Logger};
 

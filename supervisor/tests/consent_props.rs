@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
+use lwsys::messages::protocol::SystemEvent;
 use lwsys::messages::state::{
     Aborted, Changed, Consent, JournalEntry, RoundOutcome, SystemState, Verdict, ALL_STATES,
 };
-use lwsys::messages::supervisor::{Cycle, SystemEvent};
+use lwsys::messages::supervisor::Cycle;
 use lwsys::{Builder, InlineNotifier, NotifierSpec, SystemHandle};
 use proptest::prelude::*;
 

@@ -46,12 +46,12 @@ async fn the_supervisor_restarts_any_supervised_services_by_kind_within_the_limi
     sup.supervise(Supervision::new(Box::new(FakeServices(restarted.clone())), limits));
     let mut run = sup.shutdown_watch();
     let addr = sup.start();
-    addr.send(ServiceDied { service: "trust" }).await.unwrap();
-    addr.send(ServiceDied { service: "ota" }).await.unwrap();
+    addr.send(ServiceDied { service: ServiceKind::Trust }).await.unwrap();
+    addr.send(ServiceDied { service: ServiceKind::Ota }).await.unwrap();
     assert_eq!(*restarted.lock().unwrap(), [ServiceKind::Trust, ServiceKind::Ota]);
     assert_eq!(*run.borrow(), RunState::Running);
     // A third death within the 60 s window is one too many (max 2).
-    addr.send(ServiceDied { service: "trust" }).await.unwrap();
+    addr.send(ServiceDied { service: ServiceKind::Trust }).await.unwrap();
     run.wait_for(|s| *s != RunState::Running).await.unwrap();
     assert_eq!(
         *run.borrow(),

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::softclock::unix_us;
 use super::*;
-use crate::time::unix_us;
 use lwsys_tests::chrony::Chronyd;
 
 fn log() -> Logger {

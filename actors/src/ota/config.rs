@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
-use lwsys_messages::supervisor::{Cycle, SystemEvent};
+use lwsys_messages::protocol::SystemEvent;
+use lwsys_messages::supervisor::Cycle;
 
 use super::{DownloadCache, FetchConfig, ManifestPolicy};
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use lwsys_messages::ota::{CheckOutcome, OtaError, OtaEvent, OtaPhase, OtaStatus};
 use lwsys_messages::protocol::OtaProgress;
+use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::state::SystemState;
-use lwsys_messages::supervisor::{Cycle, SystemEvent, WalkResult};
+use lwsys_messages::supervisor::{Cycle, WalkResult};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use lwsys_messages::ota::{CheckOta, GetOtaStatus, ReportCurrent};
+use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::state::{Changed, GetState, StateReading, SystemState};
-use lwsys_messages::supervisor::{Cycle, SystemEvent, WalkError, WalkReport, WalkResult};
+use lwsys_messages::supervisor::{Cycle, WalkError, WalkReport, WalkResult};
 use serde_json::Value;
 use tokio::sync::mpsc;
 

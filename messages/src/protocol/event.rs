@@ -160,3 +160,22 @@ pub enum ServiceEvent {
         reason: String,
     },
 }
+
+/// An event pushed to the Supervisor's subscribers: the protocol's
+/// [`Event`], so it is typed from where it is made
+/// to the client's socket. The Supervisor broadcasts the topic events
+/// (`state`, `notifier`, `clock`, `ota`, `service`).
+pub type SystemEvent = Event;
+
+/// Send every [`SystemEvent`] to this recipient until it stops. No reply.
+#[cfg(feature = "actor")]
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub actix::Recipient<SystemEvent>);
+
+#[cfg(feature = "actor")]
+impl std::fmt::Debug for Subscribe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subscribe(..)")
+    }
+}

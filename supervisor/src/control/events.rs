@@ -4,8 +4,8 @@
 
 use actix::prelude::*;
 use lwsys_messages::protocol::Event;
+use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::state::{Aborted, Changed, Consent, Verdict};
-use lwsys_messages::supervisor::SystemEvent;
 use tokio::sync::oneshot;
 
 use super::ControlSession;

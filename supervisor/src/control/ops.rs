@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use lwsys_messages::protocol::Subscribe;
 use lwsys_messages::protocol::{
     Done, ErrorBody, Hello, Op, Registered, Request, RequestError, Resumed, Subscribed, SystemInfo,
     WaitReply, PROTOCOL_VERSION,
 };
 use lwsys_messages::state::Verdict;
-use lwsys_messages::supervisor::{Cycle, RegisterNotifier, Subscribe, WalkError, WalkResult};
+use lwsys_messages::supervisor::{Cycle, RegisterNotifier, WalkError, WalkResult};
 use lwsys_messages::ErrorCode;
 use serde::Serialize;
 use serde_json::{Map, Value};

@@ -5,7 +5,7 @@
 
 use actix::prelude::*;
 use lwsys_messages::clock::ClockEvent;
-use lwsys_messages::supervisor::SystemEvent;
+use lwsys_messages::protocol::SystemEvent;
 
 /// Forwards clock events to the Supervisor. See the module docs.
 pub struct ClockForwarder {

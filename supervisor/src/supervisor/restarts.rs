@@ -6,7 +6,8 @@
 use actix::prelude::*;
 use lwsys_messages::lifecycle::ServiceDied;
 use lwsys_messages::protocol::ServiceEvent;
-use lwsys_messages::supervisor::{ServiceKind, Shutdown, SystemEvent};
+use lwsys_messages::protocol::SystemEvent;
+use lwsys_messages::supervisor::Shutdown;
 use slog::warn;
 
 use super::registry::Kind;
@@ -23,7 +24,8 @@ impl Handler<ServiceDied> for Supervisor {
         }
         let deaths = ctx.address().recipient();
         let Some(sup) = self.supervision.as_mut() else { return };
-        let name = msg.service;
+        let kind = msg.service;
+        let name = kind.name();
         let count = match sup.restarts().on_death(name, tokio::time::Instant::now()) {
             Ok(count) => count,
             Err(why) => {
@@ -32,10 +34,7 @@ impl Handler<ServiceDied> for Supervisor {
                 return self.fail(why, name, ctx);
             }
         };
-        let restarted = match ServiceKind::from_name(name) {
-            Some(kind) => sup.services().restart(kind, &deaths),
-            None => Err(format!("no restartable service named {name:?}")),
-        };
+        let restarted = sup.services().restart(kind, &deaths);
         let notifier = match restarted {
             Ok(notifier) => notifier,
             Err(e) => {

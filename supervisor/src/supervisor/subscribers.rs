@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use lwsys_messages::supervisor::{NotifierEventKind, Subscribe, SystemEvent};
+use lwsys_messages::protocol::{Subscribe, SystemEvent};
+use lwsys_messages::supervisor::NotifierEventKind;
 
 use super::Supervisor;
 
