@@ -77,7 +77,12 @@ struct Observer {
 
 impl Observer {
     fn new(port: u16, filter: &str) -> Self {
-        let mut o = MqttOptions::new(format!("observer-{}", std::process::id()), "127.0.0.1", port);
+        // A client id of its own: a second observer with the same id
+        // would take the first one's session over, and back.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = format!("observer-{}-{n}", std::process::id());
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
         let (client, mut conn) = Client::new(o, 16);
         client.subscribe(filter, QoS::AtLeastOnce).unwrap();
@@ -92,6 +97,8 @@ impl Observer {
                         }
                     }
                     Ok(_) => {}
+                    // The observer was dropped.
+                    Err(rumqttc::ConnectionError::RequestsDone) => return,
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
@@ -155,11 +162,7 @@ fn retained_state_reaches_operational_commands_are_answered_and_a_killed_daemon_
     let r = obs.command("dev-1", r#"{"id":7,"op":"state.get"}"#, &json!(7));
     assert_eq!((r["ok"].clone(), r["state"].clone()), (json!(true), json!("OPERATIONAL")), "{r}");
     // A change is refused to that role, as to a read-only socket client.
-    let r = obs.command(
-        "dev-1",
-        r#"{"id":"j","op":"state.jump","params":{"target":"DHCP"}}"#,
-        &json!("j"),
-    );
+    let r = obs.command("dev-1", r#"{"id":"j","op":"state.jump","target":"DHCP"}"#, &json!("j"));
     assert_eq!(r["error"]["code"], "forbidden", "{r}");
     // Bad JSON gets the socket's parse error (no id could be read: null).
     let r = obs.command("dev-1", "{not json", &Value::Null);
@@ -202,4 +205,32 @@ fn the_fleet_gate_holds_its_state_until_the_broker_accepts_and_commands_default_
     // DESIGN §7's default: broker commands may do nothing.
     let r = obs.command("dev-2", r#"{"id":1,"op":"state.get"}"#, &json!(1));
     assert_eq!(r["error"]["code"], "forbidden", "{r}");
+}
+
+#[test]
+fn a_broker_restart_is_survived_and_everything_is_republished_and_admin_commands_run_when_granted()
+{
+    let port = free_port();
+    let broker = Broker::start(port);
+    let obs = Observer::new(port, "lwsys/dev-3/#");
+    let _d = fleet_daemon(port, "device_id = \"dev-3\"\ncommands = \"admin\"\n");
+    obs.wait("lwsys/dev-3/state", |p| p.contains("\"OPERATIONAL\""));
+    obs.wait("lwsys/dev-3/status", |p| p == "online");
+    // Granted admin: a change runs.
+    let set = r#"{"id":3,"op":"blob.set","kind":"DEVICE_TYPE","data":"sensor"}"#;
+    let r = obs.command("dev-3", set, &json!(3));
+    assert_eq!(r["ok"], true, "{r}");
+    drop(obs);
+
+    // A fresh mosquitto without persistence has no retained messages: all
+    // it knows of the device after the restart, the device republished.
+    drop(broker);
+    let _broker = Broker::start(port);
+    let obs = Observer::new(port, "lwsys/dev-3/#");
+    let state = obs.wait("lwsys/dev-3/state", |p| p.contains("\"OPERATIONAL\""));
+    assert!(state.contains("\"pending\":null"), "{state}");
+    obs.wait("lwsys/dev-3/status", |p| p == "online");
+    obs.wait("lwsys/dev-3/info", |p| p.contains("\"commands\":\"admin\""));
+    let r = obs.command("dev-3", r#"{"id":4,"op":"blob.get","kind":"DEVICE_TYPE"}"#, &json!(4));
+    assert_eq!(r["data"], "sensor", "{r}");
 }

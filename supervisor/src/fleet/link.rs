@@ -25,6 +25,9 @@ use crate::control::SessionEnv;
 /// that finds it full stays dirty in [`Latest`] and is retried.
 const REQUEST_CAP: usize = 16;
 
+/// Largest MQTT packet accepted from the broker.
+const MAX_INCOMING: usize = 1 << 20;
+
 /// What the link needs besides its settings.
 pub struct LinkParts {
     /// The daemon's logger.
@@ -72,7 +75,9 @@ pub fn options(
     let mut o = MqttOptions::new(device, s.broker.host.clone(), s.broker.port);
     o.set_keep_alive(s.keepalive);
     o.set_clean_session(true);
-    o.set_max_packet_size(fleet::MAX_COMMAND + 1024, MAX_REPLY + 4096);
+    // Incoming: commands over MAX_COMMAND are answered `too_large`, so
+    // they must arrive; past this bound rumqttc drops the connection.
+    o.set_max_packet_size(MAX_INCOMING, MAX_REPLY + 4096);
     o.set_last_will(LastWill::new(
         fleet::status_topic(&s.prefix, device),
         LinkStatus::Lost.as_str(),
@@ -146,7 +151,13 @@ async fn run(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if p.topic == cmd_topic || p.topic == all_topic {
+                    // A retained command would run again on every
+                    // reconnect (a reboot loop, say): commands are live
+                    // messages only.
+                    let is_cmd = p.topic == cmd_topic || p.topic == all_topic;
+                    if is_cmd && p.retain {
+                        warn!(log, "retained fleet command ignored"; "topic" => %LogSafe(&p.topic));
+                    } else if is_cmd {
                         let payload = p.payload.to_vec();
                         if let Err(mpsc::error::TrySendError::Full(payload)) = cmd_tx.try_send(payload) {
                             let _ = client.try_publish(reply_topic.clone(), QoS::AtLeastOnce, false, commands::busy_reply(&payload));
