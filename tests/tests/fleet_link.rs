@@ -24,10 +24,16 @@ struct Broker {
 
 impl Broker {
     fn start(port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))
-            .unwrap();
+        Self::with_conf(port, &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"), None)
+    }
+
+    /// Start with the config `conf` in `dir` (or a fresh one), ready once
+    /// `port` accepts connections.
+    fn with_conf(port: u16, conf: &str, dir: Option<tempfile::TempDir>) -> Self {
+        let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let path = dir.path().join("mosquitto.conf");
+        std::fs::write(&path, conf).unwrap();
+        let conf = path;
         let child = Command::new(mosquitto())
             .arg("-c")
             .arg(&conf)
@@ -233,4 +239,75 @@ fn a_broker_restart_is_survived_and_everything_is_republished_and_admin_commands
     obs.wait("lwsys/dev-3/info", |p| p.contains("\"commands\":\"admin\""));
     let r = obs.command("dev-3", r#"{"id":4,"op":"blob.get","kind":"DEVICE_TYPE"}"#, &json!(4));
     assert_eq!(r["data"], "sensor", "{r}");
+}
+
+#[test]
+fn over_tls_the_broker_is_verified_and_the_device_presents_its_client_certificate_blobs() {
+    use base64::Engine as _;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "fleet test CA");
+    let ca = p.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let device_key = KeyPair::generate().unwrap();
+    let mut dp = CertificateParams::new(Vec::<String>::new()).unwrap();
+    dp.distinguished_name.push(DnType::CommonName, "dev-tls");
+    let device = dp.signed_by(&device_key, &ca, &ca_key).unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca_pem = file("ca.pem", ca.pem());
+    let server_pem = file("server.pem", server.pem());
+    let server_key_pem = file("server.key", server_key.serialize_pem());
+
+    // The plain listener is the observer's; the device must use TLS with
+    // a certificate the CA signed.
+    let (plain, tls) = (free_port(), free_port());
+    let conf = format!(
+        "allow_anonymous true\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\n\
+         cafile {ca_pem}\ncertfile {server_pem}\nkeyfile {server_key_pem}\nrequire_certificate true\n"
+    );
+    let _broker = Broker::with_conf(tls, &conf, Some(dir));
+    let obs = Observer::new(plain, "lwsys/dev-tls/#");
+
+    // First boot without the link stores the client certificate (durable
+    // blobs); the second boot connects with it.
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().join("state");
+    let mut d =
+        TestDaemon::with(Options { state_dir: Some(state_dir.clone()), ..Options::default() });
+    let mut c = d.connect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    c.ok("blob.set", json!({"kind": "CLIENT_CERT_DER", "data_b64": b64.encode(device.der())}));
+    c.ok(
+        "blob.set",
+        json!({"kind": "CLIENT_KEY_DER", "data_b64": b64.encode(device_key.serialize_der())}),
+    );
+    drop(c);
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0));
+
+    let config = format!(
+        "[fleet]\nbroker = \"mqtts://127.0.0.1:{tls}\"\ndevice_id = \"dev-tls\"\nca_file = \"{ca_pem}\"\n"
+    );
+    let mut d = TestDaemon::with(Options {
+        state_dir: Some(state_dir),
+        config: Some(config),
+        ..Options::default()
+    });
+    obs.wait("lwsys/dev-tls/state", |p| p.contains("\"OPERATIONAL\""));
+    obs.wait("lwsys/dev-tls/status", |p| p == "online");
+    // No secret in the daemon's log.
+    let logs = d.logs();
+    let key_b64 = b64.encode(device_key.serialize_der());
+    assert!(!logs.contains(&key_b64[..40]), "the key leaked into the log");
 }

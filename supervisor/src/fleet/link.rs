@@ -199,3 +199,26 @@ async fn run(
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_client_id_is_the_device_and_the_last_will_marks_it_lost_retained() {
+        let text =
+            "[fleet]\nbroker = \"mqtt://127.0.0.1:1884\"\nprefix = \"a/b\"\nkeepalive_secs = 7\n";
+        let cfg = crate::config::Config::from_toml(text, std::path::Path::new("c")).unwrap();
+        let s = cfg.fleet_settings(std::path::Path::new("/s")).unwrap();
+        let o = options(&s, "dev-9", Some(("u".into(), "p".into())), None);
+        assert_eq!(o.client_id(), "dev-9");
+        assert_eq!(o.broker_address(), ("127.0.0.1".to_owned(), 1884));
+        assert_eq!(o.keep_alive(), Duration::from_secs(7));
+        let will = o.last_will().unwrap();
+        assert_eq!(will.topic, "a/b/dev-9/status");
+        assert_eq!(&will.message[..], b"lost");
+        assert!(will.retain);
+        assert_eq!(o.credentials().map(|l| l.username), Some("u".to_owned()));
+    }
+}
