@@ -219,7 +219,7 @@ fn a_broker_restart_is_survived_and_everything_is_republished_and_admin_commands
     let port = free_port();
     let broker = Broker::start(port);
     let obs = Observer::new(port, "lwsys/dev-3/#");
-    let _d = fleet_daemon(port, "device_id = \"dev-3\"\ncommands = \"admin\"\n");
+    let mut d = fleet_daemon(port, "device_id = \"dev-3\"\ncommands = \"admin\"\n");
     obs.wait("lwsys/dev-3/state", |p| p.contains("\"OPERATIONAL\""));
     obs.wait("lwsys/dev-3/status", |p| p == "online");
     // Granted admin: a change runs.
@@ -239,10 +239,26 @@ fn a_broker_restart_is_survived_and_everything_is_republished_and_admin_commands
     obs.wait("lwsys/dev-3/info", |p| p.contains("\"commands\":\"admin\""));
     let r = obs.command("dev-3", r#"{"id":4,"op":"blob.get","kind":"DEVICE_TYPE"}"#, &json!(4));
     assert_eq!(r["data"], "sensor", "{r}");
+    // A clean stop still exits 0 with the link up, and the device reads
+    // `lost` (it does not say goodbye to the broker: the will speaks).
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0));
+    obs.wait("lwsys/dev-3/status", |p| p == "lost");
 }
 
-#[test]
-fn over_tls_the_broker_is_verified_and_the_device_presents_its_client_certificate_blobs() {
+/// How the device is told to trust the test CA.
+enum Trust {
+    /// `[fleet] ca_file`.
+    CaFile,
+    /// `[trust] cert_dirs`: the trust store's just-in-time verifier, which
+    /// finds the CA by the server certificate's authority key id.
+    CertDir,
+}
+
+/// A TLS broker requiring client certificates; the device boots once to
+/// store its certificate in the durable blobs, then again with the link,
+/// and must come online verified as `trust` says.
+fn tls_link(device_id: &str, trust: Trust) {
     use base64::Engine as _;
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let dir = tempfile::tempdir().unwrap();
@@ -252,13 +268,12 @@ fn over_tls_the_broker_is_verified_and_the_device_presents_its_client_certificat
     p.distinguished_name.push(DnType::CommonName, "fleet test CA");
     let ca = p.self_signed(&ca_key).unwrap();
     let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca, &ca_key)
-        .unwrap();
+    let mut sp = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    sp.use_authority_key_identifier_extension = true;
+    let server = sp.signed_by(&server_key, &ca, &ca_key).unwrap();
     let device_key = KeyPair::generate().unwrap();
     let mut dp = CertificateParams::new(Vec::<String>::new()).unwrap();
-    dp.distinguished_name.push(DnType::CommonName, "dev-tls");
+    dp.distinguished_name.push(DnType::CommonName, device_id);
     let device = dp.signed_by(&device_key, &ca, &ca_key).unwrap();
     let file = |name: &str, text: String| {
         let path = dir.path().join(name);
@@ -277,7 +292,7 @@ fn over_tls_the_broker_is_verified_and_the_device_presents_its_client_certificat
          cafile {ca_pem}\ncertfile {server_pem}\nkeyfile {server_key_pem}\nrequire_certificate true\n"
     );
     let _broker = Broker::with_conf(tls, &conf, Some(dir));
-    let obs = Observer::new(plain, "lwsys/dev-tls/#");
+    let obs = Observer::new(plain, &format!("lwsys/{device_id}/#"));
 
     // First boot without the link stores the client certificate (durable
     // blobs); the second boot connects with it.
@@ -296,18 +311,37 @@ fn over_tls_the_broker_is_verified_and_the_device_presents_its_client_certificat
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait_exit().code(), Some(0));
 
+    let trust = match trust {
+        Trust::CaFile => format!("ca_file = \"{ca_pem}\"\n"),
+        Trust::CertDir => {
+            let certs = state.path().join("certs");
+            std::fs::create_dir(&certs).unwrap();
+            std::fs::write(certs.join("ca.pem"), ca.pem()).unwrap();
+            format!("[trust]\ncert_dirs = [\"{}\"]\n", certs.display())
+        }
+    };
     let config = format!(
-        "[fleet]\nbroker = \"mqtts://127.0.0.1:{tls}\"\ndevice_id = \"dev-tls\"\nca_file = \"{ca_pem}\"\n"
+        "[fleet]\nbroker = \"mqtts://127.0.0.1:{tls}\"\ndevice_id = \"{device_id}\"\n{trust}"
     );
     let mut d = TestDaemon::with(Options {
         state_dir: Some(state_dir),
         config: Some(config),
         ..Options::default()
     });
-    obs.wait("lwsys/dev-tls/state", |p| p.contains("\"OPERATIONAL\""));
-    obs.wait("lwsys/dev-tls/status", |p| p == "online");
+    obs.wait(&format!("lwsys/{device_id}/state"), |p| p.contains("\"OPERATIONAL\""));
+    obs.wait(&format!("lwsys/{device_id}/status"), |p| p == "online");
     // No secret in the daemon's log.
     let logs = d.logs();
     let key_b64 = b64.encode(device_key.serialize_der());
     assert!(!logs.contains(&key_b64[..40]), "the key leaked into the log");
+}
+
+#[test]
+fn over_tls_the_broker_is_verified_by_ca_file_and_the_device_presents_its_certificate_blobs() {
+    tls_link("dev-tls", Trust::CaFile);
+}
+
+#[test]
+fn over_tls_the_broker_is_verified_by_the_trust_store() {
+    tls_link("dev-jit", Trust::CertDir);
 }
