@@ -345,3 +345,32 @@ fn over_tls_the_broker_is_verified_by_ca_file_and_the_device_presents_its_certif
 fn over_tls_the_broker_is_verified_by_the_trust_store() {
     tls_link("dev-jit", Trust::CertDir);
 }
+
+#[test]
+fn a_command_flood_is_bounded_one_runs_eight_wait_and_the_rest_are_busy() {
+    let port = free_port();
+    let _broker = Broker::start(port);
+    let obs = Observer::new(port, "lwsys/dev-4/#");
+    let _d = fleet_daemon(port, "device_id = \"dev-4\"\ncommands = \"readonly\"\n");
+    obs.wait("lwsys/dev-4/status", |p| p == "online");
+    // Each holds the runner for 1 s: the first runs, 8 queue, and the
+    // 20th, sent a few ms later, finds the queue full.
+    for id in 0..20 {
+        let line =
+            json!({"id": id, "op": "state.wait", "state": "MODAL_UPDATING", "timeout_ms": 1000});
+        obs.client
+            .publish("lwsys/dev-4/cmd", QoS::AtLeastOnce, false, line.to_string().into_bytes())
+            .unwrap();
+    }
+    let last = obs.wait("lwsys/dev-4/reply", |p| p.contains("\"id\":19"));
+    let last: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(last["error"]["code"], "busy", "{last}");
+    assert!(last["error"]["message"].as_str().unwrap().contains("at most 8"), "{last}");
+    // The first ran to its own timeout, not refused.
+    let first: Value =
+        serde_json::from_str(&obs.wait("lwsys/dev-4/reply", |p| p.contains("\"id\":0,"))).unwrap();
+    assert_eq!(first["error"]["code"], "timeout", "{first}");
+    // Once the queue drains, commands run again.
+    let r = obs.command("dev-4", r#"{"id":100,"op":"state.get"}"#, &json!(100));
+    assert_eq!(r["state"], "OPERATIONAL", "{r}");
+}
