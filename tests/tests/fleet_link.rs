@@ -239,6 +239,10 @@ fn a_broker_restart_is_survived_and_everything_is_republished_and_admin_commands
     obs.wait("lwsys/dev-3/info", |p| p.contains("\"commands\":\"admin\""));
     let r = obs.command("dev-3", r#"{"id":4,"op":"blob.get","kind":"DEVICE_TYPE"}"#, &json!(4));
     assert_eq!(r["data"], "sensor", "{r}");
+    // Even an admin command may not put a secret on a topic.
+    let get = r#"{"id":5,"op":"blob.get","kind":"MQTT_PASSWORD"}"#;
+    let r = obs.command("dev-3", get, &json!(5));
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
     // A clean stop still exits 0 with the link up, and the device reads
     // `lost` (it does not say goodbye to the broker: the will speaks).
     d.signal(nix::sys::signal::Signal::SIGTERM);
