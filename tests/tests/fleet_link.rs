@@ -298,24 +298,16 @@ fn tls_link(device_id: &str, trust: Trust) {
     let _broker = Broker::with_conf(tls, &conf, Some(dir));
     let obs = Observer::new(plain, &format!("lwsys/{device_id}/#"));
 
-    // First boot without the link stores the client certificate (durable
-    // blobs); the second boot connects with it.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let set_blobs = |d: &TestDaemon| {
+        let mut c = d.connect();
+        c.ok("blob.set", json!({"kind": "CLIENT_CERT_DER", "data_b64": b64.encode(device.der())}));
+        let key = b64.encode(device_key.serialize_der());
+        c.ok("blob.set", json!({"kind": "CLIENT_KEY_DER", "data_b64": key}));
+    };
     let state = tempfile::tempdir().unwrap();
     let state_dir = state.path().join("state");
-    let mut d =
-        TestDaemon::with(Options { state_dir: Some(state_dir.clone()), ..Options::default() });
-    let mut c = d.connect();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    c.ok("blob.set", json!({"kind": "CLIENT_CERT_DER", "data_b64": b64.encode(device.der())}));
-    c.ok(
-        "blob.set",
-        json!({"kind": "CLIENT_KEY_DER", "data_b64": b64.encode(device_key.serialize_der())}),
-    );
-    drop(c);
-    d.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(d.wait_exit().code(), Some(0));
-
-    let trust = match trust {
+    let trust_conf = match trust {
         Trust::CaFile => format!("ca_file = \"{ca_pem}\"\n"),
         Trust::CertDir => {
             let certs = state.path().join("certs");
@@ -325,13 +317,31 @@ fn tls_link(device_id: &str, trust: Trust) {
         }
     };
     let config = format!(
-        "[fleet]\nbroker = \"mqtts://127.0.0.1:{tls}\"\ndevice_id = \"{device_id}\"\n{trust}"
+        "[fleet]\nbroker = \"mqtts://127.0.0.1:{tls}\"\ndevice_id = \"{device_id}\"\n{trust_conf}"
     );
-    let mut d = TestDaemon::with(Options {
-        state_dir: Some(state_dir),
-        config: Some(config),
-        ..Options::default()
-    });
+    let with_link =
+        Options { state_dir: Some(state_dir.clone()), config: Some(config), ..Options::default() };
+    let mut d = match trust {
+        // The certificate stored on a first boot without the link (durable
+        // blobs) is used by the second boot's link.
+        Trust::CaFile => {
+            let mut d = TestDaemon::with(Options {
+                state_dir: Some(state_dir.clone()),
+                ..Options::default()
+            });
+            set_blobs(&d);
+            d.signal(nix::sys::signal::Signal::SIGTERM);
+            assert_eq!(d.wait_exit().code(), Some(0));
+            TestDaemon::with(with_link)
+        }
+        // Provisioned after boot: the broker refuses the first attempt (no
+        // certificate); the next attempt reads the blobs again.
+        Trust::CertDir => {
+            let d = TestDaemon::with(with_link);
+            set_blobs(&d);
+            d
+        }
+    };
     obs.wait(&format!("lwsys/{device_id}/state"), |p| p.contains("\"OPERATIONAL\""));
     obs.wait(&format!("lwsys/{device_id}/status"), |p| p == "online");
     // No secret in the daemon's log.
@@ -346,7 +356,8 @@ fn over_tls_the_broker_is_verified_by_ca_file_and_the_device_presents_its_certif
 }
 
 #[test]
-fn over_tls_the_broker_is_verified_by_the_trust_store() {
+fn over_tls_the_broker_is_verified_by_the_trust_store_and_a_certificate_provisioned_after_boot_is_used(
+) {
     tls_link("dev-jit", Trust::CertDir);
 }
 

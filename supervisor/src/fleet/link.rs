@@ -38,6 +38,8 @@ pub struct LinkParts {
     pub gate: Option<FleetGate>,
     /// The control sessions' environment, for commands.
     pub env: SessionEnv,
+    /// The broker's verifier, for `mqtts`.
+    pub verifier: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
 }
 
 /// Start the link for `device`: spawns the link task and the command
@@ -115,9 +117,10 @@ async fn run(
     cmd_tx: mpsc::Sender<Vec<u8>>,
     mut reply_rx: mpsc::Receiver<Vec<u8>>,
 ) {
-    let LinkParts { log, latest, gate, env } = parts;
+    let LinkParts { log, latest, gate, env, verifier } = parts;
     let sys = env.sys.downgrade();
     drop(env);
+    identify(&s, &device, &sys, verifier.as_ref(), &mut eventloop, &log).await;
     let prefix = s.prefix.as_str();
     let cmd_topic = fleet::cmd_topic(prefix, &device);
     let all_topic = fleet::fleet_cmd_topic(prefix);
@@ -179,6 +182,7 @@ async fn run(
                     connected = false;
                     if let Some(g) = &gate { g.unreachable(); }
                     tokio::time::sleep(wait).await;
+                    identify(&s, &device, &sys, verifier.as_ref(), &mut eventloop, &log).await;
                 }
             },
             () = latest.changed(), if connected => flush(&client, prefix, &device, &latest),
@@ -193,6 +197,41 @@ async fn run(
             }
         }
     }
+}
+
+/// Set the options of the next connection attempt from the blobs as they
+/// are now: MQTT_USERNAME / MQTT_PASSWORD and, for `mqtts`, the client
+/// certificate. A device provisioned after boot connects with what it was
+/// given from its next attempt on. A TLS setup that fails (a bad key blob)
+/// is logged and the attempt is made without a client certificate (never
+/// without TLS).
+async fn identify(
+    s: &FleetSettings,
+    device: &str,
+    sys: &crate::handle::WeakSystemHandle,
+    verifier: Option<&Arc<dyn rustls::client::danger::ServerCertVerifier>>,
+    eventloop: &mut EventLoop,
+    log: &Logger,
+) {
+    let Some(sys) = sys.upgrade() else { return };
+    let creds = super::identity::credentials(&sys).await;
+    let tls = match verifier {
+        Some(v) => match super::identity::tls_config(&sys, v.clone()).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(log, "fleet client certificate unusable; connecting without one";
+                      "error" => %LogSafe(&e));
+                match super::identity::tls_anonymous(v.clone()) {
+                    Ok(t) => Some(t),
+                    // Unreachable short of a rustls bug; the previous
+                    // (TLS) settings stay.
+                    Err(_) => return,
+                }
+            }
+        },
+        None => None,
+    };
+    eventloop.mqtt_options = options(s, device, creds, tls);
 }
 
 /// A wait as milliseconds for a log field.
