@@ -128,6 +128,7 @@ async fn run(
     let mut backoff = Backoff::new(s.backoff_max);
     let mut connected = false;
     let mut ever = false;
+    let mut warned = false;
     loop {
         tokio::select! {
             ev = eventloop.poll() => match ev {
@@ -137,6 +138,7 @@ async fn run(
                           "device" => %device, "reconnect" => ever);
                     connected = true;
                     ever = true;
+                    warned = false;
                     backoff.reset();
                     let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
                     let _ = client.try_subscribe(all_topic.clone(), QoS::AtLeastOnce);
@@ -171,7 +173,9 @@ async fn run(
                 Ok(_) => if connected { flush(&client, prefix, &device, &latest) },
                 Err(e) => {
                     let wait = backoff.next_wait();
-                    if connected || !ever {
+                    // One warning per outage; the retries are debug.
+                    if !warned {
+                        warned = true;
                         warn!(log, "fleet broker unreachable; retrying";
                               "broker" => %LogSafe(&s.broker.host), "port" => s.broker.port,
                               "error" => %LogSafe(&e.to_string()), "retry_in_ms" => ms(wait));
@@ -180,7 +184,17 @@ async fn run(
                                "error" => %LogSafe(&e.to_string()), "retry_in_ms" => ms(wait));
                     }
                     connected = false;
-                    if let Some(g) = &gate { g.unreachable(); }
+                    if let Some(g) = gate.as_ref().filter(|g| g.unreachable()) {
+                        // A walk the gate parked as "waiting for broker"
+                        // asks again, so explain says why it waits now.
+                        if g.holding() {
+                            if let Some(sys) = sys.upgrade() {
+                                actix::spawn(async move {
+                                    let _ = sys.resume(super::GATE_NOTIFIER).await;
+                                });
+                            }
+                        }
+                    }
                     tokio::time::sleep(wait).await;
                     identify(&s, &device, &sys, verifier.as_ref(), &mut eventloop, &log).await;
                 }
