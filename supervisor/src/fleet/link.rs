@@ -135,7 +135,7 @@ async fn run(
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     info!(log, "fleet broker accepted the device";
                           "broker" => %LogSafe(&s.broker.host), "port" => s.broker.port,
-                          "device" => %device, "reconnect" => ever);
+                          "reconnect" => ever);
                     connected = true;
                     ever = true;
                     warned = false;
