@@ -17,10 +17,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use lwsys_messages::fleet::{self, Topic};
 use serde_json::{json, Value};
 
 use self::mqtt::{Broker, Client, MqttError, Options};
-use self::view::{clean, explain, explain_json, explain_text, status_table, Fleet, Kind};
+use self::view::{clean, explain, explain_json, explain_text, status_table, Fleet};
 use super::{CtlError, Outcome, EXIT_ERROR_REPLY, EXIT_USAGE};
 
 /// `lwsysctl fleet ...`: where the broker is and how to log in.
@@ -90,27 +91,14 @@ const MAX_PASSWORD_FILE: u64 = 64 * 1024;
 /// How many topic filters go in one SUBSCRIBE.
 const FILTERS_PER_SUBSCRIBE: usize = 100;
 
-/// `<prefix>/<device>/<leaf>`.
-// TODO(F1): use `lwsys_messages::fleet`'s topic builders once merged.
-pub fn topic(prefix: &str, device: &str, leaf: &str) -> String {
-    format!("{prefix}/{device}/{leaf}")
+fn check_prefix(prefix: &str) -> Result<(), CtlError> {
+    fleet::check_prefix(prefix)
+        .map_err(|e| CtlError::Usage(format!("fleet: bad --prefix {:?}: {e}", clean(prefix))))
 }
 
-/// A device id or prefix level must not hold MQTT's wildcards or
-/// separators, or a topic built from it would mean something else.
-fn check_level(what: &str, s: &str, allow_slash: bool) -> Result<(), CtlError> {
-    let bad = s.is_empty()
-        || s.contains(['+', '#', '\0'])
-        || (!allow_slash && s.contains('/'))
-        || s.starts_with('/')
-        || s.ends_with('/');
-    if bad {
-        return Err(CtlError::Usage(format!(
-            "fleet: bad {what} {:?}: must be non-empty, without + # or a stray /",
-            clean(s)
-        )));
-    }
-    Ok(())
+fn check_device(d: &str) -> Result<(), CtlError> {
+    fleet::check_device_id(d)
+        .map_err(|e| CtlError::Usage(format!("fleet: bad device id {:?}: {e}", clean(d))))
 }
 
 fn options(a: &FleetArgs) -> Result<Options, CtlError> {
@@ -145,7 +133,7 @@ fn options(a: &FleetArgs) -> Result<Options, CtlError> {
 
 /// Run one fleet command; `json` is the global `--json`.
 pub(crate) fn run(a: FleetArgs, json: bool, out: &mut dyn Write) -> Result<Outcome, CtlError> {
-    check_level("prefix", &a.prefix, true)?;
+    check_prefix(&a.prefix)?;
     let broker = Broker::parse(&a.broker).map_err(|e| CtlError::Usage(format!("fleet: {e}")))?;
     let opts = options(&a)?;
     // Check the request before touching the network.
@@ -176,27 +164,22 @@ fn broker_failed(url: &str, e: &MqttError) -> Outcome {
 /// until the broker has been quiet for `quiet_ms` (or `wait_ms` passed).
 /// Returns the fleet and whether the overall cap cut it short.
 fn collect(c: &mut Client, a: &FleetArgs) -> Result<(Fleet, bool), MqttError> {
-    let kinds = [("status", Kind::Status), ("state", Kind::State), ("info", Kind::Info)];
-    let filters: Vec<String> = kinds.iter().map(|(l, _)| topic(&a.prefix, "+", l)).collect();
+    let filters: Vec<String> = Fleet::TOPICS.iter().map(|t| t.every_device(&a.prefix)).collect();
     c.subscribe(&filters)?;
     let start = Instant::now();
     let cap = start + Duration::from_millis(a.wait_ms);
     let quiet = Duration::from_millis(a.quiet_ms);
     let mut last = start;
-    let mut fleet = Fleet::default();
-    let head = format!("{}/", a.prefix);
+    let mut seen = Fleet::default();
     loop {
         let deadline = (last + quiet).min(cap);
         let Some(m) = c.recv(deadline)? else {
-            return Ok((fleet, Instant::now() >= cap && last + quiet > cap));
+            return Ok((seen, Instant::now() >= cap && last + quiet > cap));
         };
         last = Instant::now();
-        let Some((device, leaf)) = m.topic.strip_prefix(&head).and_then(|r| r.split_once('/'))
-        else {
-            continue;
-        };
-        if let Some((_, kind)) = kinds.iter().find(|(l, _)| *l == leaf) {
-            fleet.apply(device, *kind, &m.payload);
+        // Topics that are not ours, or name no valid device, are skipped.
+        if let Some((device, t)) = fleet::parse_topic(&a.prefix, &m.topic) {
+            seen.apply(device, t, &m.payload);
         }
     }
 }
@@ -258,7 +241,7 @@ fn send_plan(all: bool, timeout_ms: u64, args: &[String]) -> Result<SendPlan, Ct
     let (device, request) = match (all, args) {
         (true, [r]) => (None, r),
         (false, [d, r]) => {
-            check_level("device", d, false)?;
+            check_device(d)?;
             (Some(d.clone()), r)
         }
         (true, _) => return Err(CtlError::Usage("fleet send --all takes only REQUEST".into())),
@@ -300,14 +283,14 @@ fn send_run(
             for d in fleet.devices() {
                 if d.lost() {
                     skipped.push(d.id.clone());
-                } else if check_level("device", &d.id, false).is_ok() {
+                } else {
                     t.push(d.id.clone());
                 }
             }
             t
         }
     };
-    let reply_topics: Vec<String> = targets.iter().map(|d| topic(&a.prefix, d, "reply")).collect();
+    let reply_topics: Vec<String> = targets.iter().map(|d| Topic::Reply.of(&a.prefix, d)).collect();
     for chunk in reply_topics.chunks(FILTERS_PER_SUBSCRIBE) {
         c.subscribe(chunk)?;
     }
@@ -315,7 +298,7 @@ fn send_run(
     let payload = Value::Object(plan.request).to_string();
     let deadline = Instant::now() + plan.timeout;
     for d in &targets {
-        c.publish(&topic(&a.prefix, d, "cmd"), payload.as_bytes(), 1, false)?;
+        c.publish(&Topic::Cmd.of(&a.prefix, d), payload.as_bytes(), 1, false)?;
     }
     let index: HashMap<&str, usize> =
         reply_topics.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
@@ -405,7 +388,7 @@ mod tests {
 
     #[test]
     fn send_refuses_wildcards_in_the_device_and_non_object_requests() {
-        for d in ["+", "a/b", "#", ""] {
+        for d in ["+", "a/b", "#", "", "_all"] {
             assert!(send_plan(false, 10, &[d.into(), "{}".into()]).is_err(), "{d:?}");
         }
         assert!(send_plan(false, 10, &["d".into(), "[1]".into()]).is_err());

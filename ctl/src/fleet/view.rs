@@ -12,74 +12,50 @@ use serde_json::{json, Value};
 
 use crate::format::{rfc3339, table};
 
-/// The fleet's state name for a device whose walk is complete.
-pub const OPERATIONAL: &str = "OPERATIONAL";
+use lwsys_messages::fleet::{InfoPayload, LinkStatus, StatePayload, Topic};
+use lwsys_messages::state::SystemState;
 
 /// At most this many devices are tracked: past it new ids are dropped and
 /// counted, so a broker with a runaway topic tree cannot exhaust memory.
 pub const MAX_DEVICES: usize = 200_000;
 
-/// Who holds a device's walk, from the `pending` object of its state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pending {
-    /// The notifier holding it.
-    pub by: Option<String>,
-    /// Why.
-    pub reason: Option<String>,
-    /// The state the walk wants to reach.
-    pub target: Option<String>,
-    /// Since when (Unix µs).
-    pub since_us: Option<u64>,
-}
-
 /// One device, as far as the broker's retained messages say.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     /// The fleet id (the topic level after the prefix).
     pub id: String,
-    /// `online` or `lost` (the last will), as published.
-    pub status: Option<String>,
-    /// The system state's name.
-    pub state: Option<String>,
-    /// When that state was entered (Unix µs).
-    pub since_us: Option<u64>,
-    /// Who holds the walk, when it is parked.
-    pub pending: Option<Pending>,
-    /// The firmware version, from the info topic.
-    pub version: Option<String>,
+    /// `online`, or `lost` (the last will).
+    pub status: Option<LinkStatus>,
+    /// The retained `state`: state, since, who holds the walk.
+    pub state: Option<StatePayload>,
+    /// The retained `info`: version and variant.
+    pub info: Option<InfoPayload>,
 }
 
 impl Device {
+    fn new(id: &str) -> Self {
+        Self { id: id.to_owned(), status: None, state: None, info: None }
+    }
+
     /// The broker says the device is gone (its last will fired).
     pub fn lost(&self) -> bool {
-        self.status.as_deref() == Some("lost")
+        self.status == Some(LinkStatus::Lost)
     }
 
     /// The device as one JSON object (the `--json` row).
     pub fn to_json(&self) -> Value {
-        let pending = self.pending.as_ref().map(
-            |p| json!({"by": p.by, "reason": p.reason, "target": p.target, "since_us": p.since_us}),
-        );
+        let s = self.state.as_ref();
+        let i = self.info.as_ref();
         json!({
             "device": self.id,
-            "status": self.status,
-            "state": self.state,
-            "since_us": self.since_us,
-            "pending": pending,
-            "version": self.version,
+            "status": self.status.map(LinkStatus::as_str),
+            "state": s.map(|s| s.state),
+            "since_us": s.map(|s| s.since_us),
+            "pending": s.and_then(|s| s.pending.as_ref()),
+            "version": i.map(|i| &i.version),
+            "variant": i.map(|i| &i.variant),
         })
     }
-}
-
-/// Which of a device's topics a message came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `<prefix>/<device>/status`.
-    Status,
-    /// `<prefix>/<device>/state`.
-    State,
-    /// `<prefix>/<device>/info`.
-    Info,
 }
 
 /// The devices seen so far, by id.
@@ -93,63 +69,38 @@ pub struct Fleet {
     pub malformed: usize,
 }
 
-fn str_field(v: &Value, k: &str) -> Option<String> {
-    v.get(k).and_then(Value::as_str).map(str::to_owned)
-}
-
 impl Fleet {
+    /// The topics `apply` reads.
+    pub const TOPICS: [Topic; 3] = [Topic::Status, Topic::State, Topic::Info];
+
     /// Take one retained message for `device`. An empty payload is a
     /// cleared retained message: that part of the device is forgotten.
-    pub fn apply(&mut self, device: &str, kind: Kind, payload: &[u8]) {
+    /// Other topics are ignored.
+    pub fn apply(&mut self, device: &str, topic: Topic, payload: &[u8]) {
+        if !Self::TOPICS.contains(&topic) {
+            return;
+        }
         if !self.devices.contains_key(device) && self.devices.len() >= MAX_DEVICES {
             self.dropped += 1;
             return;
         }
-        let d = self
-            .devices
-            .entry(device.to_owned())
-            .or_insert_with(|| Device { id: device.to_owned(), ..Device::default() });
-        let ok = match kind {
-            Kind::Status => match std::str::from_utf8(payload).map(str::trim) {
-                Ok("") => {
-                    d.status = None;
-                    true
+        let d = self.devices.entry(device.to_owned()).or_insert_with(|| Device::new(device));
+        let ok = match topic {
+            _ if payload.is_empty() => {
+                match topic {
+                    Topic::Status => d.status = None,
+                    Topic::State => d.state = None,
+                    _ => d.info = None,
                 }
-                Ok(s @ ("online" | "lost")) => {
-                    d.status = Some(s.to_owned());
-                    true
-                }
-                _ => false,
-            },
-            Kind::State if payload.is_empty() => {
-                (d.state, d.since_us, d.pending) = (None, None, None);
                 true
             }
-            Kind::State => match serde_json::from_slice::<Value>(payload) {
-                Ok(v) if v.get("state").is_some_and(Value::is_string) => {
-                    d.state = str_field(&v, "state");
-                    d.since_us = v.get("since_us").and_then(Value::as_u64);
-                    d.pending = v.get("pending").filter(|p| p.is_object()).map(|p| Pending {
-                        by: str_field(p, "by"),
-                        reason: str_field(p, "reason"),
-                        target: str_field(p, "target"),
-                        since_us: p.get("since_us").and_then(Value::as_u64),
-                    });
-                    true
-                }
-                _ => false,
-            },
-            Kind::Info if payload.is_empty() => {
-                d.version = None;
-                true
-            }
-            Kind::Info => match serde_json::from_slice::<Value>(payload) {
-                Ok(v) if v.is_object() => {
-                    d.version = str_field(&v, "version");
-                    true
-                }
-                _ => false,
-            },
+            Topic::Status => std::str::from_utf8(payload)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(|s| d.status = Some(s))
+                .is_some(),
+            Topic::State => serde_json::from_slice(payload).map(|s| d.state = Some(s)).is_ok(),
+            _ => serde_json::from_slice(payload).map(|i| d.info = Some(i)).is_ok(),
         };
         if !ok {
             self.malformed += 1;
@@ -194,15 +145,16 @@ pub fn status_table(devices: &[&Device]) -> String {
     let header = ["DEVICE", "STATUS", "STATE", "SINCE", "HELD BY", "REASON", "VERSION"];
     let rows: Vec<Vec<String>> = std::iter::once(header.map(str::to_owned).to_vec())
         .chain(devices.iter().map(|d| {
-            let p = d.pending.as_ref();
+            let s = d.state.as_ref();
+            let p = s.and_then(|s| s.pending.as_ref());
             vec![
                 clean(&d.id),
-                or_dash(d.status.as_deref()),
-                or_dash(d.state.as_deref()),
-                d.since_us.map(rfc3339).unwrap_or_else(|| "-".into()),
-                or_dash(p.and_then(|p| p.by.as_deref())),
-                or_dash(p.and_then(|p| p.reason.as_deref())),
-                or_dash(d.version.as_deref()),
+                or_dash(d.status.map(LinkStatus::as_str)),
+                s.map(|s| s.state.to_string()).unwrap_or_else(|| "-".into()),
+                s.map(|s| rfc3339(s.since_us)).unwrap_or_else(|| "-".into()),
+                or_dash(p.map(|p| &*p.by)),
+                or_dash(p.map(|p| p.reason.as_str())),
+                or_dash(d.info.as_ref().map(|i| i.version.as_str())),
             ]
         }))
         .collect();
@@ -229,13 +181,14 @@ pub fn explain(devices: &[&Device]) -> Vec<Group> {
     for d in devices {
         let key = if d.lost() {
             (true, None, None)
-        } else if d.state.as_deref() == Some(OPERATIONAL) {
-            continue;
         } else {
-            match &d.pending {
-                Some(p) => (false, p.by.clone(), p.reason.clone()),
-                None if d.state.is_none() => (false, None, Some("no state published".into())),
-                None => (false, None, None),
+            match &d.state {
+                Some(s) if s.state == SystemState::Operational => continue,
+                Some(StatePayload { pending: Some(p), .. }) => {
+                    (false, Some(p.by.to_string()), Some(p.reason.clone()))
+                }
+                Some(_) => (false, None, None),
+                None => (false, None, Some("no state published".into())),
             }
         };
         groups.entry(key).or_default().push(d.id.clone());
@@ -298,7 +251,7 @@ mod tests {
 
     fn state(s: &str, pending: Option<(&str, &str)>) -> Vec<u8> {
         let p = pending.map(|(by, reason)| {
-            json!({"by": by, "reason": reason, "target": "OPERATIONAL", "since_us": 5})
+            json!({"by": by, "reason": reason, "target": "OPERATIONAL", "since_us": 5u64})
         });
         json!({"state": s, "since_us": 1_764_000_000_000_000u64, "pending": p})
             .to_string()
@@ -310,18 +263,18 @@ mod tests {
         let mut f = Fleet::default();
         for i in 0..1000 {
             let id = format!("dev-{i:04}");
-            f.apply(&id, Kind::Status, b"online");
+            f.apply(&id, Topic::Status, b"online");
             let payload = match i % 100 {
                 0..=19 => state("REGISTERED", Some(("fleet", "broker unreachable"))),
                 20..=24 => state("TIME_VALID", Some(("sntp", "no answer"))),
                 25 => state("DHCP", None),
-                _ => state(OPERATIONAL, None),
+                _ => state("OPERATIONAL", None),
             };
-            f.apply(&id, Kind::State, &payload);
+            f.apply(&id, Topic::State, &payload);
         }
         // Ten lost devices: lost wins over their last state.
         for i in 990..1000 {
-            f.apply(&format!("dev-{i:04}"), Kind::Status, b"lost");
+            f.apply(&format!("dev-{i:04}"), Topic::Status, b"lost");
         }
         let devices = f.devices();
         assert_eq!(devices.len(), 1000);
@@ -351,7 +304,7 @@ mod tests {
     #[test]
     fn a_device_with_status_but_no_state_is_its_own_group() {
         let mut f = Fleet::default();
-        f.apply("a", Kind::Status, b"online");
+        f.apply("a", Topic::Status, b"online");
         let g = explain(&f.devices());
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].reason.as_deref(), Some("no state published"));
@@ -360,30 +313,34 @@ mod tests {
     #[test]
     fn bad_payloads_are_counted_and_change_nothing() {
         let mut f = Fleet::default();
-        f.apply("a", Kind::State, &state("DHCP", None));
-        f.apply("a", Kind::State, b"{not json");
-        f.apply("a", Kind::State, br#"{"state": 7}"#);
-        f.apply("a", Kind::Status, b"maybe");
-        f.apply("a", Kind::Info, b"[]");
+        f.apply("a", Topic::State, &state("DHCP", None));
+        f.apply("a", Topic::State, b"{not json");
+        f.apply("a", Topic::State, br#"{"state": "NOT_A_STATE", "since_us": 1, "pending": null}"#);
+        f.apply("a", Topic::Status, b"maybe");
+        f.apply("a", Topic::Info, b"[]");
         assert_eq!(f.malformed, 4);
-        assert_eq!(f.devices()[0].state.as_deref(), Some("DHCP"));
+        assert_eq!(f.devices()[0].state.as_ref().map(|s| s.state), Some(SystemState::Dhcp));
         assert_eq!(f.devices()[0].status, None);
         // An empty retained payload clears.
-        f.apply("a", Kind::State, b"");
+        f.apply("a", Topic::State, b"");
         assert_eq!(f.devices()[0].state, None);
     }
 
     #[test]
     fn the_status_table_has_one_row_per_device_and_escapes_control_characters() {
         let mut f = Fleet::default();
-        f.apply("b", Kind::Status, b"online");
+        f.apply("b", Topic::Status, b"online");
         f.apply(
             "b",
-            Kind::State,
+            Topic::State,
             &state("REGISTERED", Some(("fleet", "broker\x1b[2J unreachable"))),
         );
-        f.apply("b", Kind::Info, br#"{"version": "1.2.3"}"#);
-        f.apply("a", Kind::Status, b"lost");
+        f.apply(
+            "b",
+            Topic::Info,
+            br#"{"version": "1.2.3", "variant": "v", "protocol": 1, "commands": "none"}"#,
+        );
+        f.apply("a", Topic::Status, b"lost");
         let t = status_table(&f.devices());
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3, "{t}");
@@ -402,7 +359,7 @@ mod tests {
     fn past_the_device_bound_new_ids_are_dropped_and_counted() {
         let mut f = Fleet::default();
         for i in 0..MAX_DEVICES + 3 {
-            f.apply(&i.to_string(), Kind::Status, b"online");
+            f.apply(&i.to_string(), Topic::Status, b"online");
         }
         assert_eq!((f.len(), f.dropped), (MAX_DEVICES, 3));
     }
