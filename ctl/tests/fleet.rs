@@ -18,6 +18,12 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start() -> Self {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A broker whose config gets `extra(dir)` appended (files it names
+    /// go in `dir`).
+    fn start_with(extra: impl FnOnce(&std::path::Path) -> String) -> Self {
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -27,7 +33,10 @@ impl Mosquitto {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{}",
+                extra(dir.path())
+            ),
         )
         .unwrap();
         let child = Command::new(bin)
@@ -283,4 +292,92 @@ fn a_bad_request_or_url_is_a_usage_error_before_any_traffic() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad broker URL"), "{o:?}");
+}
+
+/// A test PKI: a CA, a server certificate for 127.0.0.1 and a client
+/// certificate, as PEM files in `dir`.
+fn pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "lwsys fleet test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf = |san: &str, name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![san.to_owned()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    leaf("127.0.0.1", "server");
+    leaf("ops.example", "ops");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    // mosquitto drops to its own user before it reads some files.
+    use std::os::unix::fs::PermissionsExt;
+    for f in std::fs::read_dir(dir).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn over_mqtts_with_a_client_certificate_status_shows_the_devices() {
+    let mut certs = std::path::PathBuf::new();
+    let b = Mosquitto::start_with(|dir| {
+        pki(dir);
+        certs = dir.to_owned();
+        let p = |f: &str| dir.join(f).display().to_string();
+        format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            p("ca.pem"),
+            p("server.pem"),
+            p("server.key")
+        )
+    });
+    let url = format!("mqtts://127.0.0.1:{}", b.port);
+    let opts = Options {
+        ca: Some(certs.join("ca.pem")),
+        cert: Some(certs.join("ops.pem")),
+        key: Some(certs.join("ops.key")),
+        ..Options::default()
+    };
+    let mut c = Client::connect(&Url::parse(&url).unwrap(), &opts).unwrap();
+    c.publish("t7/d1/status", b"online", 1, true).unwrap();
+    c.publish("t7/d1/state", state("DHCP", Some(("net", "no link"))).as_bytes(), 1, true).unwrap();
+    c.disconnect();
+
+    let tls = |extra: &[&str]| {
+        let ca = certs.join("ca.pem");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lwsysctl"));
+        cmd.args(["fleet", "--broker", &url, "--prefix", "t7", "--ca"]).arg(&ca);
+        cmd.args(extra).output().unwrap()
+    };
+    let cert = certs.join("ops.pem").display().to_string();
+    let key = certs.join("ops.key").display().to_string();
+    let o = tls(&["--cert", &cert, "--key", &key, "--json", "status"]);
+    assert!(o.status.success(), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["device"], "d1");
+    assert_eq!(v[0]["pending"]["by"], "net");
+
+    // The broker requires a client certificate: without one, exit 2.
+    let o = tls(&["status"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("error: fleet: broker"), "{o:?}");
+    // A CA that did not sign the broker's certificate: exit 2.
+    let o = Command::new(env!("CARGO_BIN_EXE_lwsysctl"))
+        .args(["fleet", "--broker", &url, "--ca", &cert, "--cert", &cert, "--key", &key, "status"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    // mqtts without --ca is a usage error before any traffic.
+    let o = Command::new(env!("CARGO_BIN_EXE_lwsysctl"))
+        .args(["fleet", "--broker", &url, "status"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --ca"), "{o:?}");
 }
