@@ -27,8 +27,8 @@ use super::{CtlError, Outcome, EXIT_ERROR_REPLY, EXIT_USAGE};
 /// `lwsysctl fleet ...`: where the broker is and how to log in.
 #[derive(Debug, Args)]
 pub struct FleetArgs {
-    /// The broker: mqtt://HOST[:PORT] (default port 1883) or
-    /// mqtts://HOST[:PORT] (TLS, default port 8883).
+    /// The broker: mqtt://HOST or mqtt://HOST:PORT (default port 1883),
+    /// mqtts://HOST or mqtts://HOST:PORT (TLS, default port 8883).
     #[arg(long, value_name = "URL", env = "LWSYS_BROKER")]
     pub broker: String,
     /// PEM file with the CA(s) that sign the broker's certificate (mqtts).

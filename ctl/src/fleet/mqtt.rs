@@ -117,7 +117,7 @@ impl Broker {
 }
 
 /// How to authenticate and verify.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// PEM file of the CA(s) that sign the broker's certificate (TLS).
     pub ca: Option<PathBuf>,
@@ -127,10 +127,25 @@ pub struct Options {
     pub key: Option<PathBuf>,
     /// MQTT user name.
     pub username: Option<String>,
-    /// MQTT password (read from a file by the caller; never logged).
+    /// MQTT password (read from a file by the caller; never logged, and
+    /// shown as `<redacted>` by Debug).
     pub password: Option<Vec<u8>>,
     /// Client id; empty picks `lwsysctl-<pid>-<nanos>`.
     pub client_id: String,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never reaches debug output.
+        f.debug_struct("Options")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("client_id", &self.client_id)
+            .finish()
+    }
 }
 
 /// Both transports behind one type.
@@ -260,6 +275,8 @@ impl Client {
         };
         let _ = tcp.set_nodelay(true);
         tcp.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(io("socket"))?;
+        // The TLS handshake reads inside the first write: bound it too.
+        tcp.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(io("socket"))?;
         let stream = match tls {
             None => Stream::Plain(tcp),
             Some(cfg) => {
@@ -447,3 +464,32 @@ impl Client {
 
 /// How many publishes are held while waiting for an acknowledgement.
 const MAX_QUEUED: usize = 100_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_never_show_the_password_in_debug() {
+        let o = Options { password: Some(b"hunter2".to_vec()), ..Options::default() };
+        let d = format!("{o:?}");
+        assert!(d.contains("<redacted>") && !d.contains("hunter2") && !d.contains("104"), "{d}");
+    }
+
+    #[test]
+    fn a_listener_that_never_answers_times_out_instead_of_hanging() {
+        // Accepts TCP (the kernel's backlog) but never sends CONNACK.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let mut c = Client {
+            stream: Stream::Plain(TcpStream::connect(("127.0.0.1", port)).expect("connect")),
+            buf: Vec::new(),
+            queued: VecDeque::new(),
+            next_pid: 0,
+            last_sent: Instant::now(),
+        };
+        let deadline = Instant::now() + Duration::from_millis(50);
+        assert!(matches!(c.read_packet(deadline), Ok(None)), "a read past its deadline is None");
+        assert!(Instant::now() >= deadline);
+    }
+}
