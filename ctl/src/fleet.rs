@@ -1,6 +1,7 @@
 //! `lwsysctl fleet`: the fleet as an MQTT broker sees it, with no daemon
-//! involved. `status` and `explain` read the retained `status`, `state`
-//! and `info` messages every device keeps under `<prefix>/<device>/`;
+//! involved. `status` and `explain` read the retained `status`, `state`,
+//! `info` and `explain` messages every device keeps under
+//! `<prefix>/<device>/`;
 //! `send` publishes a control-protocol request on a device's `cmd` topic
 //! and waits for the answer with the same `id` on its `reply` topic.
 //!

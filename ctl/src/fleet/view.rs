@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 use crate::format::{rfc3339, table};
 
-use lwsys_messages::fleet::{InfoPayload, LinkStatus, StatePayload, Topic};
+use lwsys_messages::fleet::{
+    ExplainSummary, InfoPayload, LinkStatus, RefusalKind, StatePayload, Topic,
+};
 use lwsys_messages::state::SystemState;
 
 /// At most this many devices are tracked: past it new ids are dropped and
@@ -30,11 +32,14 @@ pub struct Device {
     pub state: Option<StatePayload>,
     /// The retained `info`: version and variant.
     pub info: Option<InfoPayload>,
+    /// The retained `explain` summary: the newest refusal, for a device
+    /// stopped without a hold (a denial ends a walk without parking it).
+    pub explain: Option<ExplainSummary>,
 }
 
 impl Device {
     fn new(id: &str) -> Self {
-        Self { id: id.to_owned(), status: None, state: None, info: None }
+        Self { id: id.to_owned(), status: None, state: None, info: None, explain: None }
     }
 
     /// The broker says the device is gone (its last will fired).
@@ -71,7 +76,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// The topics `apply` reads.
-    pub const TOPICS: [Topic; 3] = [Topic::Status, Topic::State, Topic::Info];
+    pub const TOPICS: [Topic; 4] = [Topic::Status, Topic::State, Topic::Info, Topic::Explain];
 
     /// Take one retained message for `device`. An empty payload is a
     /// cleared retained message: that part of the device is forgotten.
@@ -90,6 +95,7 @@ impl Fleet {
                 match topic {
                     Topic::Status => d.status = None,
                     Topic::State => d.state = None,
+                    Topic::Explain => d.explain = None,
                     _ => d.info = None,
                 }
                 true
@@ -100,6 +106,7 @@ impl Fleet {
                 .map(|s| d.status = Some(s))
                 .is_some(),
             Topic::State => serde_json::from_slice(payload).map(|s| d.state = Some(s)).is_ok(),
+            Topic::Explain => serde_json::from_slice(payload).map(|x| d.explain = Some(x)).is_ok(),
             _ => serde_json::from_slice(payload).map(|i| d.info = Some(i)).is_ok(),
         };
         if !ok {
@@ -187,7 +194,18 @@ pub fn explain(devices: &[&Device]) -> Vec<Group> {
                 Some(StatePayload { pending: Some(p), .. }) => {
                     (false, Some(p.by.to_string()), Some(p.reason.clone()))
                 }
-                Some(_) => (false, None, None),
+                // Not parked: the newest refusal from where it stands, if
+                // the summary has one, says who stopped it.
+                Some(s) => match d.explain.as_ref().and_then(|x| x.last_refusal.as_ref()) {
+                    Some(r) if r.current == s.state => {
+                        let kind = match r.outcome {
+                            RefusalKind::Denied => "denied",
+                            RefusalKind::Deferred => "deferred",
+                        };
+                        (false, Some(r.by.to_string()), Some(format!("{kind}: {}", r.reason)))
+                    }
+                    _ => (false, None, None),
+                },
                 None => (false, None, Some("no state published".into())),
             }
         };
@@ -299,6 +317,27 @@ mod tests {
         let j = explain_json(devices.len(), &g);
         assert_eq!(j["not_operational"], 270);
         assert_eq!(j["groups"][3]["lost"], true);
+    }
+
+    #[test]
+    fn a_device_stopped_by_a_denial_is_grouped_by_the_denier_from_its_explain_summary() {
+        let mut f = Fleet::default();
+        f.apply("a", Topic::State, &state("DHCP", None));
+        let x = json!({"state": "DHCP", "since_us": 1u64, "pending": null, "parked": 0,
+            "last_refusal": {"outcome": "denied", "by": "net", "reason": "no link",
+                             "current": "DHCP", "target": "CPD_PRE_TIME", "at_us": 2u64}});
+        f.apply("a", Topic::Explain, x.to_string().as_bytes());
+        // A refusal from another state is history, not the cause.
+        f.apply("b", Topic::State, &state("TIME_VALID", None));
+        f.apply("b", Topic::Explain, x.to_string().as_bytes());
+        let g = explain(&f.devices());
+        assert_eq!(g.len(), 2, "{g:?}");
+        // Equal counts: the group with no holder sorts first.
+        assert_eq!((g[0].by.as_deref(), g[0].devices.clone()), (None, vec!["b".to_owned()]));
+        assert_eq!(
+            (g[1].by.as_deref(), g[1].reason.as_deref(), g[1].devices.clone()),
+            (Some("net"), Some("denied: no link"), vec!["a".to_owned()])
+        );
     }
 
     #[test]
