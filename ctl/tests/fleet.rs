@@ -381,3 +381,32 @@ fn over_mqtts_with_a_client_certificate_status_shows_the_devices() {
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs --ca"), "{o:?}");
 }
+
+#[test]
+fn explain_takes_in_all_1000_retained_devices_of_a_fleet() {
+    let b = Mosquitto::start();
+    let mut c = b.client();
+    for i in 0..1000 {
+        let d = format!("d{i:04}");
+        let s = if i % 10 == 0 {
+            state("REGISTERED", Some(("fleet", "broker unreachable")))
+        } else {
+            state("OPERATIONAL", None)
+        };
+        c.publish(&format!("t8/{d}/status"), b"online", 0, true).unwrap();
+        c.publish(&format!("t8/{d}/state"), s.as_bytes(), 0, true).unwrap();
+    }
+    // The broker handles one connection's packets in order: this PUBACK
+    // means every retained message above is stored.
+    c.publish("t8/sync/status", b"online", 1, true).unwrap();
+    c.disconnect();
+    let o = ctl(&b, "t8", &["--json", "explain"]);
+    assert!(o.status.success(), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // 1,000 devices plus `sync` (no state: a group of its own).
+    assert_eq!((v["total"].as_u64(), v["not_operational"].as_u64()), (Some(1001), Some(101)));
+    assert_eq!(
+        (v["groups"][0]["by"].as_str(), v["groups"][0]["count"].as_u64()),
+        (Some("fleet"), Some(100))
+    );
+}
