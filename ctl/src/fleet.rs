@@ -50,11 +50,14 @@ pub struct FleetArgs {
     /// Topic prefix the devices publish under (`[fleet] prefix`).
     #[arg(long, value_name = "P", default_value = "lwsys")]
     pub prefix: String,
-    /// Collecting retained messages ends once none arrived for this long.
-    #[arg(long, value_name = "MS", default_value_t = 300)]
+    /// Collecting retained messages ends once none arrived for this long
+    /// (1 to 60000).
+    #[arg(long, value_name = "MS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub quiet_ms: u64,
-    /// ...and in any case after this long.
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    /// ...and in any case after this long (1 to 3600000).
+    #[arg(long, value_name = "MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_MS))]
     pub wait_ms: u64,
     /// What to do.
     #[command(subcommand)]
@@ -77,14 +80,19 @@ pub enum FleetCommand {
         /// Send to every known device that is not lost.
         #[arg(long)]
         all: bool,
-        /// How long to wait for the replies.
-        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        /// How long to wait for the replies (1 to 3600000).
+        #[arg(long, value_name = "MS", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_MS))]
         timeout_ms: u64,
         /// DEVICE REQUEST, or only REQUEST with --all.
         #[arg(value_name = "DEVICE|REQUEST", num_args = 1..=2, required = true)]
         args: Vec<String>,
     },
 }
+
+/// The longest wait a command line may ask for (an hour): deadlines are
+/// `Instant`s, which must not overflow.
+const MAX_WAIT_MS: u64 = 3_600_000;
 
 /// The largest password file read (a password is a line, not a file).
 const MAX_PASSWORD_FILE: u64 = 64 * 1024;
@@ -395,6 +403,20 @@ mod tests {
         assert!(send_plan(false, 10, &["d".into(), "[1]".into()]).is_err());
         assert!(send_plan(false, 10, &["d".into(), "{".into()]).is_err());
         assert!(send_plan(true, 10, &["d".into(), "{}".into()]).is_err());
+    }
+
+    #[test]
+    fn waits_past_an_hour_are_refused_by_the_command_line() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            crate::Cli::try_parse_from(
+                ["lwsysctl", "fleet", "--broker", "mqtt://127.0.0.1"].iter().chain(args),
+            )
+        };
+        assert!(parse(&["--wait-ms", "3600000", "status"]).is_ok());
+        assert!(parse(&["--wait-ms", "3600001", "status"]).is_err());
+        assert!(parse(&["--quiet-ms", "0", "status"]).is_err());
+        assert!(parse(&["send", "--timeout-ms", "18446744073709551615", "d", "{}"]).is_err());
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! `lwsys-messages` (without its `actor` feature), finds the socket by
 //! [`lwsys_messages::socket`]'s rules and signs OTA releases with
 //! `lwsys-manifest`. [`ota_tools`] holds the `lwsysctl ota` pieces that
-//! need no daemon (keygen, publish, verify, the progress bar).
+//! need no daemon (keygen, publish, verify, the progress bar); [`fleet`]
+//! talks to the fleet's MQTT broker instead of a daemon, with a blocking
+//! MQTT client of its own (no async runtime).
 #![forbid(unsafe_code)]
 
 mod blob;
