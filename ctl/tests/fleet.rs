@@ -410,3 +410,47 @@ fn explain_takes_in_all_1000_retained_devices_of_a_fleet() {
         (Some("fleet"), Some(100))
     );
 }
+
+#[test]
+fn a_user_name_and_password_file_log_in_and_a_wrong_password_is_refused() {
+    let Some(passwd) = ["/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        panic!("mosquitto_passwd is installed with mosquitto");
+    };
+    let mut files = std::path::PathBuf::new();
+    let b = Mosquitto::start_with(|dir| {
+        files = dir.to_owned();
+        let pw = dir.join("passwd");
+        let st = Command::new(passwd).arg("-b").arg("-c").arg(&pw).args(["ops", "s3cret"]).status();
+        assert!(st.unwrap().success());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        format!("password_file {}\n", pw.display())
+    });
+    // The generated config says allow_anonymous true; the password file
+    // still refuses a wrong password.
+    let good = files.join("good");
+    let bad = files.join("bad");
+    std::fs::write(&good, "s3cret\n").unwrap();
+    std::fs::write(&bad, "guess\n").unwrap();
+    let login = |f: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_lwsysctl"))
+            .args(["fleet", "--broker", &b.url(), "--prefix", "t9", "--username", "ops"])
+            .arg("--password-file")
+            .arg(f)
+            .arg("status")
+            .output()
+            .unwrap()
+    };
+    let o = login(&good);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o), "no devices under t9/\n");
+    let o = login(&bad);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("refused the connection"), "{err}");
+    assert!(!err.contains("guess"), "the password never shows: {err}");
+}
