@@ -492,4 +492,50 @@ mod tests {
         assert!(matches!(c.read_packet(deadline), Ok(None)), "a read past its deadline is None");
         assert!(Instant::now() >= deadline);
     }
+
+    /// A one-shot fake broker on 127.0.0.1: reads the CONNECT, then writes
+    /// `answer`.
+    fn fake_broker(answer: Vec<u8>) -> Broker {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut connect = [0u8; 64];
+                let _ = s.read(&mut connect);
+                let _ = s.write_all(&answer);
+                // Hold the socket until the client is done.
+                let _ = s.read(&mut connect);
+            }
+        });
+        Broker { host: "127.0.0.1".into(), port, tls: false }
+    }
+
+    #[test]
+    fn a_refusing_broker_is_named_with_its_connack_reason() {
+        let b = fake_broker(vec![0x20, 2, 0, 5]);
+        match Client::connect(&b, &Options::default()) {
+            Err(MqttError::Refused(r)) => assert_eq!(r, "not authorised"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("connected"),
+        }
+    }
+
+    #[test]
+    fn a_broker_announcing_an_oversized_packet_is_an_error_not_an_allocation() {
+        // CONNACK accepted, then a PUBLISH claiming 200 MiB.
+        let mut bytes = vec![0x20, 2, 0, 0, 0x30];
+        let mut len = 200usize << 20;
+        while len > 0 {
+            let b = (len % 128) as u8;
+            len /= 128;
+            bytes.push(if len > 0 { b | 0x80 } else { b });
+        }
+        let mut c = Client::connect(&fake_broker(bytes), &Options::default()).expect("connects");
+        let r = c.recv(Instant::now() + Duration::from_secs(5));
+        assert!(
+            matches!(r, Err(MqttError::Codec(CodecError::TooLarge { len, max: MAX_PACKET })) if len == 200 << 20),
+            "{r:?}"
+        );
+        assert!(c.buf.len() < 16, "nothing of the body was buffered");
+    }
 }
