@@ -21,6 +21,7 @@
 //!   `GetOtaStatus` and `OtaError`.
 //! - [`attach`]: the foreign-thread attach service's error, statistics and
 //!   messages (`GetAttachStats`, `SetSystem`).
+//! - [`fleet`]: the fleet's MQTT topics, name rules and payloads.
 //! - [`socket`]: where the control socket is, the rules both `lwsysd` and
 //!   `lwsysctl` read.
 //!
@@ -33,6 +34,7 @@ pub mod attach;
 pub mod blobs;
 pub mod clock;
 pub mod error;
+pub mod fleet;
 pub mod lifecycle;
 pub mod ota;
 pub mod protocol;
