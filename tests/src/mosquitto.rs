@@ -152,7 +152,8 @@ pub enum Mode {
     /// Plain TCP, anonymous clients, no ACL.
     Plain,
     /// TLS with a test CA; client certificates required and their CN used
-    /// as the username; devices confined to `<prefix>/<cn>/#`, the
+    /// as the username; devices confined to `<prefix>/<cn>/#` (and may read
+    /// `<prefix>/_all/cmd`), the
     /// [`OPERATOR`] may read `<prefix>/+/#` and write `<prefix>/+/cmd`.
     Tls {
         /// The topic prefix the ACL is written for (`[fleet] prefix`).
@@ -500,7 +501,8 @@ impl Drop for Mosquitto {
 }
 
 /// The ACL for a fleet under `prefix`: each device (certificate CN) only
-/// its own subtree; the operator reads all devices and writes their `cmd`.
+/// its own subtree, plus reading the fleet-wide `<prefix>/_all/cmd`; the
+/// operator reads all devices and writes their `cmd` (and `_all/cmd`).
 pub fn acl_text(prefix: &str) -> String {
     format!(
         "# The fleet operator (lwsysctl fleet): reads every device, sends commands.\n\
@@ -508,8 +510,11 @@ pub fn acl_text(prefix: &str) -> String {
          topic read {prefix}/+/#\n\
          topic write {prefix}/+/cmd\n\
          \n\
-         # Every device (its certificate's CN is its username): its own subtree only.\n\
-         pattern readwrite {prefix}/%u/#\n"
+         # Every device (its certificate's CN is its username): its own subtree only,\n\
+         # and the fleet-wide command topic to read.\n\
+         pattern readwrite {prefix}/%u/#\n\
+         pattern read {prefix}/{all}/cmd\n",
+        all = lwsys_messages::fleet::ALL_DEVICES
     )
 }
 

@@ -92,6 +92,16 @@ fn a_device_cannot_publish_or_read_another_devices_topics() {
     let (_, before) = b_own.wait_for(|m| m.topic == "lwsys/dev-b/reply");
     assert!(before.is_empty(), "the operator wrote device B's state: {before:?}");
     assert!(broker.log().contains(OPERATOR), "the operator connected under its CN");
+
+    // The fleet-wide command topic: the operator writes it, every device
+    // reads it, no device writes it (or it could command the fleet).
+    let all = lwsys_messages::fleet::fleet_cmd_topic(PREFIX);
+    let mut a_all = broker.subscribe_all(Some(&a), None, &[&all, "lwsys/dev-a/#"]).unwrap();
+    let _ = broker.publish(Some(&b), &all, b"forged by B", false);
+    broker.publish(Some(&op), &all, b"{\"op\":\"state\"}", false).unwrap();
+    let (m, before) = a_all.wait_for(|m| m.topic == all);
+    assert_eq!(m.text(), "{\"op\":\"state\"}", "device A got the operator's fleet command");
+    assert!(before.is_empty(), "device B wrote the fleet-wide command topic: {before:?}");
 }
 
 #[test]
