@@ -169,6 +169,8 @@ pub struct Mosquitto {
     mode: Mode,
     ca: Option<TestCa>,
     log: Arc<Mutex<Vec<String>>>,
+    /// The running broker's log lines not yet looked at by `wait_log`.
+    lines: Option<Receiver<String>>,
     conf: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -202,6 +204,7 @@ impl Mosquitto {
             mode,
             ca,
             log: Arc::new(Mutex::new(Vec::new())),
+            lines: None,
             conf: dir.path().join("mosquitto.conf"),
             dir,
         };
@@ -223,7 +226,7 @@ impl Mosquitto {
         let d = self.dir.path();
         let mut conf = format!(
             "per_listener_settings false\npersistence false\nlog_dest stderr\n\
-             log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+             log_type all\n\
              connection_messages true\n\
              # root keeps root: the files live in a 0700 tempdir.\nuser root\n\
              listener {} 127.0.0.1\n",
@@ -286,6 +289,7 @@ impl Mosquitto {
         // confirms it is ours.
         TcpStream::connect_timeout(&self.addr(), Duration::from_secs(5))
             .map_err(|e| Started::Failed(format!("connect after 'running': {e}")))?;
+        self.lines = Some(lines);
         Ok(())
     }
 
@@ -354,6 +358,23 @@ impl Mosquitto {
     /// Mints the fleet operator's certificate (TLS mode only).
     pub fn operator(&self) -> Identity {
         self.ca().client(OPERATOR)
+    }
+
+    /// Waits (up to [`BROKER_WAIT`]) for a log line, logged since the last
+    /// wait or the (re)start, that contains every one of `needles`; returns
+    /// it. The log has every type (`log_type all`), so refusals show as
+    /// e.g. `Denied PUBLISH from <client id> (..., '<topic>', ...)`.
+    pub fn wait_log(&mut self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + BROKER_WAIT;
+        let lines = self.lines.as_ref().expect("the broker is not running");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) if needles.iter().all(|n| l.contains(n)) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!("mosquitto never logged {needles:?}:\n{}", self.log()),
+            }
+        }
     }
 
     /// Everything mosquitto has logged so far.

@@ -54,7 +54,7 @@ fn tls_broker_accepts_a_client_cert_from_its_ca_and_refuses_none_or_a_foreign_on
 
 #[test]
 fn a_device_cannot_publish_or_read_another_devices_topics() {
-    let Some(broker) = Mosquitto::tls(PREFIX) else { return };
+    let Some(mut broker) = Mosquitto::tls(PREFIX) else { return };
     let (a, b) = (broker.device("dev-a"), broker.device("dev-b"));
     let op = broker.operator();
     let mut watch = broker.subscribe(Some(&op), "lwsys/+/#").unwrap();
@@ -63,6 +63,7 @@ fn a_device_cannot_publish_or_read_another_devices_topics() {
     // message before acknowledging it: once A's own marker arrives, the
     // forbidden message would have arrived before it.
     let _ = broker.publish(Some(&a), "lwsys/dev-b/state", b"forged by A", true);
+    broker.wait_log(&["Denied PUBLISH", "'lwsys/dev-b/state'"]);
     broker.publish(Some(&a), "lwsys/dev-a/state", b"marker", false).unwrap();
     let (_, before) = watch.wait_for(|m| m.topic == "lwsys/dev-a/state");
     assert!(before.is_empty(), "the operator saw a forbidden publish: {before:?}");
