@@ -106,8 +106,6 @@ pub fn check_prefix(prefix: &str) -> Result<(), InvalidName> {
 /// A per-device topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {
-    /// `status`: `online` / `lost`, retained.
-    Status,
     /// `state`: [`StatePayload`], retained.
     State,
     /// `explain`: [`ExplainSummary`], retained.
@@ -116,6 +114,9 @@ pub enum Topic {
     Ota,
     /// `info`: [`InfoPayload`], retained.
     Info,
+    /// `status`: `online` / `lost`, retained. Ordered after the payloads
+    /// so a device that sends what is dirty in order says `online` last.
+    Status,
     /// `cmd`: a request line to the device.
     Cmd,
     /// `reply`: the device's reply line.

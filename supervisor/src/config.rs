@@ -18,8 +18,8 @@ pub use error::ConfigError;
 /// `lwsys::config`.
 pub use lwsys_messages::socket::{client_socket, PACKAGED_SOCKET, SOCKET_NAME};
 pub use sections::{
-    BlobsSection, Config, ConfirmMode, LogSection, OtaSection, SupervisorSection, SystemSection,
-    TimeSection, TimeSourceName, TrustSection,
+    BlobsSection, Config, ConfirmMode, FleetCommands, FleetSection, LogSection, OtaSection,
+    SupervisorSection, SystemSection, TimeSection, TimeSourceName, TrustSection,
 };
 pub use validate::RangeError;
 

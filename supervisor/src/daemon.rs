@@ -362,8 +362,15 @@ async fn serve_until_shutdown(
             return End::Exit(EXIT_USAGE);
         }
     };
+    let fleet = cfg.fleet_settings(&state_dir);
+    // The gate is a build-time notifier, so the boot walk meets it.
+    let gate = fleet.as_ref().and_then(|f| f.gate_state).map(crate::fleet::FleetGate::new);
     let sys = match Builder::new()
         .logger(log.clone())
+        .notifiers(
+            gate.clone()
+                .map(|g| crate::notifier::NotifierSpec::inline(crate::fleet::GATE_NOTIFIER, g)),
+        )
         .consent_timeout(cfg.consent_timeout())
         .shutdown_grace(cfg.shutdown_grace())
         .boot_target(cfg.supervisor.boot_target)
@@ -391,6 +398,7 @@ async fn serve_until_shutdown(
         unwritten: unwritten.clone(),
     };
     let server = serve(listener, socket, env.clone());
+    let _fleet = fleet.map(|f| crate::fleet::FleetService::start(f, env.clone(), gate));
     if stdio {
         let me = Peer {
             uid: nix::unistd::getuid().as_raw(),

@@ -36,6 +36,7 @@ pub mod consent;
 pub mod control;
 pub mod daemon;
 pub mod fdlimit;
+pub mod fleet;
 pub mod handle;
 pub mod logging;
 pub mod notifier;

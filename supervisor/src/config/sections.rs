@@ -30,6 +30,8 @@ pub struct Config {
     pub trust: TrustSection,
     /// OTA updates (off unless `repository` is set).
     pub ota: OtaSection,
+    /// The fleet link to an MQTT broker (off unless `broker` is set).
+    pub fleet: FleetSection,
 }
 
 /// `[blobs]`
@@ -258,5 +260,76 @@ pub struct SystemSection {
 impl Default for SystemSection {
     fn default() -> Self {
         Self { reboot: "exec".into(), wake_latency_us: 0 }
+    }
+}
+
+/// What commands from the broker may do (`[fleet] commands`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetCommands {
+    /// Every command is answered `forbidden`.
+    #[default]
+    None,
+    /// What a read-only socket client may do.
+    Readonly,
+    /// Everything an admin may do.
+    Admin,
+}
+
+impl FleetCommands {
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Readonly => "readonly",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// `[fleet]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSection {
+    /// `mqtts://host:port` or `mqtt://host:port`; "" runs no fleet link.
+    /// Default "".
+    pub broker: String,
+    /// Topic prefix. Default "lwsys".
+    pub prefix: String,
+    /// The device's fleet id and MQTT client id; "" takes the
+    /// MQTT_CLIENT_ID blob, else DEVICE_SERIAL, else the hostname.
+    /// Default "".
+    pub device_id: String,
+    /// What broker commands may do. Default none (DESIGN §7).
+    pub commands: FleetCommands,
+    /// A state the built-in `fleet` notifier defers until the broker has
+    /// accepted the device; "" gates nothing. Default "".
+    pub gate_state: String,
+    /// MQTT keepalive, seconds (5 to 3600). Default 30.
+    pub keepalive_secs: u64,
+    /// Longest wait between reconnect attempts, seconds (1 to 3600); the
+    /// first retry comes after 1 s and each failure doubles it. Default 60.
+    pub backoff_max_secs: u64,
+    /// How long one broker command may run before it is answered
+    /// `timeout`, seconds (1 to 3600). Default 30.
+    pub command_timeout_secs: u64,
+    /// PEM CA certificates trusted for an `mqtts` broker besides the trust
+    /// store; "" none. Default "".
+    pub ca_file: PathBuf,
+}
+
+impl Default for FleetSection {
+    fn default() -> Self {
+        Self {
+            broker: String::new(),
+            prefix: "lwsys".into(),
+            device_id: String::new(),
+            commands: FleetCommands::None,
+            gate_state: String::new(),
+            keepalive_secs: 30,
+            backoff_max_secs: 60,
+            command_timeout_secs: 30,
+            ca_file: PathBuf::new(),
+        }
     }
 }

@@ -132,6 +132,36 @@ impl Config {
         range("ota", "connect_timeout_ms", o.connect_timeout_ms, 1, u64::MAX)?;
         range("ota", "read_timeout_ms", o.read_timeout_ms, 1, u64::MAX)?;
         range("ota", "download_timeout_secs", o.download_timeout_secs, 1, MAX_DOWNLOAD_SECS)?;
+        self.validate_fleet()
+    }
+
+    /// The `[fleet]` checks: a broker URL we can use, names that are one
+    /// safe topic level each, a gate state that exists.
+    fn validate_fleet(&self) -> Result<(), RangeError> {
+        let f = &self.fleet;
+        if !f.broker.is_empty() {
+            crate::fleet::Broker::parse(&f.broker)
+                .map_err(|m| RangeError::new("fleet", "broker", m))?;
+        }
+        lwsys_messages::fleet::check_prefix(&f.prefix)
+            .map_err(|e| RangeError::new("fleet", "prefix", format!("{e}, got {:?}", f.prefix)))?;
+        if !f.device_id.is_empty() {
+            lwsys_messages::fleet::check_device_id(&f.device_id).map_err(|e| {
+                RangeError::new("fleet", "device_id", format!("{e}, got {:?}", f.device_id))
+            })?;
+        }
+        if !f.gate_state.is_empty() {
+            f.gate_state.parse::<lwsys_messages::state::SystemState>().map_err(|_| {
+                RangeError::new(
+                    "fleet",
+                    "gate_state",
+                    format!("expected a system state name or \"\", got {:?}", f.gate_state),
+                )
+            })?;
+        }
+        range("fleet", "keepalive_secs", f.keepalive_secs, 5, 3600)?;
+        range("fleet", "backoff_max_secs", f.backoff_max_secs, 1, 3600)?;
+        range("fleet", "command_timeout_secs", f.command_timeout_secs, 1, 3600)?;
         Ok(())
     }
 
@@ -173,6 +203,34 @@ mod tests {
 
     use super::*;
     use lwsys_messages::state::SystemState;
+    #[test]
+    fn fleet_keys_are_checked_with_their_names() {
+        let bad = [
+            ("broker = \"http://x:1\"", "[fleet] broker"),
+            ("broker = \"mqtt://:1\"", "[fleet] broker"),
+            ("broker = \"mqtt://h:0\"", "[fleet] broker"),
+            ("prefix = \"a/+\"", "[fleet] prefix"),
+            ("prefix = \"\"", "[fleet] prefix"),
+            ("device_id = \"a/b\"", "[fleet] device_id"),
+            ("device_id = \"#\"", "[fleet] device_id"),
+            ("gate_state = \"NOPE\"", "[fleet] gate_state"),
+            ("keepalive_secs = 1", "[fleet] keepalive_secs"),
+            ("backoff_max_secs = 0", "[fleet] backoff_max_secs"),
+            ("command_timeout_secs = 0", "[fleet] command_timeout_secs"),
+        ];
+        for (line, key) in bad {
+            let text = format!("[fleet]\n{line}\n");
+            let e = Config::from_toml(&text, Path::new("c")).unwrap_err().to_string();
+            assert!(e.contains(key), "{line}: {e}");
+            assert!(e.starts_with("c:2: "), "{line}: {e}");
+        }
+        let ok = "[fleet]\nbroker = \"mqtts://broker.example:8883\"\ndevice_id = \"dev-1\"\n\
+                  commands = \"readonly\"\ngate_state = \"REGISTERED\"\n";
+        let cfg = Config::from_toml(ok, Path::new("c")).unwrap();
+        assert_eq!(cfg.fleet.commands, crate::config::FleetCommands::Readonly);
+        assert_eq!(Config::default().fleet.commands, crate::config::FleetCommands::None);
+    }
+
     #[test]
     fn a_bad_flag_value_names_the_flag() {
         let mut cfg = Config::default();

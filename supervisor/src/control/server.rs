@@ -173,7 +173,12 @@ pub struct ClientGuard {
 
 impl ClientGuard {
     /// Count a client of `uid` acting as `role`, or say which limit is full.
-    fn take(counts: &Arc<Counts>, limits: &Limits, uid: u32, role: Role) -> Result<Self, String> {
+    pub(crate) fn take(
+        counts: &Arc<Counts>,
+        limits: &Limits,
+        uid: u32,
+        role: Role,
+    ) -> Result<Self, String> {
         // One lock for the check and both increments, so two clients
         // cannot both take the last slot.
         let mut per_uid = counts.clients_per_uid.lock().unwrap_or_else(PoisonError::into_inner);
