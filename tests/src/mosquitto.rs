@@ -454,7 +454,7 @@ impl Mosquitto {
         let out = Arc::new(Mutex::new(Vec::new()));
         let lines = collect_lines(child.stdout.take().unwrap(), out.clone());
         let _ = collect_lines(child.stderr.take().unwrap(), out.clone());
-        let mut sub = Subscriber { child, lines, out };
+        let mut sub = Subscriber { child, lines, out, backlog: Vec::new() };
         let deadline = Instant::now() + BROKER_WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -567,12 +567,21 @@ pub struct Subscriber {
     child: Child,
     lines: Receiver<String>,
     out: Arc<Mutex<Vec<String>>>,
+    /// Messages received that no wait has taken yet, oldest first.
+    backlog: Vec<Message>,
 }
 
 impl Subscriber {
-    /// The next message, or `None` if none arrives within `timeout` (or the
-    /// client has gone).
+    /// The next message (the oldest one no wait has taken yet), or `None`
+    /// if none arrives within `timeout` (or the client has gone).
     pub fn next(&mut self, timeout: Duration) -> Option<Message> {
+        if !self.backlog.is_empty() {
+            return Some(self.backlog.remove(0));
+        }
+        self.receive(timeout)
+    }
+
+    fn receive(&mut self, timeout: Duration) -> Option<Message> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -583,24 +592,36 @@ impl Subscriber {
         }
     }
 
-    /// Waits (up to [`BROKER_WAIT`]) for a message `pred` accepts and
-    /// returns it; the messages before it are returned too, in order, so a
-    /// test can assert what it must not have seen. Panics with everything
-    /// seen when none comes.
+    /// Waits (up to [`BROKER_WAIT`]) for a message `pred` accepts, among
+    /// those no earlier wait took and then new ones, and takes it. Also
+    /// returns the untaken messages that arrived before it, in order, so a
+    /// test can assert what it must not have seen; they stay for later
+    /// waits (a device publishes its topics in its own order). Panics with
+    /// everything seen when none comes.
     pub fn wait_for(&mut self, mut pred: impl FnMut(&Message) -> bool) -> (Message, Vec<Message>) {
+        if let Some(i) = self.backlog.iter().position(&mut pred) {
+            let m = self.backlog.remove(i);
+            return (m, self.backlog[..i].to_vec());
+        }
         let deadline = Instant::now() + BROKER_WAIT;
-        let mut before = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left) {
-                Some(m) if pred(&m) => return (m, before),
-                Some(m) => before.push(m),
+            match self.receive(left) {
+                Some(m) if pred(&m) => return (m, self.backlog.clone()),
+                Some(m) => self.backlog.push(m),
                 None => panic!(
-                    "no matching message within {BROKER_WAIT:?}; seen {before:?}; client: {}",
+                    "no matching message within {BROKER_WAIT:?}; untaken {:?}; client: {}",
+                    self.backlog,
                     self.output()
                 ),
             }
         }
+    }
+
+    /// Takes every message received and not yet taken, oldest first (so
+    /// later waits' `before` lists start from here).
+    pub fn take_backlog(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.backlog)
     }
 
     /// Waits for a message on exactly `topic` whose JSON payload `pred`
