@@ -10,7 +10,7 @@
 pub mod chrony;
 pub mod mosquitto;
 
-pub use mosquitto::{Identity, Message, Mosquitto, Subscriber, TestCa};
+pub use mosquitto::{Identity, Login, Message, Mosquitto, Subscriber, TestCa};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -25,6 +25,7 @@ const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// Where Debian puts the clients (package `mosquitto-clients`).
 const MOSQUITTO_SUB: &str = "/usr/bin/mosquitto_sub";
 const MOSQUITTO_PUB: &str = "/usr/bin/mosquitto_pub";
+const MOSQUITTO_PASSWD: &str = "/usr/bin/mosquitto_passwd";
 
 /// How long the broker may take to listen, and any observer wait by default.
 pub const BROKER_WAIT: Duration = Duration::from_secs(20);
@@ -37,7 +38,9 @@ pub const OPERATOR: &str = "fleet-operator";
 /// (so the skip is visible) — `scripts/test` installs Debian's `mosquitto`
 /// and `mosquitto-clients`.
 pub fn installed() -> bool {
-    let ok = [MOSQUITTO, MOSQUITTO_SUB, MOSQUITTO_PUB].iter().all(|p| Path::new(p).exists());
+    let ok = [MOSQUITTO, MOSQUITTO_SUB, MOSQUITTO_PUB, MOSQUITTO_PASSWD]
+        .iter()
+        .all(|p| Path::new(p).exists());
     if !ok {
         println!(
             "skipped: mosquitto or mosquitto-clients not installed (scripts/test installs them)"
@@ -159,6 +162,32 @@ pub enum Mode {
         /// The topic prefix the ACL is written for (`[fleet] prefix`).
         prefix: String,
     },
+    /// TLS with a test CA, no client certificate: clients log in with a
+    /// user name and password from `users` (`password_file`); the same ACL
+    /// as [`Mode::Tls`], by user name.
+    TlsPassword {
+        /// The topic prefix the ACL is written for (`[fleet] prefix`).
+        prefix: String,
+        /// `(user, password)` pairs the broker accepts.
+        users: Vec<(String, String)>,
+    },
+}
+
+/// How a test client logs in to the broker.
+#[derive(Clone, Copy, Debug)]
+pub enum Login<'a> {
+    /// No certificate, no user name.
+    Anonymous,
+    /// A client certificate (TLS).
+    Cert(&'a Identity),
+    /// A user name and password.
+    Password(&'a str, &'a str),
+}
+
+impl<'a> From<Option<&'a Identity>> for Login<'a> {
+    fn from(who: Option<&'a Identity>) -> Self {
+        who.map_or(Login::Anonymous, Login::Cert)
+    }
 }
 
 /// A running mosquitto; killed (and waited for) on drop.
@@ -196,7 +225,9 @@ impl Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let ca = match mode {
             Mode::Plain => None,
-            Mode::Tls { .. } => Some(TestCa::new(&dir.path().join("pki"), "lwsys fleet test CA")),
+            Mode::Tls { .. } | Mode::TlsPassword { .. } => {
+                Some(TestCa::new(&dir.path().join("pki"), "lwsys fleet test CA"))
+            }
         };
         let mut me = Self {
             child: None,
@@ -245,6 +276,33 @@ impl Mosquitto {
                     ca.ca_pem.display(),
                     server.cert_pem.display(),
                     server.key_pem.display(),
+                    acl.display()
+                ));
+            }
+            Mode::TlsPassword { prefix, users } => {
+                let ca = self.ca.as_ref().unwrap();
+                let server = ca.server();
+                let acl = d.join("acl");
+                std::fs::write(&acl, acl_text(prefix)).unwrap();
+                let passwd = d.join("passwd");
+                std::fs::write(&passwd, "").unwrap();
+                for (user, password) in users {
+                    // -b: the password from the command line (a test's).
+                    let st = Command::new(MOSQUITTO_PASSWD)
+                        .arg("-b")
+                        .arg(&passwd)
+                        .args([user, password])
+                        .status()
+                        .unwrap();
+                    assert!(st.success(), "mosquitto_passwd failed for {user:?}: {st}");
+                }
+                conf.push_str(&format!(
+                    "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate false\n\
+                     allow_anonymous false\npassword_file {}\nacl_file {}\n",
+                    ca.ca_pem.display(),
+                    server.cert_pem.display(),
+                    server.key_pem.display(),
+                    passwd.display(),
                     acl.display()
                 ));
             }
@@ -332,7 +390,9 @@ impl Mosquitto {
     pub fn url(&self) -> String {
         match self.mode {
             Mode::Plain => format!("mqtt://127.0.0.1:{}", self.port),
-            Mode::Tls { .. } => format!("mqtts://127.0.0.1:{}", self.port),
+            Mode::Tls { .. } | Mode::TlsPassword { .. } => {
+                format!("mqtts://127.0.0.1:{}", self.port)
+            }
         }
     }
 
@@ -390,19 +450,23 @@ impl Mosquitto {
     /// The common client arguments: where, and as whom (`None` connects
     /// without a certificate, which a TLS broker refuses). `ca` overrides
     /// the CA the client verifies the broker with.
-    fn client_args(&self, who: Option<&Identity>, ca: Option<&Path>) -> Vec<String> {
+    fn client_args(&self, who: Login<'_>, ca: Option<&Path>) -> Vec<String> {
         let mut a = vec!["-h".into(), "127.0.0.1".into(), "-p".into(), self.port.to_string()];
-        if let Mode::Tls { .. } = self.mode {
+        if let Mode::Tls { .. } | Mode::TlsPassword { .. } = self.mode {
             let ca = ca.unwrap_or(&self.ca().ca_pem);
             a.extend(["--cafile".into(), ca.display().to_string()]);
         }
-        if let Some(who) = who {
-            a.extend([
+        match who {
+            Login::Anonymous => {}
+            Login::Cert(who) => a.extend([
                 "--cert".into(),
                 who.cert_pem.display().to_string(),
                 "--key".into(),
                 who.key_pem.display().to_string(),
-            ]);
+            ]),
+            Login::Password(user, password) => {
+                a.extend(["-u".into(), user.into(), "-P".into(), password.into()])
+            }
         }
         a
     }
@@ -411,15 +475,19 @@ impl Mosquitto {
     /// acknowledged the subscription, so whatever is published after this
     /// returns is seen. `Err` with the client's output when the broker
     /// refuses the connection.
-    pub fn subscribe(&self, who: Option<&Identity>, filter: &str) -> Result<Subscriber, String> {
+    pub fn subscribe<'a>(
+        &self,
+        who: impl Into<Login<'a>>,
+        filter: &str,
+    ) -> Result<Subscriber, String> {
         self.subscribe_with(who, None, filter)
     }
 
     /// [`Mosquitto::subscribe`], verifying the broker with `ca` (the
     /// client's own trust) instead of the test CA.
-    pub fn subscribe_with(
+    pub fn subscribe_with<'a>(
         &self,
-        who: Option<&Identity>,
+        who: impl Into<Login<'a>>,
         ca: Option<&Path>,
         filter: &str,
     ) -> Result<Subscriber, String> {
@@ -428,9 +496,9 @@ impl Mosquitto {
 
     /// [`Mosquitto::subscribe_with`] to several filters in one client (so
     /// one stream orders what it gets from all of them).
-    pub fn subscribe_all(
+    pub fn subscribe_all<'a>(
         &self,
-        who: Option<&Identity>,
+        who: impl Into<Login<'a>>,
         ca: Option<&Path>,
         filters: &[&str],
     ) -> Result<Subscriber, String> {
@@ -441,7 +509,7 @@ impl Mosquitto {
         let mut child = Command::new("stdbuf")
             .arg("-oL")
             .arg(MOSQUITTO_SUB)
-            .args(self.client_args(who, ca))
+            .args(self.client_args(who.into(), ca))
             // -d: the SUBACK line is the "subscribed" event. Payloads are
             // hex, so any bytes fit one line.
             .args(["-d", "-q", "1", "-F", "MSG %r %t %x"])
@@ -481,15 +549,15 @@ impl Mosquitto {
     /// `retain`) and waits for the broker's acknowledgement, so the message
     /// has been routed to subscribers when this returns. `Err` with the
     /// client's output when the broker refused the connection or publish.
-    pub fn publish(
+    pub fn publish<'a>(
         &self,
-        who: Option<&Identity>,
+        who: impl Into<Login<'a>>,
         topic: &str,
         payload: &[u8],
         retain: bool,
     ) -> Result<(), String> {
         let mut cmd = Command::new(MOSQUITTO_PUB);
-        cmd.args(self.client_args(who, None)).args(["-q", "1", "-t", topic, "-s"]);
+        cmd.args(self.client_args(who.into(), None)).args(["-q", "1", "-t", topic, "-s"]);
         if retain {
             cmd.arg("-r");
         }

@@ -13,7 +13,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use lwsys_tests::mosquitto::{Mode, OPERATOR};
-use lwsys_tests::{Identity, Message, Mosquitto, Options, Subscriber, TestCa, TestDaemon};
+use lwsys_tests::{Identity, Login, Message, Mosquitto, Options, Subscriber, TestCa, TestDaemon};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -177,18 +177,37 @@ impl Device {
         commands: &str,
         args: &[&str],
     ) -> Self {
+        let blobs = [("CLIENT_CERT_DER", &who.cert_der[..]), ("CLIENT_KEY_DER", &who.key_der[..])];
+        Self::start_with(broker, id, &blobs, "", commands, args)
+    }
+
+    /// A device provisioned with `blobs` (durable kinds, or made durable by
+    /// `extra_config`), then started with the fleet config plus
+    /// `extra_config` and `args`.
+    fn start_with(
+        broker: &Mosquitto,
+        id: &str,
+        blobs: &[(&str, &[u8])],
+        extra_config: &str,
+        commands: &str,
+        args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let p = TestDaemon::with(Options { state_dir: Some(state.clone()), ..Options::default() });
+        let p = TestDaemon::with(Options {
+            state_dir: Some(state.clone()),
+            config: Some(extra_config.to_owned()),
+            ..Options::default()
+        });
         let mut c = p.connect();
-        for (kind, der) in [("CLIENT_CERT_DER", &who.cert_der), ("CLIENT_KEY_DER", &who.key_der)] {
-            c.ok("blob.set", json!({"kind": kind, "data_b64": B64.encode(der)}));
+        for (kind, bytes) in blobs {
+            c.ok("blob.set", json!({"kind": kind, "data_b64": B64.encode(bytes)}));
         }
         drop(c);
         stop(p);
         let d = TestDaemon::with(Options {
             state_dir: Some(state),
-            config: Some(fleet_config(broker, id, commands)),
+            config: Some(format!("{extra_config}\n{}", fleet_config(broker, id, commands))),
             args: args.iter().map(|s| s.to_string()).collect(),
             ..Options::default()
         });
@@ -387,4 +406,72 @@ fn watch_drain(watch: &mut Subscriber, broker: &Mosquitto, op: &Identity) -> Vec
     broker.publish(Some(op), "lwsys/victim-1/cmd", b"drain", false).unwrap();
     let (_, before) = watch.wait_for(|m| m.payload == b"drain");
     before.into_iter().filter(|m| m.topic != "lwsys/victim-1/cmd").collect()
+}
+
+#[test]
+fn a_device_logs_in_with_its_mqtt_username_and_password_and_never_shows_them() {
+    const PASSWORD: &str = "s3cret-Pw-4711";
+    const WRONG: &str = "wr0ng-Pw-0815";
+    if !lwsys_tests::mosquitto::installed() {
+        return;
+    }
+    let users = vec![
+        ("pw-dev-1".to_owned(), PASSWORD.to_owned()),
+        (OPERATOR.to_owned(), "operator-pw".to_owned()),
+    ];
+    let mut broker =
+        Mosquitto::start(Mode::TlsPassword { prefix: PREFIX.to_owned(), users }).unwrap();
+    let op = Login::Password(OPERATOR, "operator-pw");
+    let mut watch = broker.subscribe(op, "lwsys/+/#").unwrap();
+    // The credentials are not durable by default: these devices keep them.
+    let durable = "[blobs]\ndurable = [\"MQTT_USERNAME\", \"MQTT_PASSWORD\"]\n";
+    let mut dev = Device::start_with(
+        &broker,
+        "pw-dev-1",
+        &[("MQTT_USERNAME", b"pw-dev-1"), ("MQTT_PASSWORD", PASSWORD.as_bytes())],
+        durable,
+        "none",
+        &["--log-level", "debug"],
+    );
+    watch.wait_text(&dev.topic("status"), "online");
+    let (_, before) = watch.wait_for(|m| m.topic == dev.topic("state"));
+    assert!(before.iter().all(|m| m.topic.starts_with("lwsys/pw-dev-1/")), "{before:?}");
+
+    // A wrong password: the broker refuses the device, which shows nowhere.
+    let mut bad = Device::start_with(
+        &broker,
+        "pw-dev-2",
+        &[("MQTT_USERNAME", b"pw-dev-1"), ("MQTT_PASSWORD", WRONG.as_bytes())],
+        durable,
+        "none",
+        &["--log-level", "debug"],
+    );
+    broker.wait_log(&["disconnected, not authorised"]);
+    // Its first failed attempt is logged by the daemon too.
+    bad.d.wait_log("fleet broker unreachable");
+
+    // Neither secret reaches a log line or a topic.
+    let published = watch_drain_all(&mut watch, &broker, op);
+    for (name, logs) in [("pw-dev-1", dev.d.logs()), ("pw-dev-2", bad.d.logs())] {
+        for secret in [PASSWORD, WRONG] {
+            assert!(!logs.contains(secret), "{name}'s log shows a password:\n{logs}");
+        }
+    }
+    for m in &published {
+        let text = m.text();
+        assert!(!text.contains(PASSWORD) && !text.contains(WRONG), "a topic shows it: {m:?}");
+    }
+    assert!(
+        published.iter().all(|m| !m.topic.contains("pw-dev-2")),
+        "the refused device published: {published:?}"
+    );
+}
+
+/// Everything `watch` has received and not yet taken, up to a marker the
+/// operator sends now on a `cmd` topic (which `lwsys/+/#` also reads).
+fn watch_drain_all(watch: &mut Subscriber, broker: &Mosquitto, op: Login<'_>) -> Vec<Message> {
+    broker.publish(op, "lwsys/marker/cmd", b"drain", false).unwrap();
+    let (_, before) = watch.wait_for(|m| m.payload == b"drain");
+    watch.take_backlog();
+    before
 }
