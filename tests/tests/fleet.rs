@@ -16,6 +16,7 @@ use lwsys_tests::mosquitto::{Mode, OPERATOR};
 use lwsys_tests::{Identity, Login, Message, Mosquitto, Options, Subscriber, TestCa, TestDaemon};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
+use std::path::Path;
 
 const PREFIX: &str = "lwsys";
 
@@ -155,11 +156,18 @@ struct Device {
     _dir: tempfile::TempDir,
 }
 
+/// The `[trust]` and `[fleet]` config of device `id`: the broker verified
+/// through the trust store's cert dir holding the test CA.
 fn fleet_config(broker: &Mosquitto, id: &str, commands: &str) -> String {
+    fleet_config_trusting(broker, id, commands, &broker.ca_dir())
+}
+
+/// [`fleet_config`] with `ca_dir` as the only trusted cert dir.
+fn fleet_config_trusting(broker: &Mosquitto, id: &str, commands: &str, ca_dir: &Path) -> String {
     format!(
         "[trust]\ncert_dirs = [{:?}]\n\n[fleet]\nbroker = {:?}\nprefix = {PREFIX:?}\n\
          device_id = {id:?}\ncommands = {commands:?}\n",
-        broker.ca_dir().display().to_string(),
+        ca_dir.display().to_string(),
         broker.url(),
     )
 }
@@ -178,18 +186,17 @@ impl Device {
         args: &[&str],
     ) -> Self {
         let blobs = [("CLIENT_CERT_DER", &who.cert_der[..]), ("CLIENT_KEY_DER", &who.key_der[..])];
-        Self::start_with(broker, id, &blobs, "", commands, args)
+        Self::start_with(id, &blobs, "", &fleet_config(broker, id, commands), args)
     }
 
     /// A device provisioned with `blobs` (durable kinds, or made durable by
-    /// `extra_config`), then started with the fleet config plus
-    /// `extra_config` and `args`.
+    /// `extra_config`), then started with `extra_config`, `fleet` (its
+    /// `[trust]` and `[fleet]` sections) and `args`.
     fn start_with(
-        broker: &Mosquitto,
         id: &str,
         blobs: &[(&str, &[u8])],
         extra_config: &str,
-        commands: &str,
+        fleet: &str,
         args: &[&str],
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -207,7 +214,7 @@ impl Device {
         stop(p);
         let d = TestDaemon::with(Options {
             state_dir: Some(state),
-            config: Some(format!("{extra_config}\n{}", fleet_config(broker, id, commands))),
+            config: Some(format!("{extra_config}\n{fleet}")),
             args: args.iter().map(|s| s.to_string()).collect(),
             ..Options::default()
         });
@@ -426,11 +433,10 @@ fn a_device_logs_in_with_its_mqtt_username_and_password_and_never_shows_them() {
     // The credentials are not durable by default: these devices keep them.
     let durable = "[blobs]\ndurable = [\"MQTT_USERNAME\", \"MQTT_PASSWORD\"]\n";
     let mut dev = Device::start_with(
-        &broker,
         "pw-dev-1",
         &[("MQTT_USERNAME", b"pw-dev-1"), ("MQTT_PASSWORD", PASSWORD.as_bytes())],
         durable,
-        "none",
+        &fleet_config(&broker, "pw-dev-1", "none"),
         &["--log-level", "debug"],
     );
     watch.wait_text(&dev.topic("status"), "online");
@@ -439,11 +445,10 @@ fn a_device_logs_in_with_its_mqtt_username_and_password_and_never_shows_them() {
 
     // A wrong password: the broker refuses the device, which shows nowhere.
     let mut bad = Device::start_with(
-        &broker,
         "pw-dev-2",
         &[("MQTT_USERNAME", b"pw-dev-1"), ("MQTT_PASSWORD", WRONG.as_bytes())],
         durable,
-        "none",
+        &fleet_config(&broker, "pw-dev-2", "none"),
         &["--log-level", "debug"],
     );
     broker.wait_log(&["disconnected, not authorised"]);
@@ -474,4 +479,29 @@ fn watch_drain_all(watch: &mut Subscriber, broker: &Mosquitto, op: Login<'_>) ->
     let (_, before) = watch.wait_for(|m| m.payload == b"drain");
     watch.take_backlog();
     before
+}
+
+#[test]
+fn a_device_refuses_a_broker_its_trust_store_does_not_vouch_for() {
+    let Some(mut broker) = Mosquitto::tls(PREFIX) else { return };
+    let mut watch = broker.subscribe(Some(&broker.operator()), "lwsys/+/#").unwrap();
+    // The device trusts only another CA; its own certificate is fine.
+    let other = tempfile::tempdir().unwrap();
+    let rogue_ca = TestCa::new(&other.path().join("pki"), "not the broker's CA");
+    let rogue_dir = other.path().join("certs");
+    std::fs::create_dir_all(&rogue_dir).unwrap();
+    std::fs::copy(&rogue_ca.ca_pem, rogue_dir.join("rogue.pem")).unwrap();
+    let who = broker.device("wary-1");
+    let blobs = [("CLIENT_CERT_DER", &who.cert_der[..]), ("CLIENT_KEY_DER", &who.key_der[..])];
+    let fleet = fleet_config_trusting(&broker, "wary-1", "none", &rogue_dir);
+    let mut dev = Device::start_with("wary-1", &blobs, "", &fleet, &[]);
+    // The device drops the handshake itself (the broker sees it fail)...
+    broker.wait_log(&["Client connection from 127.0.0.1 failed", "alert unknown ca"]);
+    let line = dev.d.wait_log("fleet broker unreachable");
+    assert!(line.contains("UnknownIssuer"), "the reason names the certificate's issuer: {line}");
+    // ...and so never publishes: the operator sees nothing of it.
+    let seen = watch_drain_all(&mut watch, &broker, Login::Cert(&broker.operator()));
+    assert!(seen.iter().all(|m| m.topic == "lwsys/marker/cmd"), "{seen:?}");
+    // The device itself is unaffected: it boots as without a fleet.
+    dev.d.connect().wait_state("OPERATIONAL");
 }
