@@ -495,8 +495,8 @@ fn a_device_refuses_a_broker_its_trust_store_does_not_vouch_for() {
     let blobs = [("CLIENT_CERT_DER", &who.cert_der[..]), ("CLIENT_KEY_DER", &who.key_der[..])];
     let fleet = fleet_config_trusting(&broker, "wary-1", "none", &rogue_dir);
     let mut dev = Device::start_with("wary-1", &blobs, "", &fleet, &[]);
-    // The device drops the handshake itself (the broker sees it fail)...
-    broker.wait_log(&["Client connection from 127.0.0.1 failed", "alert unknown ca"]);
+    // The device drops the handshake itself (the broker sees its alert)...
+    broker.wait_log(&["alert unknown ca"]);
     let line = dev.d.wait_log("fleet broker unreachable");
     assert!(line.contains("UnknownIssuer"), "the reason names the certificate's issuer: {line}");
     // ...and so never publishes: the operator sees nothing of it.
