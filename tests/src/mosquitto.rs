@@ -1,9 +1,12 @@
 //! A real `mosquitto` broker for the fleet tests: on 127.0.0.1 at an
-//! ephemeral port, plain or TLS with a throwaway CA, client certificates
-//! required and a per-device ACL; restartable on the same port; killed on
-//! drop. Also the tests' MQTT observer ([`Subscriber`], [`Mosquitto::publish`]),
-//! which drives Debian's `mosquitto_sub` / `mosquitto_pub` so that the
-//! observer is an independent MQTT implementation from the daemon's.
+//! ephemeral port, plain ([`Mode::Plain`]) or TLS with a throwaway
+//! [`TestCa`], either with client certificates required ([`Mode::Tls`]) or
+//! with user names and passwords ([`Mode::TlsPassword`]), and then a
+//! per-device ACL ([`acl_text`]); restartable on the same port; killed on
+//! drop; its log readable line by line ([`Mosquitto::wait_log`]). Also the
+//! tests' MQTT observer ([`Subscriber`], [`Mosquitto::publish`]), which
+//! drives Debian's `mosquitto_sub` / `mosquitto_pub` so that the observer
+//! is an MQTT implementation independent of the daemon's.
 //!
 //! Every wait is on an event (a log line, a process exiting, a line from
 //! `mosquitto_sub`) and bounded by a deadline.
