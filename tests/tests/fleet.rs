@@ -259,7 +259,7 @@ fn devices_boot_and_appear_online_and_operational() {
 #[test]
 fn a_device_held_by_a_notifier_shows_who_holds_it_and_why() {
     let Some(broker) = Mosquitto::tls(PREFIX) else { return };
-    let mut watch = broker.subscribe(Some(&broker.operator()), "lwsys/+/state").unwrap();
+    let mut watch = broker.subscribe(Some(&broker.operator()), "lwsys/+/#").unwrap();
     let dev = Device::start(&broker, "held-1", "none", &["--boot-target", "CONTEXT_CREATED"]);
     watch.wait_json(&dev.topic("state"), |v| v["state"] == "CONTEXT_CREATED");
     let mut n = dev.d.connect();
@@ -285,6 +285,13 @@ fn a_device_held_by_a_notifier_shows_who_holds_it_and_why() {
     assert_eq!(s["pending"]["reason"], "no time yet", "{s}");
     assert_eq!(s["pending"]["target"], "TIME_VALID", "{s}");
     assert!(s["pending"]["since_us"].as_u64().is_some_and(|t| t > 0), "{s}");
+    // The compact explain summary says the same, with the refusal itself.
+    let x = watch.wait_json(&dev.topic("explain"), |v| !v["pending"].is_null());
+    assert_eq!(x["pending"], s["pending"], "{x}");
+    assert_eq!(x["parked"], 1, "{x}");
+    assert_eq!(x["last_refusal"]["outcome"], "deferred", "{x}");
+    assert_eq!(x["last_refusal"]["by"], "ntp-wait", "{x}");
+    assert_eq!(x["last_refusal"]["reason"], "no time yet", "{x}");
 }
 
 #[test]
@@ -335,6 +342,17 @@ fn a_command_from_the_broker_runs_and_is_answered_on_reply() {
     // A string id comes back as sent.
     let r = command(&broker, &mut watch, &dev, json!({"id": "q-7", "op": "state.get"}));
     assert_eq!(r["ok"], true, "{r}");
+
+    // The fleet-wide topic: every device answers on its own `reply`.
+    let dev2 = Device::start(&broker, "cmd-2", "readonly", &[]);
+    watch.wait_text(&dev2.topic("status"), "online");
+    let all = lwsys_messages::fleet::fleet_cmd_topic(PREFIX);
+    let req = json!({"id": "everyone", "op": "state.get"}).to_string();
+    broker.publish(Some(&broker.operator()), &all, req.as_bytes(), false).unwrap();
+    for d in [&dev, &dev2] {
+        let r = watch.wait_json(&d.topic("reply"), |r| r["id"] == "everyone");
+        assert_eq!(r["state"], "OPERATIONAL", "{}: {r}", d.id);
+    }
 }
 
 #[test]
