@@ -17,6 +17,7 @@
 mod blob;
 mod client;
 mod clock;
+pub mod fleet;
 mod format;
 mod generate;
 mod ota;
@@ -39,6 +40,7 @@ use serde_json::{Map, Value};
 pub use blob::BlobCommand;
 pub use client::{ConnError, Connection};
 pub use clock::ClockCommand;
+pub use fleet::{FleetArgs, FleetCommand};
 pub use format::Terminal;
 pub use generate::{CompletionsArgs, ManArgs};
 pub use ota::OtaCommand;
@@ -135,6 +137,9 @@ pub enum Command {
         #[arg(value_name = "JSON")]
         request: String,
     },
+    /// The fleet through its MQTT broker (no daemon needed): status,
+    /// explain, send.
+    Fleet(FleetArgs),
     /// Print the shell completion script (no daemon needed).
     Completions(CompletionsArgs),
     /// Print a man page as roff, e.g. `lwsysctl man | man -l -` (no daemon
@@ -245,6 +250,7 @@ fn run_on(
             return watch::run(&mut conn, cli.json, out);
         }
         Command::Raw { request } => return system::raw(socket, &request, out),
+        Command::Fleet(a) => return fleet::run(a, cli.json, out),
         Command::State => state::get(),
         Command::Steps { target } => state::walk(Request::StateSteps { target }),
         Command::Jump { target } => state::walk(Request::StateJump { target }),

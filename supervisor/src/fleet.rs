@@ -72,7 +72,10 @@ impl Broker {
                 None => (rest, None),
             }
         };
+        // A ':' in a host is an IPv6 address, which must be bracketed.
+        let bracketed = rest.starts_with('[');
         let host_ok = !host.is_empty()
+            && (bracketed || !host.contains(':'))
             && host.len() <= 253
             && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
         if !host_ok {

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use lwsys_messages::fleet::MAX_COMMAND;
-use lwsys_messages::protocol::decode_request;
+use lwsys_messages::protocol::{decode_request, Request};
 use lwsys_messages::ErrorCode;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -102,6 +102,21 @@ fn forbidden_reply(payload: &[u8]) -> Vec<u8> {
     }
 }
 
+const SECRET: &str =
+    "secret blobs are never published to the broker, whatever [fleet] commands grants";
+
+/// Whether `req` reads a secret blob (itself or as an `attach`'s nested
+/// request): its reply would carry the secret onto a broker topic, where
+/// every subscriber the broker's ACL lets in would read it, so no role a
+/// broker command runs with may make it.
+fn reads_secret(req: &Request) -> bool {
+    match req {
+        Request::BlobGet { kind, .. } => kind.is_secret(),
+        Request::Attach { request, .. } => reads_secret(request),
+        _ => false,
+    }
+}
+
 const FORBIDDEN: &str =
     "broker commands may not run ops on this device ([fleet] commands = \"none\")";
 
@@ -121,6 +136,11 @@ pub async fn run(
         return error_line(request_id(payload), ErrorCode::BadRequest, "a command is one line");
     }
     let Some(role) = role.session_role() else { return forbidden_reply(payload) };
+    if let Ok(env) = decode_request(payload) {
+        if reads_secret(&env.request) {
+            return error_line(env.id, ErrorCode::Forbidden, SECRET);
+        }
+    }
     let uid = nix::unistd::getuid().as_raw();
     let guard = match ClientGuard::take(&env.counts, &env.limits, uid, role) {
         Ok(g) => g,
@@ -206,6 +226,18 @@ mod tests {
         let r = v(&forbidden_reply(b"{nope"));
         assert_eq!(r["error"]["code"], "parse_error");
         assert_eq!(r["ok"], false);
+    }
+
+    #[test]
+    fn secret_blob_reads_are_refused_even_nested_in_attach() {
+        let read = |line: &[u8]| reads_secret(&decode_request(line).unwrap().request);
+        assert!(read(br#"{"op":"blob.get","kind":"MQTT_PASSWORD"}"#));
+        assert!(read(br#"{"op":"blob.get","kind":"CLIENT_KEY_DER"}"#));
+        assert!(read(
+            br#"{"op":"attach","state":"OPERATIONAL","request":{"op":"blob.get","kind":"MQTT_PASSWORD"}}"#
+        ));
+        assert!(!read(br#"{"op":"blob.get","kind":"DEVICE_TYPE"}"#));
+        assert!(!read(br#"{"op":"blob.size","kind":"MQTT_PASSWORD"}"#));
     }
 
     #[test]

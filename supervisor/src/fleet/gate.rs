@@ -3,7 +3,7 @@
 //! `explain` says "held by fleet: broker unreachable"; the link resumes the
 //! walk when it connects. Inline: its verdict is one atomic load.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use lwsys_messages::state::{SystemState, Verdict};
@@ -19,12 +19,17 @@ const ACCEPTED: u8 = 2;
 pub struct FleetGate {
     state: SystemState,
     link: Arc<AtomicU8>,
+    held: Arc<AtomicBool>,
 }
 
 impl FleetGate {
     /// A closed gate on `state`.
     pub fn new(state: SystemState) -> Self {
-        Self { state, link: Arc::new(AtomicU8::new(WAITING)) }
+        Self {
+            state,
+            link: Arc::new(AtomicU8::new(WAITING)),
+            held: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// The gated state.
@@ -35,11 +40,19 @@ impl FleetGate {
     /// The broker accepted the device: open.
     pub fn accepted(&self) {
         self.link.store(ACCEPTED, Ordering::SeqCst);
+        self.held.store(false, Ordering::SeqCst);
     }
 
     /// The broker could not be reached (or the link dropped): closed.
-    pub fn unreachable(&self) {
-        self.link.store(UNREACHABLE, Ordering::SeqCst);
+    /// Returns whether that changed the reason the gate gives.
+    pub fn unreachable(&self) -> bool {
+        self.link.swap(UNREACHABLE, Ordering::SeqCst) != UNREACHABLE
+    }
+
+    /// Whether the gate has deferred a walk since it last opened (so a
+    /// walk may be parked on it).
+    pub fn holding(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
     }
 
     /// The verdict for entering `target`.
@@ -47,11 +60,13 @@ impl FleetGate {
         if target != self.state {
             return Verdict::Allow;
         }
-        match self.link.load(Ordering::SeqCst) {
-            ACCEPTED => Verdict::Allow,
+        let v = match self.link.load(Ordering::SeqCst) {
+            ACCEPTED => return Verdict::Allow,
             UNREACHABLE => Verdict::defer("broker unreachable"),
             _ => Verdict::defer("waiting for broker"),
-        }
+        };
+        self.held.store(true, Ordering::SeqCst);
+        v
     }
 }
 
@@ -70,9 +85,12 @@ mod tests {
         let g = FleetGate::new(SystemState::Registered);
         assert_eq!(g.verdict(SystemState::PolicyValid), Verdict::Allow);
         assert_eq!(g.verdict(SystemState::Registered), Verdict::defer("waiting for broker"));
-        g.unreachable();
+        assert!(g.holding(), "it deferred");
+        assert!(g.unreachable(), "the reason changed");
+        assert!(!g.unreachable(), "and not again");
         assert_eq!(g.verdict(SystemState::Registered), Verdict::defer("broker unreachable"));
         g.clone().accepted();
+        assert!(!g.holding());
         assert_eq!(g.verdict(SystemState::Registered), Verdict::Allow);
     }
 }

@@ -141,12 +141,10 @@ fn rustls_pemfile_certs(f: std::fs::File) -> Result<Vec<CertificateDer<'static>>
         .map_err(|e| e.to_string())
 }
 
-/// The TLS settings for an `mqtts` broker.
-pub async fn tls_config(
-    sys: &SystemHandle,
-    s: &FleetSettings,
-    log: &Logger,
-) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The verifier of an `mqtts` broker: the trust store's `JitVerifier`
+/// (when `[trust]` has sources), `ca_file`'s roots, or either. Built once
+/// per link.
+pub fn verifier(s: &FleetSettings, log: &Logger) -> Result<Arc<dyn ServerCertVerifier>, String> {
     let store: Option<Arc<dyn ServerCertVerifier>> = if s.trust.sources.is_empty() {
         None
     } else {
@@ -154,15 +152,38 @@ pub async fn tls_config(
         Some(Arc::new(JitVerifier::new(log, Arc::new(store))))
     };
     let extra = s.ca_file.as_deref().map(ca_file_verifier).transpose()?;
-    let verifier = match (store, extra) {
-        (Some(first), Some(second)) => Arc::new(Either { first, second }),
-        (Some(v), None) | (None, Some(v)) => v,
+    match (store, extra) {
+        (Some(first), Some(second)) => Ok(Arc::new(Either { first, second })),
+        (Some(v), None) | (None, Some(v)) => Ok(v),
         (None, None) => {
-            return Err(
-                "an mqtts broker needs [trust] sources or [fleet] ca_file to be verified".into()
-            )
+            Err("an mqtts broker needs [trust] sources or [fleet] ca_file to be verified".into())
         }
-    };
+    }
+}
+
+/// TLS settings with `verifier` and no client certificate: what an
+/// attempt uses when the certificate blobs are unusable, so a link to an
+/// `mqtts` broker never falls back to plain TCP.
+pub fn tls_anonymous(
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// The TLS settings for one connection attempt: `verifier` for the
+/// broker, and the client certificate as the blobs hold it now (so one
+/// provisioned after boot is used from the next attempt on).
+pub async fn tls_config(
+    sys: &SystemHandle,
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -38,6 +38,8 @@ pub struct LinkParts {
     pub gate: Option<FleetGate>,
     /// The control sessions' environment, for commands.
     pub env: SessionEnv,
+    /// The broker's verifier, for `mqtts`.
+    pub verifier: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
 }
 
 /// Start the link for `device`: spawns the link task and the command
@@ -115,9 +117,10 @@ async fn run(
     cmd_tx: mpsc::Sender<Vec<u8>>,
     mut reply_rx: mpsc::Receiver<Vec<u8>>,
 ) {
-    let LinkParts { log, latest, gate, env } = parts;
+    let LinkParts { log, latest, gate, env, verifier } = parts;
     let sys = env.sys.downgrade();
     drop(env);
+    identify(&s, &device, &sys, verifier.as_ref(), &mut eventloop, &log).await;
     let prefix = s.prefix.as_str();
     let cmd_topic = fleet::cmd_topic(prefix, &device);
     let all_topic = fleet::fleet_cmd_topic(prefix);
@@ -125,6 +128,7 @@ async fn run(
     let mut backoff = Backoff::new(s.backoff_max);
     let mut connected = false;
     let mut ever = false;
+    let mut warned = false;
     loop {
         tokio::select! {
             ev = eventloop.poll() => match ev {
@@ -134,6 +138,7 @@ async fn run(
                           "device" => %device, "reconnect" => ever);
                     connected = true;
                     ever = true;
+                    warned = false;
                     backoff.reset();
                     let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
                     let _ = client.try_subscribe(all_topic.clone(), QoS::AtLeastOnce);
@@ -168,7 +173,9 @@ async fn run(
                 Ok(_) => if connected { flush(&client, prefix, &device, &latest) },
                 Err(e) => {
                     let wait = backoff.next_wait();
-                    if connected || !ever {
+                    // One warning per outage; the retries are debug.
+                    if !warned {
+                        warned = true;
                         warn!(log, "fleet broker unreachable; retrying";
                               "broker" => %LogSafe(&s.broker.host), "port" => s.broker.port,
                               "error" => %LogSafe(&e.to_string()), "retry_in_ms" => ms(wait));
@@ -177,8 +184,19 @@ async fn run(
                                "error" => %LogSafe(&e.to_string()), "retry_in_ms" => ms(wait));
                     }
                     connected = false;
-                    if let Some(g) = &gate { g.unreachable(); }
+                    if let Some(g) = gate.as_ref().filter(|g| g.unreachable()) {
+                        // A walk the gate parked as "waiting for broker"
+                        // asks again, so explain says why it waits now.
+                        if g.holding() {
+                            if let Some(sys) = sys.upgrade() {
+                                actix::spawn(async move {
+                                    let _ = sys.resume(super::GATE_NOTIFIER).await;
+                                });
+                            }
+                        }
+                    }
                     tokio::time::sleep(wait).await;
+                    identify(&s, &device, &sys, verifier.as_ref(), &mut eventloop, &log).await;
                 }
             },
             () = latest.changed(), if connected => flush(&client, prefix, &device, &latest),
@@ -195,7 +213,65 @@ async fn run(
     }
 }
 
+/// Set the options of the next connection attempt from the blobs as they
+/// are now: MQTT_USERNAME / MQTT_PASSWORD and, for `mqtts`, the client
+/// certificate. A device provisioned after boot connects with what it was
+/// given from its next attempt on. A TLS setup that fails (a bad key blob)
+/// is logged and the attempt is made without a client certificate (never
+/// without TLS).
+async fn identify(
+    s: &FleetSettings,
+    device: &str,
+    sys: &crate::handle::WeakSystemHandle,
+    verifier: Option<&Arc<dyn rustls::client::danger::ServerCertVerifier>>,
+    eventloop: &mut EventLoop,
+    log: &Logger,
+) {
+    let Some(sys) = sys.upgrade() else { return };
+    let creds = super::identity::credentials(&sys).await;
+    let tls = match verifier {
+        Some(v) => match super::identity::tls_config(&sys, v.clone()).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(log, "fleet client certificate unusable; connecting without one";
+                      "error" => %LogSafe(&e));
+                match super::identity::tls_anonymous(v.clone()) {
+                    Ok(t) => Some(t),
+                    // Unreachable short of a rustls bug; the previous
+                    // (TLS) settings stay.
+                    Err(_) => return,
+                }
+            }
+        },
+        None => None,
+    };
+    eventloop.mqtt_options = options(s, device, creds, tls);
+}
+
 /// A wait as milliseconds for a log field.
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_client_id_is_the_device_and_the_last_will_marks_it_lost_retained() {
+        let text =
+            "[fleet]\nbroker = \"mqtt://127.0.0.1:1884\"\nprefix = \"a/b\"\nkeepalive_secs = 7\n";
+        let cfg = crate::config::Config::from_toml(text, std::path::Path::new("c")).unwrap();
+        let s = cfg.fleet_settings(std::path::Path::new("/s")).unwrap();
+        let o = options(&s, "dev-9", Some(("u".into(), "p".into())), None);
+        assert_eq!(o.client_id(), "dev-9");
+        assert_eq!(o.broker_address(), ("127.0.0.1".to_owned(), 1884));
+        assert_eq!(o.keep_alive(), Duration::from_secs(7));
+        let will = o.last_will().unwrap();
+        assert_eq!(will.topic, "a/b/dev-9/status");
+        assert_eq!(&will.message[..], b"lost");
+        assert!(will.retain);
+        assert_eq!(o.credentials().map(|l| l.username), Some("u".to_owned()));
+    }
 }

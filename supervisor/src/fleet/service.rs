@@ -71,9 +71,11 @@ impl FleetService {
                     return;
                 }
             };
-            let tls = if s.broker.tls {
-                match identity::tls_config(&sys, &s, &log).await {
-                    Ok(t) => Some(t),
+            let verifier = if s.broker.tls {
+                match identity::verifier(&s, &log)
+                    .and_then(|v| Ok((identity::tls_anonymous(v.clone())?, v)))
+                {
+                    Ok(v) => Some(v),
                     Err(e) => {
                         error!(log, "fleet link not started"; "error" => %LogSafe(&e));
                         return;
@@ -82,11 +84,13 @@ impl FleetService {
             } else {
                 None
             };
-            let creds = identity::credentials(&sys).await;
             drop(sys);
-            let opts = link::options(&s, &device, creds, tls);
             let log = log.new(slog::o!("device" => device.clone()));
-            link::spawn(s, device, opts, LinkParts { log, latest, gate, env });
+            // The credentials and the client certificate are read before
+            // each connection attempt (link::identify), not here.
+            let opts = link::options(&s, &device, None, verifier.as_ref().map(|(t, _)| t.clone()));
+            let verifier = verifier.map(|(_, v)| v);
+            link::spawn(s, device, opts, LinkParts { log, latest, gate, env, verifier });
         });
         addr
     }
