@@ -5,9 +5,10 @@
 //! cert_dirs` and presenting its CLIENT_CERT_DER / CLIENT_KEY_DER blobs:
 //! devices boot and appear, a notifier's hold shows who and why, a killed
 //! daemon reads `lost`, a broker restart is survived, commands are
-//! answered, admin ops are `forbidden` unless granted, and a device cannot
-//! publish another device's topics. (Plain-MQTT link details are
-//! `fleet_link.rs`.)
+//! answered, admin ops are `forbidden` unless granted, a device cannot
+//! publish another device's topics, and the operator sees it all through
+//! `lwsysctl fleet status` / `explain` / `send` with its own certificate.
+//! (Plain-MQTT link details are `fleet_link.rs`.)
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -522,4 +523,106 @@ fn a_device_refuses_a_broker_its_trust_store_does_not_vouch_for() {
     assert!(seen.iter().all(|m| m.topic == "lwsys/marker/cmd"), "{seen:?}");
     // The device itself is unaffected: it boots as without a fleet.
     dev.d.connect().wait_state("OPERATIONAL");
+}
+
+/// `lwsysctl fleet` as the operator (its certificate) against `broker`.
+fn fleet_ctl(broker: &Mosquitto, args: &[&str]) -> std::process::Output {
+    let op = broker.operator();
+    std::process::Command::new(lwsys_tests::bin_path("lwsysctl"))
+        .args(["fleet", "--broker", &broker.url(), "--prefix", PREFIX])
+        .arg("--ca")
+        .arg(&broker.ca().ca_pem)
+        .arg("--cert")
+        .arg(&op.cert_pem)
+        .arg("--key")
+        .arg(&op.key_pem)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_operator_sees_the_fleet_in_lwsysctl_fleet_status_and_explain_and_commands_it() {
+    let Some(broker) = Mosquitto::tls(PREFIX) else { return };
+    let mut watch = broker.subscribe(Some(&broker.operator()), "lwsys/+/#").unwrap();
+    let ok = Device::start(&broker, "fl-ok", "readonly", &[]);
+    let held = Device::start(&broker, "fl-held", "none", &["--boot-target", "CONTEXT_CREATED"]);
+    let mut dead = Device::start(&broker, "fl-dead", "none", &[]);
+    watch.wait_json(&ok.topic("state"), |v| v["state"] == "OPERATIONAL");
+    watch.wait_json(&dead.topic("state"), |v| v["state"] == "OPERATIONAL");
+    watch.wait_json(&held.topic("state"), |v| v["state"] == "CONTEXT_CREATED");
+    // fl-held: a notifier holds TIME_VALID.
+    let mut n = held.d.connect();
+    n.ok("notifier.register", json!({"name": "ntp-wait"}));
+    let mut c = held.d.connect();
+    let id = c.send("state.steps", json!({"target": "TIME_VALID"}));
+    loop {
+        let ev = n.event("consent");
+        let defer = ev["target"] == "TIME_VALID";
+        let (verdict, reason) = if defer { ("defer", "no time yet") } else { ("allow", "") };
+        n.ok(
+            "consent.reply",
+            json!({"ticket": ev["ticket"], "verdict": verdict, "reason": reason}),
+        );
+        if defer {
+            break;
+        }
+    }
+    assert_eq!(c.reply(&json!(id))["reached"], false);
+    watch.wait_json(&held.topic("state"), |v| v["pending"]["by"] == "ntp-wait");
+    // fl-dead: killed.
+    dead.d.signal(Signal::SIGKILL);
+    let _ = dead.d.wait_exit();
+    watch.wait_text(&dead.topic("status"), "lost");
+
+    let o = fleet_ctl(&broker, &["--json", "status"]);
+    assert!(o.status.success(), "{o:?}");
+    let rows: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = |id: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["device"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing from fleet status: {rows}"))
+    };
+    assert_eq!(rows.as_array().unwrap().len(), 3, "3 devices: {rows}");
+    assert_eq!(
+        (row("fl-ok")["state"].clone(), row("fl-ok")["status"].clone()),
+        (json!("OPERATIONAL"), json!("online"))
+    );
+    let h = row("fl-held");
+    assert_eq!(
+        (h["state"].as_str(), h["pending"]["by"].as_str()),
+        (Some("CPD_PRE_TIME"), Some("ntp-wait")),
+        "{h}"
+    );
+    assert_eq!(h["pending"]["reason"], "no time yet", "{h}");
+    assert_eq!(row("fl-dead")["status"], "lost");
+
+    let o = fleet_ctl(&broker, &["--json", "explain"]);
+    assert!(o.status.success(), "{o:?}");
+    let x: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((x["total"].as_u64(), x["not_operational"].as_u64()), (Some(3), Some(2)), "{x}");
+    let groups = x["groups"].as_array().unwrap();
+    assert!(
+        groups.iter().any(|g| g["by"] == "ntp-wait"
+            && g["count"] == 1
+            && g["devices"] == json!(["fl-held"])),
+        "{x}"
+    );
+    assert!(groups.iter().any(|g| g["lost"] == true && g["devices"] == json!(["fl-dead"])), "{x}");
+
+    // A command through lwsysctl runs on the real device and comes back.
+    let o =
+        fleet_ctl(&broker, &["--json", "send", "fl-ok", r#"{"op":"state.get","id":"via-ctl"}"#]);
+    assert!(o.status.success(), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["reply"]["state"], "OPERATIONAL", "{v}");
+    assert_eq!(v[0]["reply"]["id"], "via-ctl", "{v}");
+    // fl-held takes no commands (commands = "none"): forbidden, exit 1.
+    let o = fleet_ctl(&broker, &["--json", "send", "fl-held", r#"{"op":"state.get"}"#]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["reply"]["error"]["code"], "forbidden", "{v}");
 }
