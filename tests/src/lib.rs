@@ -8,6 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 pub mod chrony;
+pub mod mosquitto;
+
+pub use mosquitto::{Identity, Login, Message, Mosquitto, Subscriber, TestCa};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
