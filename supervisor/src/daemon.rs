@@ -362,7 +362,7 @@ async fn serve_until_shutdown(
             return End::Exit(EXIT_USAGE);
         }
     };
-    let fleet = cfg.fleet_settings(&state_dir);
+    let fleet = cfg.fleet_settings();
     // The gate is a build-time notifier, so the boot walk meets it.
     let gate = fleet.as_ref().and_then(|f| f.gate_state).map(crate::fleet::FleetGate::new);
     let sys = match Builder::new()

@@ -32,7 +32,6 @@ pub use gate::FleetGate;
 pub use latest::Latest;
 pub use service::FleetService;
 
-use crate::config::{Config, FleetCommands};
 use lwsys_messages::state::SystemState;
 
 /// The name of the built-in gate notifier.
@@ -98,8 +97,10 @@ impl Broker {
     }
 }
 
-/// The fleet link's settings, from `[fleet]` (and `[ota] variant`,
-/// `[trust]` for the broker's verification).
+/// The fleet link's settings, from `[fleet]` (and `[ota] variant`). The
+/// broker is verified by the system's own trust store (see
+/// [`Services::trust_verifier`](crate::services::Services::trust_verifier))
+/// and/or `ca_file`.
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
     /// Where the broker is.
@@ -120,36 +121,8 @@ pub struct FleetSettings {
     pub command_timeout: Duration,
     /// Extra CA certificates (PEM) for an `mqtts` broker.
     pub ca_file: Option<std::path::PathBuf>,
-    /// The trust store's settings, for the broker's verifier.
-    pub trust: lwsys_actors::trust::TrustConfig,
     /// `[ota] variant`, published in `info`.
     pub variant: String,
-}
-
-impl Config {
-    /// The fleet link's settings; `None` when `[fleet] broker` is empty (or,
-    /// which validation prevents, unusable).
-    pub fn fleet_settings(&self, state_dir: &std::path::Path) -> Option<FleetSettings> {
-        let f = &self.fleet;
-        let broker = Broker::parse(&f.broker).ok()?;
-        Some(FleetSettings {
-            broker,
-            prefix: f.prefix.clone(),
-            device_id: (!f.device_id.is_empty()).then(|| f.device_id.clone()),
-            commands: match f.commands {
-                FleetCommands::None => CommandRole::None,
-                FleetCommands::Readonly => CommandRole::ReadOnly,
-                FleetCommands::Admin => CommandRole::Admin,
-            },
-            gate_state: f.gate_state.parse().ok(),
-            keepalive: Duration::from_secs(f.keepalive_secs),
-            backoff_max: Duration::from_secs(f.backoff_max_secs),
-            command_timeout: Duration::from_secs(f.command_timeout_secs),
-            ca_file: (!f.ca_file.as_os_str().is_empty()).then(|| f.ca_file.clone()),
-            trust: self.services(state_dir).trust,
-            variant: self.ota.variant.clone(),
-        })
-    }
 }
 
 /// Capped exponential backoff: 1 s, 2 s, 4 s ... up to the cap; reset on
@@ -186,6 +159,7 @@ impl Backoff {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn broker_urls_parse_with_default_ports() {
@@ -223,11 +197,11 @@ mod tests {
     fn config_maps_to_settings_and_roles() {
         let text = "[fleet]\nbroker = \"mqtt://127.0.0.1:1\"\ncommands = \"admin\"\ngate_state = \"REGISTERED\"\n";
         let cfg = Config::from_toml(text, std::path::Path::new("c")).unwrap();
-        let s = cfg.fleet_settings(std::path::Path::new("/s")).unwrap();
+        let s = cfg.fleet_settings().unwrap();
         assert_eq!(s.commands, CommandRole::Admin);
         assert_eq!(s.gate_state, Some(SystemState::Registered));
         assert_eq!(s.prefix, "lwsys");
         assert!(s.device_id.is_none());
-        assert!(Config::default().fleet_settings(std::path::Path::new("/s")).is_none());
+        assert!(Config::default().fleet_settings().is_none());
     }
 }

@@ -112,6 +112,10 @@ pub struct Services {
     pub wake_latency_us: u64,
     /// OTA updates, when `[ota] repository` is set.
     pub ota: Option<Addr<OtaService>>,
+    /// The trust store's TLS verifier, when `[trust]` has sources of its
+    /// own: what OTA downloads and the fleet link verify their servers
+    /// with, so the store is loaded once.
+    pub trust_verifier: Option<Arc<lwsys_actors::trust::JitVerifier>>,
 }
 
 /// Why a service could not start.
@@ -312,7 +316,8 @@ impl ServiceFactory {
             Some(o) => {
                 let dir = self.cfg.state_dir.as_deref();
                 let user_ops = self.cfg.ota_ops.clone();
-                let parts = ota::ota_parts(&self.log, o, user_ops, verifier, dir, &self.sup)?;
+                let parts =
+                    ota::ota_parts(&self.log, o, user_ops, verifier.clone(), dir, &self.sup)?;
                 Some(self.start_ota(parts)?)
             }
             None => None,
@@ -324,6 +329,7 @@ impl ServiceFactory {
             store: self.store.clone(),
             wake_latency_us,
             ota,
+            trust_verifier: verifier,
         })
     }
 

@@ -1,14 +1,15 @@
 //! The one place that maps a [`Config`] to the settings each component
 //! owns: the services' ([`ServiceConfig`], [`OtaSettings`]), the
 //! supervisor's timing ([`SupervisorConfig`]) and restart limits
-//! ([`RestartLimits`]); the control server's settings are its section
+//! ([`RestartLimits`]), the fleet link's ([`FleetSettings`]); the control server's settings are its section
 //! as is ([`ControlSettings`](crate::control::settings::ControlSettings)),
 //! and logging's are `[log]`'s format and level.
 
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Config, ConfirmMode, TimeSourceName};
+use super::{Config, ConfirmMode, FleetCommands, TimeSourceName};
+use crate::fleet::{Broker, CommandRole, FleetSettings};
 use crate::services::{OtaSettings, ServiceConfig};
 use crate::supervision::RestartLimits;
 use crate::supervisor::SupervisorConfig;
@@ -105,6 +106,31 @@ impl Config {
             max_image_bytes: o.max_image_bytes,
             ca_file: (!o.ca_file.as_os_str().is_empty()).then(|| o.ca_file.clone()),
             wake_latency: Duration::from_micros(self.system.wake_latency_us),
+        })
+    }
+}
+
+impl Config {
+    /// The fleet link's settings; `None` when `[fleet] broker` is empty (or,
+    /// which validation prevents, unusable).
+    pub fn fleet_settings(&self) -> Option<FleetSettings> {
+        let f = &self.fleet;
+        let broker = Broker::parse(&f.broker).ok()?;
+        Some(FleetSettings {
+            broker,
+            prefix: f.prefix.clone(),
+            device_id: (!f.device_id.is_empty()).then(|| f.device_id.clone()),
+            commands: match f.commands {
+                FleetCommands::None => CommandRole::None,
+                FleetCommands::Readonly => CommandRole::ReadOnly,
+                FleetCommands::Admin => CommandRole::Admin,
+            },
+            gate_state: f.gate_state.parse().ok(),
+            keepalive: Duration::from_secs(f.keepalive_secs),
+            backoff_max: Duration::from_secs(f.backoff_max_secs),
+            command_timeout: Duration::from_secs(f.command_timeout_secs),
+            ca_file: (!f.ca_file.as_os_str().is_empty()).then(|| f.ca_file.clone()),
+            variant: self.ota.variant.clone(),
         })
     }
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use lwsys_actors::logsafe::LogSafe;
-use lwsys_actors::trust::{JitVerifier, TrustStore};
+use lwsys_actors::trust::JitVerifier;
 use lwsys_messages::blobs::BlobKind;
 use lwsys_messages::fleet::device_id_from;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -141,16 +141,14 @@ fn rustls_pemfile_certs(f: std::fs::File) -> Result<Vec<CertificateDer<'static>>
         .map_err(|e| e.to_string())
 }
 
-/// The verifier of an `mqtts` broker: the trust store's `JitVerifier`
-/// (when `[trust]` has sources), `ca_file`'s roots, or either. Built once
-/// per link.
-pub fn verifier(s: &FleetSettings, log: &Logger) -> Result<Arc<dyn ServerCertVerifier>, String> {
-    let store: Option<Arc<dyn ServerCertVerifier>> = if s.trust.sources.is_empty() {
-        None
-    } else {
-        let store = TrustStore::open(log, &s.trust).map_err(|e| format!("trust store: {e}"))?;
-        Some(Arc::new(JitVerifier::new(log, Arc::new(store))))
-    };
+/// The verifier of an `mqtts` broker: the system trust store's `JitVerifier`
+/// (`store`, present when `[trust]` has sources), `ca_file`'s roots, or
+/// either. Built once per link.
+pub fn verifier(
+    s: &FleetSettings,
+    store: Option<Arc<JitVerifier>>,
+) -> Result<Arc<dyn ServerCertVerifier>, String> {
+    let store = store.map(|v| v as Arc<dyn ServerCertVerifier>);
     let extra = s.ca_file.as_deref().map(ca_file_verifier).transpose()?;
     match (store, extra) {
         (Some(first), Some(second)) => Ok(Arc::new(Either { first, second })),

@@ -263,7 +263,7 @@ mod tests {
         let text =
             "[fleet]\nbroker = \"mqtt://127.0.0.1:1884\"\nprefix = \"a/b\"\nkeepalive_secs = 7\n";
         let cfg = crate::config::Config::from_toml(text, std::path::Path::new("c")).unwrap();
-        let s = cfg.fleet_settings(std::path::Path::new("/s")).unwrap();
+        let s = cfg.fleet_settings().unwrap();
         let o = options(&s, "dev-9", Some(("u".into(), "p".into())), None);
         assert_eq!(o.client_id(), "dev-9");
         assert_eq!(o.broker_address(), ("127.0.0.1".to_owned(), 1884));

@@ -72,7 +72,8 @@ impl FleetService {
                 }
             };
             let verifier = if s.broker.tls {
-                match identity::verifier(&s, &log)
+                let store = sys.services().and_then(|v| v.trust_verifier);
+                match identity::verifier(&s, store)
                     .and_then(|v| Ok((identity::tls_anonymous(v.clone())?, v)))
                 {
                     Ok(v) => Some(v),
