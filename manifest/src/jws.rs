@@ -11,8 +11,13 @@ use serde::{Deserialize, Serialize};
 /// Bytes in an ES512 signature (r || s).
 pub const SIGNATURE_LEN: usize = 132;
 
-/// The manifest payload, field for field as upstream's tooling writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The manifest payload: upstream's fields as upstream's tooling writes
+/// them, then lwsys's optional fields (DESIGN §9). An upstream device
+/// ignores fields it does not know, and a manifest without the optional
+/// ones behaves exactly as upstream's; none of them is written when unset,
+/// so a manifest lwsys signs without them is byte-for-byte upstream's
+/// payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Manifest {
     /// Firmware variant; must equal the device's exactly.
     pub variant: String,
@@ -27,6 +32,56 @@ pub struct Manifest {
     /// Whether to reboot after installing.
     #[serde(default)]
     pub reset: bool,
+    /// Unixtime after which the manifest is refused once the device's
+    /// clock is valid (stops a replayed or frozen old manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    /// The oldest release the issuer still allows on a device; raises the
+    /// device's anti-rollback floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_unixtime: Option<u64>,
+    /// A public JWK (object) the device adds to its trusted issuer keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_jwk: Option<serde_json::Value>,
+    /// Issuer key ids (`kid`) the device stops trusting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retire_kids: Vec<String>,
+    /// How pressing the release is; absent means normal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<Urgency>,
+    /// The release's signed chunk index, for chunked, resumable,
+    /// verify-before-write installs; absent: the whole `.img.gz` is
+    /// streamed as upstream does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkRef>,
+}
+
+/// How pressing a release is (the manifest's `urgency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// Installs when the update policy and the notifiers allow.
+    #[default]
+    Normal,
+    /// Installs at its deadline even past deferrals.
+    Security,
+}
+
+/// The manifest's signed reference to a chunk index: the index file is
+/// trusted because its hash is signed here, and each chunk because its
+/// hash is in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkRef {
+    /// The index file's name next to the manifest.
+    pub index: String,
+    /// SHA-256 of the index file, 64 lowercase hex digits.
+    pub index_sha256: String,
+    /// The chunk file's name next to the manifest: every chunk compressed
+    /// on its own and concatenated, so each can be fetched by HTTP range.
+    pub file: String,
+    /// Inflated bytes per chunk (the last chunk may be shorter).
+    pub chunk_size: u32,
 }
 
 /// What a manifest must satisfy besides its signature.

@@ -17,7 +17,9 @@ pub mod jws;
 pub mod publish;
 
 pub use jwk::{keygen, parse_private_jwk, parse_public_jwk};
-pub use jws::{check_manifest, check_path, verify_manifest, Manifest, ManifestPolicy};
+pub use jws::{
+    check_manifest, check_path, verify_manifest, ChunkRef, Manifest, ManifestPolicy, Urgency,
+};
 pub use lwsys_messages::ota::OtaError;
 /// The issuer's public key type (P-521 ECDSA), as [`parse_public_jwk`] returns it.
 pub use p521::ecdsa::VerifyingKey;

@@ -60,6 +60,7 @@ pub fn publish(
         unixtime,
         sha512: hex::encode(hasher.finalize()),
         reset: true,
+        ..Manifest::default()
     };
     let jws_path = dir.join("manifest.jws");
     fs::write(&jws_path, sign_manifest(&key, &m)).map_err(|e| io("write", &jws_path, e))?;

@@ -56,6 +56,7 @@ fn valid_manifest() -> (&'static p521::ecdsa::VerifyingKey, String) {
             unixtime: 5,
             sha512: "00".repeat(64),
             reset: true,
+            ..Manifest::default()
         };
         (*key.verifying_key(), sign_manifest(&key, &m))
     });
@@ -82,4 +83,31 @@ proptest! {
         b[i] = byte;
         prop_assert!(verify_manifest(&b, pk, &policy).is_err());
     }
+}
+
+#[test]
+fn a_manifest_without_lwsys_fields_serializes_as_upstreams_payload() {
+    let m = Manifest {
+        variant: VARIANT.into(),
+        path: "p.img.gz".into(),
+        size: 1,
+        unixtime: 2,
+        sha512: "00".repeat(64),
+        reset: false,
+        ..Manifest::default()
+    };
+    let v = serde_json::to_value(&m).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["path", "reset", "sha512", "size", "unixtime", "variant"]);
+    // And a payload with lwsys's fields parses back into them.
+    let with: Manifest = serde_json::from_value(serde_json::json!({
+        "variant": VARIANT, "path": "p.img.gz", "size": 1, "unixtime": 2,
+        "sha512": "00".repeat(64), "expires": 9, "urgency": "security",
+        "chunks": {"index": "p.idx", "index_sha256": "11".repeat(32), "file": "p.chunks", "chunk_size": 65536}
+    }))
+    .unwrap();
+    assert_eq!(with.expires, Some(9));
+    assert_eq!(with.urgency, Some(crate::Urgency::Security));
+    assert_eq!(with.chunks.map(|c| c.chunk_size), Some(65536));
 }

@@ -15,6 +15,7 @@ fn manifest(unixtime: u64) -> Manifest {
         unixtime,
         sha512: "ab".repeat(64),
         reset: true,
+        ..Manifest::default()
     }
 }
 
