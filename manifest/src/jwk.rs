@@ -5,6 +5,7 @@ use base64::Engine as _;
 use lwsys_messages::OtaError;
 use p521::ecdsa::{SigningKey, VerifyingKey};
 use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
 
 /// Bytes in one P-521 coordinate or scalar.
 pub const COORD_LEN: usize = 66;
@@ -109,8 +110,31 @@ pub fn generate_key() -> SigningKey {
     }
 }
 
-/// `lwsysctl ota keygen`: a new key pair as `(private_jwk, public_jwk)`.
+/// The RFC 7638 JWK thumbprint of `key`: SHA-256 over the required
+/// members in lexical order without spaces, base64url without padding.
+/// It names a key that has no `kid`.
+pub fn thumbprint(key: &VerifyingKey) -> String {
+    let (x, y) = xy(key);
+    let canonical = format!(r#"{{"crv":"P-521","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// Adds `"kid": kid` to a JWK made by [`public_jwk`] or [`private_jwk`].
+fn with_kid(jwk: &str, kid: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(jwk) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.insert("kid".into(), kid.into());
+            serde_json::Value::Object(m).to_string()
+        }
+        _ => jwk.to_owned(),
+    }
+}
+
+/// `lwsysctl ota keygen`: a new key pair as `(private_jwk, public_jwk)`,
+/// both carrying the key's thumbprint as `kid`, so that the manifests it
+/// signs name it and a device trusting several keys picks it directly.
 pub fn keygen() -> (String, String) {
     let key = generate_key();
-    (private_jwk(&key), public_jwk(key.verifying_key()))
+    let kid = thumbprint(key.verifying_key());
+    (with_kid(&private_jwk(&key), &kid), with_kid(&public_jwk(key.verifying_key()), &kid))
 }

@@ -1,5 +1,7 @@
 //! The signed update manifest: a compact JWS (ES512) over lws_ota's JSON
-//! payload, verified strictly (exact variant, newer unixtime, sane path).
+//! payload, verified strictly (exact variant, newer unixtime, sane path),
+//! by the issuer key its header names or by each trusted key in turn, and
+//! fresh (not expired, not below the signed anti-rollback floor).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -8,8 +10,13 @@ use p521::ecdsa::signature::{Signer as _, Verifier as _};
 use p521::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::keys::{check_kid, IssuerKey};
+
 /// Bytes in an ES512 signature (r || s).
 pub const SIGNATURE_LEN: usize = 132;
+
+/// Most `retire_kids` entries a manifest may carry.
+pub const MAX_RETIRE_KIDS: usize = 16;
 
 /// The manifest payload: upstream's fields as upstream's tooling writes
 /// them, then lwsys's optional fields (DESIGN §9). An upstream device
@@ -97,11 +104,18 @@ pub struct ManifestPolicy {
     pub max_manifest_bytes: u64,
     /// Largest inflated image accepted, in bytes.
     pub max_image_bytes: u64,
+    /// The device's time (unixtime) when its clock is valid (TIME_VALID
+    /// reached); `None` before: a manifest with `expires` is then refused
+    /// with [`OtaError::ClockNotValid`], since it cannot be judged.
+    pub now: Option<u64>,
+    /// The highest signed `min_unixtime` accepted so far (durable): an
+    /// older release is refused with [`OtaError::BelowFloor`].
+    pub min_unixtime: u64,
 }
 
 impl ManifestPolicy {
     /// A policy for `variant` with default limits (64 KiB manifest, 4 GiB
-    /// image) and nothing installed yet.
+    /// image), nothing installed yet, no floor and no valid clock.
     pub fn new(variant: &str) -> Self {
         Self {
             variant: variant.to_owned(),
@@ -109,6 +123,8 @@ impl ManifestPolicy {
             rolled_back_unixtime: 0,
             max_manifest_bytes: 64 * 1024,
             max_image_bytes: 4 << 30,
+            now: None,
+            min_unixtime: 0,
         }
     }
 }
@@ -116,6 +132,26 @@ impl ManifestPolicy {
 #[derive(Deserialize)]
 struct Header {
     alg: Option<String>,
+    /// The signing key's id (RFC 7515 §4.1.4); upstream's JOSE parser
+    /// knows and skips it.
+    kid: Option<String>,
+}
+
+/// A manifest that verified, and the `kid` of the key that signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Its signer's `kid`.
+    pub kid: String,
+}
+
+/// A compact JWS split and its header read; nothing in it trusted yet.
+struct Parsed<'a> {
+    kid: Option<String>,
+    signed: &'a str,
+    payload: &'a str,
+    sig: Signature,
 }
 
 fn malformed(msg: impl Into<String>) -> OtaError {
@@ -140,12 +176,47 @@ pub fn check_path(path: &str) -> Result<(), OtaError> {
 
 /// Verifies a compact JWS manifest with the issuer's key and checks it
 /// against `policy`. The signature is checked before anything in the
-/// payload is trusted; the header must say exactly `ES512`.
+/// payload is trusted; the header must say exactly `ES512` (a `kid` in it
+/// is not looked at: there is one key).
 pub fn verify_manifest(
     jws: &[u8],
     key: &VerifyingKey,
     policy: &ManifestPolicy,
 ) -> Result<Manifest, OtaError> {
+    let p = parse(jws, policy)?;
+    key.verify(p.signed.as_bytes(), &p.sig).map_err(|_| OtaError::BadSignature)?;
+    payload(&p, policy)
+}
+
+/// Verifies a compact JWS manifest against a set of trusted issuer keys
+/// and checks it against `policy`: with a `kid` in the header, only the
+/// key of that id ([`OtaError::UnknownKey`] if none is trusted); without,
+/// each key in turn. Returns the manifest and its signer's `kid`.
+pub fn verify_with_keys(
+    jws: &[u8],
+    keys: &[IssuerKey],
+    policy: &ManifestPolicy,
+) -> Result<Verified, OtaError> {
+    let p = parse(jws, policy)?;
+    let signer = match &p.kid {
+        Some(kid) => {
+            let k = keys.iter().find(|k| k.kid() == kid).ok_or_else(|| {
+                // Shown and logged: keep it short.
+                OtaError::UnknownKey(kid.chars().take(64).collect())
+            })?;
+            k.key().verify(p.signed.as_bytes(), &p.sig).map_err(|_| OtaError::BadSignature)?;
+            k
+        }
+        None => keys
+            .iter()
+            .find(|k| k.key().verify(p.signed.as_bytes(), &p.sig).is_ok())
+            .ok_or(OtaError::BadSignature)?,
+    };
+    let manifest = payload(&p, policy)?;
+    Ok(Verified { manifest, kid: signer.kid().to_owned() })
+}
+
+fn parse<'a>(jws: &'a [u8], policy: &ManifestPolicy) -> Result<Parsed<'a>, OtaError> {
     if jws.len() as u64 > policy.max_manifest_bytes {
         return Err(OtaError::ManifestTooLarge {
             size: jws.len() as u64,
@@ -167,6 +238,9 @@ pub fn verify_manifest(
         Some("ES512") => {}
         other => return Err(OtaError::BadAlg(other.unwrap_or("").to_owned())),
     }
+    if let Some(kid) = &header.kid {
+        check_kid(kid).map_err(|_| malformed("header kid is not a sane key id"))?;
+    }
     let sig = b64(s, "signature")?;
     if sig.len() != SIGNATURE_LEN {
         return Err(OtaError::BadSignature);
@@ -174,8 +248,12 @@ pub fn verify_manifest(
     let sig = Signature::from_slice(&sig).map_err(|_| OtaError::BadSignature)?;
     let signed_len = h.len() + 1 + p.len();
     let signed = text.get(..signed_len).ok_or(OtaError::BadSignature)?;
-    key.verify(signed.as_bytes(), &sig).map_err(|_| OtaError::BadSignature)?;
-    let m: Manifest = serde_json::from_slice(&b64(p, "payload")?)
+    Ok(Parsed { kid: header.kid, signed, payload: p, sig })
+}
+
+/// The payload of a JWS whose signature verified, checked.
+fn payload(p: &Parsed<'_>, policy: &ManifestPolicy) -> Result<Manifest, OtaError> {
+    let m: Manifest = serde_json::from_slice(&b64(p.payload, "payload")?)
         .map_err(|e| malformed(format!("payload: {e}")))?;
     check_manifest(&m, policy)?;
     Ok(m)
@@ -198,14 +276,48 @@ pub fn check_manifest(m: &Manifest, policy: &ManifestPolicy) -> Result<(), OtaEr
     if m.size > policy.max_image_bytes {
         return Err(OtaError::ImageTooLarge { size: m.size, max: policy.max_image_bytes });
     }
+    check_trust_fields(m)?;
+    // Before the release order: a frozen server keeps serving the manifest
+    // of the release a device already runs, and only its expiry tells.
+    if let Some(expires) = m.expires {
+        let now = policy.now.ok_or(OtaError::ClockNotValid)?;
+        if now > expires {
+            return Err(OtaError::Expired { expires, now });
+        }
+    }
     if m.unixtime <= policy.installed_unixtime {
         return Err(OtaError::NotNewer {
             manifest: m.unixtime,
             installed: policy.installed_unixtime,
         });
     }
+    if m.unixtime < policy.min_unixtime {
+        return Err(OtaError::BelowFloor {
+            manifest: m.unixtime,
+            min_unixtime: policy.min_unixtime,
+        });
+    }
     if m.unixtime <= policy.rolled_back_unixtime {
         return Err(OtaError::RolledBack(m.unixtime));
+    }
+    Ok(())
+}
+
+/// The key rotation and floor fields are well formed: `next_jwk` a public
+/// P-521 JWK, `retire_kids` few and sane, `min_unixtime` not above the
+/// release itself (it would forbid its own install).
+pub(crate) fn check_trust_fields(m: &Manifest) -> Result<(), OtaError> {
+    if let Some(v) = &m.next_jwk {
+        IssuerKey::from_announced(v)?;
+    }
+    if m.retire_kids.len() > MAX_RETIRE_KIDS {
+        return Err(malformed(format!("more than {MAX_RETIRE_KIDS} retire_kids")));
+    }
+    for kid in &m.retire_kids {
+        check_kid(kid).map_err(|_| malformed("a retire_kids entry is not a sane key id"))?;
+    }
+    if m.min_unixtime.is_some_and(|min| min > m.unixtime) {
+        return Err(malformed("min_unixtime is above the release's own unixtime"));
     }
     Ok(())
 }
@@ -226,6 +338,19 @@ pub fn sign_with_header(key: &SigningKey, header: &str, payload: &[u8]) -> Strin
 
 /// Signs a manifest.
 pub fn sign_manifest(key: &SigningKey, m: &Manifest) -> String {
-    let payload = serde_json::to_value(m).unwrap_or_default();
-    sign_payload(key, &payload)
+    sign_manifest_as(key, None, m)
+}
+
+/// Signs a manifest with header `{"alg":"ES512","kid":kid}` when the key
+/// has a `kid` (upstream's JOSE parser accepts `kid`), else exactly
+/// upstream's header.
+pub fn sign_manifest_as(key: &SigningKey, kid: Option<&str>, m: &Manifest) -> String {
+    let payload = serde_json::to_value(m).unwrap_or_default().to_string();
+    match kid {
+        None => sign_with_header(key, r#"{"alg":"ES512"}"#, payload.as_bytes()),
+        Some(kid) => {
+            let header = serde_json::json!({"alg": "ES512", "kid": kid}).to_string();
+            sign_with_header(key, &header, payload.as_bytes())
+        }
+    }
 }

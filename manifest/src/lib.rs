@@ -5,7 +5,11 @@
 //!
 //! - [`jwk`]: the issuer's P-521 keys as JWKs (parse, print, generate).
 //! - [`jws`]: the signed [`Manifest`], a compact ES512 JWS, and the checks a
-//!   device applies to it ([`verify_manifest`], [`ManifestPolicy`]).
+//!   device applies to it ([`verify_manifest`], [`verify_with_keys`],
+//!   [`ManifestPolicy`]): signature, variant, order, expiry, floor.
+//! - [`keys`]: issuer keys by `kid` ([`IssuerKey`]).
+//! - [`keyring`]: the device's durable trust: announced and retired keys
+//!   and the signed anti-rollback floor ([`Keyring`]).
 //! - [`publish`](mod@publish): measure, gzip and sign an image into a
 //!   directory ready to serve.
 //!
@@ -14,12 +18,17 @@
 
 pub mod jwk;
 pub mod jws;
+pub mod keyring;
+pub mod keys;
 pub mod publish;
 
 pub use jwk::{keygen, parse_private_jwk, parse_public_jwk};
 pub use jws::{
-    check_manifest, check_path, verify_manifest, ChunkRef, Manifest, ManifestPolicy, Urgency,
+    check_manifest, check_path, verify_manifest, verify_with_keys, ChunkRef, Manifest,
+    ManifestPolicy, Urgency, Verified,
 };
+pub use keyring::{Keyring, KeyringFile, Learned};
+pub use keys::IssuerKey;
 pub use lwsys_messages::ota::OtaError;
 /// The issuer's public key type (P-521 ECDSA), as [`parse_public_jwk`] returns it.
 pub use p521::ecdsa::VerifyingKey;
@@ -27,3 +36,5 @@ pub use publish::publish;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;

@@ -100,6 +100,19 @@ pub struct OtaStatus {
     /// That failure's kind (`deadline`, `network`, `hash_mismatch`, ...).
     #[serde(default)]
     pub last_error_kind: Option<String>,
+    /// The issuer keys the device trusts, by `kid`: the configured
+    /// `[ota] public_jwk` unless retired, then the keys signed manifests
+    /// announced (`next_jwk`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_kids: Vec<String>,
+    /// The highest signed `min_unixtime` seen in an accepted manifest
+    /// (durable): a release older than it is never installed. 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_unixtime: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// An `ota` topic event: progress of an update. Sent by the OTA worker
@@ -274,6 +287,33 @@ pub enum OtaError {
     /// the next check.
     #[error("consent to update refused: {0}")]
     ConsentRefused(String),
+    /// The manifest's signed `expires` has passed (judged only once the
+    /// clock is valid): a replayed or frozen old manifest.
+    #[error("manifest expired at {expires}; the time is now {now}")]
+    Expired {
+        /// The manifest's `expires`, unixtime.
+        expires: u64,
+        /// The device's time at the check, unixtime.
+        now: u64,
+    },
+    /// The manifest has an `expires` but the clock is not valid yet (the
+    /// system has not reached TIME_VALID), so it cannot be judged; the
+    /// check is refused and the next one tries again.
+    #[error("manifest has an expiry but the clock is not valid yet")]
+    ClockNotValid,
+    /// The release is older than the anti-rollback floor a signed
+    /// `min_unixtime` raised.
+    #[error("release {manifest} is older than the signed minimum {min_unixtime}")]
+    BelowFloor {
+        /// The manifest's unixtime.
+        manifest: u64,
+        /// The device's durable `min_unixtime` floor.
+        min_unixtime: u64,
+    },
+    /// The JWS header names a key (`kid`) the device does not trust (never
+    /// known, or retired).
+    #[error("manifest signed by key {0:?}, which is not trusted")]
+    UnknownKey(String),
 }
 
 impl OtaError {
@@ -304,6 +344,10 @@ impl OtaError {
             Self::Cancelled => "cancelled",
             Self::NotConfigured(_) => "not_configured",
             Self::ConsentRefused(_) => "consent_refused",
+            Self::Expired { .. } => "expired",
+            Self::ClockNotValid => "clock_not_valid",
+            Self::BelowFloor { .. } => "below_floor",
+            Self::UnknownKey(_) => "unknown_key",
         }
     }
 
@@ -329,6 +373,9 @@ impl OtaError {
             Self::Busy(_) => ErrorCode::Busy,
             Self::Cancelled | Self::ConsentRefused(_) => ErrorCode::Denied,
             Self::NotConfigured(_) => ErrorCode::NotFound,
+            Self::Expired { .. } | Self::UnknownKey(_) => ErrorCode::Forbidden,
+            Self::ClockNotValid => ErrorCode::Deferred,
+            Self::BelowFloor { .. } => ErrorCode::OutOfRange,
         }
     }
 }
@@ -358,5 +405,21 @@ mod tests {
         assert_eq!(OtaError::ImageTooLong(1).code(), ErrorCode::TooLarge);
         assert_eq!(OtaError::ConsentRefused("x".into()).code(), ErrorCode::Denied);
         assert_eq!(OtaError::HashMismatch.kind(), "hash_mismatch");
+        let e = OtaError::Expired { expires: 1, now: 2 };
+        assert_eq!((e.kind(), e.code()), ("expired", ErrorCode::Forbidden));
+        assert_eq!(OtaError::ClockNotValid.code(), ErrorCode::Deferred);
+        let e = OtaError::BelowFloor { manifest: 1, min_unixtime: 2 };
+        assert_eq!((e.kind(), e.code()), ("below_floor", ErrorCode::OutOfRange));
+        assert_eq!(OtaError::UnknownKey("k".into()).kind(), "unknown_key");
+    }
+
+    #[test]
+    fn status_without_keys_or_floor_reads_and_writes_as_before() {
+        let j = serde_json::to_string(&OtaStatus::default()).unwrap();
+        assert!(!j.contains("trusted_kids") && !j.contains("min_unixtime"), "{j}");
+        let s =
+            OtaStatus { trusted_kids: vec!["k1".into()], min_unixtime: 5, ..OtaStatus::default() };
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<OtaStatus>(&j).unwrap(), s);
     }
 }
