@@ -34,6 +34,7 @@ pub mod config;
 pub mod fetch;
 mod flow;
 mod handoff;
+pub mod issuers;
 /// The issuer's keys as JWKs: [`lwsys_manifest::jwk`], re-exported.
 pub use lwsys_manifest::jwk;
 /// The signed manifest and its checks: [`lwsys_manifest::jws`], re-exported
@@ -53,9 +54,9 @@ mod worker;
 pub use config::{OtaConfig, OtaLinks};
 pub use fetch::{tls_from_ca_file, tls_with_verifier, FetchConfig, Fetcher};
 pub use lwsys_manifest::publish::publish;
-pub use lwsys_manifest::VerifyingKey;
 pub use lwsys_manifest::{keygen, parse_private_jwk, parse_public_jwk};
 pub use lwsys_manifest::{verify_manifest, Manifest, ManifestPolicy};
+pub use lwsys_manifest::{IssuerKey, VerifyingKey};
 pub use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
 pub use ops::OtaOps;
 pub use pipeline::{check, check_and_install, install, install_resumable};
@@ -85,7 +86,7 @@ pub struct OtaService {
     cfg: OtaConfig,
     links: OtaLinks,
     /// Until the worker starts (in `started`); then the worker owns them.
-    pending_worker: Option<(OpsSource, VerifyingKey, crossbeam_channel::Receiver<Job>)>,
+    pending_worker: Option<(OpsSource, IssuerKey, crossbeam_channel::Receiver<Job>)>,
     handoff: OtaHandoff,
     /// Set when this service replaced a dead one: where to read the state.
     restarted: Option<Recipient<GetState>>,
@@ -104,6 +105,8 @@ pub struct OtaService {
     run: Option<Run>,
     operational_seen: bool,
     timer: Option<SpawnHandle>,
+    /// Set once the system reached TIME_VALID (see `issuers`).
+    clock_valid: Arc<AtomicBool>,
 }
 
 /// A check under way, from the manifest fetch until it settles.
@@ -120,7 +123,7 @@ struct Parts {
     log: slog::Logger,
     cfg: OtaConfig,
     links: OtaLinks,
-    key: VerifyingKey,
+    key: IssuerKey,
     handoff: OtaHandoff,
     periodic: Duration,
     slots: OtaStatus,
@@ -134,15 +137,17 @@ enum Stage {
 }
 
 impl OtaService {
-    /// A service over `ops`, trusting `key`. Runs the platform's `on_boot`
-    /// (trial counting and rollback) right here, before anything else.
+    /// A service over `ops`, trusting `key` (and the keys of
+    /// `cfg.keyring`). Runs the platform's `on_boot` (trial counting and
+    /// rollback) right here, before anything else.
     pub fn new(
         log: &slog::Logger,
         mut ops: Box<dyn OtaOps>,
-        key: VerifyingKey,
+        key: impl Into<IssuerKey>,
         cfg: OtaConfig,
         links: OtaLinks,
     ) -> Self {
+        let key = key.into();
         let log = log.new(slog::o!("service" => "ota"));
         if let Err(e) = ops.on_boot() {
             slog::error!(log, "boot bookkeeping of the slots failed"; "error" => %e);
@@ -172,11 +177,12 @@ impl OtaService {
         log: &slog::Logger,
         handoff: OtaHandoff,
         reopen: ReopenOps,
-        key: VerifyingKey,
+        key: impl Into<IssuerKey>,
         cfg: OtaConfig,
         links: OtaLinks,
         state: Recipient<GetState>,
     ) -> Self {
+        let key = key.into();
         let log = log.new(slog::o!("service" => "ota"));
         let slots = handoff.lock().slots.clone();
         let periodic = cfg.periodic.unwrap_or(Duration::from_secs(86_400));
@@ -205,6 +211,7 @@ impl OtaService {
             run: None,
             operational_seen: false,
             timer: None,
+            clock_valid: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -215,6 +222,7 @@ impl OtaService {
 
     /// After a restart: take up the system where the old service left it.
     fn resync(&mut self, reading: StateReading, ctx: &mut Context<Self>) {
+        self.note_clock(reading.state);
         match reading.state {
             // Either way nobody waits for it: back to OPERATIONAL. A walk
             // still parked that later reaches MODAL_UPDATING is left by
@@ -260,6 +268,8 @@ impl Actor for OtaService {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let Some((source, key, rx)) = self.pending_worker.take() else { return };
+        let keyring = self.cfg.keyring.clone();
+        let clock_valid = self.clock_valid.clone();
         let fetcher = Fetcher::new(self.cfg.fetch.clone());
         let policy = self.cfg.policy.clone();
         let cancel = self.cancel.clone();
@@ -271,7 +281,9 @@ impl Actor for OtaService {
         let previous = slot.worker.take();
         let spawned = std::thread::Builder::new().name("lwsys-ota".into()).spawn(move || {
             let ops = source.take(previous, &log)?;
-            let worker = Worker { ops, fetcher, key, policy, cancel, addr, cache, handoff };
+            let keys = issuers::open(key, keyring.as_deref());
+            let worker =
+                Worker { ops, fetcher, keys, clock_valid, policy, cancel, addr, cache, handoff };
             Some(worker.run(rx))
         });
         match spawned {
@@ -339,6 +351,7 @@ impl Handler<Changed> for OtaService {
     type Result = ();
 
     fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
+        self.note_clock(msg.to);
         if msg.to == SystemState::ModalUpdating {
             if self.run.is_none() && self.predecessor_walk {
                 return self.leave_predecessors_modal(ctx);

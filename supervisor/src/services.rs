@@ -266,8 +266,13 @@ impl ServiceFactory {
     /// The first OTA service: slots opened with the boot bookkeeping.
     fn start_ota(&self, parts: ota::OtaParts) -> Result<Addr<OtaService>, ServiceError> {
         let ops = (parts.open)()?;
-        let svc =
-            OtaService::new(&self.log, ops, parts.key, parts.cfg.clone(), parts.links.clone());
+        let svc = OtaService::new(
+            &self.log,
+            ops,
+            parts.key.clone(),
+            parts.cfg.clone(),
+            parts.links.clone(),
+        );
         let handoff = svc.handoff();
         let ota = svc.start();
         self.state.do_send(Observe(ota.clone().recipient()));
@@ -286,7 +291,7 @@ impl ServiceFactory {
             &self.log,
             handoff.clone(),
             reopen,
-            parts.key,
+            parts.key.clone(),
             parts.cfg.clone(),
             parts.links.clone(),
             self.state.clone().recipient(),

@@ -1,6 +1,7 @@
 //! What `OtaService` is built from: its settings ([`OtaConfig`]) and the
 //! ways it reaches the rest of the system ([`OtaLinks`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub struct OtaConfig {
     /// Where a download is saved so that it resumes after a restart
     /// (`None`, the default: every install starts from zero).
     pub download_cache: Option<DownloadCache>,
+    /// The durable issuer keyring (announced and retired keys, signed
+    /// floor); `None`, the default: kept in memory only, so it starts
+    /// from the configured key alone.
+    pub keyring: Option<PathBuf>,
 }
 
 impl OtaConfig {
@@ -53,6 +58,7 @@ impl OtaConfig {
             consent_retry: Duration::from_secs(1),
             consent_window: Duration::from_secs(30),
             download_cache: None,
+            keyring: None,
         }
     }
 }

@@ -25,6 +25,8 @@ impl OtaService {
         s.last_error = self.progress.last_error.clone();
         s.last_error_kind = self.progress.last_error_kind.clone();
         s.resumed_from = self.progress.resumed_from;
+        s.trusted_kids = self.progress.trusted_kids.clone();
+        s.min_unixtime = self.progress.min_unixtime;
         s
     }
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use actix::{Addr, Message};
 use crossbeam_channel::Receiver;
 use lwsys_messages::ota::{OtaError, OtaStatus};
-use p521::ecdsa::VerifyingKey;
 use tokio::sync::oneshot;
 
+use super::issuers::{self, Keys};
 use super::{
     pipeline, DownloadCache, Fetcher, Manifest, ManifestPolicy, OtaHandoff, OtaOps, OtaService,
 };
@@ -45,7 +45,11 @@ pub(crate) struct Slots(pub(crate) OtaStatus);
 pub(crate) struct Worker {
     pub(crate) ops: Box<dyn OtaOps>,
     pub(crate) fetcher: Fetcher,
-    pub(crate) key: VerifyingKey,
+    /// The trusted issuer keys and the signed floor.
+    pub(crate) keys: Keys,
+    /// Set once the system reached TIME_VALID: manifests' `expires` can
+    /// be judged.
+    pub(crate) clock_valid: Arc<AtomicBool>,
     pub(crate) policy: ManifestPolicy,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) addr: Addr<OtaService>,
@@ -59,6 +63,7 @@ impl Worker {
     /// Runs jobs until the service drops its end of the queue (it stopped
     /// or died), then gives the ops back for a replacement.
     pub(crate) fn run(mut self, jobs: Receiver<Job>) -> Box<dyn OtaOps> {
+        self.addr.do_send(issuers::Trust::of(&self.keys));
         for job in jobs.iter() {
             if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
                 // The service is gone: what it queued is nobody's now, and
@@ -67,13 +72,20 @@ impl Worker {
             }
             match job {
                 Job::Check => {
-                    let r = pipeline::check_unless(
+                    let valid = self.clock_valid.load(std::sync::atomic::Ordering::Relaxed);
+                    let now = valid.then(|| crate::time::unix_us() / 1_000_000);
+                    let (r, trust) = issuers::check(
                         self.ops.as_ref(),
                         &self.fetcher,
-                        &self.key,
+                        &mut self.keys,
                         &self.policy,
+                        now,
                         &self.cancel,
                     );
+                    // Trust first: whoever sees the outcome sees the keys.
+                    if let Some(t) = trust {
+                        self.addr.do_send(t);
+                    }
                     self.addr.do_send(Checked(r));
                 }
                 Job::Install(m) => {

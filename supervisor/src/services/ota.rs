@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use lwsys_actors::ota::{Manifest, OtaConfig, OtaLinks, OtaOps, SlotDir, VerifyingKey};
+use lwsys_actors::ota::{IssuerKey, Manifest, OtaConfig, OtaLinks, OtaOps, SlotDir};
 use lwsys_actors::platform::SharedOtaOps;
 use lwsys_messages::ota::{OtaError, OtaPhase, OtaStatus};
 use slog::Logger;
@@ -125,7 +125,8 @@ pub(super) type OpenOps = Arc<dyn Fn() -> Result<Box<dyn OtaOps>, OtaError> + Se
 
 /// What every (re)start of the OTA service is built from.
 pub(super) struct OtaParts {
-    pub(super) key: VerifyingKey,
+    /// The configured issuer key; the keyring may add others.
+    pub(super) key: IssuerKey,
     pub(super) cfg: OtaConfig,
     pub(super) links: OtaLinks,
     /// The ops for a (re)started service (no boot bookkeeping:
@@ -136,7 +137,8 @@ pub(super) struct OtaParts {
 }
 
 /// The OTA service's parts: the issuer's key read from the configured
-/// file; https trusting `ca_file`, else the trust store's `verifier`, else
+/// file (its `kid`, else its thumbprint, names it), the keyring at
+/// `<state_dir>/ota/keyring.json`; https trusting `ca_file`, else the trust store's `verifier`, else
 /// the web roots; the download saved under `<state_dir>/ota/` for a
 /// resume; modal requests, events and reboots through `links`. The ops are
 /// `user_ops` when given, else the slots under `state_dir` (then required).
@@ -149,12 +151,12 @@ pub(super) fn ota_parts(
     links: &SupervisorLinks,
 ) -> Result<OtaParts, ServiceError> {
     use lwsys_actors::ota::{
-        parse_public_jwk, tls_from_ca_file, tls_with_verifier, Bootloader, DownloadCache,
+        issuers::KEYRING_FILE, tls_from_ca_file, tls_with_verifier, Bootloader, DownloadCache,
         FetchConfig, ManifestPolicy,
     };
     let jwk = std::fs::read_to_string(&o.public_jwk)
         .map_err(|e| OtaError::BadKey(format!("{}: {e}", o.public_jwk.display())))?;
-    let key = parse_public_jwk(&jwk)?;
+    let key = IssuerKey::from_config_jwk(&jwk)?;
     let mut fetch = FetchConfig::new(&o.repository, &o.variant);
     fetch.connect_timeout = o.connect_timeout;
     fetch.read_timeout = o.read_timeout;
@@ -214,6 +216,7 @@ pub(super) fn ota_parts(
     cfg.wake_latency = o.wake_latency;
     cfg.periodic = Some(o.periodic_check.max(Duration::from_secs(1)));
     cfg.download_cache = state_dir.map(|d| DownloadCache::new(&d.join("ota")));
+    cfg.keyring = state_dir.map(|d| d.join(KEYRING_FILE));
     let links = OtaLinks {
         modal: links.modal.clone(),
         events: Some(links.events.clone()),
