@@ -54,6 +54,23 @@ pub enum OtaCommand {
         /// one). Default: now.
         #[arg(long, value_name = "SECS")]
         unixtime: Option<u64>,
+        /// Sign an expiry SECS seconds from now: devices whose clock is
+        /// valid refuse the manifest after it (a replayed or frozen
+        /// repository shows).
+        #[arg(long, value_name = "SECS")]
+        expires_in: Option<u64>,
+        /// Sign an anti-rollback floor: devices never install a release
+        /// older than N again (at most the release's own unixtime).
+        #[arg(long, value_name = "N")]
+        min_unixtime: Option<u64>,
+        /// Announce the next issuer key (a public JWK, e.g. another `ota
+        /// keygen`'s ota-public.jwk): devices add it to their trusted keys.
+        #[arg(long, value_name = "PUBLIC_JWK_FILE")]
+        next_key: Option<PathBuf>,
+        /// Retire the issuer key with this kid: devices stop trusting it
+        /// (never the key signing this manifest). Repeatable.
+        #[arg(long, value_name = "KID")]
+        retire: Vec<String>,
         /// The firmware image (not compressed).
         image: PathBuf,
         /// The repository directory.
@@ -99,11 +116,19 @@ pub(crate) fn run(
             return Ok(Next::Done(watch(&mut conn, json, term, out)?));
         }
         OtaCommand::Keygen { dir } => return Ok(Next::Done(keygen(&dir, json, out))),
-        OtaCommand::Publish { key, variant, unixtime, image, dir } => {
-            let made = match unixtime {
-                Some(t) => ctl_ota::publish_at(&key, &variant, &image, &dir, t),
-                None => ctl_ota::publish(&key, &variant, &image, &dir),
-            };
+        OtaCommand::Publish {
+            key,
+            variant,
+            unixtime,
+            expires_in,
+            min_unixtime,
+            next_key,
+            retire,
+            image,
+            dir,
+        } => {
+            let flags = ctl_ota::TrustFlags { expires_in, min_unixtime, next_key, retire };
+            let made = ctl_ota::publish_flagged(&key, &variant, &image, &dir, unixtime, &flags);
             return Ok(Next::Done(manifest_reply(made, &variant, &dir, json, publish_text, out)));
         }
         OtaCommand::Verify { key, variant, dir } => {
@@ -142,16 +167,18 @@ fn local(
 }
 
 fn keygen(dir: &Path, json: bool, out: &mut dyn Write) -> Outcome {
-    let made = ctl_ota::keygen(dir)
-        .map(|k| json!({"private": k.private.display().to_string(), "public": k.public.display().to_string()}));
+    let made = ctl_ota::keygen(dir).map(|k| {
+        json!({"private": k.private.display().to_string(), "public": k.public.display().to_string(), "kid": k.kid})
+    });
     local(
         made,
         json,
         |r| {
             format!(
-                "private key {} (keep it secret)\npublic key  {} (devices' [ota] public_jwk)\n",
+                "private key {} (keep it secret)\npublic key  {} (devices' [ota] public_jwk)\nkid         {}\n",
                 text(r, "private"),
-                text(r, "public")
+                text(r, "public"),
+                text(r, "kid")
             )
         },
         out,
@@ -192,7 +219,23 @@ fn manifest_table(r: &Value) -> String {
 
 fn publish_text(r: &Value) -> String {
     let t = manifest_table(r);
-    format!("{t}wrote {}\nwrote {}\n", text(r, "manifest_path"), text(r, "image_path"))
+    let m = r.get("manifest").cloned().unwrap_or(Value::Null);
+    let mut signed = String::new();
+    for (field, what) in [("expires", "expires"), ("min_unixtime", "minimum release")] {
+        if m.get(field).is_some() {
+            signed.push_str(&format!("{what}: {}\n", text(&m, field)));
+        }
+    }
+    if let Some(next) = m.get("next_jwk") {
+        let kid = next.get("kid").and_then(Value::as_str).unwrap_or("(its thumbprint)");
+        signed.push_str(&format!("announces key: {kid}\n"));
+    }
+    if let Some(kids) = m.get("retire_kids").and_then(Value::as_array) {
+        for kid in kids {
+            signed.push_str(&format!("retires key: {}\n", kid.as_str().unwrap_or("")));
+        }
+    }
+    format!("{t}{signed}wrote {}\nwrote {}\n", text(r, "manifest_path"), text(r, "image_path"))
 }
 
 fn verify_text(r: &Value) -> String {
@@ -329,12 +372,32 @@ fn status(r: &Value) -> String {
             s.push_str(&format!("{key}: {v}\n"));
         }
     }
+    if let Some(kids) = r.get("trusted_kids").and_then(Value::as_array) {
+        let kids: Vec<String> = kids.iter().map(|k| k.as_str().unwrap_or("?").to_owned()).collect();
+        s.push_str(&format!("trusted keys: {}\n", kids.join(", ")));
+    }
+    if r.get("min_unixtime").and_then(Value::as_u64).is_some_and(|m| m > 0) {
+        s.push_str(&format!("minimum release: {}\n", text(r, "min_unixtime")));
+    }
     s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_shows_the_trusted_keys_and_the_signed_floor() {
+        let r = json!({"phase": "idle", "percent": 0, "bytes": 0, "selected": "a",
+                       "trusted_kids": ["k1", "k2"], "min_unixtime": 1500});
+        let s = status(&r);
+        assert!(
+            s.contains("trusted keys: k1, k2\n") && s.contains("minimum release: 1500\n"),
+            "{s}"
+        );
+        let r = json!({"phase": "idle", "percent": 0, "bytes": 0, "selected": "a"});
+        assert!(!status(&r).contains("trusted") && !status(&r).contains("minimum"));
+    }
 
     #[test]
     fn a_settled_check_says_what_it_found() {
