@@ -189,28 +189,33 @@ pub fn verify_manifest(
 }
 
 /// Verifies a compact JWS manifest against a set of trusted issuer keys
-/// and checks it against `policy`: with a `kid` in the header, only the
-/// key of that id ([`OtaError::UnknownKey`] if none is trusted); without,
-/// each key in turn. Returns the manifest and its signer's `kid`.
+/// and checks it against `policy`. A `kid` in the header is a hint (RFC
+/// 7515 §4.1.4): the key of that id is tried first, then every other
+/// trusted key, so a key whose `kid` the device does not know (a JWK
+/// configured without its `kid`) still verifies. When none does and the
+/// header names a key in `retired`, the error says so
+/// ([`OtaError::RetiredKey`]); otherwise it is [`OtaError::BadSignature`].
+/// Returns the manifest and its signer's `kid`.
 pub fn verify_with_keys(
     jws: &[u8],
     keys: &[IssuerKey],
+    retired: &[String],
     policy: &ManifestPolicy,
 ) -> Result<Verified, OtaError> {
     let p = parse(jws, policy)?;
-    let signer = match &p.kid {
-        Some(kid) => {
-            let k = keys.iter().find(|k| k.kid() == kid).ok_or_else(|| {
-                // Shown and logged: keep it short.
-                OtaError::UnknownKey(kid.chars().take(64).collect())
-            })?;
-            k.key().verify(p.signed.as_bytes(), &p.sig).map_err(|_| OtaError::BadSignature)?;
-            k
-        }
-        None => keys
-            .iter()
-            .find(|k| k.key().verify(p.signed.as_bytes(), &p.sig).is_ok())
-            .ok_or(OtaError::BadSignature)?,
+    let named = p.kid.as_deref();
+    let mut order: Vec<&IssuerKey> = keys.iter().filter(|k| Some(k.kid()) == named).collect();
+    order.extend(keys.iter().filter(|k| Some(k.kid()) != named));
+    let Some(signer) =
+        order.into_iter().find(|k| k.key().verify(p.signed.as_bytes(), &p.sig).is_ok())
+    else {
+        return Err(match named {
+            // Shown and logged: keep it short.
+            Some(kid) if retired.iter().any(|r| r == kid) => {
+                OtaError::RetiredKey(kid.chars().take(64).collect())
+            }
+            _ => OtaError::BadSignature,
+        });
     };
     let manifest = payload(&p, policy)?;
     Ok(Verified { manifest, kid: signer.kid().to_owned() })

@@ -209,7 +209,7 @@ impl Keyring {
     pub fn verify(&self, jws: &[u8], policy: &ManifestPolicy) -> Result<Verified, OtaError> {
         let mut policy = policy.clone();
         policy.min_unixtime = policy.min_unixtime.max(self.min_unixtime);
-        verify_with_keys(jws, &self.trusted(), &policy)
+        verify_with_keys(jws, &self.trusted(), &self.retired, &policy)
     }
 
     /// Takes in what a verified manifest (signature and every policy check

@@ -113,31 +113,40 @@ fn malformed_trust_fields_are_refused() {
 }
 
 #[test]
-fn header_kid_selects_the_key_and_an_unknown_kid_is_refused() {
+fn header_kid_is_a_hint_and_a_retired_kid_is_named_in_the_refusal() {
     let (k1, k2) = (generate_key(), generate_key());
     let keys = [issuer(&k1), issuer(&k2)];
+    let none: [String; 0] = [];
     let m = manifest(10);
+    let check = |jws: &str, keys: &[IssuerKey], retired: &[String]| {
+        verify_with_keys(jws.as_bytes(), keys, retired, &policy(None))
+    };
     let by_kid = sign_manifest_as(&k2, Some(keys[1].kid()), &m);
-    let v = verify_with_keys(by_kid.as_bytes(), &keys, &policy(None)).unwrap();
+    let v = check(&by_kid, &keys, &none).unwrap();
     assert_eq!((v.manifest, v.kid.as_str()), (m.clone(), keys[1].kid()));
-    // No kid: each key in turn.
-    let bare = sign_manifest(&k2, &m);
-    assert_eq!(verify_with_keys(bare.as_bytes(), &keys, &policy(None)).unwrap().kid, keys[1].kid());
-    // A kid the device does not trust.
-    let e = verify_with_keys(by_kid.as_bytes(), &keys[..1], &policy(None)).unwrap_err();
-    assert_eq!(e, OtaError::UnknownKey(keys[1].kid().to_owned()));
-    // A trusted kid over another key's signature.
-    let lying = sign_manifest_as(&k2, Some(keys[0].kid()), &m);
-    let e = verify_with_keys(lying.as_bytes(), &keys, &policy(None)).unwrap_err();
-    assert_eq!(e, OtaError::BadSignature);
-    let e = verify_with_keys(bare.as_bytes(), &keys[..1], &policy(None)).unwrap_err();
-    assert_eq!(e, OtaError::BadSignature);
+    // No kid, or a kid the device knows the key by another name (a JWK
+    // configured without its kid), or the wrong trusted kid: the key that
+    // verifies is the signer.
+    for jws in [
+        sign_manifest(&k2, &m),
+        sign_manifest_as(&k2, Some("fleet-2026"), &m),
+        sign_manifest_as(&k2, Some(keys[0].kid()), &m),
+    ] {
+        assert_eq!(check(&jws, &keys, &none).unwrap().kid, keys[1].kid());
+    }
+    // Signed by no trusted key: a bad signature, whatever the kid...
+    assert_eq!(check(&by_kid, &keys[..1], &none).unwrap_err(), OtaError::BadSignature);
+    assert_eq!(
+        check(&sign_manifest(&k2, &m), &keys[..1], &none).unwrap_err(),
+        OtaError::BadSignature
+    );
+    // ...unless the header names a key this device retired.
+    let retired = [keys[1].kid().to_owned()];
+    let e = check(&by_kid, &keys[..1], &retired).unwrap_err();
+    assert_eq!((e.kind(), e), ("retired_key", OtaError::RetiredKey(keys[1].kid().to_owned())));
     // A kid that is no sane id is malformed, not looked up.
     let odd = sign_manifest_as(&k1, Some("x\u{7}"), &m);
-    assert_eq!(
-        verify_with_keys(odd.as_bytes(), &keys, &policy(None)).unwrap_err().kind(),
-        "malformed"
-    );
+    assert_eq!(check(&odd, &keys, &none).unwrap_err().kind(), "malformed");
 }
 
 #[test]
@@ -184,7 +193,7 @@ fn rotation_adds_then_retires_durably_never_the_signer() {
     let m3 = sign_manifest(&k1, &manifest(30));
     assert_eq!(ring.verify(m3.as_bytes(), &policy(None)).unwrap_err(), OtaError::BadSignature);
     let m3 = sign_manifest_as(&k1, Some(id1.kid()), &manifest(30));
-    assert_eq!(ring.verify(m3.as_bytes(), &policy(None)).unwrap_err().kind(), "unknown_key");
+    assert_eq!(ring.verify(m3.as_bytes(), &policy(None)).unwrap_err().kind(), "retired_key");
     // The floor applies to verification: release 5 < 7.
     let old = sign_manifest(&k2, &manifest(5));
     assert_eq!(ring.verify(old.as_bytes(), &policy(None)).unwrap_err().kind(), "below_floor");

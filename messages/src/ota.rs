@@ -310,10 +310,10 @@ pub enum OtaError {
         /// The device's durable `min_unixtime` floor.
         min_unixtime: u64,
     },
-    /// The JWS header names a key (`kid`) the device does not trust (never
-    /// known, or retired).
-    #[error("manifest signed by key {0:?}, which is not trusted")]
-    UnknownKey(String),
+    /// The signature verifies with no trusted key and the JWS header
+    /// names (`kid`) a key this device retired.
+    #[error("manifest signed by the retired key {0:?}")]
+    RetiredKey(String),
 }
 
 impl OtaError {
@@ -347,7 +347,7 @@ impl OtaError {
             Self::Expired { .. } => "expired",
             Self::ClockNotValid => "clock_not_valid",
             Self::BelowFloor { .. } => "below_floor",
-            Self::UnknownKey(_) => "unknown_key",
+            Self::RetiredKey(_) => "retired_key",
         }
     }
 
@@ -373,7 +373,7 @@ impl OtaError {
             Self::Busy(_) => ErrorCode::Busy,
             Self::Cancelled | Self::ConsentRefused(_) => ErrorCode::Denied,
             Self::NotConfigured(_) => ErrorCode::NotFound,
-            Self::Expired { .. } | Self::UnknownKey(_) => ErrorCode::Forbidden,
+            Self::Expired { .. } | Self::RetiredKey(_) => ErrorCode::Forbidden,
             Self::ClockNotValid => ErrorCode::Deferred,
             Self::BelowFloor { .. } => ErrorCode::OutOfRange,
         }
@@ -410,7 +410,7 @@ mod tests {
         assert_eq!(OtaError::ClockNotValid.code(), ErrorCode::Deferred);
         let e = OtaError::BelowFloor { manifest: 1, min_unixtime: 2 };
         assert_eq!((e.kind(), e.code()), ("below_floor", ErrorCode::OutOfRange));
-        assert_eq!(OtaError::UnknownKey("k".into()).kind(), "unknown_key");
+        assert_eq!(OtaError::RetiredKey("k".into()).kind(), "retired_key");
     }
 
     #[test]

@@ -228,9 +228,9 @@ fn rotation_to_a_new_key_then_retiring_the_old_survives_restarts() {
     assert_eq!(s["trusted_kids"], json!([k2.kid]), "{s}");
     publish(&repo, &k1.private, 4000, &PublishOptions::default());
     let r = c.err("ota.check", json!({}), "forbidden");
-    assert_eq!(r["kind"], "unknown_key", "{r}");
+    assert_eq!(r["kind"], "retired_key", "{r}");
     let s = c.ok("ota.status", json!({}));
-    assert_eq!(s["last_error_kind"], "unknown_key", "{s}");
+    assert_eq!(s["last_error_kind"], "retired_key", "{s}");
     assert_eq!(s["selected"], "a", "{s}");
     assert_eq!(s["confirmed_unixtime"], 3000, "{s}");
     let ring: Value =
