@@ -174,7 +174,7 @@ impl OtaService {
         self.progress.last_error_kind = None;
         slog::info!(self.log, "consent given; installing"; "unixtime" => m.unixtime, "size" => m.size);
         self.set_phase(OtaPhase::Downloading, 0, 0);
-        if self.jobs.send(Job::Install(m)).is_err() {
+        if self.jobs.send(Job::Install(Box::new(m))).is_err() {
             self.leave_modal(ctx);
             self.finish(Err(OtaError::Io("ota worker is gone".into())), ctx);
         }

@@ -21,7 +21,7 @@ pub(crate) enum Job {
     /// Fetch and verify the manifest; answered with [`Checked`].
     Check,
     /// Download and install `m`; answered with [`Installed`].
-    Install(Manifest),
+    Install(Box<Manifest>),
     /// `report_current(bad)`; answered on `reply` (if any) with the slots.
     Report { bad: bool, reply: Option<oneshot::Sender<Result<OtaStatus, OtaError>>> },
 }
@@ -100,7 +100,7 @@ impl Worker {
                     );
                     // Slots first: whoever sees the outcome sees them too.
                     self.slots();
-                    self.addr.do_send(Installed(r.map(|()| m)));
+                    self.addr.do_send(Installed(r.map(|()| *m)));
                 }
                 Job::Report { bad, reply } => {
                     let r = self.ops.report_current(bad).map(|()| self.ops.status());
