@@ -137,9 +137,8 @@ enum Stage {
 }
 
 impl OtaService {
-    /// A service over `ops`, trusting `key` (and the keys of
-    /// `cfg.keyring`). Runs the platform's `on_boot` (trial counting and
-    /// rollback) right here, before anything else.
+    /// A service over `ops`, trusting `key` (and `cfg.keyring`'s). Runs the
+    /// platform's `on_boot` (trial counting and rollback) right here.
     pub fn new(
         log: &slog::Logger,
         mut ops: Box<dyn OtaOps>,
@@ -268,8 +267,7 @@ impl Actor for OtaService {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let Some((source, key, rx)) = self.pending_worker.take() else { return };
-        let keyring = self.cfg.keyring.clone();
-        let clock_valid = self.clock_valid.clone();
+        let (keyring, clock_valid) = (self.cfg.keyring.clone(), self.clock_valid.clone());
         let fetcher = Fetcher::new(self.cfg.fetch.clone());
         let policy = self.cfg.policy.clone();
         let cancel = self.cancel.clone();
@@ -281,9 +279,8 @@ impl Actor for OtaService {
         let previous = slot.worker.take();
         let spawned = std::thread::Builder::new().name("lwsys-ota".into()).spawn(move || {
             let ops = source.take(previous, &log)?;
-            let keys = issuers::open(key, keyring.as_deref());
-            let worker =
-                Worker { ops, fetcher, keys, clock_valid, policy, cancel, addr, cache, handoff };
+            let keys = issuers::Issuers::open(key, keyring.as_deref(), clock_valid);
+            let worker = Worker { ops, fetcher, keys, policy, cancel, addr, cache, handoff };
             Some(worker.run(rx))
         });
         match spawned {

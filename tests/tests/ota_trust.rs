@@ -240,3 +240,22 @@ fn rotation_to_a_new_key_then_retiring_the_old_survives_restarts() {
     assert_eq!(ring["keys"].as_array().unwrap().len(), 1, "{ring}");
     assert!(ring["keys"][0].get("d").is_none());
 }
+
+#[test]
+fn unreadable_keyring_refuses_every_manifest_instead_of_trusting_the_config_alone() {
+    let repo = Repo::new(1000);
+    let state = tempfile::tempdir().unwrap();
+    let ota = state.path().join("ota");
+    std::fs::create_dir(&ota).unwrap();
+    std::fs::set_permissions(&ota, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(ota.join("keyring.json"), b"{\"version\": 1, \"keys\": [").unwrap();
+    let d = again(&repo, "auto", state.path().to_owned());
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    let r = c.err("ota.check", json!({}), "bad_request");
+    assert_eq!(r["kind"], "bad_key", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("keyring.json"), "{r}");
+    let s = c.ok("ota.status", json!({}));
+    assert!(s.get("trusted_kids").is_none(), "{s}");
+    assert_eq!(slots(&s), ("a".into(), "good".into(), "empty".into()), "{s}");
+}

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use actix::{Context, Handler, Message};
 use lwsys_manifest::{IssuerKey, Keyring, Learned};
@@ -17,15 +18,69 @@ use super::{Fetcher, Manifest, ManifestPolicy, OtaOps};
 /// Where the keyring lives under the state dir.
 pub const KEYRING_FILE: &str = "ota/keyring.json";
 
-/// The keyring as the worker holds it: a file that cannot be read leaves
-/// OTA refusing every manifest with that error (trusting the configured
-/// key alone could bring back a key the issuer retired).
-pub(crate) type Keys = Result<Keyring, OtaError>;
+/// The worker's issuer trust: the keyring, and whether the clock is
+/// valid (set by `OtaService` once the system reached TIME_VALID).
+pub(crate) struct Issuers {
+    /// A keyring file that cannot be read leaves OTA refusing every
+    /// manifest with that error: trusting the configured key alone could
+    /// bring back a key the issuer retired.
+    keys: Result<Keyring, OtaError>,
+    clock_valid: Arc<AtomicBool>,
+}
 
-/// Opens the keyring over `configured` from `path` (only in memory
-/// without one).
-pub(crate) fn open(configured: IssuerKey, path: Option<&Path>) -> Keys {
-    Keyring::open(configured, path)
+impl Issuers {
+    /// Opens the keyring over `configured` from `path` (only in memory
+    /// without one).
+    pub(crate) fn open(
+        configured: IssuerKey,
+        path: Option<&Path>,
+        clock_valid: Arc<AtomicBool>,
+    ) -> Self {
+        Self { keys: Keyring::open(configured, path), clock_valid }
+    }
+
+    /// The trust part of the status.
+    pub(crate) fn trust(&self) -> Trust {
+        Trust::of(&self.keys)
+    }
+
+    /// Fetches the manifest and verifies it with the trusted keys, the
+    /// installed, rolled-back and floor unixtimes, and the device's time
+    /// (none while the clock is not valid); then takes in what it
+    /// announces. The trust report is `Some` when the keyring changed.
+    pub(crate) fn check(
+        &mut self,
+        ops: &dyn OtaOps,
+        fetcher: &Fetcher,
+        policy: &ManifestPolicy,
+        cancel: &AtomicBool,
+    ) -> (Result<Manifest, OtaError>, Option<Trust>) {
+        let ring = match &mut self.keys {
+            Ok(ring) => ring,
+            Err(e) => return (Err(e.clone()), None),
+        };
+        let mut policy = policy.clone();
+        policy.installed_unixtime = ops.last_fw_unixtime();
+        policy.rolled_back_unixtime = ops.rolled_back_unixtime();
+        policy.now =
+            self.clock_valid.load(Ordering::Relaxed).then(|| crate::time::unix_us() / 1_000_000);
+        let verified = match fetcher
+            .manifest_unless(policy.max_manifest_bytes, cancel)
+            .and_then(|jws| ring.verify(&jws, &policy))
+        {
+            Ok(v) => v,
+            Err(e) => return (Err(e), None),
+        };
+        match ring.learn(&verified.manifest, &verified.kid) {
+            Ok(learned) if learned.changed() || !learned.kept.is_empty() => {
+                let mut t = Trust::of(&self.keys);
+                t.learned = Some((learned, verified.kid));
+                (Ok(verified.manifest), Some(t))
+            }
+            Ok(_) => (Ok(verified.manifest), None),
+            Err(e) => (Err(e), None),
+        }
+    }
 }
 
 /// The trust part of `ota.status`, and what a check changed in it. Sent
@@ -45,8 +100,7 @@ pub(crate) struct Trust {
 }
 
 impl Trust {
-    /// The status of `keys`.
-    pub(crate) fn of(keys: &Keys) -> Self {
+    fn of(keys: &Result<Keyring, OtaError>) -> Self {
         match keys {
             Ok(ring) => Self {
                 trusted_kids: ring.trusted_kids(),
@@ -55,44 +109,6 @@ impl Trust {
             },
             Err(e) => Self { error: Some(e.clone()), ..Self::default() },
         }
-    }
-}
-
-/// Fetches the manifest and verifies it with the trusted keys, the
-/// installed, rolled-back and floor unixtimes, and `now` (`None`: the
-/// clock is not valid yet); then takes in what it announces. The trust
-/// report is `Some` when the keyring changed.
-pub(crate) fn check(
-    ops: &dyn OtaOps,
-    fetcher: &Fetcher,
-    keys: &mut Keys,
-    policy: &ManifestPolicy,
-    now: Option<u64>,
-    cancel: &AtomicBool,
-) -> (Result<Manifest, OtaError>, Option<Trust>) {
-    let ring = match keys {
-        Ok(ring) => ring,
-        Err(e) => return (Err(e.clone()), None),
-    };
-    let mut policy = policy.clone();
-    policy.installed_unixtime = ops.last_fw_unixtime();
-    policy.rolled_back_unixtime = ops.rolled_back_unixtime();
-    policy.now = now;
-    let verified = match fetcher
-        .manifest_unless(policy.max_manifest_bytes, cancel)
-        .and_then(|jws| ring.verify(&jws, &policy))
-    {
-        Ok(v) => v,
-        Err(e) => return (Err(e), None),
-    };
-    match ring.learn(&verified.manifest, &verified.kid) {
-        Ok(learned) if learned.changed() => {
-            let mut t = Trust::of(keys);
-            t.learned = Some((learned, verified.kid));
-            (Ok(verified.manifest), Some(t))
-        }
-        Ok(_) => (Ok(verified.manifest), None),
-        Err(e) => (Err(e), None),
     }
 }
 

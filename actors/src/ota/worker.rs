@@ -11,7 +11,7 @@ use crossbeam_channel::Receiver;
 use lwsys_messages::ota::{OtaError, OtaStatus};
 use tokio::sync::oneshot;
 
-use super::issuers::{self, Keys};
+use super::issuers::Issuers;
 use super::{
     pipeline, DownloadCache, Fetcher, Manifest, ManifestPolicy, OtaHandoff, OtaOps, OtaService,
 };
@@ -45,11 +45,8 @@ pub(crate) struct Slots(pub(crate) OtaStatus);
 pub(crate) struct Worker {
     pub(crate) ops: Box<dyn OtaOps>,
     pub(crate) fetcher: Fetcher,
-    /// The trusted issuer keys and the signed floor.
-    pub(crate) keys: Keys,
-    /// Set once the system reached TIME_VALID: manifests' `expires` can
-    /// be judged.
-    pub(crate) clock_valid: Arc<AtomicBool>,
+    /// The trusted issuer keys, the signed floor, the clock's validity.
+    pub(crate) keys: Issuers,
     pub(crate) policy: ManifestPolicy,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) addr: Addr<OtaService>,
@@ -63,7 +60,7 @@ impl Worker {
     /// Runs jobs until the service drops its end of the queue (it stopped
     /// or died), then gives the ops back for a replacement.
     pub(crate) fn run(mut self, jobs: Receiver<Job>) -> Box<dyn OtaOps> {
-        self.addr.do_send(issuers::Trust::of(&self.keys));
+        self.addr.do_send(self.keys.trust());
         for job in jobs.iter() {
             if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
                 // The service is gone: what it queued is nobody's now, and
@@ -72,14 +69,10 @@ impl Worker {
             }
             match job {
                 Job::Check => {
-                    let valid = self.clock_valid.load(std::sync::atomic::Ordering::Relaxed);
-                    let now = valid.then(|| crate::time::unix_us() / 1_000_000);
-                    let (r, trust) = issuers::check(
+                    let (r, trust) = self.keys.check(
                         self.ops.as_ref(),
                         &self.fetcher,
-                        &mut self.keys,
                         &self.policy,
-                        now,
                         &self.cancel,
                     );
                     // Trust first: whoever sees the outcome sees the keys.
