@@ -179,11 +179,12 @@ impl Keyring {
     /// announced ones, oldest first.
     pub fn trusted(&self) -> Vec<IssuerKey> {
         let mut keys: Vec<IssuerKey> = Vec::with_capacity(1 + self.added.len());
-        if !self.is_retired(self.configured.kid()) {
+        if !self.is_retired(&self.configured) {
             keys.push(self.configured.clone());
         }
         for k in &self.added {
-            if !keys.iter().any(|t| t.kid() == k.kid()) && !self.is_retired(k.kid()) {
+            let dup = keys.iter().any(|t| t.kid() == k.kid() || t.key() == k.key());
+            if !dup && !self.is_retired(k) {
                 keys.push(k.clone());
             }
         }
@@ -200,8 +201,8 @@ impl Keyring {
         self.min_unixtime
     }
 
-    fn is_retired(&self, kid: &str) -> bool {
-        self.retired.iter().any(|r| r == kid)
+    fn is_retired(&self, key: &IssuerKey) -> bool {
+        self.retired.iter().any(|r| key.answers_to(r))
     }
 
     /// Verifies `jws` against the trusted keys and `policy` raised to this
@@ -220,23 +221,29 @@ impl Keyring {
     pub fn learn(&mut self, m: &Manifest, signer: &str) -> Result<Learned, OtaError> {
         let mut next = self.clone();
         let mut learned = Learned::default();
+        let signer_key = self.trusted().into_iter().find(|k| k.kid() == signer);
         for kid in &m.retire_kids {
-            if kid == signer {
+            if kid == signer || signer_key.as_ref().is_some_and(|k| k.answers_to(kid)) {
                 learned.kept.push(kid.clone());
-            } else if !next.is_retired(kid) {
+            } else if !next.retired.contains(kid) {
                 next.retired.push(kid.clone());
-                next.added.retain(|k| k.kid() != kid);
+                next.added.retain(|k| !k.answers_to(kid));
                 learned.retired.push(kid.clone());
             }
         }
         if let Some(v) = &m.next_jwk {
             let k = IssuerKey::from_announced(v)?;
-            let known =
-                next.configured.kid() == k.kid() || next.added.iter().any(|a| a.kid() == k.kid());
-            if !known && !next.is_retired(k.kid()) {
+            let known = [&next.configured]
+                .into_iter()
+                .chain(&next.added)
+                .any(|a| a.kid() == k.kid() || a.key() == k.key());
+            if !known && !next.is_retired(&k) {
                 learned.added = Some(k.kid().to_owned());
                 next.added.push(k);
             }
+        }
+        if next.trusted().is_empty() {
+            return Err(OtaError::BadKey("retire_kids would leave no trusted key".into()));
         }
         if next.trusted().len() > MAX_TRUSTED_KEYS || next.added.len() > MAX_TRUSTED_KEYS {
             return Err(OtaError::BadKey(format!(
@@ -262,8 +269,8 @@ impl Keyring {
     /// the set already; only a new announcement could bring one back).
     fn forget_old_retirements(&mut self) {
         while self.retired.len() > MAX_RETIRED {
-            let configured = self.configured.kid().to_owned();
-            match self.retired.iter().position(|r| *r != configured) {
+            let configured = &self.configured;
+            match self.retired.iter().position(|r| !configured.answers_to(r)) {
                 Some(i) => {
                     self.retired.remove(i);
                 }

@@ -20,13 +20,16 @@ pub const MAX_KID_LEN: usize = 128;
 pub struct IssuerKey {
     kid: String,
     key: VerifyingKey,
+    /// Its RFC 7638 thumbprint, the name it answers to besides `kid`.
+    thumb: String,
 }
 
 impl IssuerKey {
     /// The key named by its RFC 7638 thumbprint (for a bare key, such as
     /// one read from a JWK without `kid`).
     pub fn from_key(key: VerifyingKey) -> Self {
-        Self { kid: thumbprint(&key), key }
+        let thumb = thumbprint(&key);
+        Self { kid: thumb.clone(), key, thumb }
     }
 
     /// Parses a public P-521 JWK as the device's configured key: other
@@ -62,7 +65,7 @@ impl IssuerKey {
                 k.to_owned()
             }
         };
-        Ok(Self { kid, key })
+        Ok(Self { kid, thumb: thumbprint(&key), key })
     }
 
     /// The key's id.
@@ -73,6 +76,13 @@ impl IssuerKey {
     /// The key.
     pub fn key(&self) -> &VerifyingKey {
         &self.key
+    }
+
+    /// Whether `name` names this key: its `kid`, or its thumbprint (so an
+    /// issuer retiring by thumbprint reaches a key configured under
+    /// another `kid`, and the reverse cannot spare it).
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.kid == name || self.thumb == name
     }
 
     /// The public JWK with its `kid`, as the keyring file keeps it.

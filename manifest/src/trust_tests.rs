@@ -205,6 +205,34 @@ fn rotation_adds_then_retires_durably_never_the_signer() {
 }
 
 #[test]
+fn a_key_answers_to_its_kid_and_its_thumbprint_when_retired_or_spared() {
+    let (k1, k2) = (generate_key(), generate_key());
+    // K1 configured under a kid of the operator's choosing.
+    let mut jwk: serde_json::Value = serde_json::from_str(&public_jwk(k1.verifying_key())).unwrap();
+    jwk["kid"] = "fleet-2025".into();
+    let id1 = IssuerKey::from_config_jwk(&jwk.to_string()).unwrap();
+    let thumb1 = thumbprint(k1.verifying_key());
+    let mut ring = Keyring::open(id1.clone(), None).unwrap();
+    let m = Manifest { next_jwk: Some(announced(&k2)), ..manifest(1) };
+    ring.learn(&m, "fleet-2025").unwrap();
+    // K1 signing a retirement of itself by thumbprint: spared.
+    let own = Manifest { retire_kids: vec![thumb1.clone()], ..manifest(2) };
+    assert_eq!(ring.learn(&own, "fleet-2025").unwrap().kept, vec![thumb1.clone()]);
+    assert_eq!(ring.trusted_kids(), ["fleet-2025", issuer(&k2).kid()]);
+    // K2 retiring K1 by thumbprint reaches it, though the device calls it
+    // fleet-2025.
+    let by_k2 = Manifest { retire_kids: vec![thumb1], ..manifest(3) };
+    assert_eq!(ring.learn(&by_k2, issuer(&k2).kid()).unwrap().retired.len(), 1);
+    assert_eq!(ring.trusted_kids(), [issuer(&k2).kid()]);
+    // The same key announced again under a new kid is not trusted again.
+    let mut again = announced(&k1);
+    again["kid"] = "fresh-name".into();
+    let m = Manifest { next_jwk: Some(again), ..manifest(4) };
+    assert!(!ring.learn(&m, issuer(&k2).kid()).unwrap().changed());
+    assert_eq!(ring.trusted_kids(), [issuer(&k2).kid()]);
+}
+
+#[test]
 fn keyring_never_grows_past_its_bound_and_a_refused_learn_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyring.json");
@@ -232,9 +260,10 @@ fn keyring_never_grows_past_its_bound_and_a_refused_learn_changes_nothing() {
 fn retired_list_stays_bounded_and_keeps_the_configured_key_retired() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyring.json");
-    let k1 = generate_key();
-    let (id1, signer) = (issuer(&k1), issuer(&generate_key()));
+    let (k1, k2) = (generate_key(), generate_key());
+    let (id1, signer) = (issuer(&k1), issuer(&k2));
     let mut ring = Keyring::open(id1.clone(), Some(&path)).unwrap();
+    ring.learn(&Manifest { next_jwk: Some(announced(&k2)), ..manifest(1) }, id1.kid()).unwrap();
     let m = Manifest { retire_kids: vec![id1.kid().into()], ..manifest(1) };
     ring.learn(&m, signer.kid()).unwrap();
     for batch in 0..10u64 {
@@ -244,7 +273,10 @@ fn retired_list_stays_bounded_and_keeps_the_configured_key_retired() {
     let file = KeyringFile::load(&path).unwrap().unwrap();
     assert_eq!(file.retired.len(), MAX_RETIRED);
     assert!(file.retired.iter().any(|k| k == id1.kid()));
-    assert!(Keyring::open(id1, Some(&path)).unwrap().trusted_kids().is_empty());
+    assert_eq!(Keyring::open(id1, Some(&path)).unwrap().trusted_kids(), [signer.kid()]);
+    // Retiring the last trusted key is refused outright.
+    let m = Manifest { retire_kids: vec![signer.kid().into()], ..manifest(3) };
+    assert_eq!(ring.learn(&m, "not-a-trusted-signer").unwrap_err().kind(), "bad_key");
 }
 
 #[test]
