@@ -6,16 +6,20 @@
 //! - [`jwk`]: the issuer's P-521 keys as JWKs (parse, print, generate).
 //! - [`jws`]: the signed [`Manifest`], a compact ES512 JWS, and the checks a
 //!   device applies to it ([`verify_manifest`], [`ManifestPolicy`]).
+//! - [`chunks`]: the chunk index and chunk file of issue 17 (format,
+//!   builder, checks, the device's [`chunks::LocalIndex`]).
 //! - [`publish`](mod@publish): measure, gzip and sign an image into a
 //!   directory ready to serve.
 //!
 //! Errors are [`OtaError`], shared with the protocol.
 #![forbid(unsafe_code)]
 
+pub mod chunks;
 pub mod jwk;
 pub mod jws;
 pub mod publish;
 
+pub use chunks::{ChunkEntry, ChunkIndex, LocalIndex, DEFAULT_CHUNK_SIZE};
 pub use jwk::{keygen, parse_private_jwk, parse_public_jwk};
 pub use jws::{
     check_manifest, check_path, verify_manifest, ChunkRef, Manifest, ManifestPolicy, Urgency,

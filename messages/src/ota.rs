@@ -274,6 +274,11 @@ pub enum OtaError {
     /// the next check.
     #[error("consent to update refused: {0}")]
     ConsentRefused(String),
+    /// The chunk index (or a chunk it describes) is malformed or does not
+    /// match: bad magic, sizes that disagree, a chunk whose hash differs.
+    #[error("bad chunk index: {0}")]
+    #[serde(rename = "bad_chunk_index")]
+    ChunkIndex(String),
 }
 
 impl OtaError {
@@ -304,6 +309,7 @@ impl OtaError {
             Self::Cancelled => "cancelled",
             Self::NotConfigured(_) => "not_configured",
             Self::ConsentRefused(_) => "consent_refused",
+            Self::ChunkIndex(_) => "bad_chunk_index",
         }
     }
 
@@ -329,6 +335,7 @@ impl OtaError {
             Self::Busy(_) => ErrorCode::Busy,
             Self::Cancelled | Self::ConsentRefused(_) => ErrorCode::Denied,
             Self::NotConfigured(_) => ErrorCode::NotFound,
+            Self::ChunkIndex(_) => ErrorCode::BadRequest,
         }
     }
 }
@@ -358,5 +365,7 @@ mod tests {
         assert_eq!(OtaError::ImageTooLong(1).code(), ErrorCode::TooLarge);
         assert_eq!(OtaError::ConsentRefused("x".into()).code(), ErrorCode::Denied);
         assert_eq!(OtaError::HashMismatch.kind(), "hash_mismatch");
+        let e = OtaError::ChunkIndex("x".into());
+        assert_eq!((e.kind(), e.code()), ("bad_chunk_index", ErrorCode::BadRequest));
     }
 }
