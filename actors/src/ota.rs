@@ -487,6 +487,8 @@ impl Handler<Crash> for OtaService {
 }
 
 #[cfg(test)]
+mod chunked_tests;
+#[cfg(test)]
 mod resume_tests;
 #[cfg(test)]
 mod service_tests;

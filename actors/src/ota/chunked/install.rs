@@ -324,7 +324,6 @@ impl Install<'_, '_> {
         let end = last.comp_offset + u64::from(last.comp_len);
         let mut start = first.comp_offset;
         let mut c = i;
-        let mut bad_tries = 0u32;
         let mut comp = Vec::new();
         while c < j {
             let file = self.cref.file.clone();
@@ -358,29 +357,57 @@ impl Install<'_, '_> {
                 }
                 let len = u32::try_from(self.plan.inflated_len(c)).unwrap_or(u32::MAX);
                 match inflate_chunk(&comp, len, &chunk.sha256) {
-                    Ok(data) => {
-                        self.commit(c, &data)?;
-                        self.p.counts.chunks_fetched += 1;
-                        bad_tries = 0;
-                        c += 1;
-                    }
-                    Err(_) => {
-                        // Never written: fetched again on a fresh request.
-                        bad_tries += 1;
-                        self.p.counts.chunks_refetched += 1;
-                        if bad_tries >= CHUNK_ATTEMPTS {
-                            return Err(OtaError::ChunkMismatch {
-                                chunk: c as u64,
-                                attempts: bad_tries,
-                            });
-                        }
-                        break;
-                    }
+                    Ok(data) => self.commit(c, &data)?,
+                    // Never written: fetched again on its own, while this
+                    // run's body (already on its way) goes on after it.
+                    Err(_) => self.refetch(c, &mut comp)?,
                 }
+                self.p.counts.chunks_fetched += 1;
+                c += 1;
             }
             start = self.plan.index.chunks.get(c).map_or(end, |ch| ch.comp_offset);
         }
         Ok(())
+    }
+
+    /// Chunk `c` arrived bad once: fetches it alone until it is good, at
+    /// most [`CHUNK_ATTEMPTS`] fetches in all, then writes it.
+    fn refetch(&mut self, c: usize, comp: &mut Vec<u8>) -> Result<(), OtaError> {
+        let Some(chunk) = self.plan.index.chunks.get(c).copied() else { return Ok(()) };
+        let len = u32::try_from(self.plan.inflated_len(c)).unwrap_or(u32::MAX);
+        let end = chunk.comp_offset + u64::from(chunk.comp_len);
+        let mut tries = 1;
+        while tries < CHUNK_ATTEMPTS {
+            self.check()?;
+            self.p.counts.chunks_refetched += 1;
+            let file = self.cref.file.clone();
+            let mut body = match self.fetcher.range(&file, chunk.comp_offset, end, self.deadline) {
+                Ok(b) => b,
+                Err(OtaError::Network(why)) => {
+                    self.resume(&why)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            comp.resize(chunk.comp_len as usize, 0);
+            let got = read_body(&mut body, comp);
+            let n = match &got {
+                Ok(n) | Err((n, _)) => *n,
+            };
+            self.p.counts.bytes_fetched += n as u64;
+            if let Err((_, e)) = got {
+                if let Some(inner) = e.get_ref().and_then(|r| r.downcast_ref::<OtaError>()) {
+                    return Err(inner.clone());
+                }
+                self.resume(&e.to_string())?;
+                continue;
+            }
+            tries += 1;
+            if let Ok(data) = inflate_chunk(comp, len, &chunk.sha256) {
+                return self.commit(c, &data);
+            }
+        }
+        Err(OtaError::ChunkMismatch { chunk: c as u64, attempts: tries })
     }
 
     fn finish(&mut self) -> Result<(), OtaError> {
