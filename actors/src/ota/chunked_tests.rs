@@ -268,7 +268,8 @@ fn a_connection_dropped_mid_chunk_costs_only_that_chunk() {
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|(p, r)| p.ends_with(".chunks").then(|| r.clone().unwrap_or_default()))
+        .filter(|(p, _)| p.ends_with(".chunks"))
+        .map(|(_, r)| r.clone().unwrap_or_default())
         .collect();
     let end = ix.comp_total() - 1;
     assert_eq!(
