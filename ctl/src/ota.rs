@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use lwsys_manifest::PublishOptions;
 use lwsys_messages::ota::{CheckOutcome, OtaError, OtaEvent, OtaPhase};
 use lwsys_messages::protocol::{Request, Topic};
 use serde_json::{json, Value};
@@ -40,9 +41,12 @@ pub enum OtaCommand {
         /// Where to write the keys (created if missing).
         dir: PathBuf,
     },
-    /// Publish IMAGE for VARIANT: measure (size, SHA-512), gzip, sign
-    /// (ES512), and write DIR/VARIANT/manifest.jws and the gzip image,
-    /// ready to serve as an `[ota] repository`. Needs no daemon.
+    /// Publish IMAGE for VARIANT: measure (size, SHA-512), gzip, chunk,
+    /// sign (ES512), and write DIR/VARIANT/manifest.jws, the gzip image
+    /// (VARIANT-SECS.img.gz, what upstream devices fetch), the chunk index
+    /// (.idx) and the chunk file (.chunks, each chunk gzipped on its own,
+    /// for chunked, resumable installs; see docs/ota.md), ready to serve
+    /// as an `[ota] repository`. Needs no daemon.
     Publish {
         /// The private JWK made by `ota keygen`.
         #[arg(long, value_name = "FILE")]
@@ -54,14 +58,24 @@ pub enum OtaCommand {
         /// one). Default: now.
         #[arg(long, value_name = "SECS")]
         unixtime: Option<u64>,
+        /// Inflated bytes per chunk of the chunk index: a power of two
+        /// from 4096 to 16777216.
+        #[arg(long, value_name = "BYTES", default_value_t = lwsys_manifest::DEFAULT_CHUNK_SIZE, conflicts_with = "no_chunks")]
+        chunk_size: u32,
+        /// Write no chunk index: an upstream-identical release (the gzip
+        /// image and a manifest with upstream's fields only).
+        #[arg(long)]
+        no_chunks: bool,
         /// The firmware image (not compressed).
         image: PathBuf,
         /// The repository directory.
         dir: PathBuf,
     },
     /// Check a published repository as a device would: DIR/VARIANT/
-    /// manifest.jws signed by the public KEY, for exactly VARIANT, and the
-    /// image it names present. Needs no daemon.
+    /// manifest.jws signed by the public KEY, for exactly VARIANT, the
+    /// gzip image it names inflating to its size and SHA-512, and with a
+    /// chunk index: the index the manifest signs, every chunk inflating
+    /// to its hash, the chunks adding up to the image. Needs no daemon.
     Verify {
         /// The public JWK made by `ota keygen`.
         #[arg(long, value_name = "FILE")]
@@ -99,15 +113,13 @@ pub(crate) fn run(
             return Ok(Next::Done(watch(&mut conn, json, term, out)?));
         }
         OtaCommand::Keygen { dir } => return Ok(Next::Done(keygen(&dir, json, out))),
-        OtaCommand::Publish { key, variant, unixtime, image, dir } => {
-            let made = match unixtime {
-                Some(t) => ctl_ota::publish_at(&key, &variant, &image, &dir, t),
-                None => ctl_ota::publish(&key, &variant, &image, &dir),
-            };
+        OtaCommand::Publish { key, variant, unixtime, chunk_size, no_chunks, image, dir } => {
+            let opts = PublishOptions { chunk_size: (!no_chunks).then_some(chunk_size) };
+            let made = ctl_ota::publish_with(&key, &variant, &image, &dir, unixtime, &opts);
             return Ok(Next::Done(manifest_reply(made, &variant, &dir, json, publish_text, out)));
         }
         OtaCommand::Verify { key, variant, dir } => {
-            let made = ctl_ota::verify(&key, &variant, &dir);
+            let made = ctl_ota::verify(&key, &variant, &dir).map(|(m, _)| m);
             return Ok(Next::Done(manifest_reply(made, &variant, &dir, json, verify_text, out)));
         }
     }))
@@ -170,11 +182,17 @@ fn manifest_reply(
     let at = dir.join(variant);
     let made = made.and_then(|m| {
         let manifest = serde_json::to_value(&m).map_err(|e| OtaError::Io(e.to_string()))?;
-        Ok(json!({
+        let mut r = json!({
             "manifest": manifest,
             "manifest_path": at.join("manifest.jws").display().to_string(),
             "image_path": at.join(&m.path).display().to_string(),
-        }))
+        });
+        if let Some(c) = &m.chunks {
+            r["index_path"] = at.join(&c.index).display().to_string().into();
+            r["chunks_path"] = at.join(&c.file).display().to_string().into();
+            r["chunk_count"] = m.size.div_ceil(u64::from(c.chunk_size.max(1))).into();
+        }
+        Ok(r)
     });
     local(made, json, human, out)
 }
@@ -192,16 +210,34 @@ fn manifest_table(r: &Value) -> String {
 
 fn publish_text(r: &Value) -> String {
     let t = manifest_table(r);
-    format!("{t}wrote {}\nwrote {}\n", text(r, "manifest_path"), text(r, "image_path"))
+    let mut s = format!("{t}wrote {}\nwrote {}\n", text(r, "manifest_path"), text(r, "image_path"));
+    if r.get("index_path").is_some() {
+        s.push_str(&format!(
+            "wrote {} ({} chunks)\nwrote {}\n",
+            text(r, "index_path"),
+            text(r, "chunk_count"),
+            text(r, "chunks_path")
+        ));
+    }
+    s
 }
 
 fn verify_text(r: &Value) -> String {
     let t = manifest_table(r);
-    format!(
-        "{t}signature good: {}\nimage present: {}\n",
+    let mut s = format!(
+        "{t}signature good: {}\nimage good: {}\n",
         text(r, "manifest_path"),
         text(r, "image_path")
-    )
+    );
+    if r.get("index_path").is_some() {
+        s.push_str(&format!(
+            "chunk index good: {} ({} chunks)\nchunks good: {}\n",
+            text(r, "index_path"),
+            text(r, "chunk_count"),
+            text(r, "chunks_path")
+        ));
+    }
+    s
 }
 
 /// `ota watch`: subscribe to `ota`, then ask `ota.status` on the same

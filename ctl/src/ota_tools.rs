@@ -1,13 +1,15 @@
 //! `lwsysctl ota` helpers: `keygen` (a P-521 JWK pair on disk), `publish`
-//! (sign and gzip an image into a directory ready to serve) and
+//! (sign, gzip and chunk an image into a directory ready to serve),
+//! `verify` (check such a directory end to end) and
 //! `render_progress` (one line of `ota watch`'s progress bar).
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use lwsys_manifest::Manifest;
+use lwsys_manifest::chunks::MIN_CHUNK_SIZE;
+use lwsys_manifest::{ChunkIndex, Manifest, PublishOptions};
 use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase};
 
 /// File name of the private key `keygen` writes.
@@ -52,15 +54,12 @@ pub fn keygen(out_dir: &Path) -> Result<KeyPair, OtaError> {
     Ok(pair)
 }
 
-/// `lwsysctl ota publish --key KEY --variant V IMAGE DIR`: measures, gzips
-/// and signs `image` into `DIR/V/` (`manifest.jws` and the gzip image),
-/// stamped with the current time. Returns the manifest.
+/// `lwsysctl ota publish --key KEY --variant V IMAGE DIR`: measures, gzips,
+/// chunks (64 KiB) and signs `image` into `DIR/V/` (`manifest.jws`, the
+/// gzip image, the chunk index and chunk file), stamped with the current
+/// time. Returns the manifest.
 pub fn publish(key: &Path, variant: &str, image: &Path, dir: &Path) -> Result<Manifest, OtaError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    publish_at(key, variant, image, dir, now)
+    publish_with(key, variant, image, dir, None, &PublishOptions::default())
 }
 
 /// [`publish`] with an explicit release `unixtime` (releases are ordered
@@ -72,16 +71,43 @@ pub fn publish_at(
     dir: &Path,
     unixtime: u64,
 ) -> Result<Manifest, OtaError> {
+    publish_with(key, variant, image, dir, Some(unixtime), &PublishOptions::default())
+}
+
+/// [`publish`] with every choice: the release `unixtime` (`None`: now)
+/// and the chunk layout (`opts.chunk_size: None` for an
+/// upstream-identical release without a chunk index).
+pub fn publish_with(
+    key: &Path,
+    variant: &str,
+    image: &Path,
+    dir: &Path,
+    unixtime: Option<u64>,
+    opts: &PublishOptions,
+) -> Result<Manifest, OtaError> {
+    let unixtime = unixtime.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
     let jwk = std::fs::read_to_string(key).map_err(|e| io("read", key, e))?;
-    lwsys_manifest::publish(&jwk, variant, image, dir, unixtime)
+    lwsys_manifest::publish_with(&jwk, variant, image, dir, unixtime, opts)
 }
 
 /// `lwsysctl ota verify --key PUBLIC --variant V DIR`: checks
 /// `DIR/V/manifest.jws` as a device for `variant` with nothing installed
 /// would (signature with the public JWK at `public_key`, alg, exact
-/// variant, fields, path) and that the image it names is there. Returns
-/// the manifest. The image's hash is checked by the device as it installs.
-pub fn verify(public_key: &Path, variant: &str, dir: &Path) -> Result<Manifest, OtaError> {
+/// variant, fields, path), that the `.img.gz` it names inflates to its
+/// `size` and `sha512`, and with a chunk index, that the index is the one
+/// signed and every chunk in the chunk file inflates to its hash and the
+/// chunks add up to the image. Returns the manifest and, if chunked, the
+/// index.
+pub fn verify(
+    public_key: &Path,
+    variant: &str,
+    dir: &Path,
+) -> Result<(Manifest, Option<ChunkIndex>), OtaError> {
     let jwk = std::fs::read_to_string(public_key).map_err(|e| io("read", public_key, e))?;
     let key = lwsys_manifest::parse_public_jwk(&jwk)?;
     let at = dir.join(variant);
@@ -90,8 +116,28 @@ pub fn verify(public_key: &Path, variant: &str, dir: &Path) -> Result<Manifest, 
     let policy = lwsys_manifest::ManifestPolicy::new(variant);
     let m = lwsys_manifest::verify_manifest(&jws, &key, &policy)?;
     let image = at.join(&m.path);
-    std::fs::metadata(&image).map_err(|e| io("stat", &image, e))?;
-    Ok(m)
+    let f = File::open(&image).map_err(|e| io("open", &image, e))?;
+    lwsys_manifest::verify_image_gz(&m, BufReader::with_capacity(256 * 1024, f))?;
+    let Some(r) = &m.chunks else { return Ok((m, None)) };
+    let index_path = at.join(&r.index);
+    // Bounded read: a valid index is 24 + 36 per chunk of the limit.
+    let limit = policy.max_image_bytes / u64::from(MIN_CHUNK_SIZE) * 36 + 24;
+    let index = read_bounded(&index_path, limit)?;
+    let ix = lwsys_manifest::check_index(&m, &index, policy.max_image_bytes)?;
+    let chunk_path = at.join(&r.file);
+    let f = File::open(&chunk_path).map_err(|e| io("open", &chunk_path, e))?;
+    lwsys_manifest::verify_chunk_file(&ix, &m, BufReader::with_capacity(256 * 1024, f))?;
+    Ok((m, Some(ix)))
+}
+
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, OtaError> {
+    let f = File::open(path).map_err(|e| io("open", path, e))?;
+    let mut bytes = Vec::new();
+    f.take(limit + 1).read_to_end(&mut bytes).map_err(|e| io("read", path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(OtaError::ChunkIndex(format!("{} is over {limit} bytes", path.display())));
+    }
+    Ok(bytes)
 }
 
 /// Bytes as a short human figure (`1.5 MiB`).
@@ -173,9 +219,51 @@ mod tests {
         let policy = lwsys_manifest::ManifestPolicy::new("xyz-v1");
         assert_eq!(lwsys_manifest::verify_manifest(&jws, &key, &policy).unwrap(), m);
         assert!(repo.join("xyz-v1").join(&m.path).exists());
-        assert_eq!(verify(&pair.public, "xyz-v1", &repo).unwrap(), m);
+        let (v, ix) = verify(&pair.public, "xyz-v1", &repo).unwrap();
+        assert_eq!((v, ix.map(|i| i.chunks.len())), (m.clone(), Some(2)));
         assert!(verify(&pair.public, "xyz-v", &repo).is_err());
         assert!(publish(&pair.private, "xyz-v1", &image, &repo).unwrap().unixtime > 1234);
+    }
+
+    #[test]
+    fn verify_checks_the_image_index_and_every_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = keygen(&dir.path().join("keys")).unwrap();
+        let image = dir.path().join("fw.img");
+        let bytes: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 247) as u8).collect();
+        std::fs::write(&image, &bytes).unwrap();
+        let repo = dir.path().join("repo");
+        let opts = PublishOptions { chunk_size: Some(4096) };
+        let m = publish_with(&pair.private, "v", &image, &repo, Some(9), &opts).unwrap();
+        let (_, ix) = verify(&pair.public, "v", &repo).unwrap();
+        assert_eq!(ix.map(|i| i.chunks.len()), Some(13), "ceil(50000 / 4096)");
+        let chunks = repo.join("v/v-9.chunks");
+        let good = std::fs::read(&chunks).unwrap();
+        let mut bad = good.clone();
+        let n = bad.len();
+        bad[n - 12] ^= 0x40;
+        std::fs::write(&chunks, &bad).unwrap();
+        let e = verify(&pair.public, "v", &repo).unwrap_err();
+        assert!(matches!(e, OtaError::ChunkIndex(ref s) if s.contains("chunk 12")), "{e:?}");
+        std::fs::write(&chunks, &good).unwrap();
+        let idx = repo.join("v/v-9.idx");
+        let mut i = std::fs::read(&idx).unwrap();
+        i.push(0);
+        std::fs::write(&idx, &i).unwrap();
+        assert!(matches!(verify(&pair.public, "v", &repo), Err(OtaError::ChunkIndex(_))));
+        // The .img.gz is checked too, not just present.
+        let gz = repo.join("v").join(&m.path);
+        let mut g = std::fs::read(&gz).unwrap();
+        let n = g.len();
+        g[n - 8] ^= 1; // the CRC32 in the trailer
+        std::fs::write(&gz, &g).unwrap();
+        assert!(verify(&pair.public, "v", &repo).is_err());
+        // Without chunks: upstream's release, no index to check.
+        let opts = PublishOptions { chunk_size: None };
+        let m = publish_with(&pair.private, "v", &image, &repo, Some(10), &opts).unwrap();
+        assert!(m.chunks.is_none());
+        let (v, ix) = verify(&pair.public, "v", &repo).unwrap();
+        assert_eq!((v, ix), (m, None));
     }
 
     #[test]

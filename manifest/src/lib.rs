@@ -9,7 +9,9 @@
 //! - [`chunks`]: the chunk index and chunk file of issue 17 (format,
 //!   builder, checks, the device's [`chunks::LocalIndex`]).
 //! - [`publish`](mod@publish): measure, gzip and sign an image into a
-//!   directory ready to serve.
+//!   directory ready to serve, with its chunk index unless told not to.
+//! - [`release`]: a release's files checked against its manifest (the
+//!   chunk index a device trusts, `lwsysctl ota verify`).
 //!
 //! Errors are [`OtaError`], shared with the protocol.
 #![forbid(unsafe_code)]
@@ -18,6 +20,7 @@ pub mod chunks;
 pub mod jwk;
 pub mod jws;
 pub mod publish;
+pub mod release;
 
 pub use chunks::{ChunkEntry, ChunkIndex, LocalIndex, DEFAULT_CHUNK_SIZE};
 pub use jwk::{keygen, parse_private_jwk, parse_public_jwk};
@@ -27,7 +30,10 @@ pub use jws::{
 pub use lwsys_messages::ota::OtaError;
 /// The issuer's public key type (P-521 ECDSA), as [`parse_public_jwk`] returns it.
 pub use p521::ecdsa::VerifyingKey;
-pub use publish::publish;
+pub use publish::{publish, publish_with, PublishOptions};
+pub use release::{check_index, verify_chunk_file, verify_image_gz};
 
+#[cfg(test)]
+mod release_tests;
 #[cfg(test)]
 mod tests;
