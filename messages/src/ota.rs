@@ -100,6 +100,31 @@ pub struct OtaStatus {
     /// That failure's kind (`deadline`, `network`, `hash_mismatch`, ...).
     #[serde(default)]
     pub last_error_kind: Option<String>,
+    /// Compressed image bytes fetched from the network by this install
+    /// (the chunk file's ranges, or the `.img.gz`); 0 (absent) before one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_fetched: u64,
+    /// Inflated image bytes copied locally from the running slot instead
+    /// of being fetched (chunked installs only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_reused: u64,
+    /// Inflated image bytes kept from the partly written image of an
+    /// interrupted earlier attempt, re-verified chunk by chunk (chunked
+    /// installs only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_resumed: u64,
+    /// Chunks fetched from the network (each counted once however often
+    /// it was fetched).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_fetched: u64,
+    /// Chunks copied from the running slot or from earlier in this image.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_reused: u64,
+    /// Chunk fetches that were repeated: a chunk that arrived bad (failed
+    /// to inflate or to match its SHA-256; never written) or was cut off
+    /// by a lost connection.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_refetched: u64,
 }
 
 /// An `ota` topic event: progress of an update. Sent by the OTA worker
@@ -116,6 +141,37 @@ pub struct OtaEvent {
     /// Compressed bytes reused from an interrupted earlier download.
     #[serde(default)]
     pub resumed_from: u64,
+    /// Compressed image bytes fetched from the network by this install
+    /// (the chunk file's ranges, or the `.img.gz`); 0 (absent) before one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_fetched: u64,
+    /// Inflated image bytes copied locally from the running slot instead
+    /// of being fetched (chunked installs only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_reused: u64,
+    /// Inflated image bytes kept from the partly written image of an
+    /// interrupted earlier attempt, re-verified chunk by chunk (chunked
+    /// installs only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_resumed: u64,
+    /// Chunks fetched from the network (each counted once however often
+    /// it was fetched).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_fetched: u64,
+    /// Chunks copied from the running slot or from earlier in this image.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_reused: u64,
+    /// Chunk fetches that were repeated: a chunk that arrived bad (failed
+    /// to inflate or to match its SHA-256; never written) or was cut off
+    /// by a lost connection.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_refetched: u64,
+}
+
+// serde's skip_serializing_if passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `ota.check`, sent by the protocol session: force a check now (or join
@@ -279,6 +335,15 @@ pub enum OtaError {
     #[error("bad chunk index: {0}")]
     #[serde(rename = "bad_chunk_index")]
     ChunkIndex(String),
+    /// A chunk arrived bad (did not inflate to its length or match its
+    /// SHA-256) on every one of `attempts` fetches; none of it was written.
+    #[error("chunk {chunk} was bad on all {attempts} fetches")]
+    ChunkMismatch {
+        /// The chunk's number (0-based).
+        chunk: u64,
+        /// Fetches tried.
+        attempts: u32,
+    },
 }
 
 impl OtaError {
@@ -310,6 +375,7 @@ impl OtaError {
             Self::NotConfigured(_) => "not_configured",
             Self::ConsentRefused(_) => "consent_refused",
             Self::ChunkIndex(_) => "bad_chunk_index",
+            Self::ChunkMismatch { .. } => "chunk_mismatch",
         }
     }
 
@@ -335,7 +401,7 @@ impl OtaError {
             Self::Busy(_) => ErrorCode::Busy,
             Self::Cancelled | Self::ConsentRefused(_) => ErrorCode::Denied,
             Self::NotConfigured(_) => ErrorCode::NotFound,
-            Self::ChunkIndex(_) => ErrorCode::BadRequest,
+            Self::ChunkIndex(_) | Self::ChunkMismatch { .. } => ErrorCode::BadRequest,
         }
     }
 }

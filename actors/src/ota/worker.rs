@@ -13,7 +13,8 @@ use p521::ecdsa::VerifyingKey;
 use tokio::sync::oneshot;
 
 use super::{
-    pipeline, DownloadCache, Fetcher, Manifest, ManifestPolicy, OtaHandoff, OtaOps, OtaService,
+    chunked, pipeline, DownloadCache, Fetcher, Manifest, ManifestPolicy, OtaHandoff, OtaOps,
+    OtaService,
 };
 
 /// A job for the worker.
@@ -21,7 +22,7 @@ pub(crate) enum Job {
     /// Fetch and verify the manifest; answered with [`Checked`].
     Check,
     /// Download and install `m`; answered with [`Installed`].
-    Install(Manifest),
+    Install(Box<Manifest>),
     /// `report_current(bad)`; answered on `reply` (if any) with the slots.
     Report { bad: bool, reply: Option<oneshot::Sender<Result<OtaStatus, OtaError>>> },
 }
@@ -78,7 +79,7 @@ impl Worker {
                 }
                 Job::Install(m) => {
                     let addr = self.addr.clone();
-                    let r = pipeline::install_resumable(
+                    let r = chunked::install_auto(
                         self.ops.as_mut(),
                         &self.fetcher,
                         &m,
@@ -88,7 +89,7 @@ impl Worker {
                     );
                     // Slots first: whoever sees the outcome sees them too.
                     self.slots();
-                    self.addr.do_send(Installed(r.map(|()| m)));
+                    self.addr.do_send(Installed(r.map(|()| *m)));
                 }
                 Job::Report { bad, reply } => {
                     let r = self.ops.report_current(bad).map(|()| self.ops.status());
