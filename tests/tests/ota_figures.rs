@@ -6,7 +6,8 @@
 //!
 //! The small run is a test that asserts the goals; the sized run
 //! (`--ignored`, from `scripts/bench`) prints one JSON line per figure
-//! with its goal: 32 MiB images with `LWSYS_BENCH_QUICK=1`, else 256 MiB.
+//! with its goal: 32 MiB images with `LWSYS_BENCH_QUICK=1`, else 256 MiB
+//! (`LWSYS_OTA_FIGURES_MIB` overrides).
 #![allow(clippy::unwrap_used)]
 
 #[path = "common/range_server.rs"]
@@ -20,7 +21,7 @@ use lwsys_ctl::ota_tools as ctl_ota;
 use lwsys_manifest::{ChunkIndex, Manifest};
 use lwsys_tests::{Options, TestDaemon, WAIT};
 use rand::{Rng as _, SeedableRng as _};
-use range_server::RangeServer;
+use range_server::{RangeServer, Sent};
 use serde_json::{json, Value};
 
 const VARIANT: &str = "xyz-v1";
@@ -115,16 +116,18 @@ impl Bench {
 
     /// One `ota.check` on a daemon over `state` that installs `want` as
     /// `unixtime`: the time from the request to its reply, and the
-    /// server's bytes sent meanwhile. The slot written must be `want`.
-    fn install(&self, state: &Path, want: &[u8], unixtime: u64) -> (Duration, u64) {
+    /// server's responses meanwhile. The slot written must be `want`.
+    fn install(&self, state: &Path, want: &[u8], unixtime: u64) -> (Duration, Vec<Sent>) {
         let mut d = self.daemon(state);
         let mut c = d.connect();
         c.wait_state("OPERATIONAL");
-        self.server.clear();
+        self.server.wait_idle();
+        let from = self.server.log().len();
         let t = Instant::now();
         let r = c.ok("ota.check", json!({}));
         let took = t.elapsed();
-        let sent = self.server.total();
+        self.server.wait_idle();
+        let sent = self.server.log().split_off(from);
         assert_eq!(
             (r["updated"].clone(), r["unixtime"].clone()),
             (json!(true), json!(unixtime)),
@@ -156,13 +159,17 @@ struct Figures {
     curl_secs: Option<f64>,
 }
 
+fn total(sent: &[Sent]) -> u64 {
+    sent.iter().map(|s| s.len).sum()
+}
+
 fn delta(b: &Bench, size: usize, f: &mut Figures) {
     let v1 = image(size, 1);
     let (v2, n) = one_percent_changed(&v1, 2);
     let state = b.state("delta", Some(&v1));
     let m = b.publish(&v2, 2000);
     let (_, sent) = b.install(&state, &v2, 2000);
-    f.delta_fetched = sent;
+    f.delta_fetched = total(&sent);
     f.delta_gz = file_len(&b.repo_file(&m.path));
     f.changed_blocks = n;
 }
@@ -172,7 +179,7 @@ fn identical(b: &Bench, size: usize, f: &mut Figures) {
     let state = b.state("identical", Some(&v1));
     let m = b.publish(&v1, 3000);
     let (_, sent) = b.install(&state, &v1, 3000);
-    f.identical_fetched = sent;
+    f.identical_fetched = total(&sent);
     let idx = &m.chunks.as_ref().unwrap().index;
     f.manifest_and_index = file_len(&b.repo_file("manifest.jws")) + file_len(&b.repo_file(idx));
 }
@@ -188,7 +195,8 @@ fn kill_at_half(b: &Bench, size: usize, f: &mut Figures) {
     let half = ix.comp_total() / 2;
     let whole = ix.chunks.iter().take_while(|c| c.comp_offset + u64::from(c.comp_len) <= half);
     let written = whole.count() as u64 * u64::from(ix.chunk_size);
-    b.server.clear();
+    b.server.wait_idle();
+    let from = b.server.log().len();
     b.server.hold_at(half);
     let mut d = b.daemon(&state);
     let mut c = d.connect();
@@ -204,12 +212,11 @@ fn kill_at_half(b: &Bench, size: usize, f: &mut Figures) {
         std::thread::sleep(Duration::from_millis(5));
     }
     d.kill();
-    let before = b.server.log();
     b.server.release();
-    b.server.clear();
     b.install(&state, &img, 4000);
+    let log = b.server.log().split_off(from);
     let mut sent_per_chunk = vec![0u64; ix.chunks.len()];
-    for s in before.iter().chain(b.server.log().iter()).filter(|s| s.path.ends_with(".chunks")) {
+    for s in log.iter().filter(|s| s.path.ends_with(".chunks")) {
         for (i, ch) in ix.chunks.iter().enumerate() {
             let (a, z) = (ch.comp_offset, ch.comp_offset + u64::from(ch.comp_len));
             let overlap = z.min(s.start + s.len).saturating_sub(a.max(s.start));
@@ -234,7 +241,7 @@ fn throughput(b: &Bench, size: usize, f: &mut Figures, with_curl: bool) {
         let sink = b.dir.path().join("curl.out");
         let url = format!("{}/{VARIANT}/{}", b.url, m.path);
         let t = Instant::now();
-        let ok = std::process::Command::new("sh")
+        let ok = std::process::Command::new("bash")
             .arg("-c")
             .arg(format!(
                 "set -o pipefail; curl -sf {url} | gunzip | tee {} | sha512sum >/dev/null",
@@ -291,7 +298,12 @@ fn chunked_updates_meet_issue_17s_goals_on_a_4_mib_image() {
 #[ignore = "figures, not a check: scripts/bench runs it in release"]
 fn chunked_update_figures() {
     let quick = std::env::var_os("LWSYS_BENCH_QUICK").is_some();
-    let size = if quick { 32 << 20 } else { 256 << 20 };
+    let mib: usize = match std::env::var("LWSYS_OTA_FIGURES_MIB") {
+        Ok(v) => v.parse().unwrap(),
+        Err(_) if quick => 32,
+        Err(_) => 256,
+    };
+    let size = mib << 20;
     let f = run(size, true);
     let mb = f.image_bytes as f64 / 1e6;
     let ours = mb / f.ours_secs;

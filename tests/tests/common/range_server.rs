@@ -33,6 +33,8 @@ struct State {
     hold_at: Option<u64>,
     /// Bumped by `release`: held connections are then dropped.
     releases: u64,
+    /// Responses being sent (not yet in `log`).
+    active: u64,
 }
 
 /// What the server sent, shared with the test.
@@ -66,14 +68,16 @@ impl RangeServer {
         self.state.lock().unwrap().log.clone()
     }
 
-    /// Forgets the log (the figures count one install at a time).
-    pub fn clear(&self) {
-        self.state.lock().unwrap().log.clear();
-    }
-
-    /// Body bytes sent so far, all paths.
-    pub fn total(&self) -> u64 {
-        self.log().iter().map(|s| s.len).sum()
+    /// Waits (bounded) until no response is being sent, so the log is
+    /// complete.
+    pub fn wait_idle(&self) {
+        let deadline = Instant::now() + lwsys_tests::WAIT;
+        let mut s = self.state.lock().unwrap();
+        while s.active > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{} responses still being sent", s.active);
+            s = self.changed.wait_timeout(s, left).unwrap().0;
+        }
     }
 
     /// Holds `.chunks` bodies once they reach file offset `at`.
@@ -102,7 +106,15 @@ impl RangeServer {
         self.changed.notify_all();
     }
 
-    fn answer(&self, mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
+    fn answer(&self, conn: TcpStream, root: &Path) -> std::io::Result<()> {
+        self.state.lock().unwrap().active += 1;
+        let r = self.respond(conn, root);
+        self.state.lock().unwrap().active -= 1;
+        self.changed.notify_all();
+        r
+    }
+
+    fn respond(&self, mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
         let mut reader = BufReader::new(conn.try_clone()?);
         let mut line = String::new();
         reader.read_line(&mut line)?;
