@@ -360,6 +360,18 @@ fn status(r: &Value) -> String {
         );
         s.push_str(&table(&rows));
     }
+    let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+    if ["bytes_fetched", "bytes_reused", "bytes_resumed"].iter().any(|k| n(k) > 0) {
+        s.push_str(&format!(
+            "fetched {} bytes ({} chunks, {} refetched), reused {} bytes ({} chunks), resumed {} bytes\n",
+            n("bytes_fetched"),
+            n("chunks_fetched"),
+            n("chunks_refetched"),
+            n("bytes_reused"),
+            n("chunks_reused"),
+            n("bytes_resumed"),
+        ));
+    }
     for key in ["last_error", "last_rollback_reason"] {
         if let Some(v) = r.get(key).and_then(Value::as_str) {
             s.push_str(&format!("{key}: {v}\n"));
@@ -378,6 +390,20 @@ mod tests {
         assert_eq!(check_text(&r), "installed release 1000 as a trial, rebooting");
         let r = json!({"ok": true, "updated": false, "unixtime": 1000, "reason": "not newer"});
         assert_eq!(check_text(&r), "no update: not newer");
+    }
+
+    #[test]
+    fn status_says_what_was_fetched_and_what_was_reused() {
+        let r = json!({"ok": true, "phase": "done", "percent": 100, "bytes": 10, "selected": "b",
+                       "bytes_fetched": 4096, "chunks_fetched": 1, "bytes_reused": 65536,
+                       "chunks_reused": 16});
+        let s = status(&r);
+        assert!(
+            s.contains("fetched 4096 bytes (1 chunks, 0 refetched), reused 65536 bytes (16 chunks), resumed 0 bytes"),
+            "{s}"
+        );
+        let plain = json!({"ok": true, "phase": "idle", "percent": 0, "bytes": 0, "selected": "a"});
+        assert!(!status(&plain).contains("fetched"));
     }
 
     #[test]

@@ -163,7 +163,8 @@ fn human(bytes: u64) -> String {
 const BAR: usize = 30;
 
 /// One line of `lwsysctl ota watch`: `[#######-------]  42% downloading
-/// 1.5 MiB`. The bar is full only at `done` (100 % comes only once the
+/// 1.5 MiB`, then `, fetched 96.0 KiB, reused 1.4 MiB` (and `, resumed
+/// N`) once an install has counted any. The bar is full only at `done` (100 % comes only once the
 /// install is finalized).
 pub fn render_progress(event: &OtaEvent) -> String {
     let pct = usize::from(event.percent.min(100));
@@ -173,6 +174,17 @@ pub fn render_progress(event: &OtaEvent) -> String {
     if event.bytes > 0 || matches!(event.phase, OtaPhase::Downloading | OtaPhase::Verifying) {
         line.push(' ');
         line.push_str(&human(event.bytes));
+    }
+    // Where the bytes came from (issue 17): the network or the device.
+    if event.bytes_fetched > 0 || event.bytes_reused > 0 || event.bytes_resumed > 0 {
+        line.push_str(&format!(
+            ", fetched {}, reused {}",
+            human(event.bytes_fetched),
+            human(event.bytes_reused)
+        ));
+        if event.bytes_resumed > 0 {
+            line.push_str(&format!(", resumed {}", human(event.bytes_resumed)));
+        }
     }
     line
 }
@@ -286,6 +298,15 @@ mod tests {
             ..OtaEvent::default()
         });
         assert!(done.starts_with(&format!("[{}] 100% done", "#".repeat(30))), "{done}");
+        let chunked = render_progress(&OtaEvent {
+            phase: OtaPhase::Downloading,
+            percent: 50,
+            bytes: 2 << 20,
+            bytes_fetched: 96 << 10,
+            bytes_reused: 1 << 20,
+            ..OtaEvent::default()
+        });
+        assert!(chunked.ends_with("2.0 MiB, fetched 96.0 KiB, reused 1.0 MiB"), "{chunked}");
         let v = serde_json::json!({"event": "ota", "phase": "checking", "percent": 0, "bytes": 0, "error": "x"});
         assert_eq!(parse_event(&v).unwrap().phase, OtaPhase::Checking);
         assert!(parse_event(&serde_json::json!({"event": "state"})).is_none());

@@ -29,6 +29,9 @@
 //!    [`OtaOps::finalize`], exactly as the whole-image pipeline does; then
 //!    the index is saved as the new image's and the journal cleared.
 //!
+//! A server that ignores Range (answers 200) cannot serve chunks: the
+//! release's `.img.gz` is installed instead, through [`pipeline`].
+//!
 //! A lost connection, the deadline or a cancel keeps the partial image
 //! ([`OtaOps::suspend`]) for the next attempt; bad bytes (a chunk bad on
 //! every attempt, a final hash mismatch) drop it and the journal.
@@ -76,7 +79,17 @@ pub fn install_auto(
             // A compressed copy of a whole-image download is of no use here.
             let _ = c.clear();
         }
-        install_chunked(ops, fetcher, m, cancel, progress, journal.as_ref())
+        match install_chunked(ops, fetcher, m, cancel, progress, journal.as_ref()) {
+            // A server that ignores Range cannot serve chunks: the same
+            // release's whole image instead (the slot starts over).
+            Err(OtaError::Http { status: 200, .. }) => {
+                if let Some(j) = &journal {
+                    let _ = j.clear();
+                }
+                pipeline::install_resumable(ops, fetcher, m, cancel, progress, cache)
+            }
+            r => r,
+        }
     } else {
         if let Some(j) = &journal {
             let _ = j.clear();

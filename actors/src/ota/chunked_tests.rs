@@ -379,3 +379,19 @@ fn an_index_less_manifest_still_installs_through_the_whole_image_pipeline() {
     assert_eq!((ev.chunks_fetched, ev.bytes_reused), (0, 0));
     assert!(!requested(&f).iter().any(|p| p.ends_with(".chunks") || p.ends_with(".idx")));
 }
+
+#[test]
+fn a_server_that_ignores_range_gets_the_whole_image_installed_instead() {
+    let f = Fixture::new();
+    let img = image(30, 9);
+    let (m, _) = publish_chunked(&f, 2000, &img);
+    f.server.faults.lock().unwrap().ignore_range = true;
+    let mut ops = recording(&f);
+    let (r, ev) = install(&f, &mut ops, None);
+    r.unwrap();
+    assert_eq!(std::fs::read(f.state.join("ota/b/image")).unwrap(), img);
+    let gz = std::fs::metadata(f.dir().join(&m.path)).unwrap().len();
+    assert_eq!(ev.bytes_fetched, gz);
+    assert!(requested(&f).iter().any(|p| p.ends_with(".img.gz")));
+    assert_eq!(ops.writes.concat(), img);
+}

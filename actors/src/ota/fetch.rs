@@ -159,9 +159,10 @@ impl Fetcher {
 
     /// Asks for bytes `start..end` of `file` with a Range request and
     /// insists on exactly those: a 206 whose `Content-Range` is `bytes
-    /// start-(end-1)/*`. Anything else (a 200 with the whole file, another
-    /// range) is an error, since a caller of this never wants more than it
-    /// asked for. The body yields at most `end - start` bytes and fails
+    /// start-(end-1)/*`. Anything else is an error, since a caller of this
+    /// never wants more than it asked for: a 200 (the server ignores
+    /// Range) is `OtaError::Http { status: 200, .. }`, another range
+    /// [`OtaError::Network`]. The body yields at most `end - start` bytes and fails
     /// with [`OtaError::Deadline`] (as an I/O error) past `deadline`.
     pub fn range(
         &self,
@@ -184,6 +185,11 @@ impl Fetcher {
             .timeout(left)
             .call()
             .map_err(|e| self.error(&url, e, Some(deadline)))?;
+        if resp.status() == 200 {
+            // The server ignores Range: the caller may fetch the file whole
+            // some other way.
+            return Err(OtaError::Http { status: 200, url });
+        }
         let want = format!("bytes {start}-{last}/");
         let range = resp.header("Content-Range").unwrap_or("").trim().to_owned();
         if resp.status() != 206 || !range.starts_with(&want) {
