@@ -231,30 +231,30 @@ fn kill_at_half(b: &Bench, size: usize, f: &mut Figures) {
 
 /// A full chunked install (nothing to reuse) against curl | gunzip |
 /// sha512sum > file of the same release's `.img.gz`, same server.
-fn throughput(b: &Bench, size: usize, f: &mut Figures, with_curl: bool) {
+fn throughput(b: &Bench, size: usize, f: &mut Figures) {
     let img = image(size, 4);
     let state = b.state("full", None);
     let m = b.publish(&img, 5000);
     let (took, _) = b.install(&state, &img, 5000);
     f.ours_secs = took.as_secs_f64();
-    if with_curl {
-        let sink = b.dir.path().join("curl.out");
-        let url = format!("{}/{VARIANT}/{}", b.url, m.path);
-        let t = Instant::now();
-        let ok = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "set -o pipefail; curl -sf {url} | gunzip | tee {} | sha512sum >/dev/null",
-                sink.display()
-            ))
-            .status()
-            .unwrap()
-            .success();
-        f.curl_secs = Some(t.elapsed().as_secs_f64());
-        assert!(ok && file_len(&sink) == size as u64, "curl baseline failed");
-    }
+    let sink = b.dir.path().join("curl.out");
+    let url = format!("{}/{VARIANT}/{}", b.url, m.path);
+    let t = Instant::now();
+    let ok = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; curl -sf {url} | gunzip | tee {} | sha512sum >/dev/null",
+            sink.display()
+        ))
+        .status()
+        .unwrap()
+        .success();
+    f.curl_secs = Some(t.elapsed().as_secs_f64());
+    assert!(ok && file_len(&sink) == size as u64, "curl baseline failed");
 }
 
+/// The byte figures on `size`-byte images, and with `with_curl` the
+/// throughput against the curl baseline.
 fn run(size: usize, with_curl: bool) -> Figures {
     let b = Bench::new();
     let mut f = Figures {
@@ -272,7 +272,9 @@ fn run(size: usize, with_curl: bool) -> Figures {
     delta(&b, size, &mut f);
     identical(&b, size, &mut f);
     kill_at_half(&b, size, &mut f);
-    throughput(&b, size, &mut f, with_curl);
+    if with_curl {
+        throughput(&b, size, &mut f);
+    }
     f
 }
 
