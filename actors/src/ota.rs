@@ -30,6 +30,7 @@
 //! two workers never use the ops at once. It does not repeat `on_boot` (no
 //! boot happened), and it leaves a MODAL_UPDATING its predecessor held.
 
+pub mod chunked;
 pub mod config;
 pub mod fetch;
 mod flow;
@@ -40,6 +41,7 @@ pub use lwsys_manifest::jwk;
 /// The signed manifest and its checks: [`lwsys_manifest::jws`], re-exported
 /// under its old name.
 pub use lwsys_manifest::jws as manifest;
+pub mod journal;
 pub mod ops;
 pub mod pipeline;
 pub mod resume;
@@ -384,7 +386,7 @@ impl Handler<OtaEvent> for OtaService {
             if e.phase == OtaPhase::Failed {
                 return; // the outcome carries the error
             }
-            self.progress.resumed_from = e.resumed_from;
+            self.take_counts(&e);
             self.set_phase(e.phase, e.percent, e.bytes);
         }
     }
@@ -494,6 +496,8 @@ impl Handler<Crash> for OtaService {
     }
 }
 
+#[cfg(test)]
+mod chunked_tests;
 #[cfg(test)]
 mod resume_tests;
 #[cfg(test)]

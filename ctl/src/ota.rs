@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use lwsys_manifest::PublishOptions;
 use lwsys_messages::ota::{CheckOutcome, OtaError, OtaEvent, OtaPhase};
 use lwsys_messages::protocol::{Request, Topic};
 use serde_json::{json, Value};
@@ -40,9 +41,12 @@ pub enum OtaCommand {
         /// Where to write the keys (created if missing).
         dir: PathBuf,
     },
-    /// Publish IMAGE for VARIANT: measure (size, SHA-512), gzip, sign
-    /// (ES512), and write DIR/VARIANT/manifest.jws and the gzip image,
-    /// ready to serve as an `[ota] repository`. Needs no daemon.
+    /// Publish IMAGE for VARIANT: measure (size, SHA-512), gzip, chunk,
+    /// sign (ES512), and write DIR/VARIANT/manifest.jws, the gzip image
+    /// (VARIANT-SECS.img.gz, what upstream devices fetch), the chunk index
+    /// (.idx) and the chunk file (.chunks, each chunk gzipped on its own,
+    /// for chunked, resumable installs; see docs/ota.md), ready to serve
+    /// as an `[ota] repository`. Needs no daemon.
     Publish {
         /// The private JWK made by `ota keygen`.
         #[arg(long, value_name = "FILE")]
@@ -54,6 +58,14 @@ pub enum OtaCommand {
         /// one). Default: now.
         #[arg(long, value_name = "SECS")]
         unixtime: Option<u64>,
+        /// Inflated bytes per chunk of the chunk index: a power of two
+        /// from 4096 to 16777216.
+        #[arg(long, value_name = "BYTES", default_value_t = lwsys_manifest::DEFAULT_CHUNK_SIZE, conflicts_with = "no_chunks")]
+        chunk_size: u32,
+        /// Write no chunk index: an upstream-identical release (the gzip
+        /// image and a manifest with upstream's fields only).
+        #[arg(long)]
+        no_chunks: bool,
         /// Sign an expiry SECS seconds from now: devices whose clock is
         /// valid refuse the manifest after it (a replayed or frozen
         /// repository shows).
@@ -77,8 +89,10 @@ pub enum OtaCommand {
         dir: PathBuf,
     },
     /// Check a published repository as a device would: DIR/VARIANT/
-    /// manifest.jws signed by the public KEY, for exactly VARIANT, and the
-    /// image it names present. Needs no daemon.
+    /// manifest.jws signed by the public KEY, for exactly VARIANT, the
+    /// gzip image it names inflating to its size and SHA-512, and with a
+    /// chunk index: the index the manifest signs, every chunk inflating
+    /// to its hash, the chunks adding up to the image. Needs no daemon.
     Verify {
         /// The public JWK made by `ota keygen`.
         #[arg(long, value_name = "FILE")]
@@ -120,6 +134,8 @@ pub(crate) fn run(
             key,
             variant,
             unixtime,
+            chunk_size,
+            no_chunks,
             expires_in,
             min_unixtime,
             next_key,
@@ -127,12 +143,18 @@ pub(crate) fn run(
             image,
             dir,
         } => {
+            let mut opts = PublishOptions {
+                chunk_size: (!no_chunks).then_some(chunk_size),
+                ..PublishOptions::default()
+            };
             let flags = ctl_ota::TrustFlags { expires_in, min_unixtime, next_key, retire };
-            let made = ctl_ota::publish_flagged(&key, &variant, &image, &dir, unixtime, &flags);
+            let made = flags.apply(&mut opts).and_then(|()| {
+                ctl_ota::publish_with(&key, &variant, &image, &dir, unixtime, &opts)
+            });
             return Ok(Next::Done(manifest_reply(made, &variant, &dir, json, publish_text, out)));
         }
         OtaCommand::Verify { key, variant, dir } => {
-            let made = ctl_ota::verify(&key, &variant, &dir);
+            let made = ctl_ota::verify(&key, &variant, &dir).map(|(m, _)| m);
             return Ok(Next::Done(manifest_reply(made, &variant, &dir, json, verify_text, out)));
         }
     }))
@@ -197,11 +219,17 @@ fn manifest_reply(
     let at = dir.join(variant);
     let made = made.and_then(|m| {
         let manifest = serde_json::to_value(&m).map_err(|e| OtaError::Io(e.to_string()))?;
-        Ok(json!({
+        let mut r = json!({
             "manifest": manifest,
             "manifest_path": at.join("manifest.jws").display().to_string(),
             "image_path": at.join(&m.path).display().to_string(),
-        }))
+        });
+        if let Some(c) = &m.chunks {
+            r["index_path"] = at.join(&c.index).display().to_string().into();
+            r["chunks_path"] = at.join(&c.file).display().to_string().into();
+            r["chunk_count"] = m.size.div_ceil(u64::from(c.chunk_size.max(1))).into();
+        }
+        Ok(r)
     });
     local(made, json, human, out)
 }
@@ -220,31 +248,49 @@ fn manifest_table(r: &Value) -> String {
 fn publish_text(r: &Value) -> String {
     let t = manifest_table(r);
     let m = r.get("manifest").cloned().unwrap_or(Value::Null);
-    let mut signed = String::new();
+    let mut s = t;
     for (field, what) in [("expires", "expires"), ("min_unixtime", "minimum release")] {
         if m.get(field).is_some() {
-            signed.push_str(&format!("{what}: {}\n", text(&m, field)));
+            s.push_str(&format!("{what}: {}\n", text(&m, field)));
         }
     }
     if let Some(next) = m.get("next_jwk") {
         let kid = next.get("kid").and_then(Value::as_str).unwrap_or("(its thumbprint)");
-        signed.push_str(&format!("announces key: {kid}\n"));
+        s.push_str(&format!("announces key: {kid}\n"));
     }
     if let Some(kids) = m.get("retire_kids").and_then(Value::as_array) {
         for kid in kids {
-            signed.push_str(&format!("retires key: {}\n", kid.as_str().unwrap_or("")));
+            s.push_str(&format!("retires key: {}\n", kid.as_str().unwrap_or("")));
         }
     }
-    format!("{t}{signed}wrote {}\nwrote {}\n", text(r, "manifest_path"), text(r, "image_path"))
+    s.push_str(&format!("wrote {}\nwrote {}\n", text(r, "manifest_path"), text(r, "image_path")));
+    if r.get("index_path").is_some() {
+        s.push_str(&format!(
+            "wrote {} ({} chunks)\nwrote {}\n",
+            text(r, "index_path"),
+            text(r, "chunk_count"),
+            text(r, "chunks_path")
+        ));
+    }
+    s
 }
 
 fn verify_text(r: &Value) -> String {
     let t = manifest_table(r);
-    format!(
-        "{t}signature good: {}\nimage present: {}\n",
+    let mut s = format!(
+        "{t}signature good: {}\nimage good: {}\n",
         text(r, "manifest_path"),
         text(r, "image_path")
-    )
+    );
+    if r.get("index_path").is_some() {
+        s.push_str(&format!(
+            "chunk index good: {} ({} chunks)\nchunks good: {}\n",
+            text(r, "index_path"),
+            text(r, "chunk_count"),
+            text(r, "chunks_path")
+        ));
+    }
+    s
 }
 
 /// `ota watch`: subscribe to `ota`, then ask `ota.status` on the same
@@ -367,6 +413,18 @@ fn status(r: &Value) -> String {
         );
         s.push_str(&table(&rows));
     }
+    let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+    if ["bytes_fetched", "bytes_reused", "bytes_resumed"].iter().any(|k| n(k) > 0) {
+        s.push_str(&format!(
+            "fetched {} bytes ({} chunks, {} refetched), reused {} bytes ({} chunks), resumed {} bytes\n",
+            n("bytes_fetched"),
+            n("chunks_fetched"),
+            n("chunks_refetched"),
+            n("bytes_reused"),
+            n("chunks_reused"),
+            n("bytes_resumed"),
+        ));
+    }
     for key in ["last_error", "last_rollback_reason"] {
         if let Some(v) = r.get(key).and_then(Value::as_str) {
             s.push_str(&format!("{key}: {v}\n"));
@@ -405,6 +463,20 @@ mod tests {
         assert_eq!(check_text(&r), "installed release 1000 as a trial, rebooting");
         let r = json!({"ok": true, "updated": false, "unixtime": 1000, "reason": "not newer"});
         assert_eq!(check_text(&r), "no update: not newer");
+    }
+
+    #[test]
+    fn status_says_what_was_fetched_and_what_was_reused() {
+        let r = json!({"ok": true, "phase": "done", "percent": 100, "bytes": 10, "selected": "b",
+                       "bytes_fetched": 4096, "chunks_fetched": 1, "bytes_reused": 65536,
+                       "chunks_reused": 16});
+        let s = status(&r);
+        assert!(
+            s.contains("fetched 4096 bytes (1 chunks, 0 refetched), reused 65536 bytes (16 chunks), resumed 0 bytes"),
+            "{s}"
+        );
+        let plain = json!({"ok": true, "phase": "idle", "percent": 0, "bytes": 0, "selected": "a"});
+        assert!(!status(&plain).contains("fetched"));
     }
 
     #[test]

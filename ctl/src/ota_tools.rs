@@ -1,14 +1,15 @@
 //! `lwsysctl ota` helpers: `keygen` (a P-521 JWK pair on disk), `publish`
-//! (sign and gzip an image into a directory ready to serve) and
+//! (sign, gzip and chunk an image into a directory ready to serve),
+//! `verify` (check such a directory end to end) and
 //! `render_progress` (one line of `ota watch`'s progress bar).
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use lwsys_manifest::publish::PublishOptions;
-use lwsys_manifest::Manifest;
+use lwsys_manifest::chunks::MIN_CHUNK_SIZE;
+use lwsys_manifest::{ChunkIndex, Manifest, PublishOptions};
 use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase};
 
 /// File name of the private key `keygen` writes.
@@ -58,11 +59,12 @@ pub fn keygen(out_dir: &Path) -> Result<KeyPair, OtaError> {
     Ok(pair)
 }
 
-/// `lwsysctl ota publish --key KEY --variant V IMAGE DIR`: measures, gzips
-/// and signs `image` into `DIR/V/` (`manifest.jws` and the gzip image),
-/// stamped with the current time. Returns the manifest.
+/// `lwsysctl ota publish --key KEY --variant V IMAGE DIR`: measures, gzips,
+/// chunks (64 KiB) and signs `image` into `DIR/V/` (`manifest.jws`, the
+/// gzip image, the chunk index and chunk file), stamped with the current
+/// time. Returns the manifest.
 pub fn publish(key: &Path, variant: &str, image: &Path, dir: &Path) -> Result<Manifest, OtaError> {
-    publish_at(key, variant, image, dir, unix_now())
+    publish_with(key, variant, image, dir, None, &PublishOptions::default())
 }
 
 /// [`publish`] with an explicit release `unixtime` (releases are ordered
@@ -74,21 +76,23 @@ pub fn publish_at(
     dir: &Path,
     unixtime: u64,
 ) -> Result<Manifest, OtaError> {
-    let jwk = std::fs::read_to_string(key).map_err(|e| io("read", key, e))?;
-    lwsys_manifest::publish(&jwk, variant, image, dir, unixtime)
+    publish_with(key, variant, image, dir, Some(unixtime), &PublishOptions::default())
 }
 
-/// [`publish_at`] with the freshness and key rotation fields of `opts`.
-pub fn publish_at_with(
+/// [`publish`] with every choice: the release `unixtime` (`None`: now)
+/// and the chunk layout (`opts.chunk_size: None` for an
+/// upstream-identical release without a chunk index).
+pub fn publish_with(
     key: &Path,
     variant: &str,
     image: &Path,
     dir: &Path,
-    unixtime: u64,
+    unixtime: Option<u64>,
     opts: &PublishOptions,
 ) -> Result<Manifest, OtaError> {
+    let unixtime = unixtime.unwrap_or_else(unix_now);
     let jwk = std::fs::read_to_string(key).map_err(|e| io("read", key, e))?;
-    lwsys_manifest::publish::publish_with(&jwk, variant, image, dir, unixtime, opts)
+    lwsys_manifest::publish_with(&jwk, variant, image, dir, unixtime, opts)
 }
 
 /// `ota publish`'s freshness and key rotation flags.
@@ -108,10 +112,11 @@ pub struct TrustFlags {
 const MAX_JWK_FILE: u64 = 16 * 1024;
 
 impl TrustFlags {
-    /// The options these flags sign in, `expires` counted from `now`. The
-    /// next key must be a public JWK (a private one is refused rather than
-    /// published).
-    pub fn options(&self, now: u64) -> Result<PublishOptions, OtaError> {
+    /// Sets the fields these flags sign into `opts`, `expires` counted
+    /// from now. The next key must be a public JWK (a private one is
+    /// refused rather than published).
+    pub fn apply(&self, opts: &mut PublishOptions) -> Result<(), OtaError> {
+        let now = unix_now();
         let expires = match self.expires_in {
             Some(secs) => Some(
                 now.checked_add(secs)
@@ -137,12 +142,11 @@ impl TrustFlags {
             }
             None => None,
         };
-        Ok(PublishOptions {
-            expires,
-            min_unixtime: self.min_unixtime,
-            next_jwk,
-            retire_kids: self.retire.clone(),
-        })
+        opts.expires = expires;
+        opts.min_unixtime = self.min_unixtime;
+        opts.next_jwk = next_jwk;
+        opts.retire_kids = self.retire.clone();
+        Ok(())
     }
 }
 
@@ -153,27 +157,19 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// `lwsysctl ota publish` with its flags: the release at `unixtime`
-/// (default now), `flags` signed in.
-pub fn publish_flagged(
-    key: &Path,
-    variant: &str,
-    image: &Path,
-    dir: &Path,
-    unixtime: Option<u64>,
-    flags: &TrustFlags,
-) -> Result<Manifest, OtaError> {
-    let now = unix_now();
-    let opts = flags.options(now)?;
-    publish_at_with(key, variant, image, dir, unixtime.unwrap_or(now), &opts)
-}
-
 /// `lwsysctl ota verify --key PUBLIC --variant V DIR`: checks
 /// `DIR/V/manifest.jws` as a device for `variant` with nothing installed
 /// would (signature with the public JWK at `public_key`, alg, exact
-/// variant, fields, path) and that the image it names is there. Returns
-/// the manifest. The image's hash is checked by the device as it installs.
-pub fn verify(public_key: &Path, variant: &str, dir: &Path) -> Result<Manifest, OtaError> {
+/// variant, fields, path), that the `.img.gz` it names inflates to its
+/// `size` and `sha512`, and with a chunk index, that the index is the one
+/// signed and every chunk in the chunk file inflates to its hash and the
+/// chunks add up to the image. Returns the manifest and, if chunked, the
+/// index.
+pub fn verify(
+    public_key: &Path,
+    variant: &str,
+    dir: &Path,
+) -> Result<(Manifest, Option<ChunkIndex>), OtaError> {
     let jwk = std::fs::read_to_string(public_key).map_err(|e| io("read", public_key, e))?;
     let key = lwsys_manifest::parse_public_jwk(&jwk)?;
     let at = dir.join(variant);
@@ -186,8 +182,28 @@ pub fn verify(public_key: &Path, variant: &str, dir: &Path) -> Result<Manifest, 
     };
     let m = lwsys_manifest::verify_manifest(&jws, &key, &policy)?;
     let image = at.join(&m.path);
-    std::fs::metadata(&image).map_err(|e| io("stat", &image, e))?;
-    Ok(m)
+    let f = File::open(&image).map_err(|e| io("open", &image, e))?;
+    lwsys_manifest::verify_image_gz(&m, BufReader::with_capacity(256 * 1024, f))?;
+    let Some(r) = &m.chunks else { return Ok((m, None)) };
+    let index_path = at.join(&r.index);
+    // Bounded read: a valid index is 24 + 36 per chunk of the limit.
+    let limit = policy.max_image_bytes / u64::from(MIN_CHUNK_SIZE) * 36 + 24;
+    let index = read_bounded(&index_path, limit)?;
+    let ix = lwsys_manifest::check_index(&m, &index, policy.max_image_bytes)?;
+    let chunk_path = at.join(&r.file);
+    let f = File::open(&chunk_path).map_err(|e| io("open", &chunk_path, e))?;
+    lwsys_manifest::verify_chunk_file(&ix, &m, BufReader::with_capacity(256 * 1024, f))?;
+    Ok((m, Some(ix)))
+}
+
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, OtaError> {
+    let f = File::open(path).map_err(|e| io("open", path, e))?;
+    let mut bytes = Vec::new();
+    f.take(limit + 1).read_to_end(&mut bytes).map_err(|e| io("read", path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(OtaError::ChunkIndex(format!("{} is over {limit} bytes", path.display())));
+    }
+    Ok(bytes)
 }
 
 /// Bytes as a short human figure (`1.5 MiB`).
@@ -213,7 +229,8 @@ fn human(bytes: u64) -> String {
 const BAR: usize = 30;
 
 /// One line of `lwsysctl ota watch`: `[#######-------]  42% downloading
-/// 1.5 MiB`. The bar is full only at `done` (100 % comes only once the
+/// 1.5 MiB`, then `, fetched 96.0 KiB, reused 1.4 MiB` (and `, resumed
+/// N`) once an install has counted any. The bar is full only at `done` (100 % comes only once the
 /// install is finalized).
 pub fn render_progress(event: &OtaEvent) -> String {
     let pct = usize::from(event.percent.min(100));
@@ -223,6 +240,17 @@ pub fn render_progress(event: &OtaEvent) -> String {
     if event.bytes > 0 || matches!(event.phase, OtaPhase::Downloading | OtaPhase::Verifying) {
         line.push(' ');
         line.push_str(&human(event.bytes));
+    }
+    // Where the bytes came from (issue 17): the network or the device.
+    if event.bytes_fetched > 0 || event.bytes_reused > 0 || event.bytes_resumed > 0 {
+        line.push_str(&format!(
+            ", fetched {}, reused {}",
+            human(event.bytes_fetched),
+            human(event.bytes_reused)
+        ));
+        if event.bytes_resumed > 0 {
+            line.push_str(&format!(", resumed {}", human(event.bytes_resumed)));
+        }
     }
     line
 }
@@ -269,7 +297,8 @@ mod tests {
         let policy = lwsys_manifest::ManifestPolicy::new("xyz-v1");
         assert_eq!(lwsys_manifest::verify_manifest(&jws, &key, &policy).unwrap(), m);
         assert!(repo.join("xyz-v1").join(&m.path).exists());
-        assert_eq!(verify(&pair.public, "xyz-v1", &repo).unwrap(), m);
+        let (v, ix) = verify(&pair.public, "xyz-v1", &repo).unwrap();
+        assert_eq!((v, ix.map(|i| i.chunks.len())), (m.clone(), Some(2)));
         assert!(verify(&pair.public, "xyz-v", &repo).is_err());
         assert!(publish(&pair.private, "xyz-v1", &image, &repo).unwrap().unixtime > 1234);
     }
@@ -288,7 +317,12 @@ mod tests {
             next_key: Some(k2.public.clone()),
             retire: vec!["old-key".into()],
         };
-        let m = publish_flagged(&k1.private, "xyz-v1", &image, &repo, Some(2000), &flags).unwrap();
+        let publish_flagged = |t: u64, flags: &TrustFlags| {
+            let mut opts = PublishOptions::default();
+            flags.apply(&mut opts)?;
+            publish_with(&k1.private, "xyz-v1", &image, &repo, Some(t), &opts)
+        };
+        let m = publish_flagged(2000, &flags).unwrap();
         let now = unix_now();
         assert!(m.expires.is_some_and(|e| e >= now + 3590 && e <= now + 3600), "{m:?}");
         assert_eq!((m.min_unixtime, m.retire_kids.clone()), (Some(1000), vec!["old-key".into()]));
@@ -299,22 +333,62 @@ mod tests {
         let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap();
         let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
         assert_eq!(header, serde_json::json!({"alg": "ES512", "kid": k1.kid}));
-        assert_eq!(verify(&k1.public, "xyz-v1", &repo).unwrap(), m);
+        assert_eq!(verify(&k1.public, "xyz-v1", &repo).unwrap().0, m);
         // A private key as the next key is refused, and nothing is written.
         let bad = TrustFlags { next_key: Some(k2.private.clone()), ..TrustFlags::default() };
-        let e =
-            publish_flagged(&k1.private, "xyz-v1", &image, &repo, Some(3000), &bad).unwrap_err();
+        let e = publish_flagged(3000, &bad).unwrap_err();
         assert!(e.to_string().contains("private key"), "{e}");
         // A floor above the release itself is refused.
         let bad = TrustFlags { min_unixtime: Some(3001), ..TrustFlags::default() };
-        assert!(publish_flagged(&k1.private, "xyz-v1", &image, &repo, Some(3000), &bad).is_err());
+        assert!(publish_flagged(3000, &bad).is_err());
         assert!(!repo.join("xyz-v1/xyz-v1-3000.img.gz").exists());
         // Expired already: `ota verify` judges it as a device would now.
         let past = TrustFlags { expires_in: Some(0), ..TrustFlags::default() };
-        publish_flagged(&k1.private, "xyz-v1", &image, &repo, Some(4000), &past).unwrap();
+        publish_flagged(4000, &past).unwrap();
         let opts = PublishOptions { expires: Some(1), ..PublishOptions::default() };
-        publish_at_with(&k1.private, "xyz-v1", &image, &repo, 5000, &opts).unwrap();
+        publish_with(&k1.private, "xyz-v1", &image, &repo, Some(5000), &opts).unwrap();
         assert_eq!(verify(&k1.public, "xyz-v1", &repo).unwrap_err().kind(), "expired");
+    }
+
+    #[test]
+    fn verify_checks_the_image_index_and_every_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = keygen(&dir.path().join("keys")).unwrap();
+        let image = dir.path().join("fw.img");
+        let bytes: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 247) as u8).collect();
+        std::fs::write(&image, &bytes).unwrap();
+        let repo = dir.path().join("repo");
+        let opts = PublishOptions { chunk_size: Some(4096), ..PublishOptions::default() };
+        let m = publish_with(&pair.private, "v", &image, &repo, Some(9), &opts).unwrap();
+        let (_, ix) = verify(&pair.public, "v", &repo).unwrap();
+        assert_eq!(ix.map(|i| i.chunks.len()), Some(13), "ceil(50000 / 4096)");
+        let chunks = repo.join("v/v-9.chunks");
+        let good = std::fs::read(&chunks).unwrap();
+        let mut bad = good.clone();
+        let n = bad.len();
+        bad[n - 12] ^= 0x40;
+        std::fs::write(&chunks, &bad).unwrap();
+        let e = verify(&pair.public, "v", &repo).unwrap_err();
+        assert!(matches!(e, OtaError::ChunkIndex(ref s) if s.contains("chunk 12")), "{e:?}");
+        std::fs::write(&chunks, &good).unwrap();
+        let idx = repo.join("v/v-9.idx");
+        let mut i = std::fs::read(&idx).unwrap();
+        i.push(0);
+        std::fs::write(&idx, &i).unwrap();
+        assert!(matches!(verify(&pair.public, "v", &repo), Err(OtaError::ChunkIndex(_))));
+        // The .img.gz is checked too, not just present.
+        let gz = repo.join("v").join(&m.path);
+        let mut g = std::fs::read(&gz).unwrap();
+        let n = g.len();
+        g[n - 8] ^= 1; // the CRC32 in the trailer
+        std::fs::write(&gz, &g).unwrap();
+        assert!(verify(&pair.public, "v", &repo).is_err());
+        // Without chunks: upstream's release, no index to check.
+        let opts = PublishOptions { chunk_size: None, ..PublishOptions::default() };
+        let m = publish_with(&pair.private, "v", &image, &repo, Some(10), &opts).unwrap();
+        assert!(m.chunks.is_none());
+        let (v, ix) = verify(&pair.public, "v", &repo).unwrap();
+        assert_eq!((v, ix), (m, None));
     }
 
     #[test]
@@ -337,6 +411,15 @@ mod tests {
             ..OtaEvent::default()
         });
         assert!(done.starts_with(&format!("[{}] 100% done", "#".repeat(30))), "{done}");
+        let chunked = render_progress(&OtaEvent {
+            phase: OtaPhase::Downloading,
+            percent: 50,
+            bytes: 2 << 20,
+            bytes_fetched: 96 << 10,
+            bytes_reused: 1 << 20,
+            ..OtaEvent::default()
+        });
+        assert!(chunked.ends_with("2.0 MiB, fetched 96.0 KiB, reused 1.0 MiB"), "{chunked}");
         let v = serde_json::json!({"event": "ota", "phase": "checking", "percent": 0, "bytes": 0, "error": "x"});
         assert_eq!(parse_event(&v).unwrap().phase, OtaPhase::Checking);
         assert!(parse_event(&serde_json::json!({"event": "state"})).is_none());

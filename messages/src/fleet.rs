@@ -511,7 +511,12 @@ mod tests {
     #[test]
     fn ota_payload_follows_events() {
         let mut p = OtaPayload { confirmed_unixtime: 9, ..Default::default() };
-        p.apply(&OtaEvent { phase: OtaPhase::Downloading, percent: 40, bytes: 4, resumed_from: 0 });
+        p.apply(&OtaEvent {
+            phase: OtaPhase::Downloading,
+            percent: 40,
+            bytes: 4,
+            ..OtaEvent::default()
+        });
         assert_eq!(
             (p.phase, p.percent, p.bytes, p.confirmed_unixtime),
             (OtaPhase::Downloading, 40, 4, 9)

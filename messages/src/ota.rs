@@ -100,6 +100,31 @@ pub struct OtaStatus {
     /// That failure's kind (`deadline`, `network`, `hash_mismatch`, ...).
     #[serde(default)]
     pub last_error_kind: Option<String>,
+    /// Compressed image bytes fetched from the network by this install
+    /// (the chunk file's ranges, or the `.img.gz`); 0 (absent) before one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_fetched: u64,
+    /// Inflated image bytes copied locally from the running slot instead
+    /// of being fetched (chunked installs only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_reused: u64,
+    /// Inflated image bytes kept from the partly written image of an
+    /// interrupted earlier attempt, re-verified chunk by chunk (chunked
+    /// installs only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_resumed: u64,
+    /// Chunks fetched from the network (each counted once however often
+    /// it was fetched).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_fetched: u64,
+    /// Chunks copied from the running slot or from earlier in this image.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_reused: u64,
+    /// Chunk fetches that were repeated: a chunk that arrived bad (failed
+    /// to inflate or to match its SHA-256; never written) or was cut off
+    /// by a lost connection.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_refetched: u64,
     /// The issuer keys the device trusts, by `kid`: the configured
     /// `[ota] public_jwk` unless retired, then the keys signed manifests
     /// announced (`next_jwk`), oldest first.
@@ -109,10 +134,6 @@ pub struct OtaStatus {
     /// (durable): a release older than it is never installed. 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub min_unixtime: u64,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
 }
 
 /// An `ota` topic event: progress of an update. Sent by the OTA worker
@@ -129,6 +150,37 @@ pub struct OtaEvent {
     /// Compressed bytes reused from an interrupted earlier download.
     #[serde(default)]
     pub resumed_from: u64,
+    /// Compressed image bytes fetched from the network by this install
+    /// (the chunk file's ranges, or the `.img.gz`); 0 (absent) before one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_fetched: u64,
+    /// Inflated image bytes copied locally from the running slot instead
+    /// of being fetched (chunked installs only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_reused: u64,
+    /// Inflated image bytes kept from the partly written image of an
+    /// interrupted earlier attempt, re-verified chunk by chunk (chunked
+    /// installs only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_resumed: u64,
+    /// Chunks fetched from the network (each counted once however often
+    /// it was fetched).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_fetched: u64,
+    /// Chunks copied from the running slot or from earlier in this image.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_reused: u64,
+    /// Chunk fetches that were repeated: a chunk that arrived bad (failed
+    /// to inflate or to match its SHA-256; never written) or was cut off
+    /// by a lost connection.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_refetched: u64,
+}
+
+// serde's skip_serializing_if passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `ota.check`, sent by the protocol session: force a check now (or join
@@ -287,6 +339,20 @@ pub enum OtaError {
     /// the next check.
     #[error("consent to update refused: {0}")]
     ConsentRefused(String),
+    /// The chunk index (or a chunk it describes) is malformed or does not
+    /// match: bad magic, sizes that disagree, a chunk whose hash differs.
+    #[error("bad chunk index: {0}")]
+    #[serde(rename = "bad_chunk_index")]
+    ChunkIndex(String),
+    /// A chunk arrived bad (did not inflate to its length or match its
+    /// SHA-256) on every one of `attempts` fetches; none of it was written.
+    #[error("chunk {chunk} was bad on all {attempts} fetches")]
+    ChunkMismatch {
+        /// The chunk's number (0-based).
+        chunk: u64,
+        /// Fetches tried.
+        attempts: u32,
+    },
     /// The manifest's signed `expires` has passed (judged only once the
     /// clock is valid): a replayed or frozen old manifest.
     #[error("manifest expired at {expires}; the time is now {now}")]
@@ -344,6 +410,8 @@ impl OtaError {
             Self::Cancelled => "cancelled",
             Self::NotConfigured(_) => "not_configured",
             Self::ConsentRefused(_) => "consent_refused",
+            Self::ChunkIndex(_) => "bad_chunk_index",
+            Self::ChunkMismatch { .. } => "chunk_mismatch",
             Self::Expired { .. } => "expired",
             Self::ClockNotValid => "clock_not_valid",
             Self::BelowFloor { .. } => "below_floor",
@@ -373,6 +441,7 @@ impl OtaError {
             Self::Busy(_) => ErrorCode::Busy,
             Self::Cancelled | Self::ConsentRefused(_) => ErrorCode::Denied,
             Self::NotConfigured(_) => ErrorCode::NotFound,
+            Self::ChunkIndex(_) | Self::ChunkMismatch { .. } => ErrorCode::BadRequest,
             Self::Expired { .. } | Self::RetiredKey(_) => ErrorCode::Forbidden,
             Self::ClockNotValid => ErrorCode::Deferred,
             Self::BelowFloor { .. } => ErrorCode::OutOfRange,
@@ -405,6 +474,8 @@ mod tests {
         assert_eq!(OtaError::ImageTooLong(1).code(), ErrorCode::TooLarge);
         assert_eq!(OtaError::ConsentRefused("x".into()).code(), ErrorCode::Denied);
         assert_eq!(OtaError::HashMismatch.kind(), "hash_mismatch");
+        let e = OtaError::ChunkIndex("x".into());
+        assert_eq!((e.kind(), e.code()), ("bad_chunk_index", ErrorCode::BadRequest));
         let e = OtaError::Expired { expires: 1, now: 2 };
         assert_eq!((e.kind(), e.code()), ("expired", ErrorCode::Forbidden));
         assert_eq!(OtaError::ClockNotValid.code(), ErrorCode::Deferred);

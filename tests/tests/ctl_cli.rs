@@ -311,6 +311,71 @@ fn keygen_then_publish_make_a_repository_that_verifies_with_the_public_key() {
 }
 
 #[test]
+fn publish_flags_choose_the_chunk_layout_and_verify_checks_every_chunk() {
+    let image: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let repo = Published::new(&image);
+    let (key, private) = (repo.path("keys/ota-public.jwk"), repo.path("keys/ota-private.jwk"));
+    let (fw, dir) = (repo.path("fw.img"), repo.path("repo"));
+    let publish = |extra: &[&str], t: &str| {
+        let mut args = vec!["--json", "ota", "publish", "--key", &private, "--variant", VARIANT];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--unixtime", t, &fw, &dir]);
+        let o = lwsysctl(&args);
+        (o.status.code(), serde_json::from_str::<Value>(&stdout(&o)).unwrap_or(Value::Null))
+    };
+    // Default: 64 KiB chunks, 2 of them for 100,000 bytes.
+    let (_, v) = publish(&[], "1001");
+    assert_eq!(v["manifest"]["chunks"]["chunk_size"], 65536, "{v}");
+    assert_eq!(v["chunk_count"], 2, "{v}");
+    let (_, v) = publish(&["--chunk-size", "4096"], "1002");
+    assert_eq!(
+        (v["manifest"]["chunks"]["chunk_size"].clone(), v["chunk_count"].clone()),
+        (json!(4096), json!(25))
+    );
+    let chunks = v["chunks_path"].as_str().unwrap().to_owned();
+    let verify = || lwsysctl(&["ota", "verify", "--key", &key, "--variant", VARIANT, &dir]);
+    let o = verify();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("chunk index good") && stdout(&o).contains("(25 chunks)"),
+        "{}",
+        stdout(&o)
+    );
+    // One flipped byte in the chunk file: verify names the chunk, exits 1.
+    let mut b = std::fs::read(&chunks).unwrap();
+    let n = b.len();
+    b[n - 12] ^= 0x40;
+    std::fs::write(&chunks, &b).unwrap();
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("bad chunk index") && stderr(&o).contains("chunk 24"),
+        "{}",
+        stderr(&o)
+    );
+    // --no-chunks: an upstream release, no lwsys field, nothing else written.
+    let (code, v) = publish(&["--no-chunks"], "1003");
+    assert_eq!(code, Some(0));
+    let mut keys: Vec<&str> =
+        v["manifest"].as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["path", "reset", "sha512", "size", "unixtime", "variant"], "{v}");
+    assert!(!repo
+        .dir
+        .path()
+        .join("repo")
+        .join(VARIANT)
+        .join(format!("{VARIANT}-1003.idx"))
+        .exists());
+    let o = verify();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("chunk"), "{}", stdout(&o));
+    // Bad sizes and contradictory flags are refused.
+    assert_eq!(publish(&["--chunk-size", "5000"], "1004").0, Some(1));
+    assert_eq!(publish(&["--chunk-size", "4096", "--no-chunks"], "1005").0, Some(2));
+}
+
+#[test]
 fn the_daemon_installs_a_cli_published_release_while_ota_watch_follows_it() {
     let image: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let repo = Published::new(&image);

@@ -28,7 +28,7 @@ fn publish(repo: &Repo, key: &Path, unixtime: u64, opts: &PublishOptions) -> Vec
     let src = repo.dir.path().join(format!("fw-{unixtime}.img"));
     std::fs::write(&src, &repo.image).unwrap();
     let out = repo.dir.path().join("repo");
-    ctl_ota::publish_at_with(key, VARIANT, &src, &out, unixtime, opts).unwrap();
+    ctl_ota::publish_with(key, VARIANT, &src, &out, Some(unixtime), opts).unwrap();
     std::fs::read(manifest_path(repo)).unwrap()
 }
 
@@ -70,9 +70,11 @@ fn replayed_older_manifest_from_a_kidless_upstream_key_is_refused_and_the_slot_u
         v.as_object_mut().unwrap().remove("kid");
         std::fs::write(path, v.to_string()).unwrap();
     }
-    let old = publish(&repo, &repo.keys.private, 1000, &PublishOptions::default());
+    // And upstream's repository: no chunk index, upstream's fields only.
+    let upstream = PublishOptions { chunk_size: None, ..PublishOptions::default() };
+    let old = publish(&repo, &repo.keys.private, 1000, &upstream);
     assert!(String::from_utf8_lossy(&old).starts_with("eyJhbGciOiJFUzUxMiJ9."));
-    publish(&repo, &repo.keys.private, 2000, &PublishOptions::default());
+    publish(&repo, &repo.keys.private, 2000, &upstream);
     let mut d = repo.daemon("auto", None);
     let state = check_installs(&mut d, 2000);
     let d = again(&repo, "auto", state);

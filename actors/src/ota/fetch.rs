@@ -127,17 +127,17 @@ impl Fetcher {
         OtaError::Deadline { secs: self.cfg.download_timeout.as_secs() }
     }
 
-    /// Fetches `manifest.jws`, refusing more than `max` bytes.
-    pub fn manifest(&self, max: u64) -> Result<Vec<u8>, OtaError> {
-        self.manifest_unless(max, &AtomicBool::new(false))
-    }
-
-    /// As [`Fetcher::manifest`], giving up with [`OtaError::Cancelled`] at
-    /// the first read after `cancel` is set.
-    pub fn manifest_unless(&self, max: u64, cancel: &AtomicBool) -> Result<Vec<u8>, OtaError> {
-        let url = self.url("manifest.jws");
-        // The same deadline as a download, so a trickled manifest cannot
-        // hold a check open either.
+    /// Fetches `file` whole, refusing more than `max` bytes: `Ok(Err(n))`
+    /// when it is longer (`n` bytes seen so far).
+    pub fn small_file_unless(
+        &self,
+        file: &str,
+        max: u64,
+        cancel: &AtomicBool,
+    ) -> Result<Result<Vec<u8>, u64>, OtaError> {
+        let url = self.url(file);
+        // The same deadline as a download, so a trickled file cannot hold
+        // a check open either.
         let deadline = Instant::now() + self.cfg.download_timeout;
         let resp = self.get(&url, 0, Some(deadline))?;
         let mut out = Vec::new();
@@ -152,9 +152,75 @@ impl Fetcher {
             }
         })?;
         if out.len() as u64 > max {
-            return Err(OtaError::ManifestTooLarge { size: out.len() as u64, max });
+            return Ok(Err(out.len() as u64));
         }
-        Ok(out)
+        Ok(Ok(out))
+    }
+
+    /// Asks for bytes `start..end` of `file` with a Range request and
+    /// insists on exactly those: a 206 whose `Content-Range` is `bytes
+    /// start-(end-1)/*`. Anything else is an error, since a caller of this
+    /// never wants more than it asked for: a 200 (the server ignores
+    /// Range) is `OtaError::Http { status: 200, .. }`, another range
+    /// [`OtaError::Network`]. The body yields at most `end - start` bytes and fails
+    /// with [`OtaError::Deadline`] (as an I/O error) past `deadline`.
+    pub fn range(
+        &self,
+        file: &str,
+        start: u64,
+        end: u64,
+        deadline: Instant,
+    ) -> Result<RangeBody<'_>, OtaError> {
+        let url = self.url(file);
+        if end <= start {
+            return Err(OtaError::Network(format!("{url}: empty range {start}..{end}")));
+        }
+        let last = end - 1;
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let resp = self
+            .agent
+            .get(&url)
+            .set("Accept-Encoding", "identity")
+            .set("Range", &format!("bytes={start}-{last}"))
+            .timeout(left)
+            .call()
+            .map_err(|e| self.error(&url, e, Some(deadline)))?;
+        if resp.status() == 200 {
+            // The server ignores Range: the caller may fetch the file whole
+            // some other way.
+            return Err(OtaError::Http { status: 200, url });
+        }
+        let want = format!("bytes {start}-{last}/");
+        let range = resp.header("Content-Range").unwrap_or("").trim().to_owned();
+        if resp.status() != 206 || !range.starts_with(&want) {
+            return Err(OtaError::Network(format!(
+                "{url}: asked for bytes {start}-{last}, got HTTP {} {:?} (the chunk file needs a server that honours Range)",
+                resp.status(),
+                range.chars().take(64).collect::<String>()
+            )));
+        }
+        Ok(RangeBody {
+            fetcher: self,
+            reader: Box::new(resp.into_reader().take(end - start)),
+            deadline,
+        })
+    }
+
+    /// Fetches `manifest.jws`, refusing more than `max` bytes.
+    pub fn manifest(&self, max: u64) -> Result<Vec<u8>, OtaError> {
+        self.manifest_unless(max, &AtomicBool::new(false))
+    }
+
+    /// As [`Fetcher::manifest`], giving up with [`OtaError::Cancelled`] at
+    /// the first read after `cancel` is set.
+    pub fn manifest_unless(&self, max: u64, cancel: &AtomicBool) -> Result<Vec<u8>, OtaError> {
+        self.small_file_unless("manifest.jws", max, cancel)?
+            .map_err(|size| OtaError::ManifestTooLarge { size, max })
+    }
+
+    /// How many times a lost connection is taken up again per download.
+    pub fn max_resumes(&self) -> u32 {
+        self.cfg.max_resumes
     }
 
     /// Opens the (compressed) image `path` as a reader that resumes with
@@ -221,6 +287,23 @@ impl Fetcher {
             start,
             deadline,
         })
+    }
+}
+
+/// The body of one [`Fetcher::range`] request: at most the bytes asked
+/// for, failing past the download deadline.
+pub struct RangeBody<'a> {
+    fetcher: &'a Fetcher,
+    reader: Box<dyn Read + Send + Sync + 'static>,
+    deadline: Instant,
+}
+
+impl Read for RangeBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() >= self.deadline {
+            return Err(io::Error::other(self.fetcher.deadline_error()));
+        }
+        self.reader.read(buf)
     }
 }
 

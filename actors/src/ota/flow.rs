@@ -27,7 +27,26 @@ impl OtaService {
         s.resumed_from = self.progress.resumed_from;
         s.trusted_kids = self.progress.trusted_kids.clone();
         s.min_unixtime = self.progress.min_unixtime;
+        let p = &self.progress;
+        s.bytes_fetched = p.bytes_fetched;
+        s.bytes_reused = p.bytes_reused;
+        s.bytes_resumed = p.bytes_resumed;
+        s.chunks_fetched = p.chunks_fetched;
+        s.chunks_reused = p.chunks_reused;
+        s.chunks_refetched = p.chunks_refetched;
         s
+    }
+
+    /// Takes the install's counters from a worker event.
+    pub(super) fn take_counts(&mut self, e: &OtaEvent) {
+        let p = &mut self.progress;
+        p.resumed_from = e.resumed_from;
+        p.bytes_fetched = e.bytes_fetched;
+        p.bytes_reused = e.bytes_reused;
+        p.bytes_resumed = e.bytes_resumed;
+        p.chunks_fetched = e.chunks_fetched;
+        p.chunks_reused = e.chunks_reused;
+        p.chunks_refetched = e.chunks_refetched;
     }
 
     /// Sets the phase and tells the subscribers.
@@ -47,6 +66,12 @@ impl OtaService {
                 percent: p.percent,
                 bytes: p.bytes,
                 resumed_from: p.resumed_from,
+                bytes_fetched: p.bytes_fetched,
+                bytes_reused: p.bytes_reused,
+                bytes_resumed: p.bytes_resumed,
+                chunks_fetched: p.chunks_fetched,
+                chunks_reused: p.chunks_reused,
+                chunks_refetched: p.chunks_refetched,
             },
             error: p.last_error.clone(),
             // The kind goes with the error it names, never alone.
@@ -89,7 +114,8 @@ impl OtaService {
         });
         self.progress.last_error = None;
         self.progress.last_error_kind = None;
-        self.progress.resumed_from = 0;
+        // A new attempt: the last one's counters no longer apply.
+        self.take_counts(&OtaEvent::default());
         self.set_phase(OtaPhase::Checking, 0, 0);
         if self.jobs.send(Job::Check).is_err() {
             self.finish(Err(OtaError::Io("ota worker is gone".into())), ctx);

@@ -43,4 +43,56 @@ pub trait OtaOps: Send {
     fn periodic_check_secs(&self) -> u64 {
         86_400
     }
+
+    // What chunked installs (a manifest with `chunks`) use to reuse and
+    // resume. The defaults mean "not supported": nothing is reused, and
+    // an interrupted install starts from zero; third-party platforms keep
+    // compiling and working as before.
+
+    /// Reads the running (active) slot's image at `offset` into `buf`;
+    /// `Ok(0)` at its end. The default has no image to read (no reuse).
+    fn read_active(&mut self, _offset: u64, _buf: &mut [u8]) -> Result<usize, OtaError> {
+        Ok(0)
+    }
+    /// The chunk index saved for the active image by [`OtaOps::store_index`]
+    /// (opaque bytes the installer checks), if any. A platform must drop
+    /// it whenever that slot's image changes.
+    fn load_index(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Saves `index` as the active image's chunk index (after a finalize,
+    /// the new image's). Best effort: without it the next install hashes
+    /// the active image once more.
+    fn store_index(&mut self, _index: &[u8]) -> Result<(), OtaError> {
+        Ok(())
+    }
+    /// Reads the image of `m` written so far by an interrupted install
+    /// (before [`OtaOps::start_at`]) or this one (after
+    /// [`OtaOps::checkpoint`]) at `offset`; `Ok(0)` at its end or if
+    /// there is none. The installer re-hashes what it reads.
+    fn read_partial(
+        &mut self,
+        _m: &Manifest,
+        _offset: u64,
+        _buf: &mut [u8],
+    ) -> Result<usize, OtaError> {
+        Ok(0)
+    }
+    /// As [`OtaOps::start`], but keeping the first `keep` bytes already
+    /// written for `m` by an interrupted install; returns the bytes kept
+    /// (the next write follows them). The default keeps nothing.
+    fn start_at(&mut self, m: &Manifest, _keep: u64) -> Result<u64, OtaError> {
+        self.start(m).map(|()| 0)
+    }
+    /// Makes what was written so far survive a kill of this process (not
+    /// a power cut: no fsync needed), and readable by
+    /// [`OtaOps::read_partial`]. Called after every chunk.
+    fn checkpoint(&mut self) -> Result<(), OtaError> {
+        Ok(())
+    }
+    /// Stops writing for now (a lost network, a cancel) keeping what was
+    /// written for a later [`OtaOps::start_at`]. The default aborts.
+    fn suspend(&mut self) -> Result<(), OtaError> {
+        self.abort()
+    }
 }

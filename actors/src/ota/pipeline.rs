@@ -3,6 +3,7 @@
 //! finalize; with a [`DownloadCache`], the compressed body is also saved
 //! as it arrives so that a later run resumes it.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,15 +72,30 @@ pub fn check_and_install(
 }
 
 /// Throttles progress to one event per percent or per second.
-struct Progress<'a> {
+pub(super) struct Progress<'a> {
     sink: &'a mut dyn FnMut(OtaEvent),
     last_percent: Option<u8>,
     last_at: Instant,
     resumed_from: u64,
+    /// The install's counters (`bytes_fetched`, ...) sent with each event.
+    pub(super) counts: OtaEvent,
 }
 
-impl Progress<'_> {
-    fn report(
+impl<'a> Progress<'a> {
+    /// Progress told to `sink`, no counters yet.
+    pub(super) fn new(sink: &'a mut dyn FnMut(OtaEvent)) -> Self {
+        Self {
+            sink,
+            last_percent: None,
+            last_at: Instant::now(),
+            resumed_from: 0,
+            counts: OtaEvent::default(),
+        }
+    }
+
+    /// Tells `ops` and the sink, at most once per percent or second
+    /// unless `force`.
+    pub(super) fn report(
         &mut self,
         ops: &mut dyn OtaOps,
         phase: OtaPhase,
@@ -94,7 +110,7 @@ impl Progress<'_> {
             self.last_at = Instant::now();
             ops.progress(phase, percent);
             let resumed_from = self.resumed_from;
-            (self.sink)(OtaEvent { phase, percent, bytes, resumed_from });
+            (self.sink)(OtaEvent { phase, percent, bytes, resumed_from, ..self.counts });
         }
     }
 }
@@ -132,8 +148,7 @@ pub fn install_resumable(
     cache: Option<&DownloadCache>,
 ) -> Result<(), OtaError> {
     let deadline = Instant::now() + fetcher.download_timeout();
-    let mut p =
-        Progress { sink: progress, last_percent: None, last_at: Instant::now(), resumed_from: 0 };
+    let mut p = Progress::new(progress);
     let want = hex::decode(&m.sha512).map_err(|_| OtaError::BadHash)?;
     // Fetch first: a 404 or 500 must not even mark the inactive slot bad.
     let (prefix, body, save) = open_body(fetcher, m, deadline, cache)?;
@@ -144,8 +159,10 @@ pub fn install_resumable(
         None => Box::new(io::empty()),
     };
     let seen = p.resumed_from;
-    let source = replay.chain(Tee { body, save, cancel, seen, max: max_compressed(m.size) });
-    let result = stream(ops, source, m, &want, cancel, &mut p).and_then(|bytes| {
+    let fetched = Cell::new(0);
+    let max = max_compressed(m.size);
+    let source = replay.chain(Tee { body, save, cancel, seen, max, fetched: &fetched });
+    let result = stream(ops, source, m, &want, cancel, &mut p, &fetched).and_then(|bytes| {
         p.report(ops, OtaPhase::Finalizing, 99, bytes, true);
         ops.finalize(m).map(|()| bytes)
     });
@@ -214,6 +231,8 @@ struct Tee<'a, 'b> {
     /// Compressed bytes so far (saved prefix included), at most `max`.
     seen: u64,
     max: u64,
+    /// Compressed bytes read from the network (for `bytes_fetched`).
+    fetched: &'b Cell<u64>,
 }
 
 impl Read for Tee<'_, '_> {
@@ -226,6 +245,7 @@ impl Read for Tee<'_, '_> {
         }
         let n = self.body.read(buf)?;
         self.seen += n as u64;
+        self.fetched.set(self.fetched.get() + n as u64);
         if self.seen > self.max {
             let why = format!("compressed image longer than {} bytes", self.max);
             return Err(io::Error::other(OtaError::Gzip(why)));
@@ -257,6 +277,7 @@ fn stream(
     want: &[u8],
     cancel: &AtomicBool,
     p: &mut Progress<'_>,
+    fetched: &Cell<u64>,
 ) -> Result<u64, OtaError> {
     let mut gz = MultiGzDecoder::new(BufReader::with_capacity(64 * 1024, body));
     let mut hasher = Sha512::new();
@@ -298,8 +319,10 @@ fn stream(
         ops.write(chunk)?;
         let percent =
             u8::try_from((total.saturating_mul(100) / m.size.max(1)).min(99)).unwrap_or(99);
+        p.counts.bytes_fetched = fetched.get();
         p.report(ops, OtaPhase::Downloading, percent, total, false);
     }
+    p.counts.bytes_fetched = fetched.get();
     if total < m.size {
         return Err(OtaError::ImageTooShort { got: total, want: m.size });
     }

@@ -74,7 +74,7 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> OtaError {
 
 /// Opens `path` without following a symlink, creating it 0600 if asked,
 /// and tightens an existing file's mode to 0600.
-fn open_private(path: &Path, opts: &mut OpenOptions) -> Result<File, OtaError> {
+pub(super) fn open_private(path: &Path, opts: &mut OpenOptions) -> Result<File, OtaError> {
     let f = opts
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
@@ -90,7 +90,7 @@ fn open_private(path: &Path, opts: &mut OpenOptions) -> Result<File, OtaError> {
     Ok(f)
 }
 
-fn remove(path: &Path) -> Result<(), OtaError> {
+pub(super) fn remove(path: &Path) -> Result<(), OtaError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -102,6 +102,11 @@ impl DownloadCache {
     /// The cache in `dir` (which must exist).
     pub fn new(dir: &Path) -> Self {
         Self { dir: dir.to_owned() }
+    }
+
+    /// The directory the copy (and a chunked install's journal) is kept in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The compressed prefix file.

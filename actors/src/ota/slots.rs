@@ -6,7 +6,12 @@
 //! - `a/image`, `b/image`: the slot images (`a` holds the factory image,
 //!   which may be absent: it is whatever runs now).
 //! - `<slot>/image.partial`: an image being written; never selected, and
-//!   removed when the directory is reopened.
+//!   removed when the directory is reopened, unless the chunked-install
+//!   journal (`install.json`, [`super::journal`]) names the release the
+//!   slot's record says is being written there: then it is kept for a
+//!   resume, which re-hashes it before keeping a byte ([`super::chunked`]).
+//! - `<slot>/image.idx`: the chunk index of that slot's image (see
+//!   [`super::chunked`]), removed before the slot is written again.
 //! - `state.json`: [`SlotState`], replaced atomically: written to
 //!   `state.json.tmp`, fsynced, renamed over `state.json`, and the
 //!   directory fsynced. A crash leaves either the old or the new state.
@@ -27,6 +32,8 @@ use lwsys_messages::ota::{OtaError, OtaStatus, SlotInfo, SlotStatus};
 use serde::{Deserialize, Serialize};
 
 use super::{Manifest, OtaOps};
+
+mod chunked;
 
 /// The slot names, in index order.
 pub const SLOT_NAMES: [&str; 2] = ["a", "b"];
@@ -167,14 +174,6 @@ impl SlotDir {
         for name in SLOT_NAMES {
             let d = dir.join(name);
             crate::store::create_private_dir(&d).map_err(|e| io("create", &d, e))?;
-            let partial = d.join("image.partial");
-            match fs::remove_file(&partial) {
-                Ok(()) => {
-                    slog::warn!(log, "dropped an unfinished image"; "slot" => name);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("remove", &partial, e)),
-            }
         }
         let _ = fs::remove_file(dir.join("state.json.tmp"));
         let path = dir.join("state.json");
@@ -190,6 +189,20 @@ impl SlotDir {
                 path.display(),
                 state.selected
             )));
+        }
+        let resumable = chunked::resumable_slot(&dir, &state);
+        for (i, name) in SLOT_NAMES.iter().enumerate() {
+            if resumable == Some(i) {
+                continue;
+            }
+            let partial = dir.join(name).join("image.partial");
+            match fs::remove_file(&partial) {
+                Ok(()) => {
+                    slog::warn!(log, "dropped an unfinished image"; "slot" => *name);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("remove", &partial, e)),
+            }
         }
         Ok(Self {
             dir,
@@ -383,6 +396,8 @@ impl OtaOps for SlotDir {
         // Bad before the first byte: a crash from here on never selects it.
         self.persist(next)?;
         let name = SLOT_NAMES.get(target).copied().unwrap_or("b");
+        // Its index no longer describes it.
+        chunked::drop_index(&self.dir.join(name))?;
         let partial = self.dir.join(name).join("image.partial");
         let f = create_private(&partial).map_err(|e| io("create", &partial, e))?;
         self.writing = Some((target, BufWriter::with_capacity(256 * 1024, f)));
@@ -468,5 +483,38 @@ impl OtaOps for SlotDir {
 
     fn periodic_check_secs(&self) -> u64 {
         self.periodic_check_secs
+    }
+
+    fn read_active(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, OtaError> {
+        self.read_active_image(offset, buf)
+    }
+
+    fn load_index(&mut self) -> Option<Vec<u8>> {
+        self.load_active_index()
+    }
+
+    fn store_index(&mut self, index: &[u8]) -> Result<(), OtaError> {
+        self.store_active_index(index)
+    }
+
+    fn read_partial(
+        &mut self,
+        m: &Manifest,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, OtaError> {
+        self.read_partial_image(m, offset, buf)
+    }
+
+    fn start_at(&mut self, m: &Manifest, keep: u64) -> Result<u64, OtaError> {
+        self.start_keeping(m, keep)
+    }
+
+    fn checkpoint(&mut self) -> Result<(), OtaError> {
+        self.flush_partial()
+    }
+
+    fn suspend(&mut self) -> Result<(), OtaError> {
+        self.close_partial()
     }
 }

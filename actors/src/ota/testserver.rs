@@ -16,6 +16,9 @@ pub struct Faults {
     pub drop_after: Option<usize>,
     /// Answer Range requests with 200 and the whole file.
     pub ignore_range: bool,
+    /// Flip the byte at this file offset of the next `.chunks` response
+    /// that covers it (the first `n` times, `n` the second field).
+    pub corrupt_at: Option<(usize, u32)>,
 }
 
 /// Requests seen, as (path, Range header).
@@ -31,7 +34,12 @@ pub struct TestServer {
     pub log: RequestLog,
     /// For TLS: the CA (PEM) that signed the server's `localhost` cert.
     pub ca_pem: Option<String>,
+    /// Body bytes written per path (what the client was sent).
+    pub sent: SentLog,
 }
+
+/// Body bytes written per request path.
+pub type SentLog = Arc<Mutex<std::collections::HashMap<String, u64>>>;
 
 impl TestServer {
     /// Serves `root` on 127.0.0.1:0.
@@ -69,24 +77,25 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let faults = Arc::new(Mutex::new(Faults::default()));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (f, l) = (faults.clone(), log.clone());
+        let sent: SentLog = Arc::default();
+        let (f, l, b) = (faults.clone(), log.clone(), sent.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (root, f, l) = (root.clone(), f.clone(), l.clone());
+                let (root, f, l, b) = (root.clone(), f.clone(), l.clone(), b.clone());
                 let tls = tls.clone();
                 std::thread::spawn(move || {
                     let _ = match tls {
                         Some(cfg) => {
                             let Ok(tls) = rustls::ServerConnection::new(cfg) else { return };
-                            serve(rustls::StreamOwned::new(tls, conn), &root, &f, &l)
+                            serve(rustls::StreamOwned::new(tls, conn), &root, &f, &l, &b)
                         }
-                        None => serve(conn, &root, &f, &l),
+                        None => serve(conn, &root, &f, &l, &b),
                     };
                 });
             }
         });
-        Self { addr, faults, log, ca_pem: None }
+        Self { addr, faults, log, ca_pem: None, sent }
     }
 
     /// The base URL (the repository).
@@ -103,6 +112,7 @@ fn serve(
     root: &std::path::Path,
     faults: &Mutex<Faults>,
     log: &RequestLog,
+    sent: &SentLog,
 ) -> std::io::Result<()> {
     // Requests have no body, so nothing the reader buffers is lost.
     let mut reader = BufReader::new(conn);
@@ -133,40 +143,57 @@ fn serve(
         return Ok(());
     };
     let len = body.len();
-    let from = range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<usize>().ok());
-    let (head, slice) = match from {
-        Some(n) if !f.ignore_range && n >= len => (
+    // `bytes=N-` or `bytes=N-M` (M inclusive, clamped to the end).
+    let asked = range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| {
+        let (a, b) = r.split_once('-')?;
+        let from = a.parse::<usize>().ok()?;
+        let to = if b.is_empty() { None } else { Some(b.parse::<usize>().ok()?) };
+        Some((from, to))
+    });
+    let (head, start, slice) = match asked {
+        Some((n, _)) if !f.ignore_range && n >= len => (
             format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n"),
+            0,
             &body[..0],
         ),
-        Some(n) if !f.ignore_range && n < len => (
-            format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{len}\r\nContent-Length: {}\r\n",
-                len - 1,
-                len - n
-            ),
-            &body[n..],
-        ),
+        Some((n, to)) if !f.ignore_range && n < len => {
+            let last = to.unwrap_or(len - 1).min(len - 1);
+            (
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{last}/{len}\r\nContent-Length: {}\r\n",
+                    last + 1 - n
+                ),
+                n,
+                &body[n..=last],
+            )
+        }
         _ => (
             format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n"),
+            0,
             &body[..],
         ),
     };
+    let mut slice = slice.to_vec();
+    let is_chunks = path.ends_with(".chunks");
+    if is_chunks {
+        let mut fl = faults.lock().unwrap();
+        if let Some((at, times)) = fl.corrupt_at {
+            if times > 0 && at >= start && at < start + slice.len() {
+                slice[at - start] ^= 0x5a;
+                fl.corrupt_at = Some((at, times - 1));
+            }
+        }
+    }
     conn.write_all(head.as_bytes())?;
     conn.write_all(b"Connection: close\r\n\r\n")?;
-    let is_image = path.ends_with(".gz");
+    let is_image = path.ends_with(".gz") || is_chunks;
     let cut = if is_image { faults.lock().unwrap().drop_after.take() } else { None };
-    match cut {
-        Some(n) if n < slice.len() => {
-            // Dropping the connection after this closes it mid-body.
-            conn.write_all(&slice[..n])?;
-            conn.flush()?;
-        }
-        _ => conn.write_all(slice)?,
-    }
+    let n = match cut {
+        Some(n) if n < slice.len() => n,
+        _ => slice.len(),
+    };
+    // Dropping the connection after a short write closes it mid-body.
+    conn.write_all(&slice[..n])?;
+    *sent.lock().unwrap().entry(path.clone()).or_default() += n as u64;
     conn.flush()
 }

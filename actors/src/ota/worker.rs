@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::issuers::Issuers;
 use super::{
-    pipeline, DownloadCache, Fetcher, Manifest, ManifestPolicy, OtaHandoff, OtaOps, OtaService,
+    chunked, DownloadCache, Fetcher, Manifest, ManifestPolicy, OtaHandoff, OtaOps, OtaService,
 };
 
 /// A job for the worker.
@@ -83,7 +83,7 @@ impl Worker {
                 }
                 Job::Install(m) => {
                     let addr = self.addr.clone();
-                    let r = pipeline::install_resumable(
+                    let r = chunked::install_auto(
                         self.ops.as_mut(),
                         &self.fetcher,
                         &m,

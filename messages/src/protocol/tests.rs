@@ -411,7 +411,7 @@ fn events_serialize_byte_identically_to_the_old_hand_built_ones() {
         ),
         (
             Event::Ota(OtaProgress {
-                progress: OtaEvent { phase: OtaPhase::Idle, percent: 0, bytes: 0, resumed_from: 0 },
+                progress: OtaEvent { phase: OtaPhase::Idle, ..OtaEvent::default() },
                 error: Some("bad".into()),
                 error_kind: Some("bad_signature".into()),
             }),

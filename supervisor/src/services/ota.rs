@@ -118,6 +118,32 @@ impl OtaOps for SharedOps {
     fn periodic_check_secs(&self) -> u64 {
         self.lock().periodic_check_secs()
     }
+    fn read_active(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, OtaError> {
+        self.lock().read_active(offset, buf)
+    }
+    fn load_index(&mut self) -> Option<Vec<u8>> {
+        self.lock().load_index()
+    }
+    fn store_index(&mut self, index: &[u8]) -> Result<(), OtaError> {
+        self.lock().store_index(index)
+    }
+    fn read_partial(
+        &mut self,
+        m: &Manifest,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, OtaError> {
+        self.lock().read_partial(m, offset, buf)
+    }
+    fn start_at(&mut self, m: &Manifest, keep: u64) -> Result<u64, OtaError> {
+        self.lock().start_at(m, keep)
+    }
+    fn checkpoint(&mut self) -> Result<(), OtaError> {
+        self.lock().checkpoint()
+    }
+    fn suspend(&mut self) -> Result<(), OtaError> {
+        self.lock().suspend()
+    }
 }
 
 /// Opens (or reopens, after a crash) the ops the service works on.

@@ -49,6 +49,8 @@ struct Counts {
     /// Bumped by `release`: a connection held before it is dropped (its
     /// client is gone), so it sends nothing more.
     releases: u64,
+    /// Every range answered (206), as (first, last) byte.
+    ranges: Vec<(u64, u64)>,
 }
 
 /// What a test server has sent of image files (`*.gz`), shared with the
@@ -82,6 +84,19 @@ impl Served {
     /// The `N` of every `Range: bytes=N-` asked for an image.
     pub fn range_starts(&self) -> Vec<u64> {
         self.counts.lock().unwrap().range_starts.clone()
+    }
+
+    /// Every range answered with 206, as (first, last) byte.
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        self.counts.lock().unwrap().ranges.clone()
+    }
+
+    /// Starts counting from zero (image bytes and ranges).
+    pub fn reset(&self) {
+        let mut c = self.counts.lock().unwrap();
+        c.image_bytes = 0;
+        c.ranges.clear();
+        c.range_starts.clear();
     }
 
     /// Waits (bounded) until the server has sent `n` image bytes.
@@ -158,6 +173,8 @@ fn answer(
     reader.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let mut range: Option<u64> = None;
+    // The last byte of `bytes=N-M` (chunk fetches), if given.
+    let mut range_last: Option<u64> = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" {
@@ -165,10 +182,13 @@ fn answer(
         }
         let lower = h.to_ascii_lowercase();
         if let Some(v) = lower.strip_prefix("range: bytes=") {
-            range = v.trim().trim_end_matches('-').parse().ok();
+            let (a, b) = v.trim().split_once('-').unwrap_or((v.trim(), ""));
+            range = a.parse().ok();
+            range_last = b.parse().ok();
         }
     }
-    let image = path.ends_with(".gz");
+    // Image bodies: the `.img.gz` and a chunked release's `.chunks`.
+    let image = path.ends_with(".gz") || path.ends_with(".chunks");
     let Ok(body) = std::fs::read(root.join(path.trim_start_matches('/'))) else {
         return write!(
             conn,
@@ -187,13 +207,14 @@ fn answer(
         }
         Some(n) => {
             let len = body.len();
+            let last = range_last.map_or(len - 1, |l| (l as usize).min(len - 1));
             write!(
                 conn,
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                len - 1,
-                len - n as usize
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{last}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                last + 1 - n as usize
             )?;
-            body[n as usize..].to_vec()
+            served.counts.lock().unwrap().ranges.push((n, last as u64));
+            body[n as usize..=last].to_vec()
         }
         None => {
             write!(
@@ -261,18 +282,35 @@ impl Repo {
         self.dir.path().join("repo").join(VARIANT).join(format!("{VARIANT}-{unixtime}.img.gz"))
     }
 
-    /// Publish `image` as the release at `unixtime`.
+    /// Publish `image` as the release at `unixtime`, as upstream's tools
+    /// would: no chunk index (`lwsysctl ota publish --no-chunks`).
     pub fn publish(&self, image: &[u8], unixtime: u64) {
+        self.publish_opts(image, unixtime, None);
+    }
+
+    /// Publish `image` as the release at `unixtime` with a chunk index of
+    /// `chunk_size` (`lwsysctl ota publish`, the default 64 KiB).
+    pub fn publish_chunked(&self, image: &[u8], unixtime: u64, chunk_size: u32) {
+        self.publish_opts(image, unixtime, Some(chunk_size));
+    }
+
+    fn publish_opts(&self, image: &[u8], unixtime: u64, chunk_size: Option<u32>) {
         let src = self.dir.path().join(format!("fw-{unixtime}.img"));
         std::fs::write(&src, image).unwrap();
-        ctl_ota::publish_at(
+        ctl_ota::publish_with(
             &self.keys.private,
             VARIANT,
             &src,
             &self.dir.path().join("repo"),
-            unixtime,
+            Some(unixtime),
+            &lwsys_manifest::PublishOptions { chunk_size, ..Default::default() },
         )
         .unwrap();
+    }
+
+    /// A file of the release directory (`.idx`, `.chunks`, ...).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("repo").join(VARIANT).join(name)
     }
 
     /// The daemon config for this repository.
