@@ -12,7 +12,7 @@
 //! 2. the running image's chunk digests: the platform's saved
 //!    `image.idx` ([`OtaOps::load_index`]) or, once, by hashing the
 //!    running image ([`OtaOps::read_active`]) and saving the result.
-//! 3. resume: if the journal ([`journal`]) names this exact release, the
+//! 3. resume: if the journal ([`journal`](super::journal)) names this exact release, the
 //!    partial image is read back ([`OtaOps::read_partial`]) and re-hashed
 //!    chunk by chunk against the index; the prefix of good chunks is kept
 //!    ([`OtaOps::start_at`]) and everything after it dropped. Otherwise
