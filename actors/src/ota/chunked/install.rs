@@ -166,7 +166,11 @@ impl Install<'_, '_> {
             Some(j) if j.names(self.m) => {
                 keep_chunks = self.rehash_partial().map_err(|e| (e, false))?;
             }
-            Some(j) => j.begin(self.m).map_err(|e| (e, false))?,
+            // A journal that cannot be written (a full disk) only costs
+            // the resume after a restart, not the update.
+            Some(j) => {
+                let _ = j.begin(self.m);
+            }
             None => {}
         }
         let keep = self.plan.start(keep_chunks);
