@@ -102,8 +102,15 @@ pub fn install_chunked(
             Ok(())
         }
         Err((e, begun)) => {
-            let keep =
-                matches!(e, OtaError::Network(_) | OtaError::Deadline { .. } | OtaError::Cancelled);
+            // Transient faults keep what was verified (a resume re-hashes
+            // it anyway); bad data or a bad release drops it.
+            let keep = matches!(
+                e,
+                OtaError::Network(_)
+                    | OtaError::Deadline { .. }
+                    | OtaError::Cancelled
+                    | OtaError::Http { status: 429 | 500..=599, .. }
+            );
             if begun && keep {
                 // Verified chunks stay for the next attempt.
                 if inst.ops.suspend().is_err() {
@@ -142,7 +149,8 @@ fn prepare(
         return Err(OtaError::ChunkIndex("SHA-256 does not match the manifest".into()));
     }
     let plan = Plan::from_index(&index, m, cref)?;
-    Ok((plan.clone(), active_chunks(ops, &plan, cancel)?))
+    let active = active_chunks(ops, &plan, cancel)?;
+    Ok((plan, active))
 }
 
 /// An error, and whether the slot write had begun.
