@@ -32,9 +32,10 @@
 //! A server that ignores Range (answers 200) cannot serve chunks: the
 //! release's `.img.gz` is installed instead, through [`pipeline`].
 //!
-//! A lost connection, the deadline or a cancel keeps the partial image
-//! ([`OtaOps::suspend`]) for the next attempt; bad bytes (a chunk bad on
-//! every attempt, a final hash mismatch) drop it and the journal.
+//! A lost connection, a server error (5xx, 429), the deadline or a cancel
+//! keeps the partial image ([`OtaOps::suspend`]) for the next attempt;
+//! bad bytes (a chunk bad on every attempt, a final hash mismatch) drop
+//! it and the journal.
 //!
 //! # Index-less images
 //! A manifest without `chunks` (an upstream-made repository) goes through
