@@ -37,6 +37,14 @@ pub enum Cycle {
     EnterModal,
     /// Jump OPERATIONAL.
     LeaveModal,
+    /// As `EnterModal`, but a `Defer` (or a consent timeout) does not stop
+    /// it: the notifiers are asked and told, and only a `Deny` stops it.
+    /// The OTA service sends it once a release's deferral budget is spent.
+    EnterModalPastDefer,
+    /// As `EnterModal`, but no verdict stops it: the notifiers are asked
+    /// (each may hold it up to its consent timeout) and told. The OTA
+    /// service sends it for a security release at its deadline.
+    ForceModal,
 }
 
 /// Shut the system down: a forced jump to CONTEXT_DESTROYING (notifiers are

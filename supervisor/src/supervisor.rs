@@ -38,7 +38,7 @@ use slog::{info, warn, Logger};
 
 pub use crate::notifier::InlineNotifier;
 use registry::{Kind, Registry};
-use walk::{Mode, Walk};
+use walk::{Mode, Override, Walk};
 
 use crate::consent::{self, Next, Round, Step};
 use crate::notifier::NotifierSpec;
@@ -219,8 +219,11 @@ impl Supervisor {
 
     fn start_round(&mut self, target: SystemState, ctx: &mut Context<Self>) {
         let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
+        let overrides = self.active.as_ref().map_or(Override::Nothing, |w| w.overrides);
         let n = self.registry.len();
-        self.round = Some(Round::new(self.current, target, forced, unix_us(), n));
+        let round = Round::new(self.current, target, forced || overrides == Override::All, unix_us(), n);
+        self.round =
+            Some(if overrides == Override::Defers { round.past_defer() } else { round });
         if forced && self.grace_over {
             self.commit(ctx);
         } else {
@@ -400,7 +403,7 @@ impl Supervisor {
         }
         self.awaiting = None;
         let forced_through =
-            self.round.as_ref().is_some_and(|r| r.forced() && (self.grace_over || r.overridden()));
+            self.round.as_ref().is_some_and(|r| r.overridden() || (r.forced() && self.grace_over));
         match res {
             Ok(Ok(reading)) => {
                 let from = self.current;

@@ -139,6 +139,13 @@ pub struct OtaProgress {
     /// The last error's kind (`bad_signature`, ...), with `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
+    /// The update policy's decision about the release found, when this
+    /// event reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::ota::PolicyDecision>,
+    /// What the release found waits for, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<crate::ota::Waiting>,
 }
 
 /// A `service` event: what the Supervisor did about a service that died.

@@ -32,6 +32,9 @@ impl RangeError {
 /// overflow).
 const MAX_DOWNLOAD_SECS: u64 = 7 * 86_400;
 
+/// The most `[ota] health_commands`.
+const MAX_HEALTH_COMMANDS: usize = 16;
+
 fn range(
     section: &'static str,
     key: &'static str,
@@ -132,7 +135,55 @@ impl Config {
         range("ota", "connect_timeout_ms", o.connect_timeout_ms, 1, u64::MAX)?;
         range("ota", "read_timeout_ms", o.read_timeout_ms, 1, u64::MAX)?;
         range("ota", "download_timeout_secs", o.download_timeout_secs, 1, MAX_DOWNLOAD_SECS)?;
+        self.validate_health()?;
+        self.validate_policy()?;
         self.validate_fleet()
+    }
+
+    /// The health-gated commit: a stable time within the deadline, a few
+    /// commands of sane length.
+    fn validate_health(&self) -> Result<(), RangeError> {
+        let o = &self.ota;
+        range("ota", "confirm_after_secs", o.confirm_after_secs, 1, 86_400)?;
+        range("ota", "confirm_timeout_secs", o.confirm_timeout_secs, 1, MAX_DOWNLOAD_SECS)?;
+        if o.confirm_timeout_secs <= o.confirm_after_secs {
+            let m = format!(
+                "expected more than confirm_after_secs ({}), got {}",
+                o.confirm_after_secs, o.confirm_timeout_secs
+            );
+            return Err(RangeError::new("ota", "confirm_timeout_secs", m));
+        }
+        range("ota", "health_timeout_secs", o.health_timeout_secs, 1, 3600)?;
+        if o.health_commands.len() > MAX_HEALTH_COMMANDS {
+            let m = format!(
+                "expected at most {MAX_HEALTH_COMMANDS} commands, got {}",
+                o.health_commands.len()
+            );
+            return Err(RangeError::new("ota", "health_commands", m));
+        }
+        for c in &o.health_commands {
+            if c.split_whitespace().next().is_none() || c.len() > 1024 {
+                let m = "expected each command non-empty and at most 1024 bytes";
+                return Err(RangeError::new("ota", "health_commands", m));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[ota.policy]`: windows and offset that parse, bounded times.
+    fn validate_policy(&self) -> Result<(), RangeError> {
+        use lwsys_actors::ota::policy::{parse_utc_offset, Window, MAX_WINDOWS};
+        let p = &self.ota.policy;
+        if p.windows.len() > MAX_WINDOWS {
+            let m = format!("expected at most {MAX_WINDOWS} windows, got {}", p.windows.len());
+            return Err(RangeError::new("ota.policy", "windows", m));
+        }
+        for w in &p.windows {
+            w.parse::<Window>().map_err(|m| RangeError::new("ota.policy", "windows", m))?;
+        }
+        parse_utc_offset(&p.utc_offset).map_err(|m| RangeError::new("ota.policy", "utc_offset", m))?;
+        range("ota.policy", "max_defer_secs", p.max_defer_secs, 0, 366 * 86_400)?;
+        range("ota.policy", "security_deadline_secs", p.security_deadline_secs, 1, 366 * 86_400)
     }
 
     /// The `[fleet]` checks: a broker URL we can use, names that are one

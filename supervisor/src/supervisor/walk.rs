@@ -42,6 +42,20 @@ pub(crate) struct Walk {
     /// moved since.
     parked_at: Option<SystemState>,
     early_resumes: u32,
+    /// Which verdicts its rounds go past (the OTA policy's entries).
+    pub(crate) overrides: Override,
+}
+
+/// Which verdicts a walk's rounds go past, besides a shutdown's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Override {
+    /// None: any `Defer` or `Deny` stops it.
+    #[default]
+    Nothing,
+    /// `Defer` and timeouts (`Cycle::EnterModalPastDefer`).
+    Defers,
+    /// Every verdict (`Cycle::ForceModal`).
+    All,
 }
 
 impl Walk {
@@ -54,6 +68,7 @@ impl Walk {
             parked: None,
             parked_at: None,
             early_resumes: 0,
+            overrides: Override::Nothing,
         }
     }
 
