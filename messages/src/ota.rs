@@ -180,6 +180,16 @@ pub struct Waiting {
     pub release: u64,
 }
 
+/// How the health gate ended a trial boot (the `ota` event's `trial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialOutcome {
+    /// Stable and healthy: confirmed good.
+    Confirmed,
+    /// Rolled back (the reboot into the previous slot follows).
+    RolledBack,
+}
+
 /// A decision of the update policy about a found release, told in the
 /// `ota` event (`policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

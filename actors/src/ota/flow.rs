@@ -41,6 +41,15 @@ impl OtaService {
     }
 
     pub(super) fn emit(&self) {
+        self.emit_trial(None, None);
+    }
+
+    /// Tells the subscribers, with how a trial boot just ended if it did.
+    pub(super) fn emit_trial(
+        &self,
+        trial: Option<lwsys_messages::ota::TrialOutcome>,
+        rollback: Option<lwsys_messages::ota::RollbackRecord>,
+    ) {
         let Some(to) = &self.links.events else { return };
         let p = &self.progress;
         let ev = OtaProgress {
@@ -55,6 +64,8 @@ impl OtaService {
             error_kind: p.last_error.as_ref().and(p.last_error_kind.clone()),
             policy: self.decision,
             waiting: self.waiting,
+            trial,
+            rollback,
         };
         to.do_send(SystemEvent::Ota(ev));
     }

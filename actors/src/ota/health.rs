@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use lwsys_messages::ota::{RollbackCause, RollbackRecord, SlotStatus};
+use lwsys_messages::ota::{RollbackCause, RollbackRecord, SlotStatus, TrialOutcome};
 use lwsys_messages::state::{Changed, SystemState};
 
 use super::worker::Job;
@@ -169,7 +169,20 @@ impl OtaService {
             Ok(()) => {
                 slog::info!(self.log, "trial boot stable and healthy: confirming it");
                 self.trial.watching = false;
-                let _ = self.jobs.send(Job::Report { bad: false, reply: None });
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if self.jobs.send(Job::Report { bad: false, reply: Some(tx) }).is_err() {
+                    return slog::error!(self.log, "cannot confirm: the ota worker is gone");
+                }
+                ctx.spawn(async move { rx.await }.into_actor(self).map(|res, act, _| match res {
+                    Ok(Ok(slots)) => {
+                        act.slots = slots;
+                        act.emit_trial(Some(TrialOutcome::Confirmed), None);
+                    }
+                    Ok(Err(e)) => {
+                        slog::error!(act.log, "confirm failed"; "error" => crate::LogSafe(&e.to_string()));
+                    }
+                    Err(_) => slog::error!(act.log, "confirm failed: the ota worker is gone"),
+                }));
             }
             Err((check, why)) => {
                 let message = format!("health check {check:?} {why}");
@@ -201,13 +214,14 @@ impl OtaService {
         slog::warn!(self.log, "trial boot rolled back"; "cause" => ?cause,
                     "reason" => crate::LogSafe(&reason.message));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.jobs.send(Job::RollBack { reason, reply: tx }).is_err() {
+        if self.jobs.send(Job::RollBack { reason: reason.clone(), reply: tx }).is_err() {
             slog::error!(self.log, "cannot roll back: the ota worker is gone");
             return;
         }
         ctx.spawn(async move { rx.await }.into_actor(self).map(|res, act, _| match res {
             Ok(Ok(slots)) => {
                 act.slots = slots;
+                act.emit_trial(Some(TrialOutcome::RolledBack), Some(reason));
                 slog::info!(act.log, "rebooting into the previous good slot");
                 (act.links.reboot)();
             }

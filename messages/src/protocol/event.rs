@@ -146,6 +146,12 @@ pub struct OtaProgress {
     /// What the release found waits for, while it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<crate::ota::Waiting>,
+    /// A trial boot was just confirmed or rolled back (health gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<crate::ota::TrialOutcome>,
+    /// With `trial: "rolled_back"`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::ota::RollbackRecord>,
 }
 
 /// A `service` event: what the Supervisor did about a service that died.

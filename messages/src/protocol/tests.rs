@@ -414,6 +414,7 @@ fn events_serialize_byte_identically_to_the_old_hand_built_ones() {
                 progress: OtaEvent { phase: OtaPhase::Idle, percent: 0, bytes: 0, resumed_from: 0 },
                 error: Some("bad".into()),
                 error_kind: Some("bad_signature".into()),
+                ..OtaProgress::default()
             }),
             r#"{"event":"ota","phase":"idle","percent":0,"bytes":0,"resumed_from":0,"error":"bad","error_kind":"bad_signature"}"#,
         ),

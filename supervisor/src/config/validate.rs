@@ -283,6 +283,37 @@ mod tests {
     }
 
     #[test]
+    fn health_and_policy_keys_are_checked_with_their_names_and_lines() {
+        let bad = [
+            ("[ota]\nconfirm_after_secs = 0", "c:2: [ota] confirm_after_secs"),
+            ("[ota]\nconfirm_timeout_secs = 10", "c:2: [ota] confirm_timeout_secs: expected more"),
+            ("[ota]\nhealth_timeout_secs = 0", "c:2: [ota] health_timeout_secs"),
+            ("[ota]\nhealth_commands = [\"  \"]", "c:2: [ota] health_commands"),
+            ("[ota.policy]\nwindows = [\"2:00-4:00\"]", "c:2: [ota.policy] windows"),
+            ("[ota.policy]\nwindows = [\"03:00-03:00\"]", "c:2: [ota.policy] windows"),
+            ("[ota.policy]\nutc_offset = \"CET\"", "c:2: [ota.policy] utc_offset"),
+            ("[ota.policy]\nsecurity_deadline_secs = 0", "c:2: [ota.policy] security_deadline"),
+            ("[ota.policy]\nbogus = 1", "c:2: [ota] policy: unknown field `bogus`"),
+        ];
+        for (text, want) in bad {
+            let e = Config::from_toml(text, Path::new("c")).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
+        let many = format!("[ota]\nhealth_commands = [{}]\n", vec!["\"/bin/true\""; 17].join(","));
+        let e = Config::from_toml(&many, Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("at most 16 commands"), "{e}");
+        let ok = "[ota]\nconfirm_after_secs = 5\nhealth_commands = [\"/bin/check --quick\"]\n\
+                  [ota.policy]\nwindows = [\"23:00-01:00\", \"12:00-12:30\"]\n\
+                  utc_offset = \"-05:30\"\nmax_deferrals = 4\n";
+        let cfg = Config::from_toml(ok, Path::new("c")).unwrap();
+        assert_eq!(cfg.ota.policy.windows.len(), 2);
+        assert_eq!(cfg.ota.health_commands, ["/bin/check --quick"]);
+        let d = Config::default();
+        assert_eq!((d.ota.confirm_after_secs, d.ota.confirm_timeout_secs), (10, 600));
+        assert_eq!(d.ota.policy.security_deadline_secs, 86_400);
+    }
+
+    #[test]
     fn a_bad_flag_value_names_the_flag() {
         let mut cfg = Config::default();
         let cli = Cli { consent_timeout_ms: Some(0), ..Cli::default() };
