@@ -107,6 +107,10 @@ fn a_healthy_trial_is_confirmed_only_once_stable_and_its_check_passed() {
     let s = c.ok("ota.status", json!({}));
     assert_eq!((s["selected"].clone(), s["slots"][1]["status"].clone()), (json!("b"), json!("trial")));
     assert_eq!(s["confirmed_unixtime"], 0, "not at OPERATIONAL: {s}");
+    // A check meanwhile installs nothing and leaves OPERATIONAL alone.
+    let r = c.ok("ota.check", json!({}));
+    assert_eq!(r["updated"], false, "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("unconfirmed trial"), "{r}");
     c.ok("subscribe", json!({"events": ["ota"]}));
     std::fs::write(&gate, b"").unwrap();
     let e = loop {

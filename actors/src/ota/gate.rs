@@ -51,6 +51,17 @@ impl OtaService {
     /// A newer release `m` was found: wait for a window, or ask for
     /// MODAL_UPDATING the way the policy says.
     pub(super) fn offer(&mut self, m: Manifest, ctx: &mut Context<Self>) {
+        if self.trial.watching {
+            // Entering MODAL_UPDATING would leave OPERATIONAL and so roll
+            // the trial back; nothing can be written over it anyway.
+            let reason = format!(
+                "the running release {} is an unconfirmed trial; release {} waits until it is confirmed",
+                self.slots.attempted_unixtime, m.unixtime
+            );
+            let outcome =
+                CheckOutcome { updated: false, unixtime: Some(m.unixtime), reboot: false, reason: Some(reason) };
+            return self.finish(Ok(outcome), ctx);
+        }
         let now = now_unix();
         let rec = self.policy_rec.for_release(m.unixtime, now);
         if rec != self.policy_rec {
