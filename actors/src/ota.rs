@@ -34,6 +34,7 @@
 //! two workers never use the ops at once. It does not repeat `on_boot` (no
 //! boot happened), and it leaves a MODAL_UPDATING its predecessor held.
 
+mod bootloader;
 pub mod config;
 pub mod fetch;
 mod flow;

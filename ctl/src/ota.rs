@@ -366,7 +366,9 @@ mod tests {
             "waiting": {"for": "window", "until_unix": 99, "release": 1001}});
         let s = status(&r);
         assert!(
-            s.contains("last rollback: cause health_check, release 1000, at unix 7, check /bin/false"),
+            s.contains(
+                "last rollback: cause health_check, release 1000, at unix 7, check /bin/false"
+            ),
             "{s}"
         );
         assert!(s.contains("release 1001 waiting for window until unix 99"), "{s}");

@@ -221,9 +221,9 @@ impl Supervisor {
         let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
         let overrides = self.active.as_ref().map_or(Override::Nothing, |w| w.overrides);
         let n = self.registry.len();
-        let round = Round::new(self.current, target, forced || overrides == Override::All, unix_us(), n);
-        self.round =
-            Some(if overrides == Override::Defers { round.past_defer() } else { round });
+        let round =
+            Round::new(self.current, target, forced || overrides == Override::All, unix_us(), n);
+        self.round = Some(if overrides == Override::Defers { round.past_defer() } else { round });
         if forced && self.grace_over {
             self.commit(ctx);
         } else {

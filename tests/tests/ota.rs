@@ -77,7 +77,8 @@ fn update_is_found_installed_then_the_trial_boots_and_is_confirmed() {
     let repo = Repo::new(1000);
     let first = install(&repo, "auto");
     // Confirmed once stable at OPERATIONAL (issue 18): a second here.
-    let mut d = repo.daemon_with("confirm_after_secs = 1", Some(first.state_dir().to_owned()), vec![]);
+    let mut d =
+        repo.daemon_with("confirm_after_secs = 1", Some(first.state_dir().to_owned()), vec![]);
     let mut c = d.connect();
     c.wait_state("OPERATIONAL");
     d.wait_log("trial confirmed");

@@ -105,7 +105,10 @@ fn a_healthy_trial_is_confirmed_only_once_stable_and_its_check_passed() {
     c.wait_state("OPERATIONAL");
     d.wait_log("trial boot: confirming once healthy");
     let s = c.ok("ota.status", json!({}));
-    assert_eq!((s["selected"].clone(), s["slots"][1]["status"].clone()), (json!("b"), json!("trial")));
+    assert_eq!(
+        (s["selected"].clone(), s["slots"][1]["status"].clone()),
+        (json!("b"), json!("trial"))
+    );
     assert_eq!(s["confirmed_unixtime"], 0, "not at OPERATIONAL: {s}");
     // A check meanwhile installs nothing and leaves OPERATIONAL alone.
     let r = c.ok("ota.check", json!({}));
@@ -121,7 +124,10 @@ fn a_healthy_trial_is_confirmed_only_once_stable_and_its_check_passed() {
     };
     assert_eq!(e["trial"], "confirmed", "{e}");
     let s = c.ok("ota.status", json!({}));
-    assert_eq!((s["slots"][1]["status"].clone(), s["confirmed_unixtime"].clone()), (json!("good"), json!(1000)));
+    assert_eq!(
+        (s["slots"][1]["status"].clone(), s["confirmed_unixtime"].clone()),
+        (json!("good"), json!(1000))
+    );
     assert!(s.get("last_rollback").is_none(), "{s}");
 }
 
@@ -152,7 +158,10 @@ fn outside_its_window_an_install_waits_and_the_status_says_until_when() {
     assert_eq!(e["policy"], "wait_window", "{e}");
     assert_eq!(e["waiting"]["until_unix"], NEXT_2AM, "{e}");
     let text = ctl(&d, &["ota", "status"]);
-    assert!(text.contains(&format!("release 1000 waiting for window until unix {NEXT_2AM}")), "{text}");
+    assert!(
+        text.contains(&format!("release 1000 waiting for window until unix {NEXT_2AM}")),
+        "{text}"
+    );
     // Half an hour into the window it installs.
     set_clock(&mut c, NEXT_2AM + 1800);
     let r = c.ok("ota.check", json!({}));
@@ -162,7 +171,11 @@ fn outside_its_window_an_install_waits_and_the_status_says_until_when() {
 
 /// A notifier connection that defers MODAL_UPDATING and allows the rest;
 /// each MODAL_UPDATING consent it is asked is sent on `asked`.
-fn deferring_app(d: &TestDaemon, asked: mpsc::Sender<()>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn deferring_app(
+    d: &TestDaemon,
+    asked: mpsc::Sender<()>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     let mut n = d.connect();
     n.ok("notifier.register", json!({"name": "kiosk"}));
     std::thread::spawn(move || {

@@ -58,8 +58,12 @@ impl OtaService {
                 "the running release {} is an unconfirmed trial; release {} waits until it is confirmed",
                 self.slots.attempted_unixtime, m.unixtime
             );
-            let outcome =
-                CheckOutcome { updated: false, unixtime: Some(m.unixtime), reboot: false, reason: Some(reason) };
+            let outcome = CheckOutcome {
+                updated: false,
+                unixtime: Some(m.unixtime),
+                reboot: false,
+                reason: Some(reason),
+            };
             return self.finish(Ok(outcome), ctx);
         }
         let now = now_unix();
@@ -90,8 +94,11 @@ impl OtaService {
     fn wait_for_window(&mut self, m: &Manifest, until: u64, ctx: &mut Context<Self>) {
         slog::info!(self.log, "update policy: outside the maintenance windows; waiting";
                     "release" => m.unixtime, "until_unix" => until);
-        self.waiting =
-            Some(Waiting { waits_for: WaitFor::Window, until_unix: Some(until), release: m.unixtime });
+        self.waiting = Some(Waiting {
+            waits_for: WaitFor::Window,
+            until_unix: Some(until),
+            release: m.unixtime,
+        });
         self.decision = Some(PolicyDecision::WaitWindow);
         let outcome = CheckOutcome {
             updated: false,

@@ -104,10 +104,18 @@ impl OtaService {
                     "not confirmed within {} s (OPERATIONAL, not yet stable and healthy)",
                     timeout.as_secs()
                 ),
-                Some(s) => format!("OPERATIONAL not reached within {} s (at {s})", timeout.as_secs()),
+                Some(s) => {
+                    format!("OPERATIONAL not reached within {} s (at {s})", timeout.as_secs())
+                }
                 None => format!("OPERATIONAL not reached within {} s", timeout.as_secs()),
             };
-            act.roll_back_trial(RollbackCause::ConfirmTimeout, None, state.as_deref(), &message, ctx);
+            act.roll_back_trial(
+                RollbackCause::ConfirmTimeout,
+                None,
+                state.as_deref(),
+                &message,
+                ctx,
+            );
         });
     }
 
@@ -135,7 +143,13 @@ impl OtaService {
             to if msg.from == SystemState::Operational => {
                 let message = format!("left OPERATIONAL for {to} before the trial was confirmed");
                 let state = to.to_string();
-                self.roll_back_trial(RollbackCause::LeftOperational, None, Some(&state), &message, ctx);
+                self.roll_back_trial(
+                    RollbackCause::LeftOperational,
+                    None,
+                    Some(&state),
+                    &message,
+                    ctx,
+                );
             }
             _ => {}
         }
@@ -149,12 +163,13 @@ impl OtaService {
         }
         let timeout = self.cfg.health_timeout;
         let addr = ctx.address();
-        let spawned = std::thread::Builder::new().name("lwsys-ota-health".into()).spawn(move || {
-            let result = commands.iter().try_for_each(|argv| {
-                run_check(argv, timeout).map_err(|why| (argv.join(" "), why))
+        let spawned =
+            std::thread::Builder::new().name("lwsys-ota-health".into()).spawn(move || {
+                let result = commands.iter().try_for_each(|argv| {
+                    run_check(argv, timeout).map_err(|why| (argv.join(" "), why))
+                });
+                addr.do_send(HealthDone { epoch, result });
             });
-            addr.do_send(HealthDone { epoch, result });
-        });
         if let Err(e) = spawned {
             let why = format!("cannot start the health checks: {e}");
             self.roll_back_trial(RollbackCause::HealthCheck, None, None, &why, ctx);
@@ -173,7 +188,7 @@ impl OtaService {
                 if self.jobs.send(Job::Report { bad: false, reply: Some(tx) }).is_err() {
                     return slog::error!(self.log, "cannot confirm: the ota worker is gone");
                 }
-                ctx.spawn(async move { rx.await }.into_actor(self).map(|res, act, _| match res {
+                ctx.spawn(rx.into_actor(self).map(|res, act, _| match res {
                     Ok(Ok(slots)) => {
                         act.slots = slots;
                         act.emit_trial(Some(TrialOutcome::Confirmed), None);
@@ -218,7 +233,7 @@ impl OtaService {
             slog::error!(self.log, "cannot roll back: the ota worker is gone");
             return;
         }
-        ctx.spawn(async move { rx.await }.into_actor(self).map(|res, act, _| match res {
+        ctx.spawn(rx.into_actor(self).map(|res, act, _| match res {
             Ok(Ok(slots)) => {
                 act.slots = slots;
                 act.emit_trial(Some(TrialOutcome::RolledBack), Some(reason));

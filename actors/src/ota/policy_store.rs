@@ -72,7 +72,9 @@ impl PolicyStore {
             .map_err(|e| format!("write {}: {e}", tmp.display()))?;
         drop(f);
         fs::rename(&tmp, &path).map_err(|e| format!("rename {}: {e}", tmp.display()))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("fsync {}: {e}", dir.display()))
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("fsync {}: {e}", dir.display()))
     }
 }
 

@@ -22,7 +22,8 @@ fn windows_parse_strictly_and_print_back() {
     let w: Window = "02:00-04:30".parse().unwrap();
     assert_eq!(w.to_string(), "02:00-04:30");
     assert_eq!("22:00-24:00".parse::<Window>().unwrap().to_string(), "22:00-24:00");
-    for bad in ["", "2:00-4:00", "02:00", "02:00-24:01", "24:00-02:00", "02:60-03:00", "ab:cd-01:00"]
+    for bad in
+        ["", "2:00-4:00", "02:00", "02:00-24:01", "24:00-02:00", "02:60-03:00", "ab:cd-01:00"]
     {
         assert!(bad.parse::<Window>().is_err(), "{bad}");
     }

@@ -357,7 +357,10 @@ async fn a_failing_health_command_rolls_the_trial_back_with_its_reason_and_reboo
     assert_eq!(h.reboots.load(Ordering::SeqCst), 1);
     // Durable: the slots reopened say so too.
     let again = f.slots();
-    assert_eq!(again.state().last_rollback.as_ref().map(|r| r.cause), Some(RollbackCause::HealthCheck));
+    assert_eq!(
+        again.state().last_rollback.as_ref().map(|r| r.cause),
+        Some(RollbackCause::HealthCheck)
+    );
 }
 
 #[actix_rt::test]
@@ -548,7 +551,13 @@ async fn outside_the_windows_the_check_reports_and_the_install_waits() {
     // A window opening two hours from now (UTC), one hour long.
     let now = gate::now_unix();
     let start = (now / 60 % 1440 + 120) % 1440;
-    let w = format!("{:02}:{:02}-{:02}:{:02}", start / 60, start % 60, (start + 60) % 1440 / 60, start % 60);
+    let w = format!(
+        "{:02}:{:02}-{:02}:{:02}",
+        start / 60,
+        start % 60,
+        (start + 60) % 1440 / 60,
+        start % 60
+    );
     let h = Harness::start(&f, 0, |c| c.update_policy.windows = vec![w.parse().unwrap()]);
     let out = h.svc.send(CheckOta).await.unwrap().unwrap();
     assert!(!out.updated && out.reason.as_ref().unwrap().contains("maintenance window"), "{out:?}");

@@ -21,13 +21,13 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lwsys_messages::ota::{
     OtaError, OtaStatus, RollbackCause, RollbackRecord, SlotInfo, SlotStatus,
 };
 use serde::{Deserialize, Serialize};
 
+pub use super::bootloader::Bootloader;
 use super::{Manifest, OtaOps};
 
 /// The slot names, in index order.
@@ -93,40 +93,6 @@ impl SlotState {
     /// Index of the selected slot.
     pub fn selected_index(&self) -> usize {
         usize::from(self.selected == "b")
-    }
-}
-
-/// The hook telling a real bootloader which slot to boot.
-#[derive(Debug, Clone, Default)]
-pub struct Bootloader {
-    argv: Vec<String>,
-}
-
-impl Bootloader {
-    /// Only records the selection in the state file (the default).
-    pub fn record_only() -> Self {
-        Self::default()
-    }
-
-    /// Runs `line` (split on whitespace, no shell) with the slot name as
-    /// the last argument after every change of selection.
-    pub fn command(line: &str) -> Self {
-        Self { argv: line.split_whitespace().map(str::to_owned).collect() }
-    }
-
-    fn run(&self, slot: &str) -> Result<(), OtaError> {
-        let Some((prog, args)) = self.argv.split_first() else {
-            return Ok(());
-        };
-        let status = Command::new(prog)
-            .args(args)
-            .arg(slot)
-            .status()
-            .map_err(|e| OtaError::Io(format!("bootloader hook {prog}: {e}")))?;
-        if !status.success() {
-            return Err(OtaError::Io(format!("bootloader hook {prog}: {status}")));
-        }
-        Ok(())
     }
 }
 

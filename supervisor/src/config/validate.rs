@@ -181,7 +181,8 @@ impl Config {
         for w in &p.windows {
             w.parse::<Window>().map_err(|m| RangeError::new("ota.policy", "windows", m))?;
         }
-        parse_utc_offset(&p.utc_offset).map_err(|m| RangeError::new("ota.policy", "utc_offset", m))?;
+        parse_utc_offset(&p.utc_offset)
+            .map_err(|m| RangeError::new("ota.policy", "utc_offset", m))?;
         range("ota.policy", "max_defer_secs", p.max_defer_secs, 0, 366 * 86_400)?;
         range("ota.policy", "security_deadline_secs", p.security_deadline_secs, 1, 366 * 86_400)
     }

@@ -345,6 +345,7 @@ impl Repo {
         let jwk = std::fs::read_to_string(&self.keys.private).unwrap();
         let key = lwsys_manifest::parse_private_jwk(&jwk).unwrap();
         let jws = lwsys_manifest::jws::sign_manifest(&key, &m);
-        std::fs::write(self.dir.path().join("repo").join(VARIANT).join("manifest.jws"), jws).unwrap();
+        std::fs::write(self.dir.path().join("repo").join(VARIANT).join("manifest.jws"), jws)
+            .unwrap();
     }
 }
