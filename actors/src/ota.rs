@@ -341,6 +341,8 @@ impl Handler<ReportCurrent> for OtaService {
             let e = OtaError::Busy("an install is under way".into());
             return Box::pin(actix::fut::ready(Err(e)));
         }
+        // Reported by hand: the health gate has nothing more to decide.
+        self.trial.watching = false;
         let (tx, rx) = oneshot::channel();
         if self.jobs.send(Job::Report { bad: msg.bad, reply: Some(tx) }).is_err() {
             return Box::pin(actix::fut::ready(Err(OtaError::Io("ota worker is gone".into()))));

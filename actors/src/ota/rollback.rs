@@ -89,6 +89,47 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_state_from_an_older_lwsysd_keeps_its_reason_and_a_confirm_clears_it() {
+        use crate::ota::{OtaOps, SlotDir};
+        use lwsys_messages::ota::SlotStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        drop(SlotDir::open(dir.path(), &log).unwrap());
+        // As an older version wrote it: a trial in b, a plain-string reason.
+        let old = r#"{"version": 1, "selected": "b",
+            "slots": [{"status": "good", "unixtime": 0}, {"status": "trial", "unixtime": 1000}],
+            "boot_attempts": 1, "attempted_unixtime": 1000, "confirmed_unixtime": 0,
+            "rolled_back_unixtime": 0, "last_rollback_reason": "slot b reported bad",
+            "bootloader_slot": "b"}"#;
+        std::fs::write(dir.path().join("ota/state.json"), old).unwrap();
+        let mut slots = SlotDir::open(dir.path(), &log).unwrap();
+        let s = slots.status();
+        assert_eq!(s.last_rollback_reason.as_deref(), Some("slot b reported bad"));
+        assert_eq!(s.last_rollback.as_ref().map(|r| r.cause), Some(RollbackCause::Unknown));
+        // A rollback through the ops records the structured reason...
+        let r = record(RollbackCause::HealthCheck, 1000, 9, Some("/bin/false"), None, "failed");
+        OtaOps::roll_back(&mut slots, r.clone()).unwrap();
+        assert_eq!(slots.state().last_rollback, Some(r.clone()));
+        assert_eq!(slots.state().slots[1].status, SlotStatus::Bad);
+        let again = SlotDir::open(dir.path(), &log).unwrap();
+        assert_eq!(again.state().last_rollback, Some(r));
+        // ...and a good slot is not "rolled back" by a health verdict.
+        let mut slots = again;
+        let e = OtaOps::roll_back(&mut slots, RollbackRecord::default()).unwrap_err();
+        assert!(e.to_string().contains("not a trial"), "{e}");
+        // A confirmed update clears the record.
+        let mut next = slots.state().clone();
+        next.selected = "b".into();
+        next.slots[1].status = SlotStatus::Trial;
+        std::fs::write(dir.path().join("ota/state.json"), serde_json::to_vec(&next).unwrap())
+            .unwrap();
+        let mut slots = SlotDir::open(dir.path(), &log).unwrap();
+        slots.confirm().unwrap();
+        assert_eq!(slots.state().last_rollback, None);
+        assert!(slots.status().last_rollback_reason.is_none());
+    }
+
+    #[test]
     fn a_record_round_trips_and_long_texts_are_bounded() {
         let long = "x".repeat(5000);
         let r = record(RollbackCause::HealthCheck, 1000, 7, Some(&long), None, "failed");
