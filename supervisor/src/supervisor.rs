@@ -243,6 +243,9 @@ impl Supervisor {
                     if let Some(t) = inline_run {
                         round.add_inline_ns(elapsed_ns(t));
                     }
+                    if round.current() == round.target() {
+                        return self.check_passed(ctx);
+                    }
                     self.commit(ctx);
                     return;
                 }
@@ -343,6 +346,17 @@ impl Supervisor {
         }
     }
 
+    /// A health round every notifier allowed: journaled, nothing
+    /// committed, its requester answered `reached`.
+    fn check_passed(&mut self, ctx: &mut Context<Self>) {
+        self.record_round(RoundOutcome::Committed);
+        self.round = None;
+        if let Some(w) = self.active.as_mut() {
+            w.passed = true;
+        }
+        self.pump(ctx);
+    }
+
     /// End a round that a notifier did not allow.
     fn conclude(&mut self, by: Arc<str>, verdict: Verdict, ctx: &mut Context<Self>) {
         let reason = verdict_reason(&verdict);
@@ -354,7 +368,10 @@ impl Supervisor {
               "by" => %by, "verdict" => if denied { "deny" } else { "defer" },
               "reason" => lwsys_actors::LogSafe(&reason));
         self.record_round(outcome);
-        self.send_aborted();
+        if target != self.current {
+            // A health round prepares nothing a notifier would undo.
+            self.send_aborted();
+        }
         self.round = None;
         if let Some(mut walk) = self.active.take() {
             if denied {
@@ -362,7 +379,11 @@ impl Supervisor {
             } else {
                 let pending = Pending { by, reason, target, since_us: unix_us() };
                 walk.park(self.current, pending);
-                self.parked.push(walk);
+                // A health round is asked again by its requester, not
+                // resumed by the notifier.
+                if walk.leg.mode != Mode::Check {
+                    self.parked.push(walk);
+                }
             }
         }
         self.pump(ctx);

@@ -1,7 +1,7 @@
 //! Issue 18 through the real `lwsysd` and a real HTTP repository on
-//! 127.0.0.1: the health-gated commit of a trial boot (a failing check
-//! rolls it back with a durable reason, a healthy one is confirmed only
-//! after its stable time), and the update policy under `clock.set` (the
+//! 127.0.0.1: the health-gated commit of a trial boot (a failing command
+//! or a notifier failing the health round rolls it back with a durable
+//! reason, a healthy one is confirmed only after its stable time), and the update policy under `clock.set` (the
 //! daemon's soft clock, so no real waiting): maintenance windows, the
 //! deferral budget, and a security release's deadline overriding a
 //! notifier that keeps deferring.
@@ -90,16 +90,8 @@ fn a_healthy_trial_is_confirmed_only_once_stable_and_its_check_passed() {
     let first = install(&repo);
     // The check waits for a file the test makes: until then the trial
     // stays unconfirmed, however long the test takes.
-    let gate = repo.dir.path().join("healthy");
-    let script = repo.dir.path().join("check.sh");
-    std::fs::write(&script, "#!/bin/sh\nwhile [ ! -e \"$1\" ]; do sleep 0.05; done\n").unwrap();
-    let exec = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
-    std::fs::set_permissions(&script, exec).unwrap();
-    let extra = format!(
-        "confirm_after_secs = 1\nhealth_commands = [\"{} {}\"]",
-        script.display(),
-        gate.display()
-    );
+    let (gate, command) = gated_check(&repo);
+    let extra = format!("confirm_after_secs = 1\nhealth_commands = [\"{command}\"]");
     let mut d = repo.daemon_with(&extra, Some(first.state_dir().to_owned()), vec![]);
     let mut c = d.connect();
     c.wait_state("OPERATIONAL");
@@ -129,6 +121,58 @@ fn a_healthy_trial_is_confirmed_only_once_stable_and_its_check_passed() {
         (json!("good"), json!(1000))
     );
     assert!(s.get("last_rollback").is_none(), "{s}");
+}
+
+/// A health command that waits until the file `gate` exists.
+fn gated_check(repo: &Repo) -> (std::path::PathBuf, String) {
+    let gate = repo.dir.path().join("healthy");
+    let script = repo.dir.path().join("check.sh");
+    std::fs::write(&script, "#!/bin/sh\nwhile [ ! -e \"$1\" ]; do sleep 0.05; done\n").unwrap();
+    let exec = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&script, exec).unwrap();
+    let command = format!("{} {}", script.display(), gate.display());
+    (gate, command)
+}
+
+#[test]
+fn a_notifier_failing_the_health_round_rolls_the_trial_back_naming_it() {
+    let repo = Repo::new(1000);
+    let first = install(&repo);
+    let state = first.state_dir().to_owned();
+    let (gate, command) = gated_check(&repo);
+    let extra = format!("confirm_after_secs = 1\nhealth_commands = [\"{command}\"]");
+    let mut d = repo.daemon_with(&extra, Some(state.clone()), vec![]);
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    // A notifier that finds the system unhealthy; registered while the
+    // command still holds the gate, so the health round asks it.
+    let mut n = d.connect();
+    n.ok("notifier.register", json!({"name": "db-watch"}));
+    std::fs::write(&gate, b"").unwrap();
+    let e = n.event("consent");
+    assert_eq!(
+        (e["current"].clone(), e["target"].clone(), e["check"].clone()),
+        (json!("OPERATIONAL"), json!("OPERATIONAL"), json!("health")),
+        "{e}"
+    );
+    n.send(
+        "consent.reply",
+        json!({"ticket": e["ticket"], "verdict": "deny", "reason": "database corrupt"}),
+    );
+    d.wait_log("trial boot rolled back");
+    assert!(d.wait_exit().success());
+    let d = repo.daemon("auto", Some(state));
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    let s = c.ok("ota.status", json!({}));
+    assert_eq!(s["selected"], "a", "{s}");
+    let rb = &s["last_rollback"];
+    assert_eq!(
+        (rb["cause"].clone(), rb["check"].clone()),
+        (json!("health_check"), json!("db-watch")),
+        "{s}"
+    );
+    assert!(rb["message"].as_str().unwrap().contains("database corrupt"), "{s}");
 }
 
 fn set_clock(c: &mut Client, unix: u64) {

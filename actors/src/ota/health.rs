@@ -1,8 +1,12 @@
 //! The health-gated commit of a trial boot (`confirm = "auto"`): the
 //! trial is confirmed only once the system has been OPERATIONAL for
-//! `confirm_after` without leaving it and every health command then exits
-//! 0 within `health_timeout`. It is rolled back (recording why, then
-//! rebooting through the platform's reboot) when a command fails, when
+//! `confirm_after` without leaving it, every health command then exits
+//! 0 within `health_timeout`, and every notifier then allows the health
+//! round (`Cycle::HealthCheck`: consent for OPERATIONAL -> OPERATIONAL,
+//! `check: "health"` on the socket; a defer means "not yet" and the round
+//! is asked again every `consent_retry`). It is rolled back (recording
+//! why, then rebooting through the platform's reboot) when a command
+//! fails or a notifier denies, when
 //! the system leaves OPERATIONAL for any state but CONTEXT_DESTROYING (a
 //! shutdown is no verdict: the next boot counts as another attempt), or
 //! when `confirm_timeout` from the service's start passes unconfirmed.
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use lwsys_messages::ota::{RollbackCause, RollbackRecord, SlotStatus, TrialOutcome};
 use lwsys_messages::state::{Changed, SystemState};
+use lwsys_messages::supervisor::{Cycle, WalkError};
 
 use super::worker::Job;
 use super::OtaService;
@@ -181,29 +186,66 @@ impl OtaService {
             return; // the state changed meanwhile; a new round follows
         }
         match msg.result {
-            Ok(()) => {
-                slog::info!(self.log, "trial boot stable and healthy: confirming it");
-                self.trial.watching = false;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if self.jobs.send(Job::Report { bad: false, reply: Some(tx) }).is_err() {
-                    return slog::error!(self.log, "cannot confirm: the ota worker is gone");
-                }
-                ctx.spawn(rx.into_actor(self).map(|res, act, _| match res {
-                    Ok(Ok(slots)) => {
-                        act.slots = slots;
-                        act.emit_trial(Some(TrialOutcome::Confirmed), None);
-                    }
-                    Ok(Err(e)) => {
-                        slog::error!(act.log, "confirm failed"; "error" => crate::LogSafe(&e.to_string()));
-                    }
-                    Err(_) => slog::error!(act.log, "confirm failed: the ota worker is gone"),
-                }));
-            }
+            Ok(()) => self.ask_notifiers(msg.epoch, ctx),
             Err((check, why)) => {
                 let message = format!("health check {check:?} {why}");
                 self.roll_back_trial(RollbackCause::HealthCheck, Some(&check), None, &message, ctx);
             }
         }
+    }
+
+    /// The commands passed: the notifiers' health round (`Cycle::HealthCheck`).
+    /// Allow from all confirms; a defer asks again after `consent_retry`
+    /// (until the confirm deadline); a deny rolls back, naming the notifier.
+    fn ask_notifiers(&mut self, epoch: u64, ctx: &mut Context<Self>) {
+        let fut = self.links.modal.send(Cycle::HealthCheck);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            if !act.trial.watching || act.trial.epoch != epoch {
+                return; // the state changed meanwhile; a new round follows
+            }
+            let not_yet = match res {
+                Ok(Ok(r)) if r.reached => return act.confirm_trial(ctx),
+                Ok(Ok(r)) => match r.pending {
+                    Some(p) => format!("{} deferred the health check: {}", p.by, p.reason),
+                    None => format!("health check not run (at {})", r.state),
+                },
+                Ok(Err(WalkError::Denied { by, reason, .. })) => {
+                    let message = format!("notifier {by} failed the health check: {reason}");
+                    let (cause, check) = (RollbackCause::HealthCheck, Some(&*by));
+                    return act.roll_back_trial(cause, check, None, &message, ctx);
+                }
+                Ok(Err(WalkError::ShuttingDown)) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            slog::info!(act.log, "trial boot not healthy yet; asking again";
+                        "why" => crate::LogSafe(&not_yet));
+            ctx.run_later(act.cfg.consent_retry, move |act, ctx| {
+                if act.trial.watching && act.trial.epoch == epoch {
+                    act.ask_notifiers(epoch, ctx);
+                }
+            });
+        }));
+    }
+
+    /// Stable and healthy: confirm the trial.
+    fn confirm_trial(&mut self, ctx: &mut Context<Self>) {
+        slog::info!(self.log, "trial boot stable and healthy: confirming it");
+        self.trial.watching = false;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.jobs.send(Job::Report { bad: false, reply: Some(tx) }).is_err() {
+            return slog::error!(self.log, "cannot confirm: the ota worker is gone");
+        }
+        ctx.spawn(rx.into_actor(self).map(|res, act, _| match res {
+            Ok(Ok(slots)) => {
+                act.slots = slots;
+                act.emit_trial(Some(TrialOutcome::Confirmed), None);
+            }
+            Ok(Err(e)) => {
+                slog::error!(act.log, "confirm failed"; "error" => crate::LogSafe(&e.to_string()));
+            }
+            Err(_) => slog::error!(act.log, "confirm failed: the ota worker is gone"),
+        }));
     }
 
     /// Rolls the trial back for `cause`, recording it, then reboots into

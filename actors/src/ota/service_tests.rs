@@ -20,6 +20,8 @@ use super::*;
 /// Answers `Cycle`s as the test says: deny the first `deny` EnterModals,
 /// then allow; records every cycle.
 struct StubSupervisor {
+    /// Deny the health round as this notifier.
+    unhealthy: Option<&'static str>,
     deny: u32,
     /// Defer every EnterModal instead (the walk parks).
     defer: bool,
@@ -36,6 +38,12 @@ impl Handler<Cycle> for StubSupervisor {
     fn handle(&mut self, c: Cycle, _: &mut Context<Self>) -> Self::Result {
         self.cycles.lock().unwrap().push(c);
         let r: WalkResult = match c {
+            Cycle::HealthCheck if self.unhealthy.is_some() => Err(WalkError::Denied {
+                by: self.unhealthy.unwrap_or_default().into(),
+                reason: "database corrupt".into(),
+                target: SystemState::Operational,
+                state: SystemState::Operational,
+            }),
             Cycle::EnterModal if self.defer => Ok(WalkReport {
                 state: SystemState::AwaitingModalUpdating,
                 reached: false,
@@ -90,8 +98,9 @@ impl Harness {
     fn start(f: &Fixture, deny: u32, tune: impl FnOnce(&mut OtaConfig)) -> Self {
         let cycles = Arc::new(Mutex::new(Vec::new()));
         let defer = deny == DEFER;
-        let deny = if defer { 0 } else { deny };
-        let sup = StubSupervisor { deny, defer, cycles: cycles.clone() }.start();
+        let unhealthy = (deny == UNHEALTHY).then_some("db-watch");
+        let deny = if defer || unhealthy.is_some() { 0 } else { deny };
+        let sup = StubSupervisor { unhealthy, deny, defer, cycles: cycles.clone() }.start();
         let (tx, events) = mpsc::unbounded_channel();
         let tap = Tap(tx).start();
         let reboots = Arc::new(AtomicU32::new(0));
@@ -141,6 +150,9 @@ impl Harness {
 
 /// `Harness::start`'s `deny` value that makes the stub defer instead.
 const DEFER: u32 = u32::MAX - 1;
+/// Harness::start's `deny` for a supervisor whose health round a notifier
+/// denies.
+const UNHEALTHY: u32 = u32::MAX - 2;
 
 fn operational() -> Changed {
     Changed { from: SystemState::OneTimeUpdates, to: SystemState::Operational }
@@ -331,6 +343,7 @@ async fn operational_on_a_trial_slot_confirms_it_when_auto_once_stable() {
     assert_eq!(s.slots[1].status, SlotStatus::Trial);
     let e = h.trial().await;
     assert_eq!(e["trial"], "confirmed", "{e}");
+    assert_eq!(h.cycles(), vec![Cycle::HealthCheck], "the notifiers' health round");
     let s = h.svc.send(GetOtaStatus).await.unwrap();
     assert_eq!((s.selected.as_str(), s.slots[1].status), ("b", SlotStatus::Good));
     assert_eq!(s.confirmed_unixtime, 1000);
@@ -483,7 +496,8 @@ async fn a_restarted_service_gets_the_ops_only_after_the_dead_ones_worker_is_don
         overlaps: Arc::clone(&overlaps),
         entered: Arc::clone(&entered),
     };
-    let sup = StubSupervisor { deny: 0, defer: false, cycles: Arc::default() }.start();
+    let sup =
+        StubSupervisor { unhealthy: None, deny: 0, defer: false, cycles: Arc::default() }.start();
     let links = OtaLinks { modal: sup.recipient(), events: None, reboot: Arc::new(|| {}) };
     let cfg = OtaConfig::new(f.fetcher_config(), ManifestPolicy::new(VARIANT));
     let old = OtaService::new(&log(), Box::new(ops), f.public, cfg.clone(), links.clone());
@@ -568,4 +582,17 @@ async fn outside_the_windows_the_check_reports_and_the_install_waits() {
     let until = waiting.until_unix.unwrap();
     assert!(until > now + 7000 && until <= now + 7200, "{until} vs {now}");
     f.assert_untouched(&f.slots());
+}
+
+#[actix_rt::test]
+async fn a_notifier_denying_the_health_round_rolls_the_trial_back_naming_it() {
+    let f = trial_fixture();
+    let mut h = Harness::start(&f, UNHEALTHY, |c| c.confirm_after = Duration::from_millis(20));
+    h.svc.send(operational()).await.unwrap();
+    let e = h.trial().await;
+    assert_eq!(e["trial"], "rolled_back", "{e}");
+    assert_eq!(e["rollback"]["check"], "db-watch", "{e}");
+    assert!(e["rollback"]["message"].as_str().unwrap().contains("database corrupt"), "{e}");
+    assert_eq!(h.cycles(), vec![Cycle::HealthCheck]);
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 1);
 }

@@ -53,6 +53,11 @@ pub enum Event {
         current: SystemState,
         /// The state it proposes to enter.
         target: SystemState,
+        /// `"health"` for a health round (current and target both
+        /// OPERATIONAL; nothing changes): allow = healthy, defer = not
+        /// yet, deny = unhealthy. Absent for a transition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        check: Option<String>,
     },
     /// This connection, a notifier, is told the state changed.
     Changed {

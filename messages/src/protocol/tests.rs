@@ -390,7 +390,7 @@ fn events_serialize_byte_identically_to_the_old_hand_built_ones() {
             r#"{"event":"notifier","kind":"registered","name":"n"}"#,
         ),
         (
-            Event::Consent { ticket: 1, current: d, target: o },
+            Event::Consent { ticket: 1, current: d, target: o, check: None },
             r#"{"event":"consent","ticket":1,"current":"DHCP","target":"OPERATIONAL"}"#,
         ),
         (

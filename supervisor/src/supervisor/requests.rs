@@ -169,6 +169,21 @@ impl Handler<Cycle> for Supervisor {
                 ],
             ),
             Cycle::EnterModal | Cycle::EnterModalPastDefer | Cycle::ForceModal => enter_modal(),
+            Cycle::HealthCheck => {
+                let leg = Leg { mode: Mode::Check, target: SystemState::Operational };
+                let (tx, rx) = oneshot::channel();
+                if self.shutting_down {
+                    let _ = tx.send(Err(WalkError::ShuttingDown));
+                } else {
+                    // Its own walk, queued like any other: one round at a
+                    // time, so a notifier is never asked twice at once.
+                    self.enqueue(Walk::new(leg, Vec::new(), tx), ctx);
+                }
+                return Box::pin(async move {
+                    rx.await
+                        .unwrap_or_else(|_| Err(WalkError::Internal("supervisor stopped".into())))
+                });
+            }
             Cycle::LeaveModal => (jump(SystemState::Operational), Vec::new()),
         };
         self.walk_request_past(first, rest, overrides, ctx)
