@@ -133,7 +133,11 @@ impl OtaService {
         };
         if deferred {
             self.policy_rec.deferrals = self.policy_rec.deferrals.saturating_add(1);
-            self.save_policy();
+            // Durable only where it decides something: no fsync a second
+            // for a count no budget reads.
+            if self.cfg.update_policy.max_deferrals.is_some() {
+                self.save_policy();
+            }
         }
         let urgency = m.urgency.unwrap_or_default();
         let until = self.cfg.update_policy.defer_until(&self.policy_rec, urgency);

@@ -148,12 +148,20 @@ pub struct ReleaseRecord {
     pub deferrals: u32,
 }
 
+/// Unix seconds before which a clock is taken as not yet set (2000-01-01,
+/// the protocol's `clock.set` floor).
+const CLOCK_FLOOR: u64 = lwsys_messages::clock::MIN_VALID_UNIX_US / 1_000_000;
+
 impl ReleaseRecord {
     /// The record for `release` at `now`: this one if it is about the same
-    /// release, else a fresh one first seen now.
+    /// release, else a fresh one first seen now. A sighting made while the
+    /// clock was not yet set (before 2000) is moved to `now` once it is,
+    /// so a clock jumping from 1970 to today spends no budget and brings
+    /// no deadline.
     pub fn for_release(self, release: u64, now: u64) -> Self {
         if self.release == release && release != 0 {
-            self
+            let unset = self.first_seen_unix < CLOCK_FLOOR && now >= CLOCK_FLOOR;
+            Self { first_seen_unix: if unset { now } else { self.first_seen_unix }, ..self }
         } else {
             Self { release, first_seen_unix: now, deferrals: 0 }
         }

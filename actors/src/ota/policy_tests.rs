@@ -123,6 +123,15 @@ fn the_budget_counts_deferrals_of_one_release_and_a_new_release_starts_afresh() 
 }
 
 #[test]
+fn a_sighting_before_the_clock_was_set_restarts_once_it_is() {
+    let p = UpdatePolicy { max_defer_secs: Some(3600), ..UpdatePolicy::default() };
+    let early = ReleaseRecord::default().for_release(1000, 42);
+    let rec = early.for_release(1000, at(10, 0));
+    assert_eq!(rec.first_seen_unix, at(10, 0));
+    assert_eq!(p.decide(&rec, Urgency::Security, at(10, 0)), Decision::Enter(Entry::Normal));
+}
+
+#[test]
 fn the_budget_runs_out_after_max_defer_secs_since_first_seen() {
     let p = UpdatePolicy { max_defer_secs: Some(3600), ..UpdatePolicy::default() };
     let rec = ReleaseRecord::default().for_release(1000, at(10, 0));
