@@ -288,6 +288,33 @@ fn once_the_deferral_budget_is_spent_the_install_goes_past_a_deferring_notifier(
 }
 
 #[test]
+fn a_budget_in_seconds_runs_out_on_the_injected_clock_and_the_install_goes_past_the_defer() {
+    let repo = Repo::new(1000);
+    let mut d = repo.daemon_with("\n[ota.policy]\nmax_defer_secs = 3600", None, vec![]);
+    let mut c = d.connect();
+    c.wait_state("OPERATIONAL");
+    set_clock(&mut c, NOON);
+    let (tx, asked) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = deferring_app(&d, tx, stop.clone());
+    let id = c.send("ota.check", json!({}));
+    asked.recv_timeout(WAIT).unwrap();
+    asked.recv_timeout(WAIT).unwrap();
+    let mut other = d.connect();
+    let s = other.ok("ota.status", json!({}));
+    assert_eq!(s["waiting"], json!({"for": "consent", "until_unix": NOON + 3600, "release": 1000}));
+    // An hour later on lwsys's clock, with no real waiting: past the defer.
+    set_clock(&mut other, NOON + 3600);
+    let r = c.reply(&json!(id));
+    assert_eq!((r["ok"].clone(), r["updated"].clone()), (json!(true), json!(true)), "{r}");
+    let rounds = modal_rounds(&mut other);
+    assert_eq!(rounds.last().unwrap(), &("forced".to_owned(), "defer".to_owned()), "{rounds:?}");
+    assert!(d.wait_exit().success());
+    stop.store(true, Ordering::SeqCst);
+    app.join().unwrap();
+}
+
+#[test]
 fn a_security_release_installs_at_its_deadline_past_a_notifier_that_keeps_deferring() {
     let repo = Repo::new(1000);
     repo.resign(1000, |m| m.urgency = Some(lwsys_manifest::Urgency::Security));
