@@ -10,11 +10,15 @@
 //! side (`lwsysctl ota keygen` / `ota publish`).
 //!
 //! [`OtaService`] runs the flow on the event loop: at start the platform's
-//! `on_boot` (trial counting, rollback); on reaching OPERATIONAL it
-//! confirms a trial boot (`confirm = "auto"`) and schedules the first check
+//! `on_boot` (trial counting, rollback); a trial boot is confirmed once
+//! stable at OPERATIONAL and healthy, else rolled back (`ota/health.rs`,
+//! `confirm = "auto"`). On reaching OPERATIONAL it schedules the first check
 //! 30 s + up to 15 s later, then one every `periodic_check_secs`. A check
-//! runs on the worker thread (`ota/worker.rs`); a newer release asks the system for
-//! `Cycle::EnterModal` (refused: retried every second for 30 s), is
+//! runs on the worker thread (`ota/worker.rs`); a newer release goes to the
+//! update policy (`ota/gate.rs`: windows, deferral budget, security
+//! deadline), which may make it wait, then asks the system for
+//! `Cycle::EnterModal` or a variant past deferrals (refused: retried every
+//! second for 30 s), is
 //! installed on the worker, and either reboots (the manifest's `reset`) or
 //! leaves MODAL_UPDATING; any failure leaves it too. The steps between
 //! messages are in `ota/flow.rs`; the worker owns the ops. A download has
@@ -35,11 +39,14 @@
 //! boot happened), and it leaves a MODAL_UPDATING its predecessor held.
 
 pub mod chunked;
+mod bootloader;
 pub mod config;
 pub mod fetch;
 mod flow;
+mod gate;
 mod handoff;
 pub mod issuers;
+mod health;
 /// The issuer's keys as JWKs: [`lwsys_manifest::jwk`], re-exported.
 pub use lwsys_manifest::jwk;
 /// The signed manifest and its checks: [`lwsys_manifest::jws`], re-exported
@@ -48,7 +55,10 @@ pub use lwsys_manifest::jws as manifest;
 pub mod journal;
 pub mod ops;
 pub mod pipeline;
+pub mod policy;
+pub mod policy_store;
 pub mod resume;
+pub mod rollback;
 /// The issuer's side: [`lwsys_manifest::publish`](mod@lwsys_manifest::publish),
 /// re-exported under its old name.
 pub mod sign {
@@ -64,6 +74,7 @@ pub use lwsys_manifest::{keygen, parse_private_jwk, parse_public_jwk};
 pub use lwsys_manifest::{verify_manifest, Manifest, ManifestPolicy};
 pub use lwsys_manifest::{IssuerKey, VerifyingKey};
 pub use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
+use lwsys_messages::ota::{PolicyDecision, Waiting};
 pub use ops::OtaOps;
 pub use pipeline::{check, check_and_install, install, install_resumable};
 pub use resume::DownloadCache;
@@ -84,7 +95,7 @@ use tokio::time::Instant;
 use crate::lifecycle::DeathNotice;
 use handoff::OpsSource;
 pub use handoff::{OtaHandoff, ReopenOps};
-use worker::{Checked, Installed, Job, Slots, Worker};
+use worker::{Job, Slots, Worker};
 
 /// The OTA service. See the module docs for the flow.
 pub struct OtaService {
@@ -113,6 +124,14 @@ pub struct OtaService {
     timer: Option<SpawnHandle>,
     /// Set once the system reached TIME_VALID (see `issuers`).
     clock_valid: Arc<AtomicBool>,
+    /// The update policy's record of the release on offer (saved).
+    policy_rec: policy::ReleaseRecord,
+    /// What the release found waits for (`ota.status` `waiting`).
+    waiting: Option<Waiting>,
+    /// The policy's last decision in this check, for the `ota` events.
+    decision: Option<PolicyDecision>,
+    /// The health gate of a trial boot.
+    trial: health::TrialGate,
 }
 
 /// A check under way, from the manifest fetch until it settles.
@@ -121,6 +140,8 @@ struct Run {
     waiters: Vec<oneshot::Sender<Result<CheckOutcome, OtaError>>>,
     manifest: Option<Manifest>,
     consent_since: Option<Instant>,
+    /// How MODAL_UPDATING is asked for (the update policy's entry).
+    entry: policy::Entry,
 }
 
 /// What [`OtaService::new`] and [`OtaService::restart`] each work out
@@ -199,6 +220,10 @@ impl OtaService {
     /// `state` to read) one replacing a dead predecessor.
     fn assemble(p: Parts, ops: OpsSource, restarted: Option<Recipient<GetState>>) -> Self {
         let (jobs, rx) = crossbeam_channel::unbounded();
+        let (policy_rec, unreadable) = p.cfg.policy_store.load();
+        if let Some(why) = unreadable {
+            slog::warn!(p.log, "update policy state unreadable; starting afresh"; "error" => crate::LogSafe(&why));
+        }
         Self {
             log: p.log,
             cfg: p.cfg,
@@ -217,6 +242,10 @@ impl OtaService {
             operational_seen: false,
             timer: None,
             clock_valid: Arc::new(AtomicBool::new(false)),
+            policy_rec,
+            waiting: None,
+            decision: None,
+            trial: health::TrialGate::default(),
         }
     }
 
@@ -294,6 +323,7 @@ impl Actor for OtaService {
             Err(e) => slog::crit!(self.log, "cannot start the ota worker"; "error" => %e),
         }
         drop(slot);
+        self.arm_trial_gate(ctx);
         if let Some(state) = self.restarted.clone() {
             ctx.spawn(state.send(GetState).into_actor(self).map(|res, act, ctx| {
                 if let Ok(reading) = res {
@@ -326,6 +356,8 @@ impl Handler<ReportCurrent> for OtaService {
             let e = OtaError::Busy("an install is under way".into());
             return Box::pin(actix::fut::ready(Err(e)));
         }
+        // Reported by hand: the health gate has nothing more to decide.
+        self.trial.watching = false;
         let (tx, rx) = oneshot::channel();
         if self.jobs.send(Job::Report { bad: msg.bad, reply: Some(tx) }).is_err() {
             return Box::pin(actix::fut::ready(Err(OtaError::Io("ota worker is gone".into()))));
@@ -355,6 +387,7 @@ impl Handler<Changed> for OtaService {
 
     fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
         self.note_clock(msg.to);
+        self.trial_state_changed(msg, ctx);
         if msg.to == SystemState::ModalUpdating {
             if self.run.is_none() && self.predecessor_walk {
                 return self.leave_predecessors_modal(ctx);
@@ -367,11 +400,6 @@ impl Handler<Changed> for OtaService {
             return;
         }
         self.operational_seen = true;
-        let cur = self.slots.slots.iter().find(|s| s.name == self.slots.selected);
-        if self.cfg.auto_confirm && cur.is_some_and(|s| s.status == SlotStatus::Trial) {
-            slog::info!(self.log, "OPERATIONAL on a trial slot: confirming it");
-            let _ = self.jobs.send(Job::Report { bad: false, reply: None });
-        }
         if self.run.is_none() && self.timer.is_none() {
             let jitter_ms = u64::try_from(self.cfg.first_check_jitter.as_millis()).unwrap_or(0);
             let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=jitter_ms));
@@ -392,75 +420,6 @@ impl Handler<OtaEvent> for OtaService {
             }
             self.take_counts(&e);
             self.set_phase(e.phase, e.percent, e.bytes);
-        }
-    }
-}
-
-impl Handler<Checked> for OtaService {
-    type Result = ();
-
-    fn handle(&mut self, msg: Checked, ctx: &mut Context<Self>) {
-        match msg.0 {
-            Ok(m) => {
-                slog::info!(self.log, "newer release found"; "unixtime" => m.unixtime, "size" => m.size);
-                if let Some(run) = &mut self.run {
-                    run.stage = Stage::AwaitingConsent;
-                    run.manifest = Some(m);
-                }
-                self.set_phase(OtaPhase::AwaitingConsent, 0, 0);
-                self.ask_consent(ctx);
-            }
-            Err(e @ (OtaError::NotNewer { .. } | OtaError::RolledBack(_))) => {
-                slog::debug!(self.log, "no update"; "why" => crate::LogSafe(&e.to_string()));
-                let unixtime = match e {
-                    OtaError::NotNewer { manifest, .. } | OtaError::RolledBack(manifest) => {
-                        Some(manifest)
-                    }
-                    _ => None,
-                };
-                let outcome = CheckOutcome {
-                    updated: false,
-                    unixtime,
-                    reboot: false,
-                    reason: Some(e.to_string()),
-                };
-                self.finish(Ok(outcome), ctx);
-            }
-            Err(e) => {
-                slog::warn!(self.log, "update check failed"; "error" => crate::LogSafe(&e.to_string()));
-                self.finish(Err(e), ctx);
-            }
-        }
-    }
-}
-
-impl Handler<Installed> for OtaService {
-    type Result = ();
-
-    fn handle(&mut self, msg: Installed, ctx: &mut Context<Self>) {
-        match msg.0 {
-            Ok(m) => {
-                slog::info!(self.log, "update installed"; "unixtime" => m.unixtime, "reset" => m.reset,
-                            "selected" => %self.slots.selected);
-                let outcome = CheckOutcome {
-                    updated: true,
-                    unixtime: Some(m.unixtime),
-                    reboot: m.reset,
-                    reason: None,
-                };
-                self.finish(Ok(outcome), ctx);
-                if m.reset {
-                    slog::info!(self.log, "rebooting into the new release");
-                    (self.links.reboot)();
-                } else {
-                    self.leave_modal(ctx);
-                }
-            }
-            Err(e) => {
-                slog::warn!(self.log, "update failed; the active slot is untouched"; "error" => crate::LogSafe(&e.to_string()));
-                self.leave_modal(ctx);
-                self.finish(Err(e), ctx);
-            }
         }
     }
 }

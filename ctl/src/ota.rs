@@ -437,6 +437,27 @@ fn status(r: &Value) -> String {
     if r.get("min_unixtime").and_then(Value::as_u64).is_some_and(|m| m > 0) {
         s.push_str(&format!("minimum release: {}\n", text(r, "min_unixtime")));
     }
+    if let Some(rb) = r.get("last_rollback").filter(|v| v.is_object()) {
+        s.push_str(&format!(
+            "last rollback: cause {}, release {}, at unix {}",
+            text(rb, "cause"),
+            text(rb, "release_unixtime"),
+            text(rb, "at_unix")
+        ));
+        for key in ["check", "state"] {
+            if let Some(v) = rb.get(key).and_then(Value::as_str) {
+                s.push_str(&format!(", {key} {v}"));
+            }
+        }
+        s.push('\n');
+    }
+    if let Some(w) = r.get("waiting").filter(|v| v.is_object()) {
+        s.push_str(&format!("release {} waiting for {}", text(w, "release"), text(w, "for")));
+        if let Some(until) = w.get("until_unix").and_then(Value::as_u64) {
+            s.push_str(&format!(" until unix {until}"));
+        }
+        s.push('\n');
+    }
     s
 }
 
@@ -455,6 +476,23 @@ mod tests {
         );
         let r = json!({"phase": "idle", "percent": 0, "bytes": 0, "selected": "a"});
         assert!(!status(&r).contains("trusted") && !status(&r).contains("minimum"));
+    }
+
+    #[test]
+    fn the_status_shows_the_rollback_record_and_what_waits() {
+        let r = json!({"phase": "idle", "percent": 0, "bytes": 0, "selected": "a",
+            "last_rollback_reason": "health check \"/bin/false\" failed",
+            "last_rollback": {"cause": "health_check", "check": "/bin/false",
+                              "release_unixtime": 1000, "at_unix": 7, "message": "m"},
+            "waiting": {"for": "window", "until_unix": 99, "release": 1001}});
+        let s = status(&r);
+        assert!(
+            s.contains(
+                "last rollback: cause health_check, release 1000, at unix 7, check /bin/false"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("release 1001 waiting for window until unix 99"), "{s}");
     }
 
     #[test]

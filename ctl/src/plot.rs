@@ -124,7 +124,9 @@ impl Model {
                 round_starts: Vec::new(),
             });
         }
-        for e in rounds {
+        // A health round (current == target) moves the system nowhere: it
+        // is not a step of the timeline.
+        for e in rounds.iter().filter(|e| e.current != e.target) {
             // A round for a target whose walk is still open continues it
             // (a resumed walk asks again).
             let gi = match groups.iter().rposition(|g| g.target == e.target && g.status == "open") {

@@ -134,6 +134,112 @@ pub struct OtaStatus {
     /// (durable): a release older than it is never installed. 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub min_unixtime: u64,
+    /// The last rollback as a record (cause, check, release, time); kept
+    /// until the next confirmed update. `last_rollback_reason` is its
+    /// `message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback: Option<RollbackRecord>,
+    /// What a found release waits for before it is installed, if it does
+    /// (`[ota.policy]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// Why a trial boot (or a good slot) was rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackCause {
+    /// A health check (`check` names it) failed.
+    HealthCheck,
+    /// The system left OPERATIONAL (for `state`) before the trial was
+    /// confirmed.
+    LeftOperational,
+    /// `confirm_timeout_secs` passed before the trial was confirmed;
+    /// `state` is the state it was in (OPERATIONAL never reached, or not
+    /// stable there long enough with every check passing).
+    ConfirmTimeout,
+    /// The trial slot booted `max_boot_attempts` times unconfirmed.
+    BootAttempts,
+    /// `ota.report_current {bad: true}`.
+    ReportedBad,
+    /// Recorded by an older lwsysd as a plain string (the `message`).
+    #[default]
+    Unknown,
+}
+
+/// A rollback, as recorded durably in the slot state and shown by
+/// `ota.status` (`last_rollback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RollbackRecord {
+    /// Why.
+    pub cause: RollbackCause,
+    /// The check that failed: the notifier's name or the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// The system state involved (left for, or stuck in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The release rolled back (its manifest unixtime; 0 if unknown).
+    #[serde(default)]
+    pub release_unixtime: u64,
+    /// When, Unix seconds (0 if unknown).
+    #[serde(default)]
+    pub at_unix: u64,
+    /// For people.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// What a found release waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFor {
+    /// The next maintenance window (`[ota.policy] windows`).
+    Window,
+    /// Notifiers defer MODAL_UPDATING; `until_unix` is when the deferral
+    /// budget (or a security release's deadline) runs out, if it does.
+    Consent,
+}
+
+/// `ota.status` `waiting`: a release held by the update policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// What it waits for.
+    #[serde(rename = "for")]
+    pub waits_for: WaitFor,
+    /// Until when, Unix seconds (`None`: no bound is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_unix: Option<u64>,
+    /// The release (manifest unixtime).
+    pub release: u64,
+}
+
+/// How the health gate ended a trial boot (the `ota` event's `trial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialOutcome {
+    /// Stable and healthy: confirmed good.
+    Confirmed,
+    /// Rolled back (the reboot into the previous slot follows).
+    RolledBack,
+}
+
+/// A decision of the update policy about a found release, told in the
+/// `ota` event (`policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyDecision {
+    /// Outside every maintenance window: the install waits.
+    WaitWindow,
+    /// Ask for MODAL_UPDATING as usual (any notifier may defer or deny).
+    Install,
+    /// The deferral budget is spent: enter MODAL_UPDATING past `Defer`
+    /// verdicts (a `Deny` still stops it).
+    InstallPastDefer,
+    /// A security release at its deadline: enter MODAL_UPDATING past
+    /// every verdict (notifiers are asked and told, each may hold it for
+    /// up to its consent timeout).
+    InstallForced,
 }
 
 /// An `ota` topic event: progress of an update. Sent by the OTA worker

@@ -379,7 +379,9 @@ pub enum RoundOutcome {
         /// Its reason.
         reason: String,
     },
-    /// Forced through despite the verdicts (shutdown cannot be vetoed).
+    /// Forced through despite the verdicts (shutdown cannot be vetoed;
+    /// nor can an OTA entry past a spent deferral budget or at a security
+    /// deadline).
     Forced,
 }
 

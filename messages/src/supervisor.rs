@@ -37,6 +37,22 @@ pub enum Cycle {
     EnterModal,
     /// Jump OPERATIONAL.
     LeaveModal,
+    /// As `EnterModal`, but a `Defer` (or a consent timeout) does not stop
+    /// it: the notifiers are asked and told, and only a `Deny` stops it.
+    /// The OTA service sends it once a release's deferral budget is spent.
+    EnterModalPastDefer,
+    /// As `EnterModal`, but no verdict stops it: the notifiers are asked
+    /// (each may hold it up to its consent timeout) and told. The OTA
+    /// service sends it for a security release at its deadline.
+    ForceModal,
+    /// A health round at OPERATIONAL: every notifier is asked consent for
+    /// OPERATIONAL -> OPERATIONAL (a socket notifier sees `check:
+    /// "health"`) and nothing changes. `reached`: all allowed (healthy);
+    /// `pending`: who deferred (not yet; the walk is not parked); an error
+    /// `Denied`: who found the system unhealthy. Not at OPERATIONAL:
+    /// `reached: false`, nobody asked. The OTA service sends it before
+    /// confirming a trial boot.
+    HealthCheck,
 }
 
 /// Shut the system down: a forced jump to CONTEXT_DESTROYING (notifiers are

@@ -69,6 +69,8 @@ pub struct Round {
     current: SystemState,
     target: SystemState,
     forced: bool,
+    /// A `Defer` (or timeout) does not stop the round; a `Deny` does.
+    past_defer: bool,
     /// Notifiers with an id at or below this have been asked.
     asked_upto: u64,
     /// Where the next one probably is in the roster (a hint).
@@ -97,6 +99,7 @@ impl Round {
             current,
             target,
             forced,
+            past_defer: false,
             asked_upto: 0,
             next_index: 0,
             asking: None,
@@ -106,6 +109,18 @@ impl Round {
             at_us,
             early_resume: false,
         }
+    }
+
+    /// This round goes on past `Defer` verdicts (and timeouts); only a
+    /// `Deny` stops it (a release whose deferral budget is spent).
+    pub fn past_defer(mut self) -> Self {
+        self.past_defer = true;
+        self
+    }
+
+    /// Whether `v` lets the round go on.
+    fn goes_on(&self, v: &Verdict) -> bool {
+        v.is_allow() || self.forced || (self.past_defer && matches!(v, Verdict::Defer { .. }))
     }
 
     /// The state the round starts from.
@@ -134,10 +149,10 @@ impl Round {
         &self.allowed
     }
 
-    /// Whether a forced round went through a verdict that would have
-    /// stopped it.
+    /// Whether a forced (or past-defer) round went through a verdict that
+    /// would have stopped it.
     pub fn overridden(&self) -> bool {
-        self.forced && self.verdicts.iter().any(|v| !v.verdict.is_allow())
+        self.verdicts.iter().any(|v| !v.verdict.is_allow() && self.goes_on(&v.verdict))
     }
 
     /// Whom to ask next in `roster`, or that everyone has been asked.
@@ -178,7 +193,7 @@ impl Round {
             verdict: verdict.clone(),
             latency_us,
         });
-        if allow || self.forced {
+        if self.goes_on(&verdict) {
             Step::Continue
         } else {
             Step::Stop { by: name, verdict }
@@ -360,6 +375,25 @@ mod tests {
         assert_eq!(step, Step::Continue);
         assert!(r.overridden());
         assert_eq!(r.record(RoundOutcome::Forced).verdicts.len(), 2);
+    }
+
+    #[test]
+    fn a_past_defer_round_goes_on_past_defers_and_timeouts_but_stops_at_a_deny() {
+        let mut r = Round::new(Operational, AwaitingModalUpdating, false, 0, 3).past_defer();
+        let step = run(&mut r, &[1, 2], |_| Verdict::defer("later"));
+        assert_eq!(step, Step::Continue);
+        assert!(r.overridden());
+        assert_eq!(r.allowed(), [] as [u64; 0]);
+        let mut r = Round::new(Operational, AwaitingModalUpdating, false, 0, 3).past_defer();
+        let Next::Ask { id, .. } = r.next(&[1, 2][..]) else { panic!() };
+        assert_eq!(r.timed_out(id, name("slow"), 9), Step::Continue);
+        let Next::Ask { id, .. } = r.next(&[1, 2][..]) else { panic!() };
+        let step = r.verdict(id, name("n2"), Verdict::Deny { reason: "no".into() }, None);
+        assert!(matches!(step, Step::Stop { verdict: Verdict::Deny { .. }, .. }), "{step:?}");
+        // An ordinary round is not overridden by its allows.
+        let mut r = Round::new(Operational, AwaitingModalUpdating, false, 0, 1);
+        assert_eq!(run(&mut r, &[1], |_| Verdict::Allow), Step::Continue);
+        assert!(!r.overridden());
     }
 
     #[test]

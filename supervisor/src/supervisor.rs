@@ -38,7 +38,7 @@ use slog::{info, warn, Logger};
 
 pub use crate::notifier::InlineNotifier;
 use registry::{Kind, Registry};
-use walk::{Mode, Walk};
+use walk::{Mode, Override, Walk};
 
 use crate::consent::{self, Next, Round, Step};
 use crate::notifier::NotifierSpec;
@@ -219,8 +219,11 @@ impl Supervisor {
 
     fn start_round(&mut self, target: SystemState, ctx: &mut Context<Self>) {
         let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
+        let overrides = self.active.as_ref().map_or(Override::Nothing, |w| w.overrides);
         let n = self.registry.len();
-        self.round = Some(Round::new(self.current, target, forced, unix_us(), n));
+        let round =
+            Round::new(self.current, target, forced || overrides == Override::All, unix_us(), n);
+        self.round = Some(if overrides == Override::Defers { round.past_defer() } else { round });
         if forced && self.grace_over {
             self.commit(ctx);
         } else {
@@ -239,6 +242,9 @@ impl Supervisor {
                 Next::Commit => {
                     if let Some(t) = inline_run {
                         round.add_inline_ns(elapsed_ns(t));
+                    }
+                    if round.current() == round.target() {
+                        return self.check_passed(ctx);
                     }
                     self.commit(ctx);
                     return;
@@ -340,6 +346,17 @@ impl Supervisor {
         }
     }
 
+    /// A health round every notifier allowed: journaled, nothing
+    /// committed, its requester answered `reached`.
+    fn check_passed(&mut self, ctx: &mut Context<Self>) {
+        self.record_round(RoundOutcome::Committed);
+        self.round = None;
+        if let Some(w) = self.active.as_mut() {
+            w.passed = true;
+        }
+        self.pump(ctx);
+    }
+
     /// End a round that a notifier did not allow.
     fn conclude(&mut self, by: Arc<str>, verdict: Verdict, ctx: &mut Context<Self>) {
         let reason = verdict_reason(&verdict);
@@ -351,7 +368,10 @@ impl Supervisor {
               "by" => %by, "verdict" => if denied { "deny" } else { "defer" },
               "reason" => lwsys_actors::LogSafe(&reason));
         self.record_round(outcome);
-        self.send_aborted();
+        if target != self.current {
+            // A health round prepares nothing a notifier would undo.
+            self.send_aborted();
+        }
         self.round = None;
         if let Some(mut walk) = self.active.take() {
             if denied {
@@ -359,7 +379,11 @@ impl Supervisor {
             } else {
                 let pending = Pending { by, reason, target, since_us: unix_us() };
                 walk.park(self.current, pending);
-                self.parked.push(walk);
+                // A health round is asked again by its requester, not
+                // resumed by the notifier.
+                if walk.leg.mode != Mode::Check {
+                    self.parked.push(walk);
+                }
             }
         }
         self.pump(ctx);
@@ -400,7 +424,7 @@ impl Supervisor {
         }
         self.awaiting = None;
         let forced_through =
-            self.round.as_ref().is_some_and(|r| r.forced() && (self.grace_over || r.overridden()));
+            self.round.as_ref().is_some_and(|r| r.overridden() || (r.forced() && self.grace_over));
         match res {
             Ok(Ok(reading)) => {
                 let from = self.current;

@@ -324,6 +324,103 @@ async fn enter_modal_can_be_denied_and_leave_modal_returns_to_operational() {
 }
 
 #[actix_rt::test]
+async fn enter_modal_past_defer_goes_past_a_defer_and_a_silence_but_not_a_deny() {
+    let log = Log::default();
+    let h = held(vec![
+        scripted("slow", vec![(ModalUpdating, Answer::Defer)], &log),
+        scripted("mute", vec![(ModalUpdating, Answer::Silent)], &log),
+        scripted("last", vec![], &log),
+    ]);
+    h.steps(Operational).await.unwrap().unwrap();
+    log.lock().unwrap().clear();
+    let r = h.cycle(Cycle::EnterModalPastDefer).await.unwrap().unwrap();
+    assert_eq!((r.state, r.reached), (ModalUpdating, true));
+    // Everyone was still asked, past the defer and the timeout.
+    let asked = lines(&log, "consent MODAL_UPDATING");
+    assert_eq!(
+        asked,
+        [
+            "slow consent MODAL_UPDATING",
+            "mute consent MODAL_UPDATING",
+            "last consent MODAL_UPDATING"
+        ]
+    );
+    let x = h.explain().await.unwrap();
+    let round = x.journal.iter().rev().find(|j| j.target == ModalUpdating).unwrap();
+    assert_eq!(round.outcome, RoundOutcome::Forced);
+    h.cycle(Cycle::LeaveModal).await.unwrap().unwrap();
+    let h2 = held(vec![scripted("guard", vec![(ModalUpdating, Answer::Deny)], &log)]);
+    h2.steps(Operational).await.unwrap().unwrap();
+    let err = h2.cycle(Cycle::EnterModalPastDefer).await.unwrap().unwrap_err();
+    assert!(matches!(err, WalkError::Denied { target: ModalUpdating, .. }), "{err:?}");
+}
+
+#[actix_rt::test]
+async fn a_health_round_asks_everyone_at_operational_and_changes_nothing() {
+    let log = Log::default();
+    let mut rounds = 0;
+    let h = held(vec![
+        scripted("a", vec![], &log),
+        NotifierSpec::inline("db", move |c, t| {
+            rounds += u32::from(c == Operational && t == Operational);
+            if rounds == 1 && c == t {
+                Verdict::defer("warming up")
+            } else {
+                Verdict::Allow
+            }
+        }),
+    ]);
+    // Not at OPERATIONAL: nobody is asked.
+    let r = h.cycle(Cycle::HealthCheck).await.unwrap().unwrap();
+    assert_eq!((r.state, r.reached), (ContextCreated, false));
+    h.steps(Operational).await.unwrap().unwrap();
+    log.lock().unwrap().clear();
+    // db defers its first health round: not yet, and nothing is parked.
+    let r = h.cycle(Cycle::HealthCheck).await.unwrap().unwrap();
+    assert_eq!((r.state, r.reached), (Operational, false));
+    assert_eq!(r.pending.unwrap().by.as_ref(), "db");
+    assert!(h.explain().await.unwrap().parked.is_empty());
+    // Asked again, all allow: healthy; the state never moved.
+    let r = h.cycle(Cycle::HealthCheck).await.unwrap().unwrap();
+    assert_eq!((r.state, r.reached), (Operational, true));
+    assert_eq!(lines(&log, "a consent OPERATIONAL").len(), 2);
+    assert!(lines(&log, "changed").is_empty() && lines(&log, "aborted").is_empty());
+    let x = h.explain().await.unwrap();
+    let round = x.journal.last().unwrap();
+    assert_eq!((round.current, round.target), (Operational, Operational));
+    assert_eq!(round.outcome, RoundOutcome::Committed);
+    // An inline notifier sees the round as OPERATIONAL -> OPERATIONAL.
+    let h2 = held(vec![NotifierSpec::inline("db", |c, t| {
+        if c == Operational && t == Operational {
+            Verdict::deny("disk full")
+        } else {
+            Verdict::Allow
+        }
+    })]);
+    h2.steps(Operational).await.unwrap().unwrap();
+    let err = h2.cycle(Cycle::HealthCheck).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, WalkError::Denied { by, reason, .. } if by.as_ref() == "db" && reason == "disk full"),
+        "{err:?}"
+    );
+    assert_eq!(h2.state().await.unwrap().state, Operational);
+}
+
+#[actix_rt::test]
+async fn force_modal_goes_past_a_deny_and_the_notifier_is_still_asked() {
+    let log = Log::default();
+    let h = held(vec![scripted("guard", vec![(ModalUpdating, Answer::Deny)], &log)]);
+    h.steps(Operational).await.unwrap().unwrap();
+    let r = h.cycle(Cycle::ForceModal).await.unwrap().unwrap();
+    assert_eq!((r.state, r.reached), (ModalUpdating, true));
+    assert_eq!(lines(&log, "consent MODAL_UPDATING"), ["guard consent MODAL_UPDATING"]);
+    let x = h.explain().await.unwrap();
+    let round = x.journal.iter().rev().find(|j| j.target == ModalUpdating).unwrap();
+    assert_eq!(round.outcome, RoundOutcome::Forced);
+    assert!(!round.verdicts[0].verdict.is_allow());
+}
+
+#[actix_rt::test]
 async fn shutdown_cannot_be_vetoed_and_notifiers_see_context_destroying() {
     let log = Log::default();
     let h = held(vec![scripted("stubborn", vec![(ContextDestroying, Answer::Deny)], &log)]);

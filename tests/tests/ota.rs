@@ -76,11 +76,12 @@ fn install(repo: &Repo, confirm: &str) -> TestDaemon {
 fn update_is_found_installed_then_the_trial_boots_and_is_confirmed() {
     let repo = Repo::new(1000);
     let first = install(&repo, "auto");
-    let d = repo.daemon("auto", Some(first.state_dir().to_owned()));
+    // Confirmed once stable at OPERATIONAL (issue 18): a second here.
+    let mut d =
+        repo.daemon_with("confirm_after_secs = 1", Some(first.state_dir().to_owned()), vec![]);
     let mut c = d.connect();
     c.wait_state("OPERATIONAL");
-    // Worker jobs run in order: once this check settles, the auto-confirm
-    // queued at OPERATIONAL is done; the release is now installed.
+    d.wait_log("trial confirmed");
     let r = c.ok("ota.check", json!({}));
     assert_eq!(r["updated"], false, "{r}");
     let s = c.ok("ota.status", json!({}));

@@ -9,6 +9,8 @@ use actix::Recipient;
 use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::supervisor::Cycle;
 
+use super::policy::UpdatePolicy;
+use super::policy_store::PolicyStore;
 use super::{DownloadCache, FetchConfig, ManifestPolicy};
 
 /// Settings of the OTA service.
@@ -18,9 +20,25 @@ pub struct OtaConfig {
     pub fetch: FetchConfig,
     /// Manifest checks (variant, limits); the unixtimes come from the ops.
     pub policy: ManifestPolicy,
-    /// Confirm a trial boot on reaching OPERATIONAL (`[ota] confirm =
-    /// "auto"`, the default); otherwise only `ota.report_current` does.
+    /// Confirm a trial boot once it is healthy (`[ota] confirm = "auto"`,
+    /// the default); otherwise only `ota.report_current` does.
     pub auto_confirm: bool,
+    /// How long the system stays OPERATIONAL on a trial boot before the
+    /// health checks run and, passing, confirm it (10 s).
+    pub confirm_after: Duration,
+    /// From the service's start: a trial not confirmed by then is rolled
+    /// back (600 s).
+    pub confirm_timeout: Duration,
+    /// Health check commands (argv, no shell): each must exit 0 within
+    /// `health_timeout` for a trial to be confirmed (none by default).
+    pub health_commands: Vec<Vec<String>>,
+    /// How long one health command may run before it counts as failed
+    /// (30 s).
+    pub health_timeout: Duration,
+    /// Maintenance windows, deferral budget, security deadline.
+    pub update_policy: UpdatePolicy,
+    /// Where the policy keeps a release's first sighting and deferrals.
+    pub policy_store: PolicyStore,
     /// Delay of the first check after OPERATIONAL (30 s).
     pub first_check: Duration,
     /// Up to this much random delay is added to the first check (15 s).
@@ -45,12 +63,19 @@ pub struct OtaConfig {
 
 impl OtaConfig {
     /// Upstream's timing: first check 30 s + up to 15 s after OPERATIONAL,
-    /// consent retried every second for 30 s, auto-confirm.
+    /// consent retried every second for 30 s, auto-confirm (after 10 s
+    /// stable at OPERATIONAL, within 600 s); no update policy.
     pub fn new(fetch: FetchConfig, policy: ManifestPolicy) -> Self {
         Self {
             fetch,
             policy,
             auto_confirm: true,
+            confirm_after: Duration::from_secs(10),
+            confirm_timeout: Duration::from_secs(600),
+            health_commands: Vec::new(),
+            health_timeout: Duration::from_secs(30),
+            update_policy: UpdatePolicy::default(),
+            policy_store: PolicyStore::memory(),
             first_check: Duration::from_secs(30),
             first_check_jitter: Duration::from_secs(15),
             periodic: None,

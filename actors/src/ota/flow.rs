@@ -1,6 +1,7 @@
-//! `OtaService`'s flow between messages: starting a check, asking for
-//! consent (with retries), leaving MODAL_UPDATING, settling a check and
-//! arming the next one, and telling subscribers.
+//! `OtaService`'s flow between messages: starting a check, what its
+//! outcome leads to, asking for consent (with retries, the way the update
+//! policy says), leaving MODAL_UPDATING, settling a check and arming the
+//! next one, and telling subscribers.
 
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use lwsys_messages::supervisor::{Cycle, WalkResult};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::worker::Job;
+use super::gate::entry_cycle;
+use super::policy::Entry;
+use super::worker::{Checked, Installed, Job};
 use super::{OtaService, Run, Stage};
 
 impl OtaService {
@@ -34,6 +37,7 @@ impl OtaService {
         s.chunks_fetched = p.chunks_fetched;
         s.chunks_reused = p.chunks_reused;
         s.chunks_refetched = p.chunks_refetched;
+        s.waiting = self.waiting;
         s
     }
 
@@ -58,6 +62,15 @@ impl OtaService {
     }
 
     pub(super) fn emit(&self) {
+        self.emit_trial(None, None);
+    }
+
+    /// Tells the subscribers, with how a trial boot just ended if it did.
+    pub(super) fn emit_trial(
+        &self,
+        trial: Option<lwsys_messages::ota::TrialOutcome>,
+        rollback: Option<lwsys_messages::ota::RollbackRecord>,
+    ) {
         let Some(to) = &self.links.events else { return };
         let p = &self.progress;
         let ev = OtaProgress {
@@ -76,6 +89,10 @@ impl OtaService {
             error: p.last_error.clone(),
             // The kind goes with the error it names, never alone.
             error_kind: p.last_error.as_ref().and(p.last_error_kind.clone()),
+            policy: self.decision,
+            waiting: self.waiting,
+            trial,
+            rollback,
         };
         to.do_send(SystemEvent::Ota(ev));
     }
@@ -111,7 +128,9 @@ impl OtaService {
             waiters: waiter.into_iter().collect(),
             manifest: None,
             consent_since: None,
+            entry: Entry::Normal,
         });
+        self.decision = None;
         self.progress.last_error = None;
         self.progress.last_error_kind = None;
         // A new attempt: the last one's counters no longer apply.
@@ -144,7 +163,8 @@ impl OtaService {
     }
 
     pub(super) fn ask_consent(&mut self, ctx: &mut Context<Self>) {
-        let fut = self.links.modal.send(Cycle::EnterModal);
+        let entry = self.run.as_ref().map_or(Entry::Normal, |r| r.entry);
+        let fut = self.links.modal.send(entry_cycle(entry));
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| act.on_consent(res, ctx)));
     }
 
@@ -158,27 +178,39 @@ impl OtaService {
         let Some(run) = self.run.as_mut().filter(|r| r.stage == Stage::AwaitingConsent) else {
             return;
         };
-        let refused = match res {
+        let (refused, deferred) = match res {
             Ok(Ok(r)) if r.reached && r.state == SystemState::ModalUpdating => {
                 return self.consent_given(ctx);
             }
             Ok(Ok(r)) => match r.pending {
-                Some(p) => format!("{} deferred: {}", p.by, p.reason),
-                None => format!("MODAL_UPDATING not reached (at {})", r.state),
+                Some(p) => (format!("{} deferred: {}", p.by, p.reason), true),
+                None => (format!("MODAL_UPDATING not reached (at {})", r.state), false),
             },
             Ok(Err(lwsys_messages::supervisor::WalkError::ShuttingDown)) | Err(_) => {
                 return self.finish(Err(OtaError::Cancelled), ctx);
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => (e.to_string(), false),
         };
         let since = *run.consent_since.get_or_insert_with(Instant::now);
+        let was = run.entry;
+        let next = self.refused(deferred);
         self.progress.last_error = Some(format!("waiting for consent: {refused}"));
         self.progress.last_error_kind = Some("consent_refused".into());
         self.emit();
-        if since.elapsed() >= self.cfg.consent_window {
+        let escalated = next.is_some_and(|e| e != was);
+        if next.is_none() || (!escalated && since.elapsed() >= self.cfg.consent_window) {
             slog::warn!(self.log, "consent refused; waiting for the next check"; "why" => crate::LogSafe(&refused.to_string()));
             self.leave_modal(ctx);
             self.finish(Err(OtaError::ConsentRefused(refused)), ctx);
+            // A budget or deadline (or window) may come before the next
+            // periodic check.
+            if let Some(until) = self.waiting.and_then(|w| w.until_unix) {
+                self.arm_until(until, ctx);
+            }
+        } else if escalated {
+            // The budget ran out or the deadline came: ask at once, past
+            // what held the release.
+            self.ask_consent(ctx);
         } else {
             slog::info!(self.log, "consent refused; retrying"; "why" => crate::LogSafe(&refused.to_string()));
             ctx.run_later(self.cfg.consent_retry, |act, ctx| {
@@ -196,6 +228,7 @@ impl OtaService {
         };
         let Some(m) = run.manifest.clone() else { return };
         run.stage = Stage::Installing;
+        self.waiting = None;
         self.progress.last_error = None;
         self.progress.last_error_kind = None;
         slog::info!(self.log, "consent given; installing"; "unixtime" => m.unixtime, "size" => m.size);
@@ -215,5 +248,70 @@ impl OtaService {
             Ok(Err(e)) => slog::warn!(act.log, "could not leave modal"; "error" => %e),
             Err(e) => slog::warn!(act.log, "could not leave modal"; "error" => %e),
         }));
+    }
+}
+
+impl Handler<Checked> for OtaService {
+    type Result = ();
+
+    fn handle(&mut self, msg: Checked, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Ok(m) => {
+                slog::info!(self.log, "newer release found"; "unixtime" => m.unixtime, "size" => m.size);
+                self.offer(m, ctx);
+            }
+            Err(e @ (OtaError::NotNewer { .. } | OtaError::RolledBack(_))) => {
+                slog::debug!(self.log, "no update"; "why" => crate::LogSafe(&e.to_string()));
+                self.waiting = None;
+                let unixtime = match e {
+                    OtaError::NotNewer { manifest, .. } | OtaError::RolledBack(manifest) => {
+                        Some(manifest)
+                    }
+                    _ => None,
+                };
+                let outcome = CheckOutcome {
+                    updated: false,
+                    unixtime,
+                    reboot: false,
+                    reason: Some(e.to_string()),
+                };
+                self.finish(Ok(outcome), ctx);
+            }
+            Err(e) => {
+                slog::warn!(self.log, "update check failed"; "error" => crate::LogSafe(&e.to_string()));
+                self.finish(Err(e), ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Installed> for OtaService {
+    type Result = ();
+
+    fn handle(&mut self, msg: Installed, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Ok(m) => {
+                slog::info!(self.log, "update installed"; "unixtime" => m.unixtime, "reset" => m.reset,
+                            "selected" => %self.slots.selected);
+                let outcome = CheckOutcome {
+                    updated: true,
+                    unixtime: Some(m.unixtime),
+                    reboot: m.reset,
+                    reason: None,
+                };
+                self.finish(Ok(outcome), ctx);
+                if m.reset {
+                    slog::info!(self.log, "rebooting into the new release");
+                    (self.links.reboot)();
+                } else {
+                    self.leave_modal(ctx);
+                }
+            }
+            Err(e) => {
+                slog::warn!(self.log, "update failed; the active slot is untouched"; "error" => crate::LogSafe(&e.to_string()));
+                self.leave_modal(ctx);
+                self.finish(Err(e), ctx);
+            }
+        }
     }
 }

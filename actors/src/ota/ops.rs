@@ -1,7 +1,7 @@
 //! The `OtaOps` platform trait (upstream's `lws_ota_ops_t`); the lead
 //! moves it to `platform.rs`.
 
-use lwsys_messages::ota::{OtaError, OtaPhase, OtaStatus};
+use lwsys_messages::ota::{OtaError, OtaPhase, OtaStatus, RollbackRecord};
 
 use super::Manifest;
 
@@ -26,6 +26,14 @@ pub trait OtaOps: Send {
     /// How the current boot looks: `false` confirms a trial, `true` marks
     /// the current slot bad and selects the other good one.
     fn report_current(&mut self, bad: bool) -> Result<(), OtaError>;
+    /// Rolls a trial boot back for `reason` (a failed health check, the
+    /// confirm deadline): marks it bad, selects the previous good slot and
+    /// records `reason` durably where `ota.status` shows it. The default
+    /// is `report_current(true)`, for platforms that keep no reasons.
+    fn roll_back(&mut self, reason: RollbackRecord) -> Result<(), OtaError> {
+        let _ = reason;
+        self.report_current(true)
+    }
     /// Progress, for a display or a platform that cares.
     fn progress(&mut self, _phase: OtaPhase, _percent: u8) {}
     /// The last *confirmed* install's unixtime (0 if none).

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use lwsys_messages::ota::{CheckOta, GetOtaStatus, ReportCurrent};
+use lwsys_messages::ota::{CheckOta, GetOtaStatus, ReportCurrent, RollbackCause};
 use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::state::{Changed, GetState, StateReading, SystemState};
 use lwsys_messages::supervisor::{Cycle, WalkError, WalkReport, WalkResult};
@@ -20,6 +20,8 @@ use super::*;
 /// Answers `Cycle`s as the test says: deny the first `deny` EnterModals,
 /// then allow; records every cycle.
 struct StubSupervisor {
+    /// Deny the health round as this notifier.
+    unhealthy: Option<&'static str>,
     deny: u32,
     /// Defer every EnterModal instead (the walk parks).
     defer: bool,
@@ -36,6 +38,12 @@ impl Handler<Cycle> for StubSupervisor {
     fn handle(&mut self, c: Cycle, _: &mut Context<Self>) -> Self::Result {
         self.cycles.lock().unwrap().push(c);
         let r: WalkResult = match c {
+            Cycle::HealthCheck if self.unhealthy.is_some() => Err(WalkError::Denied {
+                by: self.unhealthy.unwrap_or_default().into(),
+                reason: "database corrupt".into(),
+                target: SystemState::Operational,
+                state: SystemState::Operational,
+            }),
             Cycle::EnterModal if self.defer => Ok(WalkReport {
                 state: SystemState::AwaitingModalUpdating,
                 reached: false,
@@ -55,7 +63,7 @@ impl Handler<Cycle> for StubSupervisor {
                     state: SystemState::AwaitingModalUpdating,
                 })
             }
-            Cycle::EnterModal => {
+            Cycle::EnterModal | Cycle::EnterModalPastDefer | Cycle::ForceModal => {
                 Ok(WalkReport { state: SystemState::ModalUpdating, reached: true, pending: None })
             }
             _ => Ok(WalkReport { state: SystemState::Operational, reached: true, pending: None }),
@@ -90,8 +98,9 @@ impl Harness {
     fn start(f: &Fixture, deny: u32, tune: impl FnOnce(&mut OtaConfig)) -> Self {
         let cycles = Arc::new(Mutex::new(Vec::new()));
         let defer = deny == DEFER;
-        let deny = if defer { 0 } else { deny };
-        let sup = StubSupervisor { deny, defer, cycles: cycles.clone() }.start();
+        let unhealthy = (deny == UNHEALTHY).then_some("db-watch");
+        let deny = if defer || unhealthy.is_some() { 0 } else { deny };
+        let sup = StubSupervisor { unhealthy, deny, defer, cycles: cycles.clone() }.start();
         let (tx, events) = mpsc::unbounded_channel();
         let tap = Tap(tx).start();
         let reboots = Arc::new(AtomicU32::new(0));
@@ -115,6 +124,19 @@ impl Harness {
         self.cycles.lock().unwrap().clone()
     }
 
+    /// The next `ota` event saying how a trial boot ended.
+    async fn trial(&mut self) -> Value {
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(30), self.events.recv())
+                .await
+                .expect("no trial event within 30 s")
+                .expect("events closed");
+            if e.get("trial").is_some() {
+                return e;
+            }
+        }
+    }
+
     /// The next `ota` event whose phase is one of `phases`.
     async fn phase(&mut self, phases: &[&str]) -> Value {
         loop {
@@ -128,6 +150,9 @@ impl Harness {
 
 /// `Harness::start`'s `deny` value that makes the stub defer instead.
 const DEFER: u32 = u32::MAX - 1;
+/// Harness::start's `deny` for a supervisor whose health round a notifier
+/// denies.
+const UNHEALTHY: u32 = u32::MAX - 2;
 
 fn operational() -> Changed {
     Changed { from: SystemState::OneTimeUpdates, to: SystemState::Operational }
@@ -306,17 +331,73 @@ fn trial_fixture() -> Fixture {
 }
 
 #[actix_rt::test]
-async fn operational_on_a_trial_slot_confirms_it_when_auto() {
+async fn operational_on_a_trial_slot_confirms_it_when_auto_once_stable() {
     let f = trial_fixture();
-    let h = Harness::start(&f, 0, |_| {});
+    // The stable time (confirm_after) is what this test waits for; short.
+    let mut h = Harness::start(&f, 0, |c| c.confirm_after = Duration::from_millis(50));
     let s = h.svc.send(GetOtaStatus).await.unwrap();
     assert_eq!(s.slots[1].status, SlotStatus::Trial, "on_boot ran, still a trial");
     h.svc.send(operational()).await.unwrap();
-    // Worker jobs run in order: once this check settles the confirm is in.
-    h.svc.send(CheckOta).await.unwrap().unwrap();
+    // Not at once: the trial is still unconfirmed right after OPERATIONAL.
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!(s.slots[1].status, SlotStatus::Trial);
+    let e = h.trial().await;
+    assert_eq!(e["trial"], "confirmed", "{e}");
+    assert_eq!(h.cycles(), vec![Cycle::HealthCheck], "the notifiers' health round");
     let s = h.svc.send(GetOtaStatus).await.unwrap();
     assert_eq!((s.selected.as_str(), s.slots[1].status), ("b", SlotStatus::Good));
     assert_eq!(s.confirmed_unixtime, 1000);
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 0);
+}
+
+#[actix_rt::test]
+async fn a_failing_health_command_rolls_the_trial_back_with_its_reason_and_reboots() {
+    let f = trial_fixture();
+    let mut h = Harness::start(&f, 0, |c| {
+        c.confirm_after = Duration::from_millis(20);
+        c.health_commands = vec![vec!["/bin/true".into()], vec!["/bin/false".into()]];
+    });
+    h.svc.send(operational()).await.unwrap();
+    let e = h.trial().await;
+    assert_eq!(e["trial"], "rolled_back", "{e}");
+    assert_eq!(e["rollback"]["cause"], "health_check", "{e}");
+    assert_eq!(e["rollback"]["check"], "/bin/false", "{e}");
+    assert_eq!(e["rollback"]["release_unixtime"], 1000, "{e}");
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!((s.selected.as_str(), s.slots[1].status), ("a", SlotStatus::Bad));
+    let r = s.last_rollback.unwrap();
+    assert_eq!((r.cause, r.check.as_deref()), (RollbackCause::HealthCheck, Some("/bin/false")));
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 1);
+    // Durable: the slots reopened say so too.
+    let again = f.slots();
+    assert_eq!(
+        again.state().last_rollback.as_ref().map(|r| r.cause),
+        Some(RollbackCause::HealthCheck)
+    );
+}
+
+#[actix_rt::test]
+async fn leaving_operational_before_the_stable_time_rolls_the_trial_back() {
+    let f = trial_fixture();
+    let mut h = Harness::start(&f, 0, |c| c.confirm_after = Duration::from_secs(3600));
+    h.svc.send(operational()).await.unwrap();
+    let left = Changed { from: SystemState::Operational, to: SystemState::PolicyInvalid };
+    h.svc.send(left).await.unwrap();
+    let e = h.trial().await;
+    assert_eq!(e["rollback"]["cause"], "left_operational", "{e}");
+    assert_eq!(e["rollback"]["state"], "POLICY_INVALID", "{e}");
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 1);
+}
+
+#[actix_rt::test]
+async fn a_trial_never_operational_is_rolled_back_at_the_confirm_deadline() {
+    let f = trial_fixture();
+    let mut h = Harness::start(&f, 0, |c| c.confirm_timeout = Duration::from_millis(100));
+    let e = h.trial().await;
+    assert_eq!(e["rollback"]["cause"], "confirm_timeout", "{e}");
+    assert!(e["rollback"]["message"].as_str().unwrap().contains("OPERATIONAL not reached"), "{e}");
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    assert_eq!(s.selected, "a");
 }
 
 #[actix_rt::test]
@@ -415,7 +496,8 @@ async fn a_restarted_service_gets_the_ops_only_after_the_dead_ones_worker_is_don
         overlaps: Arc::clone(&overlaps),
         entered: Arc::clone(&entered),
     };
-    let sup = StubSupervisor { deny: 0, defer: false, cycles: Arc::default() }.start();
+    let sup =
+        StubSupervisor { unhealthy: None, deny: 0, defer: false, cycles: Arc::default() }.start();
     let links = OtaLinks { modal: sup.recipient(), events: None, reboot: Arc::new(|| {}) };
     let cfg = OtaConfig::new(f.fetcher_config(), ManifestPolicy::new(VARIANT));
     let old = OtaService::new(&log(), Box::new(ops), f.public, cfg.clone(), links.clone());
@@ -448,4 +530,69 @@ async fn a_restarted_service_gets_the_ops_only_after_the_dead_ones_worker_is_don
     assert_eq!(reopened.load(Ordering::SeqCst), 0);
     // The dead service's request was not answered by it.
     assert!(!matches!(stuck.await, Ok(Ok(Ok(_)))));
+}
+
+#[actix_rt::test]
+async fn a_spent_deferral_budget_enters_modal_past_the_deferring_notifier() {
+    let f = Fixture::new();
+    f.publish(1000, 10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::start(&f, DEFER, |c| {
+        c.update_policy.max_deferrals = Some(2);
+        c.policy_store = policy_store::PolicyStore::new(dir.path());
+    });
+    tokio::time::pause();
+    let out = h.svc.send(CheckOta).await.unwrap().unwrap();
+    assert!(out.updated, "{out:?}");
+    // Two deferred attempts (the budget), then one past the deferral.
+    assert_eq!(h.cycles(), vec![Cycle::EnterModal, Cycle::EnterModal, Cycle::EnterModalPastDefer]);
+    let decided = loop {
+        let e = h.phase(&["awaiting_consent"]).await;
+        if e["policy"] == "install_past_defer" {
+            break e;
+        }
+    };
+    assert_eq!(decided["waiting"]["for"], "consent", "{decided}");
+    // The count is durable, per release.
+    let (rec, _) = policy_store::PolicyStore::new(dir.path()).load();
+    assert_eq!((rec.release, rec.deferrals), (1000, 2));
+}
+
+#[actix_rt::test]
+async fn outside_the_windows_the_check_reports_and_the_install_waits() {
+    let f = Fixture::new();
+    f.publish(1000, 10_000);
+    // A window opening two hours from now (UTC), one hour long.
+    let now = gate::now_unix();
+    let start = (now / 60 % 1440 + 120) % 1440;
+    let w = format!(
+        "{:02}:{:02}-{:02}:{:02}",
+        start / 60,
+        start % 60,
+        (start + 60) % 1440 / 60,
+        start % 60
+    );
+    let h = Harness::start(&f, 0, |c| c.update_policy.windows = vec![w.parse().unwrap()]);
+    let out = h.svc.send(CheckOta).await.unwrap().unwrap();
+    assert!(!out.updated && out.reason.as_ref().unwrap().contains("maintenance window"), "{out:?}");
+    assert!(h.cycles().is_empty(), "no consent asked: {:?}", h.cycles());
+    let s = h.svc.send(GetOtaStatus).await.unwrap();
+    let waiting = s.waiting.unwrap();
+    assert_eq!((waiting.waits_for, waiting.release), (lwsys_messages::ota::WaitFor::Window, 1000));
+    let until = waiting.until_unix.unwrap();
+    assert!(until > now + 7000 && until <= now + 7200, "{until} vs {now}");
+    f.assert_untouched(&f.slots());
+}
+
+#[actix_rt::test]
+async fn a_notifier_denying_the_health_round_rolls_the_trial_back_naming_it() {
+    let f = trial_fixture();
+    let mut h = Harness::start(&f, UNHEALTHY, |c| c.confirm_after = Duration::from_millis(20));
+    h.svc.send(operational()).await.unwrap();
+    let e = h.trial().await;
+    assert_eq!(e["trial"], "rolled_back", "{e}");
+    assert_eq!(e["rollback"]["check"], "db-watch", "{e}");
+    assert!(e["rollback"]["message"].as_str().unwrap().contains("database corrupt"), "{e}");
+    assert_eq!(h.cycles(), vec![Cycle::HealthCheck]);
+    assert_eq!(h.reboots.load(Ordering::SeqCst), 1);
 }

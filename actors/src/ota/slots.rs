@@ -27,9 +27,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 
-use lwsys_messages::ota::{OtaError, OtaStatus, SlotInfo, SlotStatus};
+use lwsys_messages::ota::{
+    OtaError, OtaStatus, RollbackCause, RollbackRecord, SlotInfo, SlotStatus,
+};
 use serde::{Deserialize, Serialize};
 
+pub use super::bootloader::Bootloader;
 use super::{Manifest, OtaOps};
 
 mod bootloader;
@@ -66,8 +69,15 @@ pub struct SlotState {
     pub confirmed_unixtime: u64,
     /// The newest release rolled back; not retried.
     pub rolled_back_unixtime: u64,
-    /// Why the last rollback happened.
-    pub last_rollback_reason: Option<String>,
+    /// Why the last rollback happened; kept until the next confirmed
+    /// update. Older versions wrote a plain string under
+    /// `last_rollback_reason`: it reads as the record's message.
+    #[serde(
+        default,
+        alias = "last_rollback_reason",
+        deserialize_with = "super::rollback::string_or_record"
+    )]
+    pub last_rollback: Option<RollbackRecord>,
     /// The slot last handed to the bootloader hook.
     pub bootloader_slot: Option<String>,
 }
@@ -83,7 +93,7 @@ impl Default for SlotState {
             attempted_unixtime: 0,
             confirmed_unixtime: 0,
             rolled_back_unixtime: 0,
-            last_rollback_reason: None,
+            last_rollback: None,
             bootloader_slot: None,
         }
     }
@@ -103,7 +113,7 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> OtaError {
 /// Creates (or truncates) a file in the slot dir: 0600 whatever the umask
 /// (set again through the fd, for a stale file left with another mode) and
 /// never through a symlink, since images and state may hold secrets.
-fn create_private(path: &Path) -> std::io::Result<File> {
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let f = OpenOptions::new()
         .write(true)
@@ -237,7 +247,8 @@ impl SlotDir {
             selected: s.selected.clone(),
             attempted_unixtime: s.attempted_unixtime,
             confirmed_unixtime: s.confirmed_unixtime,
-            last_rollback_reason: s.last_rollback_reason.clone(),
+            last_rollback_reason: s.last_rollback.as_ref().map(|r| r.message.clone()),
+            last_rollback: s.last_rollback.clone(),
             ..OtaStatus::default()
         }
     }
@@ -276,11 +287,12 @@ impl SlotDir {
         let status = self.state.slots.get(cur).map(|r| r.status);
         match status {
             Some(SlotStatus::Trial) if self.state.boot_attempts >= self.max_boot_attempts => {
-                let reason = format!(
+                let message = format!(
                     "slot {} not confirmed after {} boots",
                     self.state.selected, self.state.boot_attempts
                 );
-                self.roll_back(reason)
+                let r = self.record(RollbackCause::BootAttempts, None, None, &message);
+                self.roll_back(r)
             }
             Some(SlotStatus::Trial) => {
                 let mut next = self.state.clone();
@@ -305,17 +317,35 @@ impl SlotDir {
         rec.status = SlotStatus::Good;
         next.confirmed_unixtime = rec.unixtime;
         next.boot_attempts = 0;
+        // A successful update: the last rollback is history now.
+        next.last_rollback = None;
         slog::info!(self.log, "trial confirmed"; "slot" => %next.selected, "unixtime" => next.confirmed_unixtime);
         self.persist(next)
     }
 
-    fn roll_back(&mut self, reason: String) -> Result<(), OtaError> {
+    /// A rollback record of the selected slot's release, made now.
+    fn record(
+        &self,
+        cause: RollbackCause,
+        check: Option<&str>,
+        state: Option<&str>,
+        message: &str,
+    ) -> RollbackRecord {
+        let release = self.state.slots.get(self.state.selected_index()).map_or(0, |r| r.unixtime);
+        let now = crate::time::unix_us() / 1_000_000;
+        super::rollback::record(cause, release, now, check, state, message)
+    }
+
+    /// Marks the selected slot bad and selects the other (good) one,
+    /// recording `reason` durably.
+    pub fn roll_back(&mut self, reason: RollbackRecord) -> Result<(), OtaError> {
         let cur = self.state.selected_index();
         let other = 1 - cur;
         let mut next = self.state.clone();
         let other_rec = next.slots.get(other).copied().unwrap_or_default();
         if other_rec.status != SlotStatus::Good {
-            return Err(OtaError::Busy(format!("no good slot to fall back to ({reason})")));
+            let why = &reason.message;
+            return Err(OtaError::Busy(format!("no good slot to fall back to ({why})")));
         }
         if let Some(rec) = next.slots.get_mut(cur) {
             rec.status = SlotStatus::Bad;
@@ -324,8 +354,9 @@ impl SlotDir {
         next.selected = SLOT_NAMES.get(other).copied().unwrap_or("a").to_owned();
         next.confirmed_unixtime = other_rec.unixtime;
         next.boot_attempts = 0;
-        slog::warn!(self.log, "rolled back"; "to" => %next.selected, "reason" => %reason);
-        next.last_rollback_reason = Some(reason);
+        slog::warn!(self.log, "rolled back"; "to" => %next.selected, "cause" => ?reason.cause,
+                    "check" => ?reason.check, "reason" => ?reason.message);
+        next.last_rollback = Some(reason);
         self.select(next)
     }
 }
@@ -417,11 +448,20 @@ impl OtaOps for SlotDir {
         let cur = self.state.selected_index();
         match self.state.slots.get(cur).map(|r| r.status) {
             Some(SlotStatus::Trial) | Some(SlotStatus::Good) => {
-                let reason = format!("slot {} reported bad", self.state.selected);
-                self.roll_back(reason)
+                let message = format!("slot {} reported bad", self.state.selected);
+                let r = self.record(RollbackCause::ReportedBad, None, None, &message);
+                self.roll_back(r)
             }
             _ => Ok(()),
         }
+    }
+
+    fn roll_back(&mut self, reason: RollbackRecord) -> Result<(), OtaError> {
+        let cur = self.state.selected_index();
+        if self.state.slots.get(cur).map(|r| r.status) != Some(SlotStatus::Trial) {
+            return Err(OtaError::Busy("the selected slot is not a trial".into()));
+        }
+        SlotDir::roll_back(self, reason)
     }
 
     fn last_fw_unixtime(&self) -> u64 {

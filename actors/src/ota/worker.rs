@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use actix::{Addr, Message};
 use crossbeam_channel::Receiver;
-use lwsys_messages::ota::{OtaError, OtaStatus};
+use lwsys_messages::ota::{OtaError, OtaStatus, RollbackRecord};
 use tokio::sync::oneshot;
 
 use super::issuers::Issuers;
@@ -24,6 +24,8 @@ pub(crate) enum Job {
     Install(Box<Manifest>),
     /// `report_current(bad)`; answered on `reply` (if any) with the slots.
     Report { bad: bool, reply: Option<oneshot::Sender<Result<OtaStatus, OtaError>>> },
+    /// Roll the trial back for `reason`; answered with the slots.
+    RollBack { reason: RollbackRecord, reply: oneshot::Sender<Result<OtaStatus, OtaError>> },
 }
 
 /// The manifest check's outcome.
@@ -94,6 +96,11 @@ impl Worker {
                     // Slots first: whoever sees the outcome sees them too.
                     self.slots();
                     self.addr.do_send(Installed(r.map(|()| *m)));
+                }
+                Job::RollBack { reason, reply } => {
+                    let r = self.ops.roll_back(reason).map(|()| self.ops.status());
+                    self.slots();
+                    let _ = reply.send(r);
                 }
                 Job::Report { bad, reply } => {
                     let r = self.ops.report_current(bad).map(|()| self.ops.status());

@@ -53,6 +53,11 @@ pub enum Event {
         current: SystemState,
         /// The state it proposes to enter.
         target: SystemState,
+        /// `"health"` for a health round (current and target both
+        /// OPERATIONAL; nothing changes): allow = healthy, defer = not
+        /// yet, deny = unhealthy. Absent for a transition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        check: Option<String>,
     },
     /// This connection, a notifier, is told the state changed.
     Changed {
@@ -139,6 +144,19 @@ pub struct OtaProgress {
     /// The last error's kind (`bad_signature`, ...), with `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
+    /// The update policy's decision about the release found, when this
+    /// event reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::ota::PolicyDecision>,
+    /// What the release found waits for, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<crate::ota::Waiting>,
+    /// A trial boot was just confirmed or rolled back (health gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<crate::ota::TrialOutcome>,
+    /// With `trial: "rolled_back"`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::ota::RollbackRecord>,
 }
 
 /// A `service` event: what the Supervisor did about a service that died.

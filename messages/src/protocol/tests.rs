@@ -390,7 +390,7 @@ fn events_serialize_byte_identically_to_the_old_hand_built_ones() {
             r#"{"event":"notifier","kind":"registered","name":"n"}"#,
         ),
         (
-            Event::Consent { ticket: 1, current: d, target: o },
+            Event::Consent { ticket: 1, current: d, target: o, check: None },
             r#"{"event":"consent","ticket":1,"current":"DHCP","target":"OPERATIONAL"}"#,
         ),
         (
@@ -414,6 +414,7 @@ fn events_serialize_byte_identically_to_the_old_hand_built_ones() {
                 progress: OtaEvent { phase: OtaPhase::Idle, ..OtaEvent::default() },
                 error: Some("bad".into()),
                 error_kind: Some("bad_signature".into()),
+                ..OtaProgress::default()
             }),
             r#"{"event":"ota","phase":"idle","percent":0,"bytes":0,"resumed_from":0,"error":"bad","error_kind":"bad_signature"}"#,
         ),

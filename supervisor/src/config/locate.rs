@@ -91,9 +91,15 @@ impl<'t> Layout<'t> {
     }
 
     /// The line where `[section] key` is set; else where `section` is
-    /// named (its header); else `None` (the value is a default).
+    /// named (its header); else `None` (the value is a default). A dotted
+    /// `section` (`ota.policy`) names a table within a table.
     pub(super) fn line_of_key(&self, section: &str, key: &str) -> Option<usize> {
-        let s = self.root.iter().find(|i| i.name == section)?;
+        let mut parts = section.split('.');
+        let first = parts.next()?;
+        let mut s = self.root.iter().find(|i| i.name == first)?;
+        for part in parts {
+            s = s.children.iter().find(|i| i.name == part)?;
+        }
         let at = s.children.iter().find(|i| i.name == key).map_or(&s.key, |k| &k.key);
         Some(Self::line_of(self.text, at.start))
     }

@@ -135,7 +135,7 @@ impl Default for TrustSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ConfirmMode {
-    /// On reaching OPERATIONAL.
+    /// Once stable at OPERATIONAL and healthy.
     #[default]
     Auto,
     /// Only by `ota.report_current {bad: false}`.
@@ -155,9 +155,23 @@ pub struct OtaSection {
     pub public_jwk: PathBuf,
     /// Seconds between periodic checks. Default 86400.
     pub periodic_check_secs: u64,
-    /// `"auto"` confirms a trial boot on reaching OPERATIONAL; `"manual"`
+    /// `"auto"` confirms a trial boot once it has been OPERATIONAL for
+    /// `confirm_after_secs` and every health command passes; `"manual"`
     /// leaves it to `ota.report_current`. Default auto.
     pub confirm: ConfirmMode,
+    /// Seconds a trial boot must stay OPERATIONAL before the health
+    /// commands run and, passing, confirm it. Default 10.
+    pub confirm_after_secs: u64,
+    /// Seconds from the OTA service's start within which a trial boot
+    /// must be confirmed, else it is rolled back. Default 600.
+    pub confirm_timeout_secs: u64,
+    /// Health check commands (each split on whitespace, run without a
+    /// shell); every one must exit 0 for a trial to be confirmed. Default
+    /// none.
+    pub health_commands: Vec<String>,
+    /// Seconds one health command may run before it counts as failed.
+    /// Default 30.
+    pub health_timeout_secs: u64,
     /// Unconfirmed boots of a trial slot before it is rolled back. Default 3.
     pub max_boot_attempts: u32,
     /// Command run (no shell) with the selected slot name appended after
@@ -176,6 +190,42 @@ pub struct OtaSection {
     /// trust store when `[trust]` has sources, else the built-in web roots.
     /// Default "".
     pub ca_file: PathBuf,
+    /// `[ota.policy]`: when installs may happen.
+    pub policy: OtaPolicySection,
+}
+
+/// `[ota.policy]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtaPolicySection {
+    /// Daily maintenance windows `"HH:MM-HH:MM"` (may cross midnight; the
+    /// end may be `24:00`); outside them an install waits. Default none
+    /// (any time).
+    pub windows: Vec<String>,
+    /// The windows' fixed offset from UTC, `"+HH:MM"`/`"-HH:MM"`. Default
+    /// `"+00:00"`.
+    pub utc_offset: String,
+    /// Deferred attempts to enter MODAL_UPDATING per release before a
+    /// normal release goes past `Defer` verdicts (0: no limit). Default 0.
+    pub max_deferrals: u32,
+    /// Seconds after a release is first found before it goes past `Defer`
+    /// verdicts (0: no limit). Default 0.
+    pub max_defer_secs: u64,
+    /// Seconds after a `security` release is first found before it is
+    /// installed past every verdict, windows or not. Default 86400.
+    pub security_deadline_secs: u64,
+}
+
+impl Default for OtaPolicySection {
+    fn default() -> Self {
+        Self {
+            windows: Vec::new(),
+            utc_offset: "+00:00".into(),
+            max_deferrals: 0,
+            max_defer_secs: 0,
+            security_deadline_secs: 86_400,
+        }
+    }
 }
 
 impl Default for OtaSection {
@@ -186,6 +236,10 @@ impl Default for OtaSection {
             public_jwk: PathBuf::new(),
             periodic_check_secs: 86_400,
             confirm: ConfirmMode::Auto,
+            confirm_after_secs: 10,
+            confirm_timeout_secs: 600,
+            health_commands: Vec::new(),
+            health_timeout_secs: 30,
             max_boot_attempts: 3,
             bootloader: String::new(),
             connect_timeout_ms: 10_000,
@@ -193,6 +247,7 @@ impl Default for OtaSection {
             download_timeout_secs: 1800,
             max_image_bytes: 4 << 30,
             ca_file: PathBuf::new(),
+            policy: OtaPolicySection::default(),
         }
     }
 }

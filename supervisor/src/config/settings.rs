@@ -90,6 +90,20 @@ impl Config {
         }
     }
 
+    /// `[ota.policy]` as the OTA service uses it (validated already: a
+    /// window or offset that does not parse is left out).
+    fn update_policy(&self) -> lwsys_actors::ota::policy::UpdatePolicy {
+        let p = &self.ota.policy;
+        lwsys_actors::ota::policy::UpdatePolicy {
+            windows: p.windows.iter().filter_map(|w| w.parse().ok()).collect(),
+            utc_offset_secs: lwsys_actors::ota::policy::parse_utc_offset(&p.utc_offset)
+                .unwrap_or(0),
+            max_deferrals: (p.max_deferrals > 0).then_some(p.max_deferrals),
+            max_defer_secs: (p.max_defer_secs > 0).then_some(p.max_defer_secs),
+            security_deadline_secs: p.security_deadline_secs,
+        }
+    }
+
     fn ota_settings(&self) -> Option<OtaSettings> {
         let o = &self.ota;
         (!o.repository.is_empty()).then(|| OtaSettings {
@@ -98,6 +112,15 @@ impl Config {
             public_jwk: o.public_jwk.clone(),
             periodic_check: Duration::from_secs(o.periodic_check_secs),
             auto_confirm: o.confirm == ConfirmMode::Auto,
+            confirm_after: Duration::from_secs(o.confirm_after_secs),
+            confirm_timeout: Duration::from_secs(o.confirm_timeout_secs),
+            health_commands: o
+                .health_commands
+                .iter()
+                .map(|c| c.split_whitespace().map(str::to_owned).collect())
+                .collect(),
+            health_timeout: Duration::from_secs(o.health_timeout_secs),
+            policy: self.update_policy(),
             max_boot_attempts: o.max_boot_attempts,
             bootloader: o.bootloader.clone(),
             connect_timeout: Duration::from_millis(o.connect_timeout_ms),

@@ -32,6 +32,9 @@ impl RangeError {
 /// overflow).
 const MAX_DOWNLOAD_SECS: u64 = 7 * 86_400;
 
+/// The most `[ota] health_commands`.
+const MAX_HEALTH_COMMANDS: usize = 16;
+
 fn range(
     section: &'static str,
     key: &'static str,
@@ -132,7 +135,56 @@ impl Config {
         range("ota", "connect_timeout_ms", o.connect_timeout_ms, 1, u64::MAX)?;
         range("ota", "read_timeout_ms", o.read_timeout_ms, 1, u64::MAX)?;
         range("ota", "download_timeout_secs", o.download_timeout_secs, 1, MAX_DOWNLOAD_SECS)?;
+        self.validate_health()?;
+        self.validate_policy()?;
         self.validate_fleet()
+    }
+
+    /// The health-gated commit: a stable time within the deadline, a few
+    /// commands of sane length.
+    fn validate_health(&self) -> Result<(), RangeError> {
+        let o = &self.ota;
+        range("ota", "confirm_after_secs", o.confirm_after_secs, 1, 86_400)?;
+        range("ota", "confirm_timeout_secs", o.confirm_timeout_secs, 1, MAX_DOWNLOAD_SECS)?;
+        if o.confirm_timeout_secs <= o.confirm_after_secs {
+            let m = format!(
+                "expected more than confirm_after_secs ({}), got {}",
+                o.confirm_after_secs, o.confirm_timeout_secs
+            );
+            return Err(RangeError::new("ota", "confirm_timeout_secs", m));
+        }
+        range("ota", "health_timeout_secs", o.health_timeout_secs, 1, 3600)?;
+        if o.health_commands.len() > MAX_HEALTH_COMMANDS {
+            let m = format!(
+                "expected at most {MAX_HEALTH_COMMANDS} commands, got {}",
+                o.health_commands.len()
+            );
+            return Err(RangeError::new("ota", "health_commands", m));
+        }
+        for c in &o.health_commands {
+            if c.split_whitespace().next().is_none() || c.len() > 1024 {
+                let m = "expected each command non-empty and at most 1024 bytes";
+                return Err(RangeError::new("ota", "health_commands", m));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[ota.policy]`: windows and offset that parse, bounded times.
+    fn validate_policy(&self) -> Result<(), RangeError> {
+        use lwsys_actors::ota::policy::{parse_utc_offset, Window, MAX_WINDOWS};
+        let p = &self.ota.policy;
+        if p.windows.len() > MAX_WINDOWS {
+            let m = format!("expected at most {MAX_WINDOWS} windows, got {}", p.windows.len());
+            return Err(RangeError::new("ota.policy", "windows", m));
+        }
+        for w in &p.windows {
+            w.parse::<Window>().map_err(|m| RangeError::new("ota.policy", "windows", m))?;
+        }
+        parse_utc_offset(&p.utc_offset)
+            .map_err(|m| RangeError::new("ota.policy", "utc_offset", m))?;
+        range("ota.policy", "max_defer_secs", p.max_defer_secs, 0, 366 * 86_400)?;
+        range("ota.policy", "security_deadline_secs", p.security_deadline_secs, 1, 366 * 86_400)
     }
 
     /// The `[fleet]` checks: a broker URL we can use, names that are one
@@ -229,6 +281,37 @@ mod tests {
         let cfg = Config::from_toml(ok, Path::new("c")).unwrap();
         assert_eq!(cfg.fleet.commands, crate::config::FleetCommands::Readonly);
         assert_eq!(Config::default().fleet.commands, crate::config::FleetCommands::None);
+    }
+
+    #[test]
+    fn health_and_policy_keys_are_checked_with_their_names_and_lines() {
+        let bad = [
+            ("[ota]\nconfirm_after_secs = 0", "c:2: [ota] confirm_after_secs"),
+            ("[ota]\nconfirm_timeout_secs = 10", "c:2: [ota] confirm_timeout_secs: expected more"),
+            ("[ota]\nhealth_timeout_secs = 0", "c:2: [ota] health_timeout_secs"),
+            ("[ota]\nhealth_commands = [\"  \"]", "c:2: [ota] health_commands"),
+            ("[ota.policy]\nwindows = [\"2:00-4:00\"]", "c:2: [ota.policy] windows"),
+            ("[ota.policy]\nwindows = [\"03:00-03:00\"]", "c:2: [ota.policy] windows"),
+            ("[ota.policy]\nutc_offset = \"CET\"", "c:2: [ota.policy] utc_offset"),
+            ("[ota.policy]\nsecurity_deadline_secs = 0", "c:2: [ota.policy] security_deadline"),
+            ("[ota.policy]\nbogus = 1", "c:2: [ota] policy: unknown field `bogus`"),
+        ];
+        for (text, want) in bad {
+            let e = Config::from_toml(text, Path::new("c")).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
+        let many = format!("[ota]\nhealth_commands = [{}]\n", vec!["\"/bin/true\""; 17].join(","));
+        let e = Config::from_toml(&many, Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("at most 16 commands"), "{e}");
+        let ok = "[ota]\nconfirm_after_secs = 5\nhealth_commands = [\"/bin/check --quick\"]\n\
+                  [ota.policy]\nwindows = [\"23:00-01:00\", \"12:00-12:30\"]\n\
+                  utc_offset = \"-05:30\"\nmax_deferrals = 4\n";
+        let cfg = Config::from_toml(ok, Path::new("c")).unwrap();
+        assert_eq!(cfg.ota.policy.windows.len(), 2);
+        assert_eq!(cfg.ota.health_commands, ["/bin/check --quick"]);
+        let d = Config::default();
+        assert_eq!((d.ota.confirm_after_secs, d.ota.confirm_timeout_secs), (10, 600));
+        assert_eq!(d.ota.policy.security_deadline_secs, 86_400);
     }
 
     #[test]

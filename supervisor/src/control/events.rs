@@ -30,7 +30,9 @@ impl Handler<Consent> for ControlSession {
         let ticket = self.next_ticket;
         let (tx, rx) = oneshot::channel();
         self.tickets.insert(ticket, tx);
-        let ev = Event::Consent { ticket, current: msg.current, target: msg.target };
+        // A round that changes nothing is the health round.
+        let check = (msg.current == msg.target).then(|| "health".to_owned());
+        let ev = Event::Consent { ticket, current: msg.current, target: msg.target, check };
         self.send_line(&ev, ctx);
         // Forget the ticket once the supervisor has stopped waiting, so a
         // late reply is answered as stale.

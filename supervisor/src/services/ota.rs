@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use lwsys_actors::ota::policy::UpdatePolicy;
+use lwsys_actors::ota::policy_store::PolicyStore;
 use lwsys_actors::ota::{IssuerKey, Manifest, OtaConfig, OtaLinks, OtaOps, SlotDir};
 use lwsys_actors::platform::SharedOtaOps;
-use lwsys_messages::ota::{OtaError, OtaPhase, OtaStatus};
+use lwsys_messages::ota::{OtaError, OtaPhase, OtaStatus, RollbackRecord};
 use slog::Logger;
 
 use super::{ServiceError, SupervisorLinks};
@@ -29,9 +31,20 @@ pub struct OtaSettings {
     pub public_jwk: PathBuf,
     /// Time between periodic checks.
     pub periodic_check: Duration,
-    /// Confirm a trial boot on reaching OPERATIONAL (else only by
-    /// `ota.report_current`).
+    /// Confirm a trial boot once stable at OPERATIONAL and healthy (else
+    /// only by `ota.report_current`).
     pub auto_confirm: bool,
+    /// How long a trial stays OPERATIONAL before its health checks run.
+    pub confirm_after: Duration,
+    /// A trial not confirmed this long after the service starts is
+    /// rolled back.
+    pub confirm_timeout: Duration,
+    /// Health check commands (argv, no shell).
+    pub health_commands: Vec<Vec<String>>,
+    /// How long one health command may run.
+    pub health_timeout: Duration,
+    /// `[ota.policy]`: windows, deferral budget, security deadline.
+    pub policy: UpdatePolicy,
     /// Unconfirmed boots of a trial slot before it is rolled back.
     pub max_boot_attempts: u32,
     /// Command run with the selected slot appended; empty: only record it.
@@ -61,6 +74,11 @@ impl OtaSettings {
             public_jwk: public_jwk.to_owned(),
             periodic_check: Duration::from_secs(86_400),
             auto_confirm: true,
+            confirm_after: Duration::from_secs(10),
+            confirm_timeout: Duration::from_secs(600),
+            health_commands: Vec::new(),
+            health_timeout: Duration::from_secs(30),
+            policy: UpdatePolicy::default(),
             max_boot_attempts: 3,
             bootloader: String::new(),
             connect_timeout: Duration::from_secs(10),
@@ -102,6 +120,9 @@ impl OtaOps for SharedOps {
     }
     fn report_current(&mut self, bad: bool) -> Result<(), OtaError> {
         self.lock().report_current(bad)
+    }
+    fn roll_back(&mut self, reason: RollbackRecord) -> Result<(), OtaError> {
+        self.lock().roll_back(reason)
     }
     fn progress(&mut self, phase: OtaPhase, percent: u8) {
         self.lock().progress(phase, percent);
@@ -239,6 +260,17 @@ pub(super) fn ota_parts(
     };
     let mut cfg = OtaConfig::new(fetch, policy);
     cfg.auto_confirm = o.auto_confirm;
+    cfg.confirm_after = o.confirm_after;
+    cfg.confirm_timeout = o.confirm_timeout;
+    cfg.health_commands = o.health_commands.clone();
+    cfg.health_timeout = o.health_timeout;
+    cfg.update_policy = o.policy.clone();
+    if let Some(d) = state_dir {
+        let dir = d.join("ota");
+        lwsys_actors::store::create_private_dir(&dir)
+            .map_err(|e| OtaError::Io(format!("create {}: {e}", dir.display())))?;
+        cfg.policy_store = PolicyStore::new(&dir);
+    }
     cfg.wake_latency = o.wake_latency;
     cfg.periodic = Some(o.periodic_check.max(Duration::from_secs(1)));
     cfg.download_cache = state_dir.map(|d| DownloadCache::new(&d.join("ota")));

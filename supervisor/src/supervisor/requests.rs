@@ -9,7 +9,7 @@ use lwsys_messages::supervisor::{
 use slog::{info, warn};
 use tokio::sync::oneshot;
 
-use super::walk::{Leg, Mode, Walk};
+use super::walk::{Leg, Mode, Override, Walk};
 use super::{Awaiting, RunState, Supervisor};
 
 impl Supervisor {
@@ -28,8 +28,20 @@ impl Supervisor {
         rest: Vec<Leg>,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<WalkResult> {
+        self.walk_request_past(leg, rest, Override::Nothing, ctx)
+    }
+
+    /// As `walk_request`, for a walk whose rounds go past `overrides`
+    /// (never merged into another walk, nor another into it).
+    pub(super) fn walk_request_past(
+        &mut self,
+        leg: Leg,
+        rest: Vec<Leg>,
+        overrides: Override,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<WalkResult> {
         let (tx, rx) = oneshot::channel();
-        let single = rest.is_empty();
+        let single = rest.is_empty() && overrides == Override::Nothing;
         if self.shutting_down {
             let _ = tx.send(Err(WalkError::ShuttingDown));
         } else if let Some(w) = self.active.as_mut().filter(|w| single && w.can_extend(leg)) {
@@ -42,7 +54,9 @@ impl Supervisor {
             self.queue.push_front(w);
             self.pump(ctx);
         } else {
-            self.enqueue(Walk::new(leg, rest, tx), ctx);
+            let mut w = Walk::new(leg, rest, tx);
+            w.overrides = overrides;
+            self.enqueue(w, ctx);
         }
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| Err(WalkError::Internal("supervisor stopped".into())))
@@ -139,6 +153,13 @@ impl Handler<Cycle> for Supervisor {
 
     fn handle(&mut self, msg: Cycle, ctx: &mut Self::Context) -> Self::Result {
         let jump = |target| Leg { mode: Mode::Jump, target };
+        let enter_modal =
+            || (jump(SystemState::AwaitingModalUpdating), vec![jump(SystemState::ModalUpdating)]);
+        let overrides = match msg {
+            Cycle::EnterModalPastDefer => Override::Defers,
+            Cycle::ForceModal => Override::All,
+            _ => Override::Nothing,
+        };
         let (first, rest) = match msg {
             Cycle::PolicyInvalidate => (
                 jump(SystemState::PolicyInvalid),
@@ -147,12 +168,25 @@ impl Handler<Cycle> for Supervisor {
                     Leg { mode: Mode::Steps, target: SystemState::Operational },
                 ],
             ),
-            Cycle::EnterModal => {
-                (jump(SystemState::AwaitingModalUpdating), vec![jump(SystemState::ModalUpdating)])
+            Cycle::EnterModal | Cycle::EnterModalPastDefer | Cycle::ForceModal => enter_modal(),
+            Cycle::HealthCheck => {
+                let leg = Leg { mode: Mode::Check, target: SystemState::Operational };
+                let (tx, rx) = oneshot::channel();
+                if self.shutting_down {
+                    let _ = tx.send(Err(WalkError::ShuttingDown));
+                } else {
+                    // Its own walk, queued like any other: one round at a
+                    // time, so a notifier is never asked twice at once.
+                    self.enqueue(Walk::new(leg, Vec::new(), tx), ctx);
+                }
+                return Box::pin(async move {
+                    rx.await
+                        .unwrap_or_else(|_| Err(WalkError::Internal("supervisor stopped".into())))
+                });
             }
             Cycle::LeaveModal => (jump(SystemState::Operational), Vec::new()),
         };
-        self.walk_request(first, rest, ctx)
+        self.walk_request_past(first, rest, overrides, ctx)
     }
 }
 

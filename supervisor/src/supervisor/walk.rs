@@ -16,6 +16,9 @@ pub(crate) enum Mode {
     Jump,
     /// The shutdown jump: notifiers are asked but cannot stop it.
     Forced,
+    /// A health round at the target (OPERATIONAL): one round for target
+    /// -> target, never committed.
+    Check,
 }
 
 /// One leg of a walk.
@@ -42,6 +45,22 @@ pub(crate) struct Walk {
     /// moved since.
     parked_at: Option<SystemState>,
     early_resumes: u32,
+    /// Which verdicts its rounds go past (the OTA policy's entries).
+    pub(crate) overrides: Override,
+    /// A `Check` walk whose round every notifier allowed.
+    pub(crate) passed: bool,
+}
+
+/// Which verdicts a walk's rounds go past, besides a shutdown's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Override {
+    /// None: any `Defer` or `Deny` stops it.
+    #[default]
+    Nothing,
+    /// `Defer` and timeouts (`Cycle::EnterModalPastDefer`).
+    Defers,
+    /// Every verdict (`Cycle::ForceModal`).
+    All,
 }
 
 impl Walk {
@@ -54,6 +73,8 @@ impl Walk {
             parked: None,
             parked_at: None,
             early_resumes: 0,
+            overrides: Override::Nothing,
+            passed: false,
         }
     }
 
@@ -104,6 +125,7 @@ impl Walk {
                 (current < self.leg.target).then_some(self.leg.target)
             }
             Mode::Jump | Mode::Forced => (current != self.leg.target).then_some(self.leg.target),
+            Mode::Check => (current == self.leg.target && !self.passed).then_some(current),
         }
     }
 
@@ -124,6 +146,7 @@ impl Walk {
         let reached = match self.leg.mode {
             Mode::Steps => current >= self.leg.target,
             Mode::Jump | Mode::Forced => current == self.leg.target,
+            Mode::Check => self.passed,
         };
         for w in self.waiters {
             let _ = w.tx.send(Ok(WalkReport { state: current, reached, pending: None }));

@@ -350,8 +350,40 @@ impl Repo {
         state_dir: Option<PathBuf>,
         env: Vec<(String, String)>,
     ) -> TestDaemon {
-        let config = self.config(&self.keys.public, "auto", "/bin/true");
+        self.daemon_full(extra_ota, state_dir, "/bin/true", env)
+    }
+
+    /// As [`Repo::daemon_with`], with the reboot op `reboot`. `extra_ota`
+    /// may end with other sections (`[ota.policy]`).
+    pub fn daemon_full(
+        &self,
+        extra_ota: &str,
+        state_dir: Option<PathBuf>,
+        reboot: &str,
+        env: Vec<(String, String)>,
+    ) -> TestDaemon {
+        let config = self.config(&self.keys.public, "auto", reboot);
         let config = config.replacen("\n\n[system]", &format!("\n{extra_ota}\n\n[system]"), 1);
         TestDaemon::with(Options { config: Some(config), state_dir, env, ..Options::default() })
+    }
+
+    /// Signs the release at `unixtime` again with `edit` applied to its
+    /// manifest (fields upstream has not, such as `urgency`).
+    pub fn resign(&self, unixtime: u64, edit: impl FnOnce(&mut lwsys_manifest::Manifest)) {
+        let src = self.dir.path().join(format!("fw-{unixtime}.img"));
+        let mut m = ctl_ota::publish_at(
+            &self.keys.private,
+            VARIANT,
+            &src,
+            &self.dir.path().join("repo"),
+            unixtime,
+        )
+        .unwrap();
+        edit(&mut m);
+        let jwk = std::fs::read_to_string(&self.keys.private).unwrap();
+        let key = lwsys_manifest::parse_private_jwk(&jwk).unwrap();
+        let jws = lwsys_manifest::jws::sign_manifest(&key, &m);
+        std::fs::write(self.dir.path().join("repo").join(VARIANT).join("manifest.jws"), jws)
+            .unwrap();
     }
 }
