@@ -39,7 +39,6 @@
 //! boot happened), and it leaves a MODAL_UPDATING its predecessor held.
 
 pub mod chunked;
-mod bootloader;
 pub mod config;
 pub mod fetch;
 mod flow;

@@ -32,7 +32,6 @@ use lwsys_messages::ota::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use super::bootloader::Bootloader;
 use super::{Manifest, OtaOps};
 
 mod bootloader;
