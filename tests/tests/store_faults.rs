@@ -337,3 +337,25 @@ fn a_store_in_use_by_another_daemon_is_never_moved_aside() {
     assert_eq!(get(&d, "AUTH", 1), "live");
     stop(d);
 }
+
+#[test]
+fn an_old_redb_store_is_never_dropped_by_a_build_that_cannot_import_it() {
+    // The default build has no redb-import feature (actors/src/store/import.rs
+    // and its tests cover the import itself): it must refuse, not start
+    // without the device's secrets, and --recover-store must not move it.
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let old = state.join("lwsys.redb");
+    std::fs::write(&old, b"an old redb file").unwrap();
+    for extra in [&[][..], &["--recover-store"][..]] {
+        let (code, err) = run_once(&state, extra);
+        assert_eq!(code, Some(70), "{extra:?}: {err}");
+        assert!(err.contains("not imported"), "{err}");
+        assert!(err.contains("redb-import"), "the way out is named: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(std::fs::read(&old).unwrap(), b"an old redb file", "left as is");
+        assert!(aside(&state).is_empty(), "{extra:?}");
+    }
+}
