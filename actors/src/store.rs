@@ -64,6 +64,10 @@ pub const LEGACY_FILE: &str = "lwsys.redb";
 /// so that a downgrade or an audit can still find it.
 pub const LEGACY_DONE: &str = "lwsys.redb.migrated";
 
+/// The most files the store directory may hold: far more than every
+/// blob kind and index together, and a bound on what a listing allocates.
+pub const MAX_FILES: usize = 65_536;
+
 /// The table holding durable blobs, keyed by `"<KIND>/<idx>"`.
 pub const BLOBS_TABLE: &str = "blobs";
 
@@ -266,7 +270,13 @@ impl Store {
     fn keys(&self, table: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let file_err = |source| StoreError::File { path: self.dir.to_path_buf(), source };
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(file_err)? {
+        for (n, entry) in std::fs::read_dir(&self.dir).map_err(file_err)?.enumerate() {
+            if n >= MAX_FILES {
+                return Err(StoreError::Damaged {
+                    path: self.dir.to_path_buf(),
+                    detail: format!("more than {MAX_FILES} files; the store never makes so many"),
+                });
+            }
             let name = entry.map_err(file_err)?.file_name();
             let Some((t, k)) = name.to_str().and_then(record::parse_name) else { continue };
             if table.is_none_or(|want| want == t) {

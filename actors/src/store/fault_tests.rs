@@ -138,6 +138,20 @@ fn an_oversized_record_is_refused_before_it_is_read() {
 }
 
 #[test]
+fn a_store_directory_with_more_files_than_the_bound_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.put_blob(TOKEN, b"t").unwrap();
+    // Not records (no '.'), so only the count can refuse them.
+    for i in 0..MAX_FILES {
+        std::fs::File::create(s.path().join(format!("x{i}"))).unwrap();
+    }
+    let e = s.load_blobs().unwrap_err();
+    assert!(e.to_string().contains(&format!("more than {MAX_FILES} files")), "{e}");
+    assert!(s.check_integrity().is_err());
+}
+
+#[test]
 fn a_symlinked_record_or_store_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (path, good) = stored(dir.path());
