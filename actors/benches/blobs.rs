@@ -1,6 +1,6 @@
 //! Blob benchmarks: heap append and get throughput on the pure model for
 //! small and large chunks, and the latency of a durable set through the
-//! redb store.
+//! directory store (write, fsync, rename, directory fsync).
 // criterion_group! expands to an undocumented `pub fn`.
 #![allow(missing_docs)]
 

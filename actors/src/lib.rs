@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`blobs`]: `BlobService`, the sole owner of the system blobs, with the
 //!   pure lws blob model in [`blobs::model`].
-//! - [`store`]: `Store`, the durable redb store in the state directory,
+//! - [`store`]: `Store`, the durable store (a directory of files, one per key) in the state directory,
 //!   shared by the services that keep state across restarts; `store/file.rs`
 //!   makes the state dir's private files (0600, `O_NOFOLLOW`) and dirs.
 //! - [`state`]: `StateService`, the sole owner of the current system state,

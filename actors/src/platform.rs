@@ -194,7 +194,7 @@ impl SystemOps for LinuxSystemOps {
 /// arguments (`execv`): the pid and every descriptor not marked
 /// close-on-exec (stdin, stdout, stderr) survive, so a `--stdio` client
 /// keeps talking to the new image. Everything the Rust runtime, tokio and
-/// redb open is close-on-exec, so the control socket is re-bound cleanly
+/// the store open is close-on-exec, so the control socket is re-bound cleanly
 /// and the store's lock is released. Returns only on failure.
 ///
 /// If the binary was replaced since start (an upgrade), `/proc/self/exe`

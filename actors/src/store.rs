@@ -1,51 +1,72 @@
-//! `Store`: the durable store, one redb database at
-//! `<state-dir>/lwsys.redb` shared by every service that keeps state across
-//! restarts, each in its own named table.
+//! `Store`: the durable store, a directory `<state-dir>/store/` shared by
+//! every service that keeps state across restarts, one file per key.
 //!
-//! Every update is one redb write transaction, committed with redb's
-//! default (immediate, fsync'd) durability before the call returns, so a
-//! crash at any moment leaves each key with its value from before or after
-//! the update, never a mix. Callers that need several keys to change
-//! together write them in one [`Store::put`]-like call of their own rather
-//! than key by key; blobs keep each blob's whole value under one key for
-//! that reason.
+//! A key's file is named after its table and key, hex-encoded
+//! (`store/record.rs`), so nothing a caller chooses becomes a path. It
+//! holds a magic, a SHA-256 over table, key and value, then the value;
+//! every read checks all three, so a flipped byte is an error, never a
+//! value.
 //!
-//! The calls block the calling thread on disk I/O (an fsync per commit).
-//! That is acceptable for small, rare updates such as blobs; a service
-//! with heavy write traffic should move its writes to a thread of its own.
+//! An update writes `<name>.tmp` (0600, `O_EXCL`, `O_NOFOLLOW`), fsyncs
+//! it, renames it over `<name>` and fsyncs the directory before the call
+//! returns: a crash at any moment leaves each key with its value from
+//! before or after the update, never a mix, and a failed write (a full
+//! disk) leaves the old file as it was, so writes work again as soon as
+//! there is space. A leftover `.tmp` from a crash is never read and is
+//! removed at the next open. Callers that need several keys to change
+//! together keep them under one key; blobs keep each blob's whole value
+//! under one key for that reason.
 //!
-//! The file is opened by the store itself, never by redb: created 0600
-//! whatever the umask, opened with `O_NOFOLLOW` so a symlink planted at its
-//! path is refused, and an existing file with looser modes is tightened to
-//! 0600 (reported by [`Store::tightened_from`] so the caller can warn).
+//! Why files and not a database: the store holds a handful of small
+//! blobs, and a directory costs nothing while idle (redb, used before,
+//! allocated about 1.9 MB on opening an empty store). A store of the old
+//! format (`lwsys.redb`) is imported once when this crate is built with
+//! the `redb-import` feature (`store/import.rs`), and refused otherwise.
 //!
-//! redb poisons a database after an I/O error in a commit (every later
-//! call fails with `PreviousIo`). A transient fault such as a full disk
-//! must not break durable writes until a restart, so after any I/O error
-//! the store drops its database and reopens the file at the next call:
-//! once space is freed, writes succeed again.
+//! The calls block the calling thread on disk I/O (two fsyncs per
+//! update), which suits small, rare updates such as blobs.
 //!
-//! redb asserts (panics) on some damaged files, a truncated one among them;
-//! the store catches that and answers [`StoreError::Damaged`], and a new
-//! store is initialized under a temporary name and renamed into place, so
-//! an empty file at the path is damage too, never taken for a new store.
+//! The directory is created 0700, never followed through a symlink, and
+//! locked (`flock`) for as long as a handle is open, so a second daemon on
+//! the same state dir is refused with [`StoreError::InUse`]. Looser modes
+//! on it or its files are tightened at open and reported by
+//! [`Store::tightened_from`].
 
 mod error;
 mod file;
+#[cfg(feature = "redb-import")]
+mod import;
+mod record;
 
 use std::fs::File;
-use std::panic::AssertUnwindSafe;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use lwsys_messages::blobs::{BlobId, BlobKind};
-use redb::{Database, ReadableTable, StorageBackend, TableDefinition, TableError};
+use nix::fcntl::{Flock, FlockArg};
 
 pub use self::error::StoreError;
 pub use self::file::{create_private_dir, open_private, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE};
+pub use self::record::MAX_VALUE_BYTES;
+use self::record::TMP_SUFFIX;
 
-/// The store's file name inside the state directory.
-pub const STORE_FILE: &str = "lwsys.redb";
+/// The store's directory name inside the state directory.
+pub const STORE_DIR: &str = "store";
+
+/// The file the store of the format before this one was kept in, inside
+/// the state directory; imported once (feature `redb-import`) and then
+/// renamed to [`LEGACY_DONE`].
+pub const LEGACY_FILE: &str = "lwsys.redb";
+
+/// What [`LEGACY_FILE`] is renamed to once imported: kept, not deleted,
+/// so that a downgrade or an audit can still find it.
+pub const LEGACY_DONE: &str = "lwsys.redb.migrated";
+
+/// The most files the store directory may hold: far more than every
+/// blob kind and index together, and a bound on what a listing allocates.
+pub const MAX_FILES: usize = 65_536;
 
 /// The table holding durable blobs, keyed by `"<KIND>/<idx>"`.
 pub const BLOBS_TABLE: &str = "blobs";
@@ -63,340 +84,334 @@ pub struct StoredBlobs {
     pub unknown_keys: Vec<Vec<u8>>,
 }
 
-/// Makes the storage a database is (re)opened on; called again after an
-/// I/O error, so it must open the file afresh each time.
-pub type BackendOpener =
-    dyn Fn() -> Result<Box<dyn StorageBackend>, StoreError> + Send + Sync + 'static;
-
-/// The database, `None` after an I/O error poisoned it until the next call
-/// reopens it.
+/// What every clone of a [`Store`] shares.
 struct Shared {
-    db: Mutex<Option<Database>>,
-    open: Box<BackendOpener>,
+    /// The directory, open and locked while any clone lives.
+    _lock: Flock<File>,
+    /// Serializes updates: two writers of one key would share its `.tmp`.
+    writing: Mutex<()>,
+    /// Tests set an errno here to make every write fail with it (a full
+    /// disk without a filesystem to fill).
+    #[cfg(test)]
+    fail_writes: std::sync::atomic::AtomicI32,
 }
 
-/// A handle to the durable store; clones share one open database (redb
-/// allows a file to be open once per process). See the module docs.
+/// A handle to the durable store; clones share one lock on the
+/// directory. See the module docs.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    path: Arc<Path>,
+    dir: Arc<Path>,
     tightened_from: Option<u32>,
+    temp_removed: usize,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
-fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
-    TableDefinition::new(name)
-}
-
-/// The store's page cache. Blobs are few and small and the blob service
-/// keeps its own copies, so redb's default (1 GiB) would only let a burst
-/// of writes grow the daemon's memory for nothing.
-const CACHE_BYTES: usize = 4 << 20;
-
-/// A redb error, boxed (redb's is large) and convertible from each of
-/// redb's narrower errors, for `?` in the closures of `Store::with_db`.
-struct RedbError(Box<redb::Error>);
-
-impl<E: Into<redb::Error>> From<E> for RedbError {
-    fn from(e: E) -> Self {
-        Self(Box::new(e.into()))
+/// Makes the error of an `open` of the store directory say why a symlink
+/// failed, rather than "too many levels of symbolic links".
+fn no_link_dir(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a symbolic link or not a directory; refused \
+             (state files are never opened through links)",
+        )
+    } else {
+        e
     }
 }
 
-/// The message of a caught panic.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(s), _) => (*s).to_owned(),
-        (_, Some(s)) => s.clone(),
-        _ => "inconsistent file".to_owned(),
-    }
-}
-
-/// Whether `e` leaves the database poisoned (or says it already is).
-fn is_io(e: &RedbError) -> bool {
-    matches!(*e.0, redb::Error::Io(_) | redb::Error::PreviousIo)
+/// fsyncs `dir`, making the renames and unlinks in it durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 impl Store {
-    /// Opens (or creates) `<state_dir>/lwsys.redb`, creating the directory
-    /// (0700) if needed.
+    /// Opens (or creates) `<state_dir>/store/`, creating the state
+    /// directory (0700) if needed, and imports an old `lwsys.redb` there
+    /// first (feature `redb-import`; without it an old store is
+    /// [`StoreError::Legacy`]).
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         create_private_dir(state_dir)
             .map_err(|source| StoreError::Dir { path: state_dir.to_owned(), source })?;
-        Self::open_file(&state_dir.join(STORE_FILE))
-    }
-
-    /// Opens (or creates) the database file at `path`: 0600, never through
-    /// a symlink. A file that is not a readable redb database is an error,
-    /// never silently replaced; so is an empty one (a new store is made only
-    /// where there is none).
-    pub fn open_file(path: &Path) -> Result<Self, StoreError> {
-        let file_err = |source| StoreError::File { path: path.to_owned(), source };
-        let first = match open_private(path, false) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::create(path),
-            Err(e) => return Err(file_err(e)),
-        };
-        if first.file.metadata().map_err(file_err)?.len() == 0 {
-            // redb would take it for a new database and start empty: a
-            // store truncated to nothing would lose its secrets silently.
-            return Err(StoreError::Damaged {
-                path: path.to_owned(),
-                detail: "the file is empty (truncated to 0 bytes); \
-                    a new store is only made where there is none"
-                    .into(),
-            });
-        }
-        let tightened_from = first.tightened_from;
-        let mut store = Self::with_backend(path, Self::file_opener(path, Some(first.file)))?;
-        store.tightened_from = tightened_from;
-        Ok(store)
-    }
-
-    /// Makes a new store at `path`: initialized under a temporary name
-    /// (`<path>.new`) and renamed into place, so that a crash never leaves
-    /// an empty file at `path` (which [`Store::open_file`] refuses).
-    fn create(path: &Path) -> Result<Self, StoreError> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".new");
-        let tmp = PathBuf::from(tmp);
-        let file_err = |p: &Path| {
-            let p = p.to_owned();
-            move |source| StoreError::File { path: p, source }
-        };
-        // A leftover from a crash mid-creation holds nothing.
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(file_err(&tmp)(e)),
-        }
-        let file = open_private(&tmp, true).map_err(file_err(&tmp))?.file;
-        let store = Self::with_backend(path, Self::file_opener(path, Some(file)))?;
-        // redb has written and synced its header; the rename is atomic and
-        // the open database follows the file.
-        std::fs::rename(&tmp, path).map_err(file_err(path))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(file_err(dir))?;
+        let store = Self::open_dir(&state_dir.join(STORE_DIR))?;
+        let legacy = state_dir.join(LEGACY_FILE);
+        match std::fs::symlink_metadata(&legacy) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::File { path: legacy, source }),
+            Ok(_) => store.import_legacy(state_dir, &legacy)?,
         }
         Ok(store)
     }
 
-    /// Opens the database file: `first` (already open and checked) the
-    /// first time, then, after an I/O error, `path` afresh (never creating
-    /// it: a store that vanished is not silently replaced).
-    fn file_opener(path: &Path, first: Option<File>) -> Box<BackendOpener> {
-        let first = Mutex::new(first);
-        let path = path.to_owned();
-        Box::new(move || -> Result<Box<dyn StorageBackend>, StoreError> {
-            let taken = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-            let file = match taken {
-                Some(f) => f,
-                None => {
-                    open_private(&path, false)
-                        .map_err(|source| StoreError::File { path: path.clone(), source })?
-                        .file
+    #[cfg(feature = "redb-import")]
+    fn import_legacy(&self, state_dir: &Path, legacy: &Path) -> Result<(), StoreError> {
+        import::import(self, state_dir, legacy)
+    }
+
+    #[cfg(not(feature = "redb-import"))]
+    fn import_legacy(&self, _state_dir: &Path, legacy: &Path) -> Result<(), StoreError> {
+        Err(StoreError::Legacy {
+            path: legacy.to_owned(),
+            detail: "this lwsysd was built without the redb-import feature, so it cannot \
+                     read it; run a build with --features redb-import once to import it"
+                .into(),
+        })
+    }
+
+    /// Opens (or creates, 0700) the store directory `dir` itself, locks
+    /// it, removes leftover temporary files and tightens loose modes.
+    pub fn open_dir(dir: &Path) -> Result<Self, StoreError> {
+        let file_err = |source| StoreError::File { path: dir.to_owned(), source };
+        match std::fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(dir) {
+            Ok(()) => {
+                // The umask may have narrowed the mode, never widened it;
+                // set it anyway so that it is exactly 0700.
+                std::fs::set_permissions(dir, PermissionsExt::from_mode(PRIVATE_DIR_MODE))
+                    .map_err(|source| StoreError::Dir { path: dir.to_owned(), source })?;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)
+                        .map_err(|source| StoreError::Dir { path: dir.to_owned(), source })?;
                 }
-            };
-            let backend = redb::backends::FileBackend::new(file)
-                .map_err(|e| StoreError::Open { path: path.clone(), source: Box::new(e) })?;
-            Ok(Box::new(backend))
-        })
-    }
-
-    /// A store on the storage `open` makes, named `path` in errors; `open`
-    /// is called again to reopen the database after an I/O error. For tests
-    /// that inject storage faults, and for other media.
-    pub fn with_backend(path: &Path, open: Box<BackendOpener>) -> Result<Self, StoreError> {
-        let db = Self::open_db(path, &open)?;
-        Ok(Self {
-            shared: Arc::new(Shared { db: Mutex::new(Some(db)), open }),
-            path: path.into(),
-            tightened_from: None,
-        })
-    }
-
-    fn open_db(path: &Path, open: &BackendOpener) -> Result<Database, StoreError> {
-        let backend = open()?;
-        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create_with_backend(BoxedBackend(backend))
-        }));
-        match opened {
-            Ok(Ok(db)) => Ok(db),
-            Ok(Err(e)) => Err(StoreError::Open { path: path.to_owned(), source: Box::new(e) }),
-            Err(panic) => {
-                Err(StoreError::Damaged { path: path.to_owned(), detail: panic_text(&*panic) })
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(StoreError::Dir { path: dir.to_owned(), source }),
+        }
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|e| file_err(no_link_dir(e)))?;
+        let lock = match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(StoreError::InUse { path: dir.to_owned() })
+            }
+            Err((_, e)) => return Err(file_err(io::Error::from(e))),
+        };
+        let mode = lock.metadata().map_err(file_err)?.mode() & 0o7777;
+        let mut tightened_from = None;
+        if mode & !PRIVATE_DIR_MODE != 0 {
+            lock.set_permissions(PermissionsExt::from_mode(PRIVATE_DIR_MODE)).map_err(file_err)?;
+            tightened_from = Some(mode);
+        }
+        let mut temp_removed = 0;
+        for entry in std::fs::read_dir(dir).map_err(file_err)? {
+            let entry = entry.map_err(file_err)?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(TMP_SUFFIX) {
+                // A write that never reached its rename: never read, and
+                // its key still has its old value.
+                std::fs::remove_file(&path).map_err(|source| StoreError::File { path, source })?;
+                temp_removed += 1;
+                continue;
+            }
+            let meta = entry.metadata().map_err(|source| StoreError::File { path, source })?;
+            if meta.is_file() && meta.mode() & 0o7777 & !PRIVATE_FILE_MODE != 0 {
+                let path = entry.path();
+                let f = open_private(&path, false)
+                    .map_err(|source| StoreError::File { path: path.clone(), source })?;
+                tightened_from = tightened_from.max(f.tightened_from);
             }
         }
+        if temp_removed > 0 {
+            sync_dir(dir).map_err(file_err)?;
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                _lock: lock,
+                writing: Mutex::new(()),
+                #[cfg(test)]
+                fail_writes: std::sync::atomic::AtomicI32::new(0),
+            }),
+            dir: dir.into(),
+            tightened_from,
+            temp_removed,
+        })
     }
 
-    /// The database file.
+    /// The store directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.dir
     }
 
-    /// The file's mode before it was tightened to 0600 at open, when it
-    /// was looser (group or other bits set).
+    /// The loosest mode found on the directory or a record file at open,
+    /// when one was looser than 0700 / 0600 (all were tightened).
     pub fn tightened_from(&self) -> Option<u32> {
         self.tightened_from
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Database>> {
-        // A panic while holding the lock cannot leave the database half
-        // changed (redb transactions are atomic), so a poisoned lock is
-        // still usable.
-        self.shared.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// How many temporary files of interrupted writes were removed at
+    /// open (their keys kept their old values).
+    pub fn temp_removed(&self) -> usize {
+        self.temp_removed
     }
 
-    /// Runs `f` on the database, reopening it first if an earlier I/O
-    /// error dropped it, and dropping it after an I/O error so that the
-    /// next call starts from what is on disk.
-    fn with_db<T>(
-        &self,
-        op: &'static str,
-        name: &str,
-        f: impl FnOnce(&Database) -> Result<T, RedbError>,
-    ) -> Result<T, StoreError> {
-        let mut guard = self.lock();
-        let db = match guard.take() {
-            Some(db) => db,
-            None => Self::open_db(&self.path, &self.shared.open).map_err(|e| match e {
-                StoreError::Open { source, .. } => StoreError::Op {
-                    op,
-                    table: name.to_owned(),
-                    source: Box::new((*source).into()),
-                },
-                other => other,
-            })?,
-        };
-        let out = match std::panic::catch_unwind(AssertUnwindSafe(|| f(&db))) {
-            Ok(out) => out,
-            Err(panic) => {
-                // Damage found mid-read: the database may be inconsistent
-                // in memory, so it is dropped like a poisoned one.
-                drop(db);
-                let detail = panic_text(&*panic);
-                return Err(StoreError::Damaged { path: self.path.to_path_buf(), detail });
-            }
-        };
-        match &out {
-            // Poisoned: dropped here (releasing the file lock) so that the
-            // next call reopens a healthy database from what is on disk.
-            Err(e) if is_io(e) => drop(db),
-            _ => *guard = Some(db),
-        }
-        out.map_err(|e| StoreError::Op { op, table: name.to_owned(), source: e.0 })
-    }
-
-    /// Verifies every page of the file against its checksum, which reads
-    /// alone do not (a flipped byte in a value would be read back as is).
-    /// `Ok(true)`: sound; `Ok(false)`: redb found damage it could repair
-    /// (and did); an error: damage it could not repair. Slow on a big file:
-    /// for start-up, not for every call.
+    /// Reads every record and checks its checksum, as every read does;
+    /// for start-up, to find damage before anything depends on it.
+    /// `Ok(true)`: sound (the `bool` is kept from the old API, where a
+    /// repair could happen; this store never repairs).
     pub fn check_integrity(&self) -> Result<bool, StoreError> {
-        let mut guard = self.lock();
-        let mut db = match guard.take() {
-            Some(db) => db,
-            None => Self::open_db(&self.path, &self.shared.open)?,
-        };
-        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| db.check_integrity()));
-        match checked {
-            Ok(Ok(clean)) => {
-                *guard = Some(db);
-                Ok(clean)
-            }
-            Ok(Err(e)) => {
-                Err(StoreError::Open { path: self.path.to_path_buf(), source: Box::new(e) })
-            }
-            Err(panic) => Err(StoreError::Damaged {
-                path: self.path.to_path_buf(),
-                detail: panic_text(&*panic),
-            }),
+        for (table, key) in self.keys(None)? {
+            self.read(&table, &key)?;
         }
+        Ok(true)
     }
 
-    /// Sets `key` to `value` in `table` (created on first use), durably.
-    pub fn put(&self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.with_db("put", name, |db| {
-            let tx = db.begin_write()?;
-            {
-                let mut t = tx.open_table(table(name))?;
-                t.insert(key, value)?;
+    /// Every (table, key) in the directory, of `table` only if given, in
+    /// table and key order.
+    fn keys(&self, table: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let file_err = |source| StoreError::File { path: self.dir.to_path_buf(), source };
+        let mut out = Vec::new();
+        for (n, entry) in std::fs::read_dir(&self.dir).map_err(file_err)?.enumerate() {
+            if n >= MAX_FILES {
+                return Err(StoreError::Damaged {
+                    path: self.dir.to_path_buf(),
+                    detail: format!("more than {MAX_FILES} files; the store never makes so many"),
+                });
             }
-            tx.commit()?;
-            Ok(())
+            let name = entry.map_err(file_err)?.file_name();
+            let Some((t, k)) = name.to_str().and_then(record::parse_name) else { continue };
+            if table.is_none_or(|want| want == t) {
+                out.push((t, k));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The checked value of `key` in `table`, `None` if it has no file.
+    fn read(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.dir.join(record::name("get", table, key)?);
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::File { path, source: file::no_link(e) }),
+        };
+        let meta =
+            file.metadata().map_err(|source| StoreError::File { path: path.clone(), source })?;
+        if !meta.is_file() {
+            let source = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+            return Err(StoreError::File { path, source });
+        }
+        record::read(file, &path, table, key).map(Some)
+    }
+
+    /// Fails like a full disk while a test says so.
+    fn injected_fault(&self) -> io::Result<()> {
+        #[cfg(test)]
+        {
+            let code = self.shared.fail_writes.load(std::sync::atomic::Ordering::SeqCst);
+            if code != 0 {
+                return Err(io::Error::from_raw_os_error(code));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `name` through `<name>.tmp`: write, fsync, rename, fsync
+    /// the directory.
+    fn write_file(&self, name: &str, header: &[u8], value: &[u8]) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let written = (|| {
+            self.injected_fault()?;
+            let mut f = open_private(&tmp, true)?.file;
+            f.write_all(header)?;
+            f.write_all(value)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.dir.join(name))
+        })();
+        if let Err(e) = written {
+            // Nothing was renamed: the old value stands; the partial
+            // temp file only takes space.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Sets `key` to `value` in `table`, durably.
+    pub fn put(&self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let name = record::name("put", table, key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(StoreError::Refused {
+                op: "put",
+                table: table.to_owned(),
+                detail: format!("{} bytes; at most {MAX_VALUE_BYTES}", value.len()),
+            });
+        }
+        let header = record::header(table, key, value);
+        let _guard = self.shared.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.write_file(&name, &header, value).map_err(|source| StoreError::Op {
+            op: "put",
+            table: table.to_owned(),
+            source,
         })
     }
 
     /// Removes `key` from `table`, durably; whether it was there.
-    pub fn delete(&self, name: &str, key: &[u8]) -> Result<bool, StoreError> {
-        self.with_db("delete", name, |db| {
-            let tx = db.begin_write()?;
-            let had = {
-                let mut t = tx.open_table(table(name))?;
-                let old = t.remove(key)?;
-                old.is_some()
-            };
-            tx.commit()?;
-            Ok(had)
-        })
+    pub fn delete(&self, table: &str, key: &[u8]) -> Result<bool, StoreError> {
+        let name = record::name("delete", table, key)?;
+        let op = |source| StoreError::Op { op: "delete", table: table.to_owned(), source };
+        let _guard = self.shared.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.injected_fault().map_err(op)?;
+        match std::fs::remove_file(self.dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(op(e)),
+        }
+        sync_dir(&self.dir).map_err(op)?;
+        Ok(true)
     }
 
-    /// The value of `key` in `table`, if any.
-    pub fn get(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_db("get", name, |db| {
-            let tx = db.begin_read()?;
-            let t = match tx.open_table(table(name)) {
-                Ok(t) => t,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            let v = t.get(key)?;
-            Ok(v.map(|v| v.value().to_vec()))
-        })
+    /// The value of `key` in `table`, if any; a damaged record is an
+    /// error, never a value.
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(table, key)
     }
 
     /// Every key and value in `table`, in key order.
-    pub fn entries(&self, name: &str) -> Result<Entries, StoreError> {
+    pub fn entries(&self, table: &str) -> Result<Entries, StoreError> {
         let mut out = Vec::new();
-        self.scan(name, &mut out)?;
+        self.scan(table, &mut out)?;
         Ok(out)
     }
 
-    /// Reads `table` into `out` row by row, so that when a damaged page
+    /// Reads `table` into `out` row by row, so that when a damaged record
     /// stops the scan, `out` still holds every row read before it.
-    pub fn scan(&self, name: &str, out: &mut Entries) -> Result<(), StoreError> {
-        self.with_db("entries", name, |db| {
-            let tx = db.begin_read()?;
-            let t = match tx.open_table(table(name)) {
-                Ok(t) => t,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            for row in t.iter()? {
-                let (k, v) = row?;
-                out.push((k.value().to_vec(), v.value().to_vec()));
+    pub fn scan(&self, table: &str, out: &mut Entries) -> Result<(), StoreError> {
+        for (t, key) in self.keys(Some(table))? {
+            // Gone since the listing (deleted meanwhile): skipped.
+            if let Some(v) = self.read(&t, &key)? {
+                out.push((key, v));
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Makes sure everything written so far is on disk. Each update is
-    /// already durable when it returns, so this only commits an empty
-    /// durable transaction: a cheap check that the store is still writable,
-    /// and the hook for a later batching writer.
+    /// already durable when it returns, so this only fsyncs the directory:
+    /// a cheap check that the store is still there and writable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.with_db("flush", "", |db| {
-            db.begin_write()?.commit()?;
-            Ok(())
-        })
+        let op = |source| StoreError::Op { op: "flush", table: String::new(), source };
+        self.injected_fault().map_err(op)?;
+        sync_dir(&self.dir).map_err(op)
     }
 
     /// The key a blob is stored under, `"<KIND>/<idx>"`: by name rather
@@ -412,7 +427,7 @@ impl Store {
         id.is_valid().then_some(id)
     }
 
-    /// Stores a blob's whole value in one durable transaction.
+    /// Stores a blob's whole value in one durable update.
     pub fn put_blob(&self, id: BlobId, value: &[u8]) -> Result<(), StoreError> {
         self.put(BLOBS_TABLE, Self::blob_key(id).as_bytes(), value)
     }
@@ -438,27 +453,11 @@ impl Store {
         }
         Ok(out)
     }
-}
 
-/// A boxed backend as redb wants one (`impl StorageBackend`).
-#[derive(Debug)]
-struct BoxedBackend(Box<dyn StorageBackend>);
-
-impl StorageBackend for BoxedBackend {
-    fn len(&self) -> std::io::Result<u64> {
-        self.0.len()
-    }
-    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.0.read(offset, len)
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
-        self.0.sync_data(eventual)
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.0.write(offset, data)
+    /// The record file of `key` in `table` (for tests and diagnostics);
+    /// `None` when the pair cannot be a record.
+    pub fn record_path(&self, table: &str, key: &[u8]) -> Option<PathBuf> {
+        record::name("get", table, key).ok().map(|n| self.dir.join(n))
     }
 }
 

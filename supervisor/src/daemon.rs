@@ -142,7 +142,8 @@ fn prepare_state_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `f` with the panic hook silenced: redb asserts on some damaged
+/// Runs `f` with the panic hook silenced: redb (only in a build with the
+/// `redb-import` feature, importing an old store) asserts on some damaged
 /// files, the store turns that into an error, and the start-up check logs
 /// it as one line instead of a panic report. Only called before the system
 /// starts, while no other thread of ours can panic.
@@ -156,11 +157,16 @@ fn without_panic_report<T>(f: impl FnOnce() -> T) -> T {
 
 /// Whether a store that failed with `e` may be moved aside: not when it is
 /// open in another process (a live daemon's), not when the fault is the
-/// system's (a full disk: the store may be sound), and not when it is a
-/// symlink (someone planted it; an admin should look).
+/// system's (a full disk: the store may be sound), not when it is a
+/// symlink (someone planted it; an admin should look), and not for an old
+/// `lwsys.redb` that was not imported (it is not the store moved aside,
+/// and may hold the device's only secrets).
 fn recoverable(e: &StoreError, path: &Path) -> bool {
     let symlink = std::fs::symlink_metadata(path).map(|m| m.file_type().is_symlink());
-    !e.in_use() && !e.environmental() && !matches!(symlink, Ok(true))
+    !e.in_use()
+        && !e.environmental()
+        && !matches!(e, StoreError::Legacy { .. })
+        && !matches!(symlink, Ok(true))
 }
 
 /// The keys of the blobs table that can still be read from a damaged
@@ -170,6 +176,13 @@ fn readable_keys(state_dir: &Path) -> Vec<String> {
     let mut rows = Vec::new();
     let _ = store.scan(store::BLOBS_TABLE, &mut rows);
     rows.into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect()
+}
+
+/// The bytes in the store directory's entries (what a recovery sets
+/// aside), not following links; 0 where it cannot be listed.
+fn stored_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
 }
 
 /// Moves a broken store at `path` aside, to `<path>.broken-<unix time>`
@@ -193,30 +206,37 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
     Ok(aside)
 }
 
-/// Opens the durable store, verifies its checksums and reads all of it
-/// before anything starts, so that a damaged store stops the daemon with
-/// one clear line (exit 70) rather than later, mid-boot. With `recover`, a damaged store is moved
-/// aside and an empty one created, logging what was lost. A store file
-/// with loose modes is tightened to 0600, with a warning.
+/// Opens the durable store (importing an old `lwsys.redb` first, in a
+/// build with `redb-import`), verifies every record's checksum and reads
+/// all of it before anything starts, so that a damaged store stops the
+/// daemon with one clear line (exit 70) rather than later, mid-boot. With
+/// `recover`, a damaged store directory is moved aside whole and an empty
+/// one created, logging what was lost. A store directory or record file
+/// with loose modes is tightened to 0700 / 0600, with a warning.
 fn check_store(state_dir: &Path, recover: bool, log: &Logger) -> Result<(), i32> {
-    let path = state_dir.join(store::STORE_FILE);
+    let path = state_dir.join(store::STORE_DIR);
+    let had_legacy = state_dir.join(store::LEGACY_FILE).exists();
     let opened = without_panic_report(|| {
         let s = Store::open(state_dir)?;
-        // Plain reads do not verify checksums: a damaged value would be
-        // loaded as is.
-        let clean = s.check_integrity()?;
+        s.check_integrity()?;
         s.load_blobs()?;
-        Ok::<_, StoreError>((s, clean))
+        Ok::<_, StoreError>(s)
     });
     let fault = match opened {
-        Ok((s, clean)) => {
+        Ok(s) => {
             if let Some(mode) = s.tightened_from() {
-                warn!(log, "the store file was readable or writable by others; tightened to 0600";
+                warn!(log, "the store was readable or writable by others; tightened to 0600 (0700 for its directory)";
                     "file" => %path.display(), "mode_was" => format!("{mode:04o}"));
             }
-            if !clean {
-                warn!(log, "the store was inconsistent and redb repaired it";
-                    "file" => %path.display());
+            if s.temp_removed() > 0 {
+                info!(log, "removed the temporary files of interrupted store writes (their keys kept their old values)";
+                    "dir" => %path.display(), "count" => s.temp_removed());
+            }
+            if had_legacy {
+                warn!(log, "imported the old store into the store directory";
+                    "from" => %state_dir.join(store::LEGACY_FILE).display(),
+                    "kept_as" => %state_dir.join(store::LEGACY_DONE).display(),
+                    "to" => %path.display());
             }
             return Ok(());
         }
@@ -231,6 +251,10 @@ fn check_store(state_dir: &Path, recover: bool, log: &Logger) -> Result<(), i32>
              fix that and start again"
         } else if symlink {
             "left as is: a symbolic link is never followed nor moved; remove it after checking who made it"
+        } else if matches!(fault, StoreError::Legacy { .. }) {
+            "left as is: the old store lwsys.redb holds the durable blobs of the version before; \
+             start once a build with the redb-import feature to import it (or move it away to \
+             start without them); --recover-store never moves it"
         } else {
             "left as is; start once with --recover-store to move it aside and start empty"
         };
@@ -239,7 +263,7 @@ fn check_store(state_dir: &Path, recover: bool, log: &Logger) -> Result<(), i32>
         return Err(EXIT_INTERNAL);
     }
     let keys = without_panic_report(|| readable_keys(state_dir));
-    let size = std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let size = stored_bytes(&path);
     let aside = match move_aside(&path) {
         Ok(a) => a,
         Err(e) => {

@@ -129,7 +129,7 @@ fn systemd_directories_hold_the_socket_and_the_store() {
     ];
     let d = Daemon::start(&x.p("cwd"), &[], &env);
     assert!(is_socket(&x.p("run/lwsys.sock")), "no socket in $RUNTIME_DIRECTORY");
-    assert!(x.p("state/lwsys.redb").is_file(), "no store in $STATE_DIRECTORY");
+    assert!(x.p("state/store").is_dir(), "no store in $STATE_DIRECTORY");
     assert!(!x.p("state/lwsys.sock").exists(), "socket also in the state dir");
     assert!(!x.p("run2").join("lwsys.sock").exists() && !x.p("state2").exists());
     assert!(!x.p("cwd/lwsys-state").exists(), "fell back to ./lwsys-state");
@@ -147,7 +147,7 @@ fn flags_win_over_the_systemd_directories() {
     let (flag_dir, flag_sock) = (x.s("flag-state"), x.s("flag.sock"));
     let d = Daemon::start(&x.p("cwd"), &["--state-dir", &flag_dir, "--socket", &flag_sock], &env);
     assert!(is_socket(&x.p("flag.sock")));
-    assert!(x.p("flag-state/lwsys.redb").is_file());
+    assert!(x.p("flag-state/store").is_dir());
     assert!(!x.p("run/lwsys.sock").exists() && !x.p("state").exists());
     d.stop();
 }
@@ -159,7 +159,7 @@ fn a_state_dir_flag_leaves_the_socket_in_the_runtime_directory() {
     let flag_dir = x.s("flag-state");
     let d = Daemon::start(&x.p("cwd"), &["--state-dir", &flag_dir], &env);
     assert!(is_socket(&x.p("run/lwsys.sock")));
-    assert!(x.p("flag-state/lwsys.redb").is_file());
+    assert!(x.p("flag-state/store").is_dir());
     assert!(!x.p("flag-state/lwsys.sock").exists() && !x.p("state").exists());
     d.stop();
 }
@@ -169,7 +169,7 @@ fn without_the_variables_the_design_defaults_hold() {
     let x = Scratch::new();
     let d = Daemon::start(&x.p("cwd"), &[], &[]);
     assert!(is_socket(&x.p("cwd/lwsys-state/lwsys.sock")));
-    assert!(x.p("cwd/lwsys-state/lwsys.redb").is_file());
+    assert!(x.p("cwd/lwsys-state/store").is_dir());
     // lwsysctl from the same directory needs no flag either.
     assert!(ctl_state(&x.p("cwd"), &[]).contains("OPERATIONAL"));
     d.stop();

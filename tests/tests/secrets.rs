@@ -65,9 +65,11 @@ fn under_umask_000_the_store_and_ota_files_are_0600_and_dirs_0700() {
     assert_eq!(r["updated"], json!(true), "{r}");
     assert!(d.wait_exit().success());
     let state = d.state_dir().to_owned();
-    for f in ["lwsys.redb", "ota/state.json", "ota/b/image"] {
+    for f in ["ota/state.json", "ota/b/image"] {
         assert!(state.join(f).is_file(), "{f} was not written");
     }
+    let records = std::fs::read_dir(state.join("store")).unwrap().count();
+    assert_eq!(records, 1, "the AUTH blob's record was not written");
     assert_eq!(loose(&state), Vec::<String>::new(), "files or dirs not 0600/0700");
 }
 
@@ -109,7 +111,7 @@ fn a_state_dir_the_daemon_creates_is_0700_under_umask_000() {
         Command::new(bin_path("lwsysctl")).arg("--socket").arg(&socket).arg("shutdown").output();
     assert!(out.unwrap().status.success());
     assert!(child.wait().unwrap().success());
-    assert_eq!(mode(&state.join("lwsys.redb")), 0o600);
+    assert_eq!(mode(&state.join("store")), 0o700);
 }
 
 #[test]
@@ -123,7 +125,7 @@ fn a_state_dir_writable_by_group_or_others_is_refused_with_exit_70() {
         assert_eq!(code, Some(70), "mode {mode:o}: {err}");
         assert!(err.contains(&format!("mode {mode:04o} lets group or others write")), "{err}");
         assert!(err.contains(&state.display().to_string()), "the path is named: {err}");
-        assert!(!state.join("lwsys.redb").exists(), "nothing created in a refused dir");
+        assert!(!state.join("store").exists(), "nothing created in a refused dir");
     }
     // Readable by others but not writable is accepted (StrictModes too).
     let t = tempfile::tempdir().unwrap();
@@ -140,16 +142,16 @@ fn a_symlink_at_the_store_path_is_refused_even_with_recover_store() {
     let state = t.path().join("state");
     std::fs::create_dir(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let target = t.path().join("elsewhere.redb");
-    std::os::unix::fs::symlink(&target, state.join("lwsys.redb")).unwrap();
+    let target = t.path().join("elsewhere");
+    std::os::unix::fs::symlink(&target, state.join("store")).unwrap();
     for extra in [&[][..], &["--recover-store"][..]] {
         let (code, err) = run_once(&state, extra);
         assert_eq!(code, Some(70), "{extra:?}: {err}");
         assert!(err.contains("symbolic link"), "{err}");
-        assert!(err.contains("lwsys.redb"), "{err}");
+        assert!(err.contains(&state.join("store").display().to_string()), "{err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(!target.exists(), "nothing was created through the link");
-        let link = std::fs::symlink_metadata(state.join("lwsys.redb")).unwrap();
+        let link = std::fs::symlink_metadata(state.join("store")).unwrap();
         assert!(link.file_type().is_symlink(), "the link was left for an admin to see");
     }
 }
@@ -161,7 +163,8 @@ fn a_store_file_with_loose_modes_is_tightened_with_a_warning() {
     let state = d.state_dir().to_owned();
     d.signal(Signal::SIGTERM);
     assert!(d.wait_exit().success());
-    let store = state.join("lwsys.redb");
+    // The AUTH blob's record, the one file in the store directory.
+    let store = std::fs::read_dir(state.join("store")).unwrap().next().unwrap().unwrap().path();
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut d = TestDaemon::with(Options { state_dir: Some(state), ..Options::default() });
     let line = d.wait_log("tightened to 0600");

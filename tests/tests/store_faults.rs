@@ -1,10 +1,11 @@
 //! The durable store's faults through the real `lwsysd` (issue 14): a
-//! store that is truncated, garbled or unusable stops the daemon with exit
-//! 70 naming the file and the fault, never a panic, and is left as it is;
-//! `--recover-store` moves it aside and starts empty. A full disk (a real
-//! small tmpfs, when the test runs as root) fails a durable write with
-//! `io`, keeps the old value, and writes work again once space is freed,
-//! without a restart.
+//! store record that is truncated, garbled or unusable stops the daemon
+//! with exit 70 naming the file and the fault, never a panic, and is left
+//! as it is; `--recover-store` moves the store directory aside and starts
+//! empty. A full disk (a real small tmpfs, when the test runs as root)
+//! fails a durable write with `io`, keeps the old value, and writes work
+//! again once space is freed, without a restart; a read-only one stops
+//! the daemon blaming the system, and nothing is moved.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -38,11 +39,28 @@ fn aside(state: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(state)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("lwsys.redb.broken-"))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("store.broken-"))
         .collect()
 }
 
-/// A state dir whose store holds durable blobs; the store file's bytes.
+/// The record file in `state`'s store whose contents hold `needle`.
+fn record_holding(state: &Path, needle: &[u8]) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(state.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::read(p).unwrap().windows(needle.len()).any(|w| w == needle))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+/// The bytes of every file in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+}
+
+/// A state dir whose store holds durable blobs; the AUTH/1 record's
+/// bytes.
 fn seeded(t: &Path) -> (PathBuf, Vec<u8>) {
     let state = t.join("state");
     let d = start_on(&state, &[]);
@@ -52,17 +70,21 @@ fn seeded(t: &Path) -> (PathBuf, Vec<u8>) {
     c.ok("blob.set", json!({"kind": "DEVICE_SERIAL", "data": "SN-1"}));
     drop(c);
     stop(d);
-    let good = std::fs::read(state.join("lwsys.redb")).unwrap();
+    let good = std::fs::read(record_holding(&state, b"s3cr3t-token")).unwrap();
     (state, good)
 }
 
-/// Puts `damage` at the store path, checks that lwsysd refuses it (70,
-/// the file and the fault named, no panic, the file left as is), then
-/// that `--recover-store` moves it aside and starts empty.
+/// Puts `damage` at the AUTH/1 record's path, checks that lwsysd refuses
+/// it (70, the file and the fault named, no panic, the file left as is),
+/// then that `--recover-store` moves the store directory aside and starts
+/// empty.
 fn refused_then_recovered(state: &Path, what: &str, damage: impl Fn(&Path)) {
-    let store = state.join("lwsys.redb");
+    let dir = state.join("store");
+    let store = record_holding(state, b"s3cr3t-token");
     damage(&store);
     let before = std::fs::symlink_metadata(&store).unwrap();
+    let dir_before = std::fs::symlink_metadata(&dir).unwrap();
+    let size = dir_bytes(&dir);
     let (code, err) = run_once(state, &[]);
     assert_eq!(code, Some(70), "{what}: {err}");
     assert!(err.contains("the durable store is unusable"), "{what}: {err}");
@@ -75,15 +97,16 @@ fn refused_then_recovered(state: &Path, what: &str, damage: impl Fn(&Path)) {
     let mut d = start_on(state, &["--recover-store"]);
     d.connect().wait_state("OPERATIONAL");
     let line = d.wait_log("the broken store was moved aside");
-    assert!(line.contains(&format!("size: {}", before.len())), "{what}: {line}");
+    assert!(line.contains(&format!("size: {size}")), "{what}: {line}");
     assert_eq!(get(&d, "AUTH", 1), "", "{what}: the new store is empty");
     assert_eq!(get(&d, "DEVICE_SERIAL", 0), "", "{what}");
     let moved = aside(state);
     assert_eq!(moved.len(), 1, "{what}: {moved:?}");
     let m = std::fs::symlink_metadata(&moved[0]).unwrap();
-    assert_eq!((m.ino(), m.len()), (before.ino(), before.len()), "{what}: the same file kept");
-    let want = if m.is_dir() { 0o700 } else { 0o600 };
-    assert_eq!(m.mode() & 0o7777, want, "{what}");
+    assert_eq!(m.ino(), dir_before.ino(), "{what}: the same directory kept");
+    assert_eq!(m.mode() & 0o7777, 0o700, "{what}");
+    let kept = std::fs::symlink_metadata(moved[0].join(store.file_name().unwrap())).unwrap();
+    assert_eq!((kept.ino(), kept.len()), (before.ino(), before.len()), "{what}: the record kept");
     assert!(line.contains(&moved[0].display().to_string()), "{what}: {line}");
     // The fresh store works and is durable.
     d.connect().ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "fresh"}));
@@ -92,12 +115,12 @@ fn refused_then_recovered(state: &Path, what: &str, damage: impl Fn(&Path)) {
     assert_eq!(get(&d, "AUTH", 1), "fresh", "{what}");
     stop(d);
     for p in moved {
-        if p.is_dir() {
-            std::fs::remove_dir_all(p).unwrap();
-        } else {
-            std::fs::remove_file(p).unwrap();
-        }
+        std::fs::remove_dir_all(p).unwrap();
     }
+    // The next round damages the record of the fresh store.
+    let d = start_on(state, &[]);
+    d.connect().ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "s3cr3t-token"}));
+    stop(d);
 }
 
 #[test]
@@ -105,7 +128,7 @@ fn a_truncated_or_garbled_store_exits_70_and_recover_store_starts_empty() {
     let t = tempfile::tempdir().unwrap();
     let (state, good) = seeded(t.path());
     let len = good.len();
-    for cut in [0usize, 1, 64, 512, 4096, len / 2, len - 1] {
+    for cut in [0usize, 1, 8, 39, 40, len / 2, len - 1] {
         let g = good.clone();
         refused_then_recovered(&state, &format!("truncated to {cut} of {len}"), |p| {
             std::fs::write(p, &g[..cut]).unwrap();
@@ -115,7 +138,7 @@ fn a_truncated_or_garbled_store_exits_70_and_recover_store_starts_empty() {
     refused_then_recovered(&state, "garbage after the header", |p| {
         let mut bytes = g.clone();
         let mut x: u32 = 0x9e37_79b9;
-        for b in bytes.iter_mut().skip(512) {
+        for b in bytes.iter_mut().skip(40) {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
@@ -126,16 +149,13 @@ fn a_truncated_or_garbled_store_exits_70_and_recover_store_starts_empty() {
     refused_then_recovered(&state, "one flipped byte in a stored secret", |p| {
         let mut bytes = g.clone();
         let needle = b"s3cr3t-token";
-        // Every copy (redb leaves old ones in freed pages): the live one
-        // is among them.
-        let mut flipped = 0;
-        for at in 0..bytes.len() - needle.len() {
-            if &bytes[at..at + needle.len()] == needle {
-                bytes[at + 3] ^= 0x01;
-                flipped += 1;
-            }
-        }
-        assert!(flipped > 0);
+        let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+        bytes[at + 3] ^= 0x01;
+        std::fs::write(p, bytes).unwrap();
+    });
+    refused_then_recovered(&state, "one byte appended", |p| {
+        let mut bytes = g.clone();
+        bytes.push(b'!');
         std::fs::write(p, bytes).unwrap();
     });
     refused_then_recovered(&state, "all garbage", |p| {
@@ -166,14 +186,14 @@ fn an_unreadable_store_exits_70_and_recover_store_moves_it_aside() {
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    /// Mounts a `size` tmpfs (mode 0700) at `at`; `Err` with the reason
-    /// when this process may not mount.
-    fn mount(at: &Path, size: &str) -> Result<Self, String> {
+    /// Mounts a `size` tmpfs (mode 0700, and `extra` options) at `at`;
+    /// `Err` with the reason when this process may not mount.
+    fn mount(at: &Path, size: &str, extra: &str) -> Result<Self, String> {
         if !nix::unistd::geteuid().is_root() {
             return Err("not root".into());
         }
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "lwsys-test"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700{extra}"), "lwsys-test"])
             .arg(at)
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
@@ -217,9 +237,8 @@ fn a_full_disk_fails_a_durable_write_and_writes_work_again_once_space_is_freed()
     let t = tempfile::tempdir().unwrap();
     let mnt = t.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    // 16 MiB: room for the store (redb grows its file in steps of a few
-    // MiB) and the blobs; the filler takes the rest.
-    let _tmpfs = match Tmpfs::mount(&mnt, "16m") {
+    // 16 MiB: room for the store and the blobs; the filler takes the rest.
+    let _tmpfs = match Tmpfs::mount(&mnt, "16m", "") {
         Ok(m) => m,
         Err(why) => {
             // Written to the real stderr, past libtest's capture, so the
@@ -237,21 +256,8 @@ fn a_full_disk_fails_a_durable_write_and_writes_work_again_once_space_is_freed()
     let mut c = d.connect();
     c.wait_state("OPERATIONAL");
     c.ok("blob.set", json!({"kind": "AUTH", "idx": 1, "data": "old-token"}));
-    let fresh = mnt.join("fresh");
-    std::fs::create_dir(&fresh).unwrap();
-    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o700)).unwrap();
     let filler = mnt.join("filler");
     fill(&filler);
-
-    // No room to make a store: exit 70 blaming the system, and even
-    // --recover-store moves nothing (the fault is not the file's).
-    for extra in [&[][..], &["--recover-store"][..]] {
-        let (code, err) = run_once(&fresh, extra);
-        assert_eq!(code, Some(70), "{extra:?}: {err}");
-        assert!(err.contains("No space left on device"), "{err}");
-        assert!(err.contains("the system failed, not the file"), "{err}");
-        assert!(aside(&fresh).is_empty(), "{extra:?}");
-    }
 
     // Full: refused with `io`, the old value kept; again while still full.
     for _ in 0..2 {
@@ -272,6 +278,39 @@ fn a_full_disk_fails_a_durable_write_and_writes_work_again_once_space_is_freed()
     assert_eq!(get(&d, "AUTH", 1), big, "the write after the heal persisted");
     assert_eq!(get(&d, "DEVICE_SERIAL", 0), "SN-after");
     stop(d);
+}
+
+#[test]
+fn a_store_on_a_read_only_filesystem_exits_70_blaming_the_system_and_is_never_moved() {
+    let t = tempfile::tempdir().unwrap();
+    let ro = t.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let _tmpfs = match Tmpfs::mount(&ro, "1m", ",ro") {
+        Ok(m) => m,
+        Err(why) => {
+            use std::io::Write;
+            let msg = format!("SKIPPED read-only store test on a real tmpfs: {why}\n");
+            let _ = std::io::stderr().write_all(msg.as_bytes());
+            return;
+        }
+    };
+    // No store can be made there: exit 70 blaming the system, and even
+    // --recover-store moves nothing (the fault is not the files').
+    for extra in [&[][..], &["--recover-store"][..]] {
+        let out = Command::new(bin_path("lwsysd"))
+            .arg("--state-dir")
+            .arg(&ro)
+            .arg("--socket")
+            .arg(t.path().join("ro.sock"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(70), "{extra:?}: {err}");
+        assert!(err.contains("Read-only file system"), "{err}");
+        assert!(err.contains("the system failed, not the file"), "{err}");
+        assert!(aside(&ro).is_empty() && !ro.join("store").exists(), "{extra:?}");
+    }
 }
 
 #[test]
@@ -297,4 +336,26 @@ fn a_store_in_use_by_another_daemon_is_never_moved_aside() {
     }
     assert_eq!(get(&d, "AUTH", 1), "live");
     stop(d);
+}
+
+#[test]
+fn an_old_redb_store_is_never_dropped_by_a_build_that_cannot_import_it() {
+    // The default build has no redb-import feature (actors/src/store/import.rs
+    // and its tests cover the import itself): it must refuse, not start
+    // without the device's secrets, and --recover-store must not move it.
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let old = state.join("lwsys.redb");
+    std::fs::write(&old, b"an old redb file").unwrap();
+    for extra in [&[][..], &["--recover-store"][..]] {
+        let (code, err) = run_once(&state, extra);
+        assert_eq!(code, Some(70), "{extra:?}: {err}");
+        assert!(err.contains("not imported"), "{err}");
+        assert!(err.contains("redb-import"), "the way out is named: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(std::fs::read(&old).unwrap(), b"an old redb file", "left as is");
+        assert!(aside(&state).is_empty(), "{extra:?}");
+    }
 }

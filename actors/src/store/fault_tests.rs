@@ -1,64 +1,20 @@
-//! The store under storage faults: a backend that fails writes with ENOSPC
-//! until healed (a full disk), and damaged files that must be refused
-//! with an error, never a panic.
+//! The store under storage faults: writes that fail with ENOSPC until
+//! healed (a full disk; the real-tmpfs version is in
+//! tests/tests/store_faults.rs), and damaged, oversized, symlinked or
+//! garbled record files, which must be refused with an error naming the
+//! file, never a panic and never a value.
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::BlobService;
 use lwsys_messages::blobs::{BlobError, DEFAULT_DURABLE};
 
-/// A file backend whose writes fail with ENOSPC while `full` is set.
-#[derive(Debug)]
-struct FullDisk {
-    inner: redb::backends::FileBackend,
-    full: Arc<AtomicBool>,
-}
-
-impl FullDisk {
-    fn check(&self) -> std::io::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
-            Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl StorageBackend for FullDisk {
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.inner.read(offset, len)
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.sync_data(eventual)
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.write(offset, data)
-    }
-}
-
-/// A store on `dir`'s store file whose disk is full while the flag is set.
-fn full_disk_store(dir: &Path) -> (Store, Arc<AtomicBool>) {
-    let full = Arc::new(AtomicBool::new(false));
-    let path = dir.join(STORE_FILE);
-    let (p, f) = (path.clone(), full.clone());
-    let open = move || -> Result<Box<dyn StorageBackend>, StoreError> {
-        let file = open_private(&p, !p.exists()).unwrap().file;
-        let inner = redb::backends::FileBackend::new(file).unwrap();
-        Ok(Box::new(FullDisk { inner, full: f.clone() }))
-    };
-    (Store::with_backend(&path, Box::new(open)).unwrap(), full)
+/// Makes every write of `store` fail with ENOSPC while `full`.
+fn disk_full(store: &Store, full: bool) {
+    let code = if full { libc::ENOSPC } else { 0 };
+    store.shared.fail_writes.store(code, Ordering::SeqCst);
 }
 
 const TOKEN: BlobId = BlobId::new(BlobKind::Auth, 1);
@@ -70,16 +26,18 @@ fn log() -> slog::Logger {
 #[test]
 fn writes_work_again_once_a_full_disk_has_space() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, full) = full_disk_store(dir.path());
+    let store = Store::open(dir.path()).unwrap();
     store.put("t", b"k", b"old").unwrap();
-    full.store(true, Ordering::SeqCst);
+    disk_full(&store, true);
     let e = store.put("t", b"k", b"new").unwrap_err();
     assert!(e.to_string().contains("No space left"), "{e}");
+    assert!(e.environmental());
     // Still full: still an error, not a panic, and nothing changed.
     assert!(store.put("t", b"k", b"new").is_err());
+    assert!(store.delete("t", b"k").is_err());
     assert!(store.flush().is_err());
-    full.store(false, Ordering::SeqCst);
     assert_eq!(store.get("t", b"k").unwrap().as_deref(), Some(&b"old"[..]));
+    disk_full(&store, false);
     // Healed: the next write succeeds without reopening the Store.
     store.put("t", b"k", b"new").unwrap();
     store.flush().unwrap();
@@ -91,10 +49,10 @@ fn writes_work_again_once_a_full_disk_has_space() {
 #[test]
 fn a_blob_keeps_its_old_value_while_the_disk_is_full_and_takes_the_new_one_after() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, full) = full_disk_store(dir.path());
-    let mut svc = BlobService::new(&log(), 1024, &DEFAULT_DURABLE, Some(store)).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut svc = BlobService::new(&log(), 1024, &DEFAULT_DURABLE, Some(store.clone())).unwrap();
     svc.set(TOKEN, b"old-token").unwrap();
-    full.store(true, Ordering::SeqCst);
+    disk_full(&store, true);
     for _ in 0..3 {
         assert!(matches!(svc.set(TOKEN, b"new-token"), Err(BlobError::Store(_))));
         assert!(matches!(svc.append(TOKEN, b"-more"), Err(BlobError::Store(_))));
@@ -102,75 +60,124 @@ fn a_blob_keeps_its_old_value_while_the_disk_is_full_and_takes_the_new_one_after
         let now = svc.model().get(TOKEN, 0, usize::MAX).unwrap();
         assert_eq!(&now.data[..], b"old-token");
     }
-    full.store(false, Ordering::SeqCst);
+    disk_full(&store, false);
     assert_eq!(svc.set(TOKEN, b"new-token").unwrap(), 9);
-    drop(svc);
+    drop((svc, store));
     let reloaded = BlobService::with_defaults(&log(), Some(Store::open(dir.path()).unwrap()));
     let got = reloaded.unwrap().model().get(TOKEN, 0, usize::MAX).unwrap().data.to_vec();
     assert_eq!(got, b"new-token");
 }
 
-/// A store file holding a few blobs, and its bytes.
-fn stored_file(dir: &Path) -> Vec<u8> {
-    {
-        let s = Store::open(dir).unwrap();
-        for i in 0..4usize {
-            let id = BlobId::new(BlobKind::Auth, i % 2);
-            s.put_blob(id, format!("token-{i}").repeat(50).as_bytes()).unwrap();
-        }
-        s.put_blob(BlobId::new(BlobKind::DeviceSerial, 0), b"SN-1").unwrap();
+/// A store holding a few blobs; the AUTH/1 record's path and bytes.
+fn stored(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let s = Store::open(dir).unwrap();
+    for i in 0..4usize {
+        let id = BlobId::new(BlobKind::Auth, i % 2);
+        s.put_blob(id, format!("token-{i}").repeat(50).as_bytes()).unwrap();
     }
-    std::fs::read(dir.join(STORE_FILE)).unwrap()
+    s.put_blob(BlobId::new(BlobKind::DeviceSerial, 0), b"SN-1").unwrap();
+    let path = s.record_path(BLOBS_TABLE, b"AUTH/1").unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
 }
 
 /// Opening and reading the whole store: an error or a success, never a
 /// panic.
 fn open_and_load(dir: &Path) -> Result<StoredBlobs, StoreError> {
     let s = Store::open(dir)?;
+    s.check_integrity()?;
     s.load_blobs()
 }
 
 #[test]
-fn truncated_or_garbled_files_are_errors_never_panics() {
+fn truncated_garbled_or_flipped_records_are_errors_never_panics() {
     let dir = tempfile::tempdir().unwrap();
-    let good = stored_file(dir.path());
-    let path = dir.path().join(STORE_FILE);
+    let (path, good) = stored(dir.path());
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
-    for cut in [1, 7, 64, 511, 512, 4095, 4096, 4097, good.len() / 2, good.len() - 1] {
-        cases.push((format!("truncated to {cut}"), good[..cut.min(good.len())].to_vec()));
+    for cut in [0, 1, 7, 8, 39, 40, 41, good.len() / 2, good.len() - 1] {
+        cases.push((format!("truncated to {cut}"), good[..cut].to_vec()));
     }
-    let mut noise = good.clone();
-    let mut x: u32 = 0x2545_f491;
-    for b in noise.iter_mut().skip(512) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        *b = x as u8;
+    let mut longer = good.clone();
+    longer.push(b'!');
+    cases.push(("one byte appended".into(), longer));
+    for at in [0, 8, 39, 40, good.len() - 1] {
+        let mut flipped = good.clone();
+        flipped[at] ^= 0x01;
+        cases.push((format!("bit flipped at {at}"), flipped));
     }
-    cases.push(("garbage after the header".into(), noise));
     cases.push(("all garbage".into(), (0..good.len()).map(|i| (i * 31 % 251) as u8).collect()));
-    let total = cases.len();
-    let mut refused = 0;
     for (what, bytes) in cases {
         std::fs::write(&path, &bytes).unwrap();
         let r = std::panic::catch_unwind(|| open_and_load(dir.path()).map(|_| ()));
-        let r = r.unwrap_or_else(|_| panic!("{what}: panicked"));
-        if let Err(e) = r {
-            refused += 1;
-            assert!(e.to_string().contains(STORE_FILE) || e.to_string().contains("store"), "{e}");
-        }
+        let e = r.unwrap_or_else(|_| panic!("{what}: panicked")).unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{what}: {e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{what}: {e}");
+        // A plain read sees it too: damage is never returned as a value.
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.get_blob(TOKEN).is_err(), "{what}");
+        assert_eq!(s.get_blob(BlobId::new(BlobKind::DeviceSerial, 0)).unwrap().unwrap(), b"SN-1");
     }
-    // Each of these damages is detected (none happens to leave a
-    // consistent database), so each must be refused.
-    assert_eq!(refused, total, "every damaged file is refused");
+    // A record copied under another key's name is damage too.
+    let serial =
+        dir.path().join(STORE_DIR).join(record::name("get", BLOBS_TABLE, b"AUTH/0").unwrap());
+    std::fs::write(&path, &good).unwrap();
+    std::fs::copy(&path, &serial).unwrap();
+    assert!(matches!(open_and_load(dir.path()), Err(StoreError::Damaged { .. })));
 }
 
 #[test]
-fn an_unreadable_or_non_file_store_is_an_open_error() {
+fn an_oversized_record_is_refused_before_it_is_read() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(STORE_FILE);
+    let (path, _) = stored(dir.path());
+    // Sparse: as long as the bound plus a header plus one, on no disk.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len((record::HEADER_BYTES + MAX_VALUE_BYTES + 1) as u64).unwrap();
+    drop(f);
+    let e = open_and_load(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("longer than any record"), "{e}");
+}
+
+#[test]
+fn a_store_directory_with_more_files_than_the_bound_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.put_blob(TOKEN, b"t").unwrap();
+    // Not records (no '.'), so only the count can refuse them.
+    for i in 0..MAX_FILES {
+        std::fs::File::create(s.path().join(format!("x{i}"))).unwrap();
+    }
+    let e = s.load_blobs().unwrap_err();
+    assert!(e.to_string().contains(&format!("more than {MAX_FILES} files")), "{e}");
+    assert!(s.check_integrity().is_err());
+}
+
+#[test]
+fn a_symlinked_record_or_store_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, good) = stored(dir.path());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("x");
+    std::fs::write(&target, &good).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let e = open_and_load(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    // The whole directory as a link: refused, nothing made behind it.
+    let state = tempfile::tempdir().unwrap();
+    let away = elsewhere.path().join("away");
+    std::os::unix::fs::symlink(&away, state.path().join(STORE_DIR)).unwrap();
+    let e = Store::open(state.path()).unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert!(!away.exists());
+}
+
+#[test]
+fn an_unreadable_or_non_file_record_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = stored(dir.path());
+    std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
-    let e = Store::open(dir.path()).unwrap_err();
+    let e = open_and_load(dir.path()).unwrap_err();
     assert!(matches!(e, StoreError::File { .. }), "{e}");
     std::fs::remove_dir(&path).unwrap();
     if nix::unistd::geteuid().is_root() {
@@ -178,70 +185,51 @@ fn an_unreadable_or_non_file_store_is_an_open_error() {
     }
     std::fs::write(&path, b"").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let e = Store::open(dir.path()).unwrap_err();
+    let e = open_and_load(dir.path()).unwrap_err();
     assert!(e.to_string().contains("ermission denied"), "{e}");
 }
 
 #[test]
-fn a_symlinked_store_is_refused() {
+fn loose_modes_are_tightened_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let elsewhere = tempfile::tempdir().unwrap();
-    let target = elsewhere.path().join("x.redb");
-    std::os::unix::fs::symlink(&target, dir.path().join(STORE_FILE)).unwrap();
-    let e = Store::open(dir.path()).unwrap_err();
-    assert!(e.to_string().contains("symbolic link"), "{e}");
-    assert!(!target.exists());
-}
-
-#[test]
-fn a_loose_store_file_is_tightened_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    drop(Store::open(dir.path()).unwrap());
-    let path = dir.path().join(STORE_FILE);
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let (path, _) = stored(dir.path());
+    let store_dir = dir.path().join(STORE_DIR);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.tightened_from(), Some(0o644));
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    drop(s);
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.tightened_from(), Some(0o755));
+    assert_eq!(std::fs::metadata(&store_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(s.get_blob(TOKEN).unwrap().unwrap(), "token-3".repeat(50).as_bytes());
 }
 
 #[test]
-fn a_flipped_byte_in_a_value_is_read_back_as_is_but_fails_the_integrity_check() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = Store::open(dir.path()).unwrap();
-        s.put_blob(TOKEN, &[b'Q'; 1000]).unwrap();
-        assert!(s.check_integrity().unwrap(), "a sound store passes");
+fn an_old_store_is_refused_without_the_import_feature() {
+    if cfg!(feature = "redb-import") {
+        return; // import.rs tests the import itself.
     }
-    let path = dir.path().join(STORE_FILE);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes.windows(1000).position(|w| w.iter().all(|b| *b == b'Q')).unwrap();
-    bytes[at + 500] = b'X';
-    std::fs::write(&path, &bytes).unwrap();
-    let s = Store::open(dir.path()).unwrap();
-    // Why the start-up check runs check_integrity: a plain read does not
-    // see the damage.
-    let read = s.get_blob(TOKEN).unwrap().unwrap();
-    assert_eq!(read.iter().filter(|b| **b == b'X').count(), 1);
-    let e = s.check_integrity().unwrap_err();
-    assert!(e.to_string().contains("orrupt"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(LEGACY_FILE), b"old").unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, StoreError::Legacy { .. }), "{e}");
+    assert!(e.to_string().contains("redb-import"), "{e}");
+    assert!(!e.environmental() && !e.in_use());
+    assert_eq!(std::fs::read(dir.path().join(LEGACY_FILE)).unwrap(), b"old", "left as is");
 }
 
 #[test]
 fn a_full_disk_is_the_systems_fault_not_the_files() {
-    let path = PathBuf::from("/x/lwsys.redb");
+    let path = PathBuf::from("/x/store");
     let io = |code| std::io::Error::from_raw_os_error(code);
     let file = |code| StoreError::File { path: path.clone(), source: io(code) };
     assert!(file(libc::ENOSPC).environmental());
     assert!(file(libc::EROFS).environmental());
     assert!(!file(libc::EACCES).environmental(), "an unreadable file is the file's fault");
-    let open = StoreError::Open {
-        path: path.clone(),
-        source: Box::new(redb::DatabaseError::Storage(redb::StorageError::Io(io(libc::EDQUOT)))),
-    };
-    assert!(open.environmental());
-    let op =
-        StoreError::Op { op: "put", table: "t".into(), source: Box::new(io(libc::ENOSPC).into()) };
+    let op = StoreError::Op { op: "put", table: "t".into(), source: io(libc::EDQUOT) };
     assert!(op.environmental());
-    assert!(!StoreError::Damaged { path, detail: "x".into() }.environmental());
+    assert!(!StoreError::Damaged { path: path.clone(), detail: "x".into() }.environmental());
+    assert!(!StoreError::InUse { path }.environmental());
 }

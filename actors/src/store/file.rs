@@ -23,6 +23,19 @@ pub struct PrivateFile {
     pub tightened_from: Option<u32>,
 }
 
+/// Says why an `O_NOFOLLOW` open failed on a symlink, rather than "too
+/// many levels of symbolic links".
+pub(crate) fn no_link(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a symbolic link; refused (state files are never opened through links)",
+        )
+    } else {
+        e
+    }
+}
+
 /// Opens `path` read-write; with `create`, creates it 0600 and fails if
 /// it exists (`O_EXCL`). A symlink at `path` is refused (`O_NOFOLLOW`), as
 /// is anything but a regular file; an existing file with group or other
@@ -36,16 +49,7 @@ pub fn open_private(path: &Path, create: bool) -> io::Result<PrivateFile> {
         .mode(PRIVATE_FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "it is a symbolic link; refused (state files are never opened through links)",
-                )
-            } else {
-                e
-            }
-        })?;
+        .map_err(no_link)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));

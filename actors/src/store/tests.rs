@@ -1,5 +1,9 @@
-//! Tests of `Store`: values and tables round-trip through reopening, and
-//! a file that is not a store is an error, never replaced.
+//! Tests of `Store`: values and tables round-trip through reopening, a
+//! write is all-or-nothing across a crash (a leftover temporary file is
+//! ignored and removed), the directory is locked while open, and a file
+//! that is not a record is an error, never a value.
+
+use std::os::unix::fs::MetadataExt;
 
 use super::*;
 
@@ -16,25 +20,31 @@ fn values_survive_reopening() {
         s.flush().unwrap();
     }
     let s = Store::open(dir.path()).unwrap();
-    assert_eq!(s.path(), dir.path().join(STORE_FILE));
+    assert_eq!(s.path(), dir.path().join(STORE_DIR));
     assert_eq!(s.get("t", b"k").unwrap().as_deref(), Some(&b"v2"[..]));
     assert_eq!(s.get("t", b"gone").unwrap(), None);
     assert_eq!(s.entries("t").unwrap(), vec![(b"k".to_vec(), b"v2".to_vec())]);
 }
 
 #[test]
-fn values_far_larger_than_the_page_cache_round_trip() {
+fn large_values_round_trip_and_oversized_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let big: Vec<u8> = (0..(3 * CACHE_BYTES) as u32).map(|i| (i % 253) as u8).collect();
+    let big: Vec<u8> = (0..(12 << 20) as u32).map(|i| (i % 253) as u8).collect();
     {
         let s = Store::open(dir.path()).unwrap();
         s.put("t", b"big", &big).unwrap();
-        s.put("t", b"big2", &big[..CACHE_BYTES + 1]).unwrap();
+        s.put("t", b"empty", b"").unwrap();
         assert_eq!(s.get("t", b"big").unwrap().as_deref(), Some(&big[..]));
     }
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.get("t", b"big").unwrap().as_deref(), Some(&big[..]));
-    assert_eq!(s.get("t", b"big2").unwrap().as_deref(), Some(&big[..CACHE_BYTES + 1]));
+    assert_eq!(s.get("t", b"empty").unwrap().as_deref(), Some(&b""[..]));
+    // Over the bound: refused before anything is written.
+    let over = vec![0u8; MAX_VALUE_BYTES + 1];
+    let e = s.put("t", b"big", &over).unwrap_err();
+    assert!(matches!(e, StoreError::Refused { .. }), "{e}");
+    assert!(e.to_string().contains(&MAX_VALUE_BYTES.to_string()), "{e}");
+    assert_eq!(s.get("t", b"big").unwrap().as_deref(), Some(&big[..]));
 }
 
 #[test]
@@ -47,25 +57,20 @@ fn missing_tables_read_as_empty() {
 }
 
 #[test]
-fn tables_are_separate() {
+fn tables_are_separate_and_keys_come_back_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     s.put("a", b"k", b"1").unwrap();
     s.put("b", b"k", b"2").unwrap();
+    s.put("a", b"\x00", b"0").unwrap();
+    s.put("a", b"../x", b"p").unwrap();
     assert_eq!(s.get("a", b"k").unwrap().unwrap(), b"1");
     assert_eq!(s.get("b", b"k").unwrap().unwrap(), b"2");
-}
-
-#[test]
-fn a_corrupt_file_is_a_clear_open_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(STORE_FILE);
-    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-    let e = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(e, StoreError::Open { .. }), "{e}");
-    assert!(e.to_string().contains("lwsys.redb"), "{e}");
-    // The file was not replaced.
-    assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 8192]);
+    let keys: Vec<Vec<u8>> = s.entries("a").unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec![b"\x00".to_vec(), b"../x".to_vec(), b"k".to_vec()]);
+    // A key that looks like a path stays a name inside the store.
+    assert!(!dir.path().join("x").exists());
+    assert_eq!(std::fs::read_dir(s.path()).unwrap().count(), 4);
 }
 
 #[test]
@@ -94,27 +99,55 @@ fn blobs_are_keyed_by_kind_name_and_idx() {
 }
 
 #[test]
-fn an_empty_store_file_is_damage_not_a_new_store() {
+fn a_crash_before_the_rename_leaves_the_old_value_and_the_temp_file_is_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(STORE_FILE);
-    std::fs::write(&path, b"").unwrap();
-    let e = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
-    assert!(e.to_string().contains("empty"), "{e}");
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+    let s = Store::open(dir.path()).unwrap();
+    s.put("t", b"k", b"old").unwrap();
+    let path = s.record_path("t", b"k").unwrap();
+    let never = s.record_path("t", b"l").unwrap();
+    drop(s);
+    // What a kill between the write and the rename leaves: the new value
+    // complete (or not) under the temporary name, the old one in place.
+    let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", path.display()));
+    let mut new = record::header("t", b"k", b"new").to_vec();
+    new.extend_from_slice(b"new");
+    std::fs::write(&tmp, &new).unwrap();
+    // And a half-written one for another key that was never stored.
+    let other = PathBuf::from(format!("{}{TMP_SUFFIX}", never.display()));
+    std::fs::write(&other, &new[..10]).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.temp_removed(), 2);
+    assert!(!tmp.exists() && !other.exists(), "leftovers removed at open");
+    assert_eq!(s.get("t", b"k").unwrap().unwrap(), b"old");
+    assert_eq!(s.entries("t").unwrap().len(), 1, "a temp file is never a key");
+    // A crash after the rename: the new value, whole.
+    std::fs::write(&path, &new).unwrap();
+    assert_eq!(s.get("t", b"k").unwrap().unwrap(), b"new");
 }
 
 #[test]
-fn a_new_store_is_made_under_a_temporary_name_and_renamed_into_place() {
+fn a_second_open_of_the_same_store_is_refused_as_in_use() {
     let dir = tempfile::tempdir().unwrap();
-    let tmp = dir.path().join(format!("{STORE_FILE}.new"));
-    // What a crash in the middle of a creation leaves behind.
-    std::fs::write(&tmp, b"half").unwrap();
     let s = Store::open(dir.path()).unwrap();
-    assert!(!tmp.exists());
-    let len = std::fs::metadata(dir.path().join(STORE_FILE)).unwrap().len();
-    assert!(len > 0, "never empty at its path");
-    s.put("t", b"k", b"v").unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(e.in_use(), "{e}");
+    assert!(!e.environmental());
+    assert!(e.to_string().contains("open in another process"), "{e}");
+    // A clone shares the lock; dropping every handle releases it.
+    let c = s.clone();
     drop(s);
-    assert_eq!(Store::open(dir.path()).unwrap().get("t", b"k").unwrap().unwrap(), b"v");
+    assert!(Store::open(dir.path()).unwrap_err().in_use());
+    drop(c);
+    Store::open(dir.path()).unwrap();
+}
+
+#[test]
+fn new_files_are_0600_in_a_0700_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.put("t", b"k", b"v").unwrap();
+    assert_eq!(std::fs::metadata(s.path()).unwrap().mode() & 0o7777, 0o700);
+    let rec = s.record_path("t", b"k").unwrap();
+    assert_eq!(std::fs::metadata(rec).unwrap().mode() & 0o7777, 0o600);
+    assert_eq!(s.tightened_from(), None);
 }

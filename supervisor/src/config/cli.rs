@@ -43,9 +43,10 @@ pub struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// If the durable store (`<state-dir>/lwsys.redb`) is truncated,
-    /// corrupt or unreadable, move it aside to `lwsys.redb.broken-<unix
-    /// time>` and start with an empty store, logging what was lost. Without
+    /// If the durable store (the directory `<state-dir>/store`) holds a
+    /// truncated, corrupt or unreadable record, move the directory aside
+    /// to `store.broken-<unix time>` and start with an empty store, logging
+    /// what was lost. Without
     /// this flag such a store stops the daemon (exit 70) and is left as is.
     #[arg(long)]
     pub recover_store: bool,

@@ -15,6 +15,12 @@ use tokio::net::{UnixListener, UnixStream};
 use super::limits::release;
 use super::{ControlSession, Counts, Limits, Peer, Role, SessionEnv};
 
+/// Each connection's read buffer. Requests are lines of a few hundred
+/// bytes; tokio's default (8 KiB) was most of an idle client's cost
+/// (issue 19, docs/footprint.md). A long line (a blob.set) just takes more
+/// reads: the line itself is gathered by `LineReader` up to its limit.
+const READ_BUF_BYTES: usize = 1024;
+
 /// Why the socket could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -121,7 +127,7 @@ pub fn serve(listener: UnixListener, path: PathBuf, env: SessionEnv) -> ServerHa
                 env.clone(),
                 peer,
                 role,
-                tokio::io::BufReader::new(r),
+                tokio::io::BufReader::with_capacity(READ_BUF_BYTES, r),
                 w,
                 Some(guard),
             );

@@ -23,6 +23,13 @@ pub(super) struct Writer {
     pub(super) guard: Option<ClientGuard>,
 }
 
+/// Each connection's write buffer: several replies or events queued
+/// together go out in one write. Replies are a few hundred bytes, so
+/// 2 KiB batches them nearly as well as tokio's default 8 KiB, which was
+/// most of an idle client's cost (issue 19, docs/footprint.md); a longer
+/// line is written straight through.
+const WRITE_BUF_BYTES: usize = 2048;
+
 pub(super) async fn write_lines<W: AsyncWrite + Unpin>(
     w: W,
     wr: Writer,
@@ -36,7 +43,7 @@ pub(super) async fn write_lines<W: AsyncWrite + Unpin>(
         }
         unwritten.fetch_sub(1, Ordering::SeqCst);
     };
-    let mut w = tokio::io::BufWriter::new(w);
+    let mut w = tokio::io::BufWriter::with_capacity(WRITE_BUF_BYTES, w);
     let pump = async {
         while let Some(line) = rx.recv().await {
             let res = w.write_all(&line).await;
