@@ -407,8 +407,11 @@ impl Supervisor {
         let Some(round) = self.round.as_mut() else { return };
         let forced_through = round.forced() && (self.grace_over || round.overridden());
         let (from, to) = (round.current(), round.target());
-        let entry =
-            round.record(if forced_through { RoundOutcome::Forced } else { RoundOutcome::Committed });
+        let entry = round.record(if forced_through {
+            RoundOutcome::Forced
+        } else {
+            RoundOutcome::Committed
+        });
         let since_us = round.began_us_if_unwaited().unwrap_or_else(unix_us);
         self.current = to;
         self.since_us = since_us;
