@@ -46,6 +46,6 @@ pub use attach::{AttachCtx, AttachHandle, AttachService, AttachTicket};
 pub use blobs::BlobService;
 pub use clock::ClockService;
 pub use logsafe::LogSafe;
-pub use state::StateService;
+pub use state::{StatePublisher, StateService};
 pub use store::Store;
 pub use trust::TrustService;

@@ -3,6 +3,12 @@
 //! waiters that follow the state. It changes state only on a [`Commit`]
 //! whose `from` is the current state.
 //!
+//! The Supervisor commits with [`CommitRound`], which it does not wait
+//! for; so that a reader who saw a walk answered also reads its state,
+//! it publishes the reading it commits at once through a
+//! [`StatePublisher`] (the same value this service publishes when the
+//! message arrives).
+//!
 //! A waiter whose asker went away (a client that hung up) is forgotten
 //! without waiting for a commit that may never come: [`AddWaiter`] hands
 //! the service only the sending half of a oneshot, so a dropped receiver
@@ -10,14 +16,15 @@
 //! added (amortised) and on a timer while any are kept.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use lwsys_messages::state::{
-    Changed, Commit, CommitRefused, GetJournal, GetState, Journal, JournalEntry, Observe,
-    RecordRound, StateReading, SystemState, WaitFor, WaitTimedOut,
+    Changed, Commit, CommitRefused, CommitRound, GetJournal, GetState, Journal, JournalEntry,
+    Observe, RecordRound, StateReading, SystemState, WaitFor, WaitTimedOut,
 };
-use slog::{debug, Logger};
+use slog::{debug, warn, Logger};
 use tokio::sync::{oneshot, watch};
 
 use crate::time::unix_us;
@@ -61,8 +68,21 @@ pub struct StateService {
     sweeping: bool,
     /// The current reading, for readers that must not wait for a turn of
     /// this actor's mailbox (`state.get` on a busy daemon).
-    snapshot: watch::Sender<StateReading>,
+    snapshot: Arc<watch::Sender<StateReading>>,
     log: Logger,
+}
+
+/// Publishes the reading the Supervisor commits before `StateService` has
+/// handled the [`CommitRound`] (see the module docs). Only the Supervisor
+/// holds one.
+#[derive(Clone)]
+pub struct StatePublisher(Arc<watch::Sender<StateReading>>);
+
+impl StatePublisher {
+    /// Make `reading` what `SystemHandle::state_now` and `state.get` read.
+    pub fn publish(&self, reading: StateReading) {
+        self.0.send_replace(reading);
+    }
 }
 
 struct Waiter {
@@ -85,7 +105,7 @@ impl StateService {
             waiters: Vec::new(),
             swept_len: 0,
             sweeping: false,
-            snapshot: watch::Sender::new(StateReading { state, since_us }),
+            snapshot: Arc::new(watch::Sender::new(StateReading { state, since_us })),
             log: log.new(slog::o!("service" => "state")),
         }
     }
@@ -95,6 +115,11 @@ impl StateService {
     /// the new state here.
     pub fn snapshot(&self) -> watch::Receiver<StateReading> {
         self.snapshot.subscribe()
+    }
+
+    /// The publisher the Supervisor uses (see the module docs).
+    pub fn publisher(&self) -> StatePublisher {
+        StatePublisher(self.snapshot.clone())
     }
 
     fn reading(&self) -> StateReading {
@@ -135,23 +160,26 @@ impl Handler<lwsys_messages::lifecycle::Stop> for StateService {
     }
 }
 
-impl Handler<Commit> for StateService {
-    type Result = Result<StateReading, CommitRefused>;
-
-    fn handle(&mut self, msg: Commit, _ctx: &mut Self::Context) -> Self::Result {
-        if msg.from != self.state {
-            return Err(CommitRefused { expected: msg.from, current: self.state });
+impl StateService {
+    /// Enter `to` from the current state at `since_us`: publish the reading,
+    /// tell observers, answer the waiters it satisfies.
+    /// `publish`: false when the committer published it already.
+    fn apply(&mut self, from: SystemState, to: SystemState, since_us: u64, publish: bool) {
+        self.state = to;
+        self.since_us = since_us;
+        if publish {
+            self.snapshot.send_replace(self.reading());
         }
-        self.state = msg.to;
-        self.since_us = unix_us();
-        self.snapshot.send_replace(self.reading());
-        debug!(self.log, "state committed"; "from" => %msg.from, "to" => %msg.to);
-        let changed = Changed { from: msg.from, to: msg.to };
+        debug!(self.log, "state committed"; "from" => %from, "to" => %to);
+        let changed = Changed { from, to };
         // An observer whose actor stopped is dropped here rather than kept
         // forever: do_send to it would be silently lost anyway.
         self.observers.retain(|o| o.connected());
         for o in &self.observers {
             o.do_send(changed);
+        }
+        if self.waiters.is_empty() {
+            return;
         }
         let now = self.state;
         let mut i = 0;
@@ -163,7 +191,41 @@ impl Handler<Commit> for StateService {
                 i += 1;
             }
         }
+    }
+
+    fn record(&mut self, entry: JournalEntry) {
+        if self.journal.len() == self.journal_len {
+            self.journal.pop_front();
+        }
+        self.journal.push_back(entry);
+    }
+}
+
+impl Handler<Commit> for StateService {
+    type Result = Result<StateReading, CommitRefused>;
+
+    fn handle(&mut self, msg: Commit, _ctx: &mut Self::Context) -> Self::Result {
+        if msg.from != self.state {
+            return Err(CommitRefused { expected: msg.from, current: self.state });
+        }
+        self.apply(msg.from, msg.to, unix_us(), true);
         Ok(self.reading())
+    }
+}
+
+impl Handler<CommitRound> for StateService {
+    type Result = ();
+
+    fn handle(&mut self, msg: CommitRound, _ctx: &mut Self::Context) {
+        if msg.from == self.state {
+            self.apply(msg.from, msg.to, msg.since_us, !msg.published);
+        } else {
+            // Only the Supervisor commits, in order: this is a bug. Keep
+            // the state and say so rather than follow a stale writer.
+            warn!(self.log, "commit refused"; "from" => %msg.from, "to" => %msg.to,
+                  "current" => %self.state);
+        }
+        self.record(msg.round);
     }
 }
 
@@ -234,10 +296,7 @@ impl Handler<RecordRound> for StateService {
     type Result = ();
 
     fn handle(&mut self, msg: RecordRound, _ctx: &mut Self::Context) {
-        if self.journal.len() == self.journal_len {
-            self.journal.pop_front();
-        }
-        self.journal.push_back(msg.0);
+        self.record(msg.0);
     }
 }
 
@@ -410,6 +469,38 @@ mod tests {
         fn handle(&mut self, _: ProbeLen, _: &mut Self::Context) -> usize {
             self.waiters.len()
         }
+    }
+
+    #[actix_rt::test]
+    async fn commit_round_commits_and_journals_in_one_message_and_never_moves_readers_back() {
+        let svc = StateService::new(&log(), 8);
+        let (snap, publisher) = (svc.snapshot(), svc.publisher());
+        let s = svc.start();
+        let entry = |target| JournalEntry {
+            at_us: 5,
+            current: SystemState::ContextCreated,
+            target,
+            verdicts: Vec::new(),
+            inline_ns: 0,
+            outcome: RoundOutcome::Committed,
+        };
+        // The committer published a newer reading already: the service's
+        // handling of the older commit must not replace it.
+        let newer = StateReading { state: SystemState::Initialized, since_us: 9 };
+        publisher.publish(newer);
+        let (from, to) = (SystemState::ContextCreated, SystemState::PrePrivDrop);
+        let round = entry(to);
+        s.send(CommitRound { from, to, since_us: 7, round, published: true }).await.unwrap();
+        assert_eq!(*snap.borrow(), newer);
+        let reading = s.send(GetState).await.unwrap();
+        assert_eq!(reading, StateReading { state: to, since_us: 7 });
+        // A commit from a state that is not current changes nothing but is
+        // still journalled.
+        let (from, to) = (SystemState::ContextCreated, SystemState::Operational);
+        let round = entry(to);
+        s.send(CommitRound { from, to, since_us: 8, round, published: false }).await.unwrap();
+        assert_eq!(s.send(GetState).await.unwrap().state, SystemState::PrePrivDrop);
+        assert_eq!(s.send(GetJournal).await.unwrap().rounds.len(), 2);
     }
 
     #[actix_rt::test]

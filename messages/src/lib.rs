@@ -52,8 +52,8 @@ pub use ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
 #[cfg(feature = "actor")]
 pub use state::Observe;
 pub use state::{
-    Aborted, Changed, Commit, CommitRefused, Consent, GetJournal, GetState, Journal, JournalEntry,
-    NotifierVerdict, RecordRound, Resume, RoundOutcome, StateReading, SystemState, Verdict,
-    WaitFor, WaitTimedOut, ALL_STATES,
+    Aborted, Changed, Commit, CommitRefused, CommitRound, Consent, GetJournal, GetState, Journal,
+    JournalEntry, NotifierVerdict, RecordRound, Resume, RoundOutcome, StateReading, SystemState,
+    Verdict, WaitFor, WaitTimedOut, ALL_STATES,
 };
 pub mod supervisor;

@@ -312,6 +312,30 @@ pub struct WaitTimedOut {
 #[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
 pub struct RecordRound(pub JournalEntry);
 
+/// Sent by the `Supervisor` to `StateService` when a consent round
+/// commits: the state change and the round's journal entry as one message,
+/// which the Supervisor does not wait for (it is the only writer, so it
+/// already knows the state it commits). Applied like a [`Commit`] from
+/// `from`; one whose `from` is not current changes nothing but is still
+/// journalled. No reply.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+pub struct CommitRound {
+    /// The state the Supervisor committed from.
+    pub from: SystemState,
+    /// The state it committed.
+    pub to: SystemState,
+    /// When `to` was entered, in Unix microseconds (stamped by the
+    /// Supervisor, so that the reading it publishes and the service's agree).
+    pub since_us: u64,
+    /// The round, for the journal.
+    pub round: JournalEntry,
+    /// The Supervisor already published this reading itself: the service
+    /// must not publish it again, as newer commits may have been published
+    /// since (it would move readers back).
+    pub published: bool,
+}
+
 /// Asks `StateService` for the journal, oldest round first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "Journal"))]

@@ -159,6 +159,7 @@ impl Builder {
     pub fn start(self) -> Result<SystemHandle, BuildError> {
         let state_service = StateService::new(&self.log, self.journal_len);
         let snapshot = state_service.snapshot();
+        let publisher = state_service.publisher();
         let state = state_service.start();
         // Attach is built in (no platform locking is needed in Rust). It
         // observes the state from before the first commit.
@@ -224,6 +225,7 @@ impl Builder {
                 return Err(e.into());
             }
         };
+        sup.publish_with(publisher);
         if let Some(s) = supervision {
             sup.supervise(s);
         }

@@ -83,6 +83,8 @@ pub struct Round {
     at_us: u64,
     /// A `Resume` from the notifier being asked arrived before its verdict.
     early_resume: bool,
+    /// An actor's answer was awaited (time passed since `at_us`).
+    waited: bool,
 }
 
 impl Round {
@@ -108,6 +110,7 @@ impl Round {
             inline_ns: 0,
             at_us,
             early_resume: false,
+            waited: false,
         }
     }
 
@@ -184,6 +187,7 @@ impl Round {
             return Step::Stale;
         }
         self.asking = None;
+        self.waited |= latency_us.is_some();
         let allow = verdict.is_allow();
         if allow {
             self.allowed.push(id);
@@ -226,6 +230,13 @@ impl Round {
     /// Whether a `Resume` from the one asked came before its verdict.
     pub fn resumed_early(&self) -> bool {
         self.early_resume
+    }
+
+    /// When the round began (Unix µs), if nothing was awaited since: a
+    /// round of inline notifiers commits within microseconds of its start,
+    /// so its commit can be stamped without reading the clock again.
+    pub fn began_us_if_unwaited(&self) -> Option<u64> {
+        (!self.waited).then_some(self.at_us)
     }
 
     /// Count `ns` spent running inline notifiers.

@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use lwsys_actors::time::unix_us;
-use lwsys_actors::StateService;
+use lwsys_actors::{StatePublisher, StateService};
 use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::state::{
-    Changed, Commit, CommitRefused, RecordRound, RoundOutcome, StateReading, SystemState, Verdict,
+    Changed, CommitRound, RecordRound, RoundOutcome, StateReading, SystemState, Verdict,
 };
 use lwsys_messages::supervisor::{
     Explanation, NotifierError, NotifierEventKind, Pending, WalkError,
@@ -67,6 +67,9 @@ pub struct Supervisor {
     log: Logger,
     cfg: SupervisorConfig,
     state: Addr<StateService>,
+    /// Publishes each committed reading before the walk is answered (set
+    /// by the builder; see `StateService`'s module docs).
+    publisher: Option<StatePublisher>,
     current: SystemState,
     since_us: u64,
     registry: Registry,
@@ -74,8 +77,8 @@ pub struct Supervisor {
     active: Option<Walk>,
     parked: Vec<Walk>,
     round: Option<Round>,
-    /// The call being awaited (a consent reply or a commit); replies from
-    /// any other call are stale and ignored.
+    /// The consent reply being awaited; replies from any other call are
+    /// stale and ignored.
     awaiting: Option<Awaiting>,
     call_seq: u64,
     subscribers: Vec<Recipient<SystemEvent>>,
@@ -113,7 +116,6 @@ pub(crate) const MAX_EARLY_RESUMES: u32 = 8;
 #[derive(Clone, Copy)]
 enum Awaiting {
     Consent { call: u64, id: u64, since: tokio::time::Instant },
-    Commit { call: u64 },
 }
 
 impl Supervisor {
@@ -146,6 +148,7 @@ impl Supervisor {
             log: log.new(slog::o!("service" => "supervisor")),
             cfg,
             state,
+            publisher: None,
             current: SystemState::ContextCreated,
             since_us: unix_us(),
             registry,
@@ -163,6 +166,13 @@ impl Supervisor {
             last_words: Arc::default(),
             torn_down: false,
         })
+    }
+
+    /// Publish each committed reading through `p` before answering the
+    /// walk (the builder passes the state service's; without one, readers
+    /// of the snapshot see a commit once the state service has handled it).
+    pub fn publish_with(&mut self, p: StatePublisher) {
+        self.publisher = Some(p);
     }
 
     /// Restart the services of `s` when they die.
@@ -225,15 +235,24 @@ impl Supervisor {
             Round::new(self.current, target, forced || overrides == Override::All, unix_us(), n);
         self.round = Some(if overrides == Override::Defers { round.past_defer() } else { round });
         if forced && self.grace_over {
-            self.commit(ctx);
+            self.commit();
         } else {
-            self.continue_round(ctx);
+            self.ask(ctx);
         }
     }
 
-    /// Ask the notifiers after the last one asked, inline ones right here,
-    /// until one does not allow or an actor's answer must be awaited.
+    /// Go on with the round (see [`Supervisor::ask`]), then with the queue.
     fn continue_round(&mut self, ctx: &mut Context<Self>) {
+        self.ask(ctx);
+        self.pump(ctx);
+    }
+
+    /// Ask the notifiers after the last one asked, inline ones right here,
+    /// until one does not allow (the round ends), an actor's answer must be
+    /// awaited, or everyone allowed (committed here, without waiting). The
+    /// caller goes on with [`Supervisor::pump`]: this never recurses into
+    /// it, so a long queue cannot deepen the stack.
+    fn ask(&mut self, ctx: &mut Context<Self>) {
         let Some(round) = self.round.as_mut() else { return };
         let mut inline_run: Option<Instant> = None;
         loop {
@@ -244,9 +263,10 @@ impl Supervisor {
                         round.add_inline_ns(elapsed_ns(t));
                     }
                     if round.current() == round.target() {
-                        return self.check_passed(ctx);
+                        self.check_passed();
+                        return;
                     }
-                    self.commit(ctx);
+                    self.commit();
                     return;
                 }
             };
@@ -260,7 +280,7 @@ impl Supervisor {
                         if let Some(t) = inline_run {
                             round.add_inline_ns(elapsed_ns(t));
                         }
-                        self.conclude(by, verdict, ctx);
+                        self.conclude(by, verdict);
                         return;
                     }
                 }
@@ -272,7 +292,7 @@ impl Supervisor {
                         let id = n.id;
                         self.drop_notifier(id, "stopped", ctx);
                         // drop_notifier may have moved things; re-borrow.
-                        return self.continue_round(ctx);
+                        return self.ask(ctx);
                     }
                     self.call_seq += 1;
                     let call = self.call_seq;
@@ -339,7 +359,8 @@ impl Supervisor {
                     self.round = None;
                     self.pump(ctx);
                 } else {
-                    self.conclude(by, verdict, ctx);
+                    self.conclude(by, verdict);
+                    self.pump(ctx);
                 }
             }
             Some(Step::Stale) | None => {}
@@ -347,18 +368,17 @@ impl Supervisor {
     }
 
     /// A health round every notifier allowed: journaled, nothing
-    /// committed, its requester answered `reached`.
-    fn check_passed(&mut self, ctx: &mut Context<Self>) {
+    /// committed, its requester answered `reached`; the caller pumps.
+    fn check_passed(&mut self) {
         self.record_round(RoundOutcome::Committed);
         self.round = None;
         if let Some(w) = self.active.as_mut() {
             w.passed = true;
         }
-        self.pump(ctx);
     }
 
-    /// End a round that a notifier did not allow.
-    fn conclude(&mut self, by: Arc<str>, verdict: Verdict, ctx: &mut Context<Self>) {
+    /// End a round that a notifier did not allow; the caller pumps.
+    fn conclude(&mut self, by: Arc<str>, verdict: Verdict) {
         let reason = verdict_reason(&verdict);
         let Some(round) = self.round.as_ref() else { return };
         let target = round.target();
@@ -386,7 +406,6 @@ impl Supervisor {
                 }
             }
         }
-        self.pump(ctx);
     }
 
     fn send_aborted(&mut self) {
@@ -404,71 +423,45 @@ impl Supervisor {
         self.state.do_send(RecordRound(round.record(outcome)));
     }
 
-    fn commit(&mut self, ctx: &mut Context<Self>) {
-        let Some(round) = self.round.as_ref() else { return };
-        self.call_seq += 1;
-        let call = self.call_seq;
-        self.awaiting = Some(Awaiting::Commit { call });
-        let fut = self.state.send(Commit { from: round.current(), to: round.target() });
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.on_commit(call, res, ctx)));
-    }
-
-    fn on_commit(
-        &mut self,
-        call: u64,
-        res: Result<Result<StateReading, CommitRefused>, MailboxError>,
-        ctx: &mut Context<Self>,
-    ) {
-        if !matches!(self.awaiting, Some(Awaiting::Commit { call: c }) if c == call) {
-            return;
+    /// Commit the round's transition: the state service is told (with the
+    /// round's journal entry, in one message) and not waited for, since
+    /// only the supervisor commits and it knows what it commits. The
+    /// caller goes on with [`Supervisor::pump`].
+    fn commit(&mut self) {
+        let Some(round) = self.round.as_mut() else { return };
+        // A past-defer round that went past a verdict is forced through too.
+        let forced_through = round.overridden() || (round.forced() && self.grace_over);
+        let (from, to) = (round.current(), round.target());
+        let entry = round.record(if forced_through {
+            RoundOutcome::Forced
+        } else {
+            RoundOutcome::Committed
+        });
+        let since_us = round.began_us_if_unwaited().unwrap_or_else(unix_us);
+        self.current = to;
+        self.since_us = since_us;
+        // Published before the walk can be answered: whoever saw the answer
+        // reads the new state.
+        if let Some(p) = &self.publisher {
+            p.publish(StateReading { state: to, since_us });
         }
-        self.awaiting = None;
-        let forced_through =
-            self.round.as_ref().is_some_and(|r| r.overridden() || (r.forced() && self.grace_over));
-        match res {
-            Ok(Ok(reading)) => {
-                let from = self.current;
-                self.current = reading.state;
-                self.since_us = reading.since_us;
-                self.record_round(if forced_through {
-                    RoundOutcome::Forced
-                } else {
-                    RoundOutcome::Committed
-                });
-                self.round = None;
-                if let Some(w) = self.active.as_mut() {
-                    w.committed();
-                }
-                info!(self.log, "state changed"; "from" => %from, "to" => %reading.state);
-                let changed = Changed { from, to: reading.state };
-                self.registry.tell_changed(changed);
-                if !self.subscribers.is_empty() {
-                    self.emit(SystemEvent::State {
-                        from,
-                        to: reading.state,
-                        at_us: reading.since_us,
-                    });
-                }
-            }
-            Ok(Err(refused)) => {
-                // Only the supervisor commits, so this is a bug: resync and
-                // fail the walk rather than loop.
-                warn!(self.log, "commit refused"; "error" => %refused);
-                self.current = refused.current;
-                self.round = None;
-                if let Some(w) = self.active.take() {
-                    w.fail(WalkError::Internal(refused.to_string()));
-                }
-            }
-            Err(e) => {
-                warn!(self.log, "state service unreachable"; "error" => %e);
-                self.round = None;
-                if let Some(w) = self.active.take() {
-                    w.fail(WalkError::Internal(format!("state service: {e}")));
-                }
-            }
+        self.state.do_send(CommitRound {
+            from,
+            to,
+            since_us,
+            round: entry,
+            published: self.publisher.is_some(),
+        });
+        self.round = None;
+        if let Some(w) = self.active.as_mut() {
+            w.committed();
         }
-        self.pump(ctx);
+        info!(self.log, "state changed"; "from" => %from, "to" => %to);
+        let changed = Changed { from, to };
+        self.registry.tell_changed(changed);
+        if !self.subscribers.is_empty() {
+            self.emit(SystemEvent::State { from, to, at_us: since_us });
+        }
     }
 }
 

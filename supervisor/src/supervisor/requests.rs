@@ -74,12 +74,12 @@ impl Supervisor {
             self.awaiting = None;
             let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
             if forced && self.round.is_some() {
-                self.commit(ctx);
-                return;
-            }
-            self.round = None;
-            if let Some(w) = self.active.take() {
-                w.fail(WalkError::ShuttingDown);
+                self.commit();
+            } else {
+                self.round = None;
+                if let Some(w) = self.active.take() {
+                    w.fail(WalkError::ShuttingDown);
+                }
             }
         }
         self.pump(ctx);
