@@ -21,7 +21,11 @@
 //! an overall deadline (`FetchConfig::download_timeout`) besides the
 //! per-read timeout, and with `OtaConfig::download_cache` its compressed
 //! bytes are saved so that the next attempt, even after a restart,
-//! resumes it ([`resume`]).
+//! resumes it ([`resume`]). A manifest with a signed chunk index goes
+//! through [`chunked`] instead: every chunk verified before it is written,
+//! chunks the running image already has copied locally, and a resume from
+//! the re-hashed partial image (the worker calls
+//! [`chunked::install_auto`], which picks the path).
 //!
 //! The service is supervised: when it dies, its `Drop` cancels the install
 //! in flight and closes the worker's queue; the replacement

@@ -10,6 +10,7 @@
 #[path = "common/ota_repo.rs"]
 mod ota_repo;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,6 +177,10 @@ fn sigkill_during_a_chunked_download_resumes_at_the_chunk_in_flight() {
         wait_partial(d.state_dir(), whole as u64 * u64::from(CS));
         d.kill();
         served.release();
+        for f in ["install.json", "b/image.partial"] {
+            let meta = std::fs::symlink_metadata(d.state_dir().join("ota").join(f)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+        }
         state = Some(d.state_dir().to_owned());
         start = ix.chunks.get(whole).map_or(total, |c| c.comp_offset);
         dead.push(d);

@@ -12,7 +12,7 @@
 //! 2. the running image's chunk digests: the platform's saved
 //!    `image.idx` ([`OtaOps::load_index`]) or, once, by hashing the
 //!    running image ([`OtaOps::read_active`]) and saving the result.
-//! 3. resume: if the journal ([`journal`]) names this exact release, the
+//! 3. resume: if the journal ([`journal`](super::journal)) names this exact release, the
 //!    partial image is read back ([`OtaOps::read_partial`]) and re-hashed
 //!    chunk by chunk against the index; the prefix of good chunks is kept
 //!    ([`OtaOps::start_at`]) and everything after it dropped. Otherwise
@@ -32,9 +32,10 @@
 //! A server that ignores Range (answers 200) cannot serve chunks: the
 //! release's `.img.gz` is installed instead, through [`pipeline`].
 //!
-//! A lost connection, the deadline or a cancel keeps the partial image
-//! ([`OtaOps::suspend`]) for the next attempt; bad bytes (a chunk bad on
-//! every attempt, a final hash mismatch) drop it and the journal.
+//! A lost connection, a server error (5xx, 429), the deadline or a cancel
+//! keeps the partial image ([`OtaOps::suspend`]) for the next attempt;
+//! bad bytes (a chunk bad on every attempt, a final hash mismatch) drop
+//! it and the journal.
 //!
 //! # Index-less images
 //! A manifest without `chunks` (an upstream-made repository) goes through

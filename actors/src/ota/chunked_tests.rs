@@ -395,3 +395,59 @@ fn a_server_that_ignores_range_gets_the_whole_image_installed_instead() {
     assert!(requested(&f).iter().any(|p| p.ends_with(".img.gz")));
     assert_eq!(ops.writes.concat(), img);
 }
+
+#[test]
+fn the_journal_is_private_atomic_and_ignores_what_is_not_its_own() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::journal::{Journal, JOURNAL};
+    let f = Fixture::new();
+    let (m, _) = publish_chunked(&f, 2000, &image(2, 10));
+    let dir = f.state.join("ota");
+    let j = Journal::new(&dir);
+    assert!(!j.names(&m));
+    j.begin(&m).unwrap();
+    assert!(j.names(&m));
+    let path = dir.join(JOURNAL);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!dir.join(format!("{JOURNAL}.tmp")).exists());
+    let mut other = m.clone();
+    other.unixtime = 2001;
+    assert!(!j.names(&other), "another release is not ours");
+    // Unknown fields, a wrong version, garbage or a file over 4 KiB: none.
+    let good = std::fs::read_to_string(&path).unwrap();
+    let extra = good.replacen('{', "{\"more\":1,", 1);
+    let v2 = good.replacen("\"version\":1", "\"version\":2", 1);
+    for bad in [extra, v2, "{".to_owned(), format!("{good}{}", " ".repeat(5000))] {
+        std::fs::write(&path, bad).unwrap();
+        assert_eq!(j.read(), None);
+    }
+    // Never read through a symlink.
+    std::fs::remove_file(&path).unwrap();
+    let elsewhere = f.state.join("elsewhere.json");
+    std::fs::write(&elsewhere, &good).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+    assert_eq!(j.read(), None);
+    j.clear().unwrap();
+    assert!(!path.exists() && elsewhere.exists());
+}
+
+#[test]
+fn a_reopen_keeps_a_partial_image_only_while_the_journal_names_its_release() {
+    let f = Fixture::new();
+    let img = image(20, 11);
+    publish_chunked(&f, 2000, &img);
+    let mut ops = recording(&f);
+    let (r, _) = install(&f, &mut ops, Some(5 * u64::from(CS)));
+    assert_eq!(r.unwrap_err(), OtaError::Cancelled);
+    drop(ops);
+    let partial = f.state.join("ota/b/image.partial");
+    drop(f.slots());
+    assert!(partial.exists(), "kept for the release the journal names");
+    // The journal now names another release: the partial image goes.
+    let journal = f.state.join("ota").join(super::journal::JOURNAL);
+    let text = std::fs::read_to_string(&journal).unwrap();
+    std::fs::write(&journal, text.replace("\"unixtime\":2000", "\"unixtime\":1999")).unwrap();
+    drop(f.slots());
+    assert!(!partial.exists());
+}

@@ -9,7 +9,7 @@
 //!   removed when the directory is reopened, unless the chunked-install
 //!   journal (`install.json`, [`super::journal`]) names the release the
 //!   slot's record says is being written there: then it is kept for a
-//!   resume, which re-hashes it before keeping a byte ([`chunked`]).
+//!   resume, which re-hashes it before keeping a byte ([`super::chunked`]).
 //! - `<slot>/image.idx`: the chunk index of that slot's image (see
 //!   [`super::chunked`]), removed before the slot is written again.
 //! - `state.json`: [`SlotState`], replaced atomically: written to
@@ -26,14 +26,16 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lwsys_messages::ota::{OtaError, OtaStatus, SlotInfo, SlotStatus};
 use serde::{Deserialize, Serialize};
 
 use super::{Manifest, OtaOps};
 
+mod bootloader;
 mod chunked;
+
+pub use bootloader::Bootloader;
 
 /// The slot names, in index order.
 pub const SLOT_NAMES: [&str; 2] = ["a", "b"];
@@ -91,40 +93,6 @@ impl SlotState {
     /// Index of the selected slot.
     pub fn selected_index(&self) -> usize {
         usize::from(self.selected == "b")
-    }
-}
-
-/// The hook telling a real bootloader which slot to boot.
-#[derive(Debug, Clone, Default)]
-pub struct Bootloader {
-    argv: Vec<String>,
-}
-
-impl Bootloader {
-    /// Only records the selection in the state file (the default).
-    pub fn record_only() -> Self {
-        Self::default()
-    }
-
-    /// Runs `line` (split on whitespace, no shell) with the slot name as
-    /// the last argument after every change of selection.
-    pub fn command(line: &str) -> Self {
-        Self { argv: line.split_whitespace().map(str::to_owned).collect() }
-    }
-
-    fn run(&self, slot: &str) -> Result<(), OtaError> {
-        let Some((prog, args)) = self.argv.split_first() else {
-            return Ok(());
-        };
-        let status = Command::new(prog)
-            .args(args)
-            .arg(slot)
-            .status()
-            .map_err(|e| OtaError::Io(format!("bootloader hook {prog}: {e}")))?;
-        if !status.success() {
-            return Err(OtaError::Io(format!("bootloader hook {prog}: {status}")));
-        }
-        Ok(())
     }
 }
 
@@ -190,20 +158,7 @@ impl SlotDir {
                 state.selected
             )));
         }
-        let resumable = chunked::resumable_slot(&dir, &state);
-        for (i, name) in SLOT_NAMES.iter().enumerate() {
-            if resumable == Some(i) {
-                continue;
-            }
-            let partial = dir.join(name).join("image.partial");
-            match fs::remove_file(&partial) {
-                Ok(()) => {
-                    slog::warn!(log, "dropped an unfinished image"; "slot" => *name);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("remove", &partial, e)),
-            }
-        }
+        chunked::drop_unfinished(&dir, &state, log)?;
         Ok(Self {
             dir,
             state,

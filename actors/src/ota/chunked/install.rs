@@ -102,8 +102,15 @@ pub fn install_chunked(
             Ok(())
         }
         Err((e, begun)) => {
-            let keep =
-                matches!(e, OtaError::Network(_) | OtaError::Deadline { .. } | OtaError::Cancelled);
+            // Transient faults keep what was verified (a resume re-hashes
+            // it anyway); bad data or a bad release drops it.
+            let keep = matches!(
+                e,
+                OtaError::Network(_)
+                    | OtaError::Deadline { .. }
+                    | OtaError::Cancelled
+                    | OtaError::Http { status: 429 | 500..=599, .. }
+            );
             if begun && keep {
                 // Verified chunks stay for the next attempt.
                 if inst.ops.suspend().is_err() {
@@ -142,7 +149,8 @@ fn prepare(
         return Err(OtaError::ChunkIndex("SHA-256 does not match the manifest".into()));
     }
     let plan = Plan::from_index(&index, m, cref)?;
-    Ok((plan.clone(), active_chunks(ops, &plan, cancel)?))
+    let active = active_chunks(ops, &plan, cancel)?;
+    Ok((plan, active))
 }
 
 /// An error, and whether the slot write had begun.
@@ -166,7 +174,11 @@ impl Install<'_, '_> {
             Some(j) if j.names(self.m) => {
                 keep_chunks = self.rehash_partial().map_err(|e| (e, false))?;
             }
-            Some(j) => j.begin(self.m).map_err(|e| (e, false))?,
+            // A journal that cannot be written (a full disk) only costs
+            // the resume after a restart, not the update.
+            Some(j) => {
+                let _ = j.begin(self.m);
+            }
             None => {}
         }
         let keep = self.plan.start(keep_chunks);

@@ -30,6 +30,28 @@ pub(super) fn resumable_slot(dir: &Path, state: &SlotState) -> Option<usize> {
     (rec.status == SlotStatus::Bad && rec.unixtime == entry.unixtime).then_some(target)
 }
 
+/// Removes every slot's unfinished `image.partial` except the one an
+/// interrupted chunked install left for a resume ([`resumable_slot`]).
+pub(super) fn drop_unfinished(
+    dir: &Path,
+    state: &SlotState,
+    log: &slog::Logger,
+) -> Result<(), OtaError> {
+    let resumable = resumable_slot(dir, state);
+    for (i, name) in SLOT_NAMES.iter().enumerate() {
+        if resumable == Some(i) {
+            continue;
+        }
+        let partial = dir.join(name).join("image.partial");
+        match fs::remove_file(&partial) {
+            Ok(()) => slog::warn!(log, "dropped an unfinished image"; "slot" => *name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", &partial, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Removes a slot's saved index (its image is about to change).
 pub(super) fn drop_index(slot_dir: &Path) -> Result<(), OtaError> {
     let path = slot_dir.join(INDEX);
