@@ -44,8 +44,8 @@ pub mod fetch;
 mod flow;
 mod gate;
 mod handoff;
-pub mod issuers;
 mod health;
+pub mod issuers;
 /// The issuer's keys as JWKs: [`lwsys_manifest::jwk`], re-exported.
 pub use lwsys_manifest::jwk;
 /// The signed manifest and its checks: [`lwsys_manifest::jws`], re-exported
