@@ -64,7 +64,10 @@ fn boot_and_confirm(repo: &Repo, state_dir: &Path) -> TestDaemon {
     let d = repo.daemon_with("", Some(state_dir.to_owned()), Vec::new());
     let mut c = d.connect();
     c.wait_state("OPERATIONAL");
-    // Worker jobs run in order: once this settles the confirm is done.
+    // Confirmed by hand: the health gate (issue 18) would confirm only
+    // after `confirm_after_secs` of stable OPERATIONAL, and a check during
+    // an unconfirmed trial installs nothing.
+    c.ok("ota.report_current", json!({"bad": false}));
     let r = c.ok("ota.check", json!({}));
     assert_eq!(r["updated"], false, "{r}");
     d
