@@ -5,7 +5,10 @@
 //! an idle loop. Issue 19's figures too: the 4-thread timed run is a 100k
 //! burst, whose drain time is the bound on its p99 and whose per-thread
 //! order must hold (FIFO); and a sustained offered load of 1 M/s from 4
-//! threads (paced, not a burst), with its attach-to-callback p99. Run with
+//! threads (paced, not a burst), with its attach-to-callback p99. The
+//! producers use `attach_detached` (they never cancel); the `ticket` row
+//! (`attach_callbacks_per_s_untimed_t4_ticket`) is the same run with
+//! `attach` and its ticket dropped, the price of a ticket. Run with
 //! `cargo bench --bench attach`; it takes a few seconds and prints medians
 //! over several runs.
 // A benchmark's output is its point.
@@ -135,7 +138,19 @@ fn collect(h: &AttachHandle) -> (Vec<u64>, u64) {
     (lat, ooo)
 }
 
-fn one_run(h: &AttachHandle, threads: usize, timed: bool) -> Run {
+/// How the producers attach.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// `attach_detached`, latency recorded.
+    Timed,
+    /// `attach_detached`, no clock read.
+    Untimed,
+    /// `attach`, its ticket dropped, no clock read: the ticket's cost.
+    Ticket,
+}
+
+fn one_run(h: &AttachHandle, threads: usize, mode: Mode) -> Run {
+    let timed = mode == Mode::Timed;
     let done_rx = arm(h, TOTAL, timed);
     let barrier = Arc::new(Barrier::new(threads + 1));
     let producers: Vec<_> = (0..threads)
@@ -145,11 +160,19 @@ fn one_run(h: &AttachHandle, threads: usize, timed: bool) -> Run {
             std::thread::spawn(move || {
                 barrier.wait();
                 for seq in 0..n as u32 {
-                    let r = if timed {
-                        let t0 = Instant::now();
-                        h.attach(SystemState::Operational, move |_| record(Some(t0), t, seq))
-                    } else {
-                        h.attach(SystemState::Operational, move |_| record(None, t, seq))
+                    let r = match mode {
+                        Mode::Timed => {
+                            let t0 = Instant::now();
+                            h.attach_detached(SystemState::Operational, move |_| {
+                                record(Some(t0), t, seq)
+                            })
+                        }
+                        Mode::Untimed => h.attach_detached(SystemState::Operational, move |_| {
+                            record(None, t, seq)
+                        }),
+                        Mode::Ticket => h
+                            .attach(SystemState::Operational, move |_| record(None, t, seq))
+                            .map(drop),
                     };
                     r.expect("attach");
                 }
@@ -199,8 +222,10 @@ fn sustained(h: &AttachHandle, threads: usize, rate: f64, secs: f64) -> (f64, f6
                     }
                     for _ in 0..per_slice {
                         let t0 = Instant::now();
-                        h.attach(SystemState::Operational, move |_| record(Some(t0), t, seq))
-                            .expect("attach");
+                        h.attach_detached(SystemState::Operational, move |_| {
+                            record(Some(t0), t, seq)
+                        })
+                        .expect("attach");
                         seq += 1;
                     }
                 }
@@ -246,17 +271,29 @@ fn main() {
         "{:<8} {:>3} {:>14} {:>10} {:>10}   (per run: callbacks/s)",
         "mode", "T", "callbacks/s", "p50 us", "p99 us"
     );
-    for timed in [true, false] {
-        for threads in [1, 4] {
+    let plan = [
+        (Mode::Timed, 1),
+        (Mode::Timed, 4),
+        (Mode::Untimed, 1),
+        (Mode::Untimed, 4),
+        (Mode::Ticket, 4),
+    ];
+    for (kind, threads) in plan {
+        let timed = kind == Mode::Timed;
+        {
             // One warm-up run, not counted.
-            let _ = one_run(&h, threads, timed);
-            let runs: Vec<Run> = (0..RUNS).map(|_| one_run(&h, threads, timed)).collect();
+            let _ = one_run(&h, threads, kind);
+            let runs: Vec<Run> = (0..RUNS).map(|_| one_run(&h, threads, kind)).collect();
             let rates: Vec<String> =
                 runs.iter().map(|r| format!("{:.2}M", r.per_sec / 1e6)).collect();
-            let mode = if timed { "timed" } else { "untimed" };
+            let (mode, metric) = match kind {
+                Mode::Timed => ("timed", format!("timed_t{threads}")),
+                Mode::Untimed => ("untimed", format!("untimed_t{threads}")),
+                Mode::Ticket => ("ticket", format!("untimed_t{threads}_ticket")),
+            };
             let rate = median(runs.iter().map(|r| r.per_sec).collect());
             // One JSON line per metric, for scripts/bench.
-            println!("{{\"metric\": \"attach_callbacks_per_s_{mode}_t{threads}\", \"value\": {rate:.0}, \"unit\": \"callbacks/s\"}}");
+            println!("{{\"metric\": \"attach_callbacks_per_s_{metric}\", \"value\": {rate:.0}, \"unit\": \"callbacks/s\"}}");
             if timed {
                 let p99 = median(runs.iter().map(|r| r.p99_us).collect());
                 println!("{{\"metric\": \"attach_latency_p99_t{threads}\", \"value\": {p99:.1}, \"unit\": \"us\"}}");

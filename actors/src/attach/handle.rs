@@ -14,7 +14,7 @@ use crossbeam_channel::Sender;
 use lwsys_messages::attach::AttachError;
 use lwsys_messages::state::SystemState;
 
-use super::job::{Job, Node};
+use super::job::{Job, Node, Work};
 use super::{AttachCtx, Drain};
 
 /// Keeps a hot atomic on its own cache line, so that producers bumping one
@@ -28,7 +28,7 @@ pub(super) const CLOSED: usize = 1 << (usize::BITS - 1);
 
 /// One accepted attach request on its way to the loop.
 pub(super) struct Item {
-    pub job: Arc<dyn Job>,
+    pub job: Work,
     pub state: SystemState,
     /// The attaching thread's track index (see [`Track`]).
     pub track: u32,
@@ -249,6 +249,31 @@ impl AttachHandle {
         F: FnOnce(&mut AttachCtx<'_>) + Send + 'static,
     {
         let origin = Location::caller();
+        self.admit()?;
+        let job: Arc<dyn Job> = Arc::new(Node::new(f));
+        let track = self.enqueue(Work::Shared(job.clone()), state, origin, Arc::clone)?;
+        Ok(AttachTicket { job, track })
+    }
+
+    /// [`attach`](Self::attach) for a caller that will never cancel the
+    /// item: the same rules, order, bound, errors and panic report, and the
+    /// item counts for [`flush`](Self::flush) the same way, but no ticket
+    /// is made. That saves the state a ticket shares with the loop (a lock
+    /// around the closure and two reference counts per item), so it is the
+    /// cheaper call when the ticket would be dropped anyway.
+    #[track_caller]
+    pub fn attach_detached<F>(&self, state: SystemState, f: F) -> Result<(), AttachError>
+    where
+        F: FnOnce(&mut AttachCtx<'_>) + Send + 'static,
+    {
+        let origin = Location::caller();
+        self.admit()?;
+        self.enqueue(Work::Owned(Box::new(f)), state, origin, |_| ())
+    }
+
+    /// Counts one more pending item, or refuses it past the bound or after
+    /// shutdown.
+    fn admit(&self) -> Result<(), AttachError> {
         let s = &self.shared;
         let before = s.pending.0.fetch_add(1, Ordering::AcqRel);
         if before & CLOSED != 0 {
@@ -260,25 +285,39 @@ impl AttachHandle {
             s.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(AttachError::Full { bound: s.bound });
         }
-        let job: Arc<dyn Job> = Arc::new(Node::new(f));
-        let (idx, track) = s.with_track(|idx, track| {
+        Ok(())
+    }
+
+    /// Queues an admitted item and wakes the loop; returns what `keep`
+    /// takes from this thread's track (a ticket keeps the track itself).
+    fn enqueue<R>(
+        &self,
+        job: Work,
+        state: SystemState,
+        origin: &'static Location<'static>,
+        keep: impl FnOnce(&Arc<Track>) -> R,
+    ) -> Result<R, AttachError> {
+        let s = &self.shared;
+        let (idx, kept) = s.with_track(|idx, track| {
             // Only this thread writes its `queued` (flush reads it here
             // too), so a plain store does; no locked instruction needed.
             let q = track.queued.0.load(Ordering::Relaxed);
             track.queued.0.store(q + 1, Ordering::Relaxed);
-            (idx, track.clone())
+            (idx, keep(track))
         });
-        let item = Item { job: job.clone(), state, track: idx, origin };
-        if s.tx.send(item).is_err() {
-            // The loop is gone and its receiver with it.
+        if let Err(refused) = s.tx.send(Item { job, state, track: idx, origin }) {
+            // The loop is gone and its receiver with it. The closure is
+            // dropped before the track is touched again: its destructor
+            // may attach.
+            drop(refused);
             s.pending.0.fetch_sub(1, Ordering::AcqRel);
-            track.finish(1);
+            s.with_track(|_, track| track.finish(1));
             return Err(AttachError::Shutdown);
         }
         // An item counted before the loop set CLOSED is drained by the
         // loop's shutdown, which waits for the count to reach zero.
         s.wake();
-        Ok(AttachTicket { job, track })
+        Ok(kept)
     }
 
     /// Blocks this thread until every item it attached to this service

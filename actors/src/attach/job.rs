@@ -1,12 +1,57 @@
-//! One attached closure, shared by the loop and its ticket: whoever takes
-//! the closure out first (the loop to run it, the ticket to cancel it, the
-//! shutdown to drop it) owns it, so it runs or is dropped exactly once.
+//! One attached closure on its way to the loop. Without a ticket the loop
+//! owns it outright (one box, no lock, no shared count). With a ticket it
+//! is shared by the loop and the ticket: whoever takes the closure out
+//! first (the loop to run it, the ticket to cancel it, the shutdown to drop
+//! it) owns it, so it runs or is dropped exactly once.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::AttachCtx;
 
-/// A type-erased attached closure.
+/// A closure nobody else can reach: `attach_detached`'s.
+pub(super) type Owned = Box<dyn FnOnce(&mut AttachCtx<'_>) + Send>;
+
+/// What an item carries: its closure, owned or shared with a ticket.
+pub(super) enum Work {
+    /// No ticket: the loop runs or drops it, nobody else can.
+    Owned(Owned),
+    /// A ticket may take it first.
+    Shared(Arc<dyn Job>),
+}
+
+impl Work {
+    /// Runs the closure unless a ticket took it; returns whether it ran.
+    pub fn run(self, ctx: &mut AttachCtx<'_>) -> bool {
+        match self {
+            Work::Owned(f) => {
+                f(ctx);
+                true
+            }
+            Work::Shared(job) => job.run(ctx),
+        }
+    }
+
+    /// Drops the closure unless a ticket took it; returns whether it did.
+    pub fn cancel(self) -> bool {
+        match self {
+            Work::Owned(f) => {
+                drop(f);
+                true
+            }
+            Work::Shared(job) => job.cancel(),
+        }
+    }
+
+    /// Whether the closure is still there.
+    pub fn is_pending(&self) -> bool {
+        match self {
+            Work::Owned(_) => true,
+            Work::Shared(job) => job.is_pending(),
+        }
+    }
+}
+
+/// A type-erased attached closure shared with a ticket.
 pub(super) trait Job: Send + Sync {
     /// Runs the closure unless it was taken already; returns whether it ran.
     fn run(&self, ctx: &mut AttachCtx<'_>) -> bool;

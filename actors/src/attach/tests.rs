@@ -341,3 +341,64 @@ async fn a_flood_yields_the_thread_between_batches() {
     while addr.send(GetAttachStats).await.unwrap().pending > 0 {}
     assert_eq!(ran.load(Ordering::Relaxed) as u64, N);
 }
+
+#[actix_rt::test]
+async fn detached_items_keep_order_bound_flush_and_panic_report_with_ticketed_ones() {
+    let (addr, h) = start(Initialized, AttachConfig { bound: 4, ..Default::default() });
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let send = |tag: u32| {
+        let tx = tx.clone();
+        move |_: &mut super::AttachCtx<'_>| {
+            let _ = tx.send(tag);
+        }
+    };
+    h.attach_detached(Operational, send(1)).unwrap();
+    h.attach(Operational, send(2)).unwrap();
+    h.attach_detached(Operational, |_| panic!("detached bug")).unwrap();
+    h.attach_detached(Operational, send(3)).unwrap();
+    // The bound (4) counts detached items too; the refused closure is
+    // dropped here, unrun.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let guard = DropCount(drops.clone());
+    let refused = h.attach_detached(Operational, move |_| drop(guard));
+    assert_eq!(refused, Err(AttachError::Full { bound: 4 }));
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    change(&addr, Initialized, Operational).await;
+    assert_eq!(take(&mut rx, 3).await, [1, 2, 3], "FIFO across both kinds");
+    let stats = addr.send(GetAttachStats).await.unwrap();
+    assert_eq!((stats.run, stats.panicked, stats.pending, stats.rejected), (4, 1, 0, 1));
+    // flush waits for this thread's detached items as for ticketed ones.
+    let flushed = {
+        let h = h.clone();
+        tokio::task::spawn_blocking(move || {
+            let count = Arc::new(AtomicUsize::new(0));
+            for _ in 0..3 {
+                let c = count.clone();
+                h.attach_detached(Operational, move |_| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap();
+            }
+            h.flush(Duration::from_secs(30)).map(|()| count.load(Ordering::SeqCst))
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(flushed, Ok(3));
+}
+
+#[actix_rt::test]
+async fn shutdown_drops_detached_items_unrun() {
+    let (addr, h) = start(Initialized, AttachConfig::default());
+    let drops = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10 {
+        let guard = DropCount(drops.clone());
+        h.attach_detached(Operational, move |_| drop(guard)).unwrap();
+    }
+    h.attach_detached(Initialized, |ctx| ctx.context().stop()).unwrap();
+    while addr.connected() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 10, "every pending closure was dropped, none run");
+    assert_eq!(h.attach_detached(Operational, |_| {}), Err(AttachError::Shutdown));
+}
