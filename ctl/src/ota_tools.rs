@@ -242,14 +242,17 @@ pub fn render_progress(event: &OtaEvent) -> String {
         line.push_str(&human(event.bytes));
     }
     // Where the bytes came from (issue 17): the network or the device.
-    if event.bytes_fetched > 0 || event.bytes_reused > 0 || event.bytes_resumed > 0 {
+    if event.counts.bytes_fetched > 0
+        || event.counts.bytes_reused > 0
+        || event.counts.bytes_resumed > 0
+    {
         line.push_str(&format!(
             ", fetched {}, reused {}",
-            human(event.bytes_fetched),
-            human(event.bytes_reused)
+            human(event.counts.bytes_fetched),
+            human(event.counts.bytes_reused)
         ));
-        if event.bytes_resumed > 0 {
-            line.push_str(&format!(", resumed {}", human(event.bytes_resumed)));
+        if event.counts.bytes_resumed > 0 {
+            line.push_str(&format!(", resumed {}", human(event.counts.bytes_resumed)));
         }
     }
     line
@@ -266,6 +269,7 @@ pub fn parse_event(v: &serde_json::Value) -> Option<OtaEvent> {
 
 #[cfg(test)]
 mod tests {
+    use lwsys_messages::ota::InstallCounts;
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
@@ -415,8 +419,11 @@ mod tests {
             phase: OtaPhase::Downloading,
             percent: 50,
             bytes: 2 << 20,
-            bytes_fetched: 96 << 10,
-            bytes_reused: 1 << 20,
+            counts: InstallCounts {
+                bytes_fetched: 96 << 10,
+                bytes_reused: 1 << 20,
+                ..InstallCounts::default()
+            },
             ..OtaEvent::default()
         });
         assert!(chunked.ends_with("2.0 MiB, fetched 96.0 KiB, reused 1.0 MiB"), "{chunked}");

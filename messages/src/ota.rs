@@ -100,31 +100,9 @@ pub struct OtaStatus {
     /// That failure's kind (`deadline`, `network`, `hash_mismatch`, ...).
     #[serde(default)]
     pub last_error_kind: Option<String>,
-    /// Compressed image bytes fetched from the network by this install
-    /// (the chunk file's ranges, or the `.img.gz`); 0 (absent) before one.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub bytes_fetched: u64,
-    /// Inflated image bytes copied locally from the running slot instead
-    /// of being fetched (chunked installs only).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub bytes_reused: u64,
-    /// Inflated image bytes kept from the partly written image of an
-    /// interrupted earlier attempt, re-verified chunk by chunk (chunked
-    /// installs only).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub bytes_resumed: u64,
-    /// Chunks fetched from the network (each counted once however often
-    /// it was fetched).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub chunks_fetched: u64,
-    /// Chunks copied from the running slot or from earlier in this image.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub chunks_reused: u64,
-    /// Chunk fetches that were repeated: a chunk that arrived bad (failed
-    /// to inflate or to match its SHA-256; never written) or was cut off
-    /// by a lost connection.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub chunks_refetched: u64,
+    /// Where the last install's bytes came from.
+    #[serde(flatten)]
+    pub counts: InstallCounts,
     /// The issuer keys the device trusts, by `kid`: the configured
     /// `[ota] public_jwk` unless retired, then the keys signed manifests
     /// announced (`next_jwk`), oldest first.
@@ -242,20 +220,10 @@ pub enum PolicyDecision {
     InstallForced,
 }
 
-/// An `ota` topic event: progress of an update. Sent by the OTA worker
-/// thread to `OtaService` (and by it to `ota` subscribers); no reply.
+/// Where an install's image bytes came from, in `ota.status` and the
+/// `ota` event (flattened: each member is absent while 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
-pub struct OtaEvent {
-    /// Current phase.
-    pub phase: OtaPhase,
-    /// Percent of the image, 0..=100; 100 only once finalized.
-    pub percent: u8,
-    /// Inflated bytes written so far.
-    pub bytes: u64,
-    /// Compressed bytes reused from an interrupted earlier download.
-    #[serde(default)]
-    pub resumed_from: u64,
+pub struct InstallCounts {
     /// Compressed image bytes fetched from the network by this install
     /// (the chunk file's ranges, or the `.img.gz`); 0 (absent) before one.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -281,6 +249,25 @@ pub struct OtaEvent {
     /// by a lost connection.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub chunks_refetched: u64,
+}
+
+/// An `ota` topic event: progress of an update. Sent by the OTA worker
+/// thread to `OtaService` (and by it to `ota` subscribers); no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+pub struct OtaEvent {
+    /// Current phase.
+    pub phase: OtaPhase,
+    /// Percent of the image, 0..=100; 100 only once finalized.
+    pub percent: u8,
+    /// Inflated bytes written so far.
+    pub bytes: u64,
+    /// Compressed bytes reused from an interrupted earlier download.
+    #[serde(default)]
+    pub resumed_from: u64,
+    /// Where the install's bytes came from.
+    #[serde(flatten)]
+    pub counts: InstallCounts,
 }
 
 // serde's skip_serializing_if passes a reference.

@@ -176,9 +176,12 @@ fn a_one_percent_change_fetches_only_the_changed_chunks_and_an_identical_image_n
     assert_eq!(std::fs::read(f.state.join("ota/b/image")).unwrap(), new);
     assert_eq!(ev.phase, OtaPhase::Done);
     let want_fetched = comp(&ix, 17) + comp(&ix, 150);
-    assert_eq!((ev.chunks_fetched, ev.chunks_reused, ev.chunks_refetched), (2, 198, 0));
-    assert_eq!(ev.bytes_reused, 198 * CS as u64);
-    assert_eq!(ev.bytes_fetched, want_fetched);
+    assert_eq!(
+        (ev.counts.chunks_fetched, ev.counts.chunks_reused, ev.counts.chunks_refetched),
+        (2, 198, 0)
+    );
+    assert_eq!(ev.counts.bytes_reused, 198 * CS as u64);
+    assert_eq!(ev.counts.bytes_fetched, want_fetched);
     let chunks_file = format!("{VARIANT}-2000.chunks");
     assert_eq!(sent(&f, &chunks_file), want_fetched, "bytes the server sent");
     assert!(want_fetched * 100 <= ix.comp_total() * 3, "{want_fetched} of {}", ix.comp_total());
@@ -197,8 +200,11 @@ fn a_one_percent_change_fetches_only_the_changed_chunks_and_an_identical_image_n
     let (r, ev) = install(&f, &mut ops, None);
     r.unwrap();
     assert_eq!(std::fs::read(f.state.join("ota/a/image")).unwrap(), new);
-    assert_eq!((ev.chunks_fetched, ev.chunks_reused, ev.bytes_fetched), (0, 200, 0));
-    assert_eq!(ev.bytes_reused, new.len() as u64);
+    assert_eq!(
+        (ev.counts.chunks_fetched, ev.counts.chunks_reused, ev.counts.bytes_fetched),
+        (0, 200, 0)
+    );
+    assert_eq!(ev.counts.bytes_reused, new.len() as u64);
     let asked = requested(&f);
     assert_eq!(
         asked,
@@ -216,10 +222,10 @@ fn a_chunk_corrupted_once_is_fetched_again_and_never_written() {
     let mut ops = recording(&f);
     let (r, ev) = install(&f, &mut ops, None);
     r.unwrap();
-    assert_eq!(ev.chunks_refetched, 1);
-    assert_eq!(ev.chunks_fetched, 50);
+    assert_eq!(ev.counts.chunks_refetched, 1);
+    assert_eq!(ev.counts.chunks_fetched, 50);
     // Chunk 7 came twice, everything else once.
-    assert_eq!(ev.bytes_fetched, ix.comp_total() + comp(&ix, 7));
+    assert_eq!(ev.counts.bytes_fetched, ix.comp_total() + comp(&ix, 7));
     assert_eq!(sent(&f, &format!("{VARIANT}-2000.chunks")), ix.comp_total() + comp(&ix, 7));
     // Every write was one good chunk, in order: no bad byte reached it.
     assert_eq!(ops.writes.len(), 50);
@@ -259,8 +265,8 @@ fn a_connection_dropped_mid_chunk_costs_only_that_chunk() {
     let (r, ev) = install(&f, &mut ops, None);
     r.unwrap();
     assert_eq!(std::fs::read(f.state.join("ota/b/image")).unwrap(), img);
-    assert_eq!((ev.chunks_fetched, ev.chunks_refetched), (60, 1));
-    assert_eq!(ev.bytes_fetched, ix.comp_total() + half);
+    assert_eq!((ev.counts.chunks_fetched, ev.counts.chunks_refetched), (60, 1));
+    assert_eq!(ev.counts.bytes_fetched, ix.comp_total() + half);
     assert_eq!(sent(&f, &format!("{VARIANT}-2000.chunks")), ix.comp_total() + half);
     let ranges: Vec<_> = f
         .server
@@ -337,8 +343,8 @@ fn an_interrupted_install_resumes_from_its_rehashed_partial_image_after_a_reopen
     let (r, ev) = install(&f, &mut ops, None);
     r.unwrap();
     assert_eq!(std::fs::read(f.state.join("ota/b/image")).unwrap(), img);
-    assert_eq!(ev.bytes_resumed, 12 * cs);
-    assert_eq!(ev.chunks_fetched, 88);
+    assert_eq!(ev.counts.bytes_resumed, 12 * cs);
+    assert_eq!(ev.counts.chunks_fetched, 88);
     let rest: u64 = (12..100).map(|i| comp(&ix, i)).sum();
     assert_eq!(sent(&f, &format!("{VARIANT}-2000.chunks")), rest);
     assert_eq!(ops.writes.concat(), img[12 * CS as usize..].to_vec());
@@ -359,8 +365,8 @@ fn a_partial_image_of_another_release_is_dropped_and_the_new_one_starts_clean() 
     let mut ops = recording(&f);
     let (r, ev) = install(&f, &mut ops, None);
     r.unwrap();
-    assert_eq!(ev.bytes_resumed, 0);
-    assert_eq!(ev.bytes_fetched, ix.comp_total());
+    assert_eq!(ev.counts.bytes_resumed, 0);
+    assert_eq!(ev.counts.bytes_fetched, ix.comp_total());
     assert_eq!(std::fs::read(f.state.join("ota/b/image")).unwrap(), newer);
 }
 
@@ -375,8 +381,8 @@ fn an_index_less_manifest_still_installs_through_the_whole_image_pipeline() {
     r.unwrap();
     assert_eq!(std::fs::read(f.state.join("ota/b/image")).unwrap(), img);
     let gz = std::fs::metadata(f.dir().join(&m.path)).unwrap().len();
-    assert_eq!(ev.bytes_fetched, gz);
-    assert_eq!((ev.chunks_fetched, ev.bytes_reused), (0, 0));
+    assert_eq!(ev.counts.bytes_fetched, gz);
+    assert_eq!((ev.counts.chunks_fetched, ev.counts.bytes_reused), (0, 0));
     assert!(!requested(&f).iter().any(|p| p.ends_with(".chunks") || p.ends_with(".idx")));
 }
 
@@ -391,7 +397,7 @@ fn a_server_that_ignores_range_gets_the_whole_image_installed_instead() {
     r.unwrap();
     assert_eq!(std::fs::read(f.state.join("ota/b/image")).unwrap(), img);
     let gz = std::fs::metadata(f.dir().join(&m.path)).unwrap().len();
-    assert_eq!(ev.bytes_fetched, gz);
+    assert_eq!(ev.counts.bytes_fetched, gz);
     assert!(requested(&f).iter().any(|p| p.ends_with(".img.gz")));
     assert_eq!(ops.writes.concat(), img);
 }

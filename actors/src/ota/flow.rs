@@ -30,13 +30,7 @@ impl OtaService {
         s.resumed_from = self.progress.resumed_from;
         s.trusted_kids = self.progress.trusted_kids.clone();
         s.min_unixtime = self.progress.min_unixtime;
-        let p = &self.progress;
-        s.bytes_fetched = p.bytes_fetched;
-        s.bytes_reused = p.bytes_reused;
-        s.bytes_resumed = p.bytes_resumed;
-        s.chunks_fetched = p.chunks_fetched;
-        s.chunks_reused = p.chunks_reused;
-        s.chunks_refetched = p.chunks_refetched;
+        s.counts = self.progress.counts;
         s.waiting = self.waiting;
         s
     }
@@ -45,12 +39,7 @@ impl OtaService {
     pub(super) fn take_counts(&mut self, e: &OtaEvent) {
         let p = &mut self.progress;
         p.resumed_from = e.resumed_from;
-        p.bytes_fetched = e.bytes_fetched;
-        p.bytes_reused = e.bytes_reused;
-        p.bytes_resumed = e.bytes_resumed;
-        p.chunks_fetched = e.chunks_fetched;
-        p.chunks_reused = e.chunks_reused;
-        p.chunks_refetched = e.chunks_refetched;
+        p.counts = e.counts;
     }
 
     /// Sets the phase and tells the subscribers.
@@ -79,12 +68,7 @@ impl OtaService {
                 percent: p.percent,
                 bytes: p.bytes,
                 resumed_from: p.resumed_from,
-                bytes_fetched: p.bytes_fetched,
-                bytes_reused: p.bytes_reused,
-                bytes_resumed: p.bytes_resumed,
-                chunks_fetched: p.chunks_fetched,
-                chunks_reused: p.chunks_reused,
-                chunks_refetched: p.chunks_refetched,
+                counts: p.counts,
             },
             error: p.last_error.clone(),
             // The kind goes with the error it names, never alone.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
-use lwsys_messages::ota::{OtaError, OtaEvent, OtaPhase};
+use lwsys_messages::ota::{InstallCounts, OtaError, OtaEvent, OtaPhase};
 use p521::ecdsa::VerifyingKey;
 use sha2::{Digest as _, Sha512};
 
@@ -78,7 +78,7 @@ pub(super) struct Progress<'a> {
     last_at: Instant,
     resumed_from: u64,
     /// The install's counters (`bytes_fetched`, ...) sent with each event.
-    pub(super) counts: OtaEvent,
+    pub(super) counts: InstallCounts,
 }
 
 impl<'a> Progress<'a> {
@@ -89,7 +89,7 @@ impl<'a> Progress<'a> {
             last_percent: None,
             last_at: Instant::now(),
             resumed_from: 0,
-            counts: OtaEvent::default(),
+            counts: InstallCounts::default(),
         }
     }
 
@@ -110,7 +110,7 @@ impl<'a> Progress<'a> {
             self.last_at = Instant::now();
             ops.progress(phase, percent);
             let resumed_from = self.resumed_from;
-            (self.sink)(OtaEvent { phase, percent, bytes, resumed_from, ..self.counts });
+            (self.sink)(OtaEvent { phase, percent, bytes, resumed_from, counts: self.counts });
         }
     }
 }
