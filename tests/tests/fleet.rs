@@ -14,7 +14,9 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use lwsys_tests::mosquitto::{Mode, OPERATOR};
-use lwsys_tests::{Identity, Login, Message, Mosquitto, Options, Subscriber, TestCa, TestDaemon};
+use lwsys_tests::{
+    Client, Identity, Login, Message, Mosquitto, Options, Subscriber, TestCa, TestDaemon,
+};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -229,6 +231,30 @@ impl Device {
 
 /// Publishes `req` as the operator on the device's `cmd` topic and waits
 /// for the reply with its id on `reply`.
+/// Walks `dev` towards TIME_VALID with a socket notifier, `ntp-wait`, that
+/// allows every step before it and defers TIME_VALID ("no time yet").
+/// Returns the notifier's client: the hold lasts while it is connected.
+fn hold_below_time_valid(dev: &Device) -> Client {
+    let mut n = dev.d.connect();
+    n.ok("notifier.register", json!({"name": "ntp-wait"}));
+    let mut c = dev.d.connect();
+    let id = c.send("state.steps", json!({"target": "TIME_VALID"}));
+    loop {
+        let ev = n.event("consent");
+        let defer = ev["target"] == "TIME_VALID";
+        let (verdict, reason) = if defer { ("defer", "no time yet") } else { ("allow", "") };
+        n.ok(
+            "consent.reply",
+            json!({"ticket": ev["ticket"], "verdict": verdict, "reason": reason}),
+        );
+        if defer {
+            break;
+        }
+    }
+    assert_eq!(c.reply(&json!(id))["reached"], false);
+    n
+}
+
 fn command(broker: &Mosquitto, watch: &mut Subscriber, dev: &Device, req: Value) -> Value {
     let op = broker.operator();
     let id = req["id"].clone();
@@ -263,23 +289,7 @@ fn a_device_held_by_a_notifier_shows_who_holds_it_and_why() {
     let mut watch = broker.subscribe(Some(&broker.operator()), "lwsys/+/#").unwrap();
     let dev = Device::start(&broker, "held-1", "none", &["--boot-target", "CONTEXT_CREATED"]);
     watch.wait_json(&dev.topic("state"), |v| v["state"] == "CONTEXT_CREATED");
-    let mut n = dev.d.connect();
-    n.ok("notifier.register", json!({"name": "ntp-wait"}));
-    let mut c = dev.d.connect();
-    let id = c.send("state.steps", json!({"target": "TIME_VALID"}));
-    loop {
-        let ev = n.event("consent");
-        let defer = ev["target"] == "TIME_VALID";
-        let (verdict, reason) = if defer { ("defer", "no time yet") } else { ("allow", "") };
-        n.ok(
-            "consent.reply",
-            json!({"ticket": ev["ticket"], "verdict": verdict, "reason": reason}),
-        );
-        if defer {
-            break;
-        }
-    }
-    assert_eq!(c.reply(&json!(id))["reached"], false);
+    let _n = hold_below_time_valid(&dev);
     let s = watch.wait_json(&dev.topic("state"), |v| !v["pending"].is_null());
     assert_eq!(s["state"], "CPD_PRE_TIME", "{s}");
     assert_eq!(s["pending"]["by"], "ntp-wait", "{s}");
@@ -552,23 +562,7 @@ fn the_operator_sees_the_fleet_in_lwsysctl_fleet_status_and_explain_and_commands
     watch.wait_json(&dead.topic("state"), |v| v["state"] == "OPERATIONAL");
     watch.wait_json(&held.topic("state"), |v| v["state"] == "CONTEXT_CREATED");
     // fl-held: a notifier holds TIME_VALID.
-    let mut n = held.d.connect();
-    n.ok("notifier.register", json!({"name": "ntp-wait"}));
-    let mut c = held.d.connect();
-    let id = c.send("state.steps", json!({"target": "TIME_VALID"}));
-    loop {
-        let ev = n.event("consent");
-        let defer = ev["target"] == "TIME_VALID";
-        let (verdict, reason) = if defer { ("defer", "no time yet") } else { ("allow", "") };
-        n.ok(
-            "consent.reply",
-            json!({"ticket": ev["ticket"], "verdict": verdict, "reason": reason}),
-        );
-        if defer {
-            break;
-        }
-    }
-    assert_eq!(c.reply(&json!(id))["reached"], false);
+    let _n = hold_below_time_valid(&held);
     watch.wait_json(&held.topic("state"), |v| v["pending"]["by"] == "ntp-wait");
     // fl-dead: killed.
     dead.d.signal(Signal::SIGKILL);
