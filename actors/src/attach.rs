@@ -18,7 +18,7 @@
 //!   actix keeps polling an actor while its own messages or spawned items
 //!   are ready, so only a real yield lets other actors on the thread run
 //!   between batches.
-//! - The state is learnt by observing `Changed`. Ready items run in the
+//! - The state is learnt by observing `StateChanges`. Ready items run in the
 //!   order they were queued; an item for a state not yet reached waits in a
 //!   per-state FIFO and, when the state comes, runs before items queued
 //!   after it. "Reached" is upstream's numeric compare: an item for
@@ -48,7 +48,7 @@ use actix::prelude::*;
 use crossbeam_channel::Receiver;
 use lwsys_messages::attach::{AttachStats, GetAttachStats, SetSystem, SystemRef};
 use lwsys_messages::lifecycle::Stop;
-use lwsys_messages::state::{Changed, SystemState, ALL_STATES};
+use lwsys_messages::state::{Changed, StateChanges, SystemState, ALL_STATES};
 use serde::{Deserialize, Serialize};
 use slog::{error, info, Logger};
 
@@ -385,6 +385,16 @@ impl Handler<Drain> for AttachService {
 
     fn handle(&mut self, _msg: Drain, ctx: &mut Self::Context) {
         self.drain(ctx);
+    }
+}
+
+impl Handler<StateChanges> for AttachService {
+    type Result = ();
+
+    fn handle(&mut self, msg: StateChanges, ctx: &mut Self::Context) {
+        for c in msg.0.iter() {
+            <Self as Handler<Changed>>::handle(self, *c, ctx);
+        }
     }
 }
 

@@ -86,7 +86,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use lwsys_messages::lifecycle::{Crash, Stop, WatchDeath};
 use lwsys_messages::ota::{CheckOta, CheckOutcome, GetOtaStatus, ReportCurrent};
-use lwsys_messages::state::{Changed, GetState, StateReading, SystemState};
+use lwsys_messages::state::{Changed, GetState, StateChanges, StateReading, SystemState};
 use rand::Rng as _;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -378,6 +378,16 @@ impl Handler<GetOtaStatus> for OtaService {
 
     fn handle(&mut self, _: GetOtaStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.status())
+    }
+}
+
+impl Handler<StateChanges> for OtaService {
+    type Result = ();
+
+    fn handle(&mut self, msg: StateChanges, ctx: &mut Context<Self>) {
+        for c in msg.0.iter() {
+            <Self as Handler<Changed>>::handle(self, *c, ctx);
+        }
     }
 }
 

@@ -1,13 +1,13 @@
 //! `StateService`: the sole owner of the current system state, when it was
-//! entered, the bounded journal of consent rounds, and the observers and
-//! waiters that follow the state. It changes state only on a [`Commit`]
-//! whose `from` is the current state.
+//! entered, and the observers and waiters that follow the state. It
+//! changes state only on a [`Commit`] whose `from` is the current state.
 //!
-//! The Supervisor commits with [`CommitRound`], which it does not wait
+//! The Supervisor commits with [`CommitRounds`], which it does not wait
 //! for; so that a reader who saw a walk answered also reads its state,
 //! it publishes the reading it commits at once through a
 //! [`StatePublisher`] (the same value this service publishes when the
-//! message arrives).
+//! message arrives). The journal of consent rounds is the Supervisor's:
+//! it is the only one that writes or reads it.
 //!
 //! A waiter whose asker went away (a client that hung up) is forgotten
 //! without waiting for a commit that may never come: [`AddWaiter`] hands
@@ -15,22 +15,18 @@
 //! shows as a closed sender, and closed senders are swept when waiters are
 //! added (amortised) and on a timer while any are kept.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use lwsys_messages::state::{
-    Changed, Commit, CommitRefused, CommitRound, GetJournal, GetState, Journal, JournalEntry,
-    Observe, RecordRound, StateReading, SystemState, WaitFor, WaitTimedOut,
+    Changed, Commit, CommitRefused, CommitRounds, GetState, Observe, StateChanges, StateReading,
+    SystemState, WaitFor, WaitTimedOut,
 };
 use slog::{debug, warn, Logger};
 use tokio::sync::{oneshot, watch};
 
 use crate::time::unix_us;
-
-/// How many consent rounds the journal keeps unless configured otherwise.
-pub const DEFAULT_JOURNAL_LEN: usize = 256;
 
 /// How often waiters whose askers went away are swept while any are kept.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -57,9 +53,9 @@ pub struct CountWaiters;
 pub struct StateService {
     state: SystemState,
     since_us: u64,
-    journal: VecDeque<JournalEntry>,
-    journal_len: usize,
-    observers: Vec<Recipient<Changed>>,
+    observers: Vec<Recipient<StateChanges>>,
+    /// Applied and not yet told to the observers.
+    changes: Vec<Changed>,
     waiters: Vec<Waiter>,
     /// Waiters kept after the last sweep: the next add-time sweep runs
     /// once the list has doubled, so sweeping stays amortised O(1).
@@ -73,7 +69,7 @@ pub struct StateService {
 }
 
 /// Publishes the reading the Supervisor commits before `StateService` has
-/// handled the [`CommitRound`] (see the module docs). Only the Supervisor
+/// handled the [`CommitRounds`] (see the module docs). Only the Supervisor
 /// holds one.
 #[derive(Clone)]
 pub struct StatePublisher(Arc<watch::Sender<StateReading>>);
@@ -91,17 +87,15 @@ struct Waiter {
 }
 
 impl StateService {
-    /// A service at `CONTEXT_CREATED` keeping at most `journal_len` rounds
-    /// (at least one).
-    pub fn new(log: &Logger, journal_len: usize) -> Self {
+    /// A service at `CONTEXT_CREATED`.
+    pub fn new(log: &Logger) -> Self {
         let since_us = unix_us();
         let state = SystemState::ContextCreated;
         Self {
             state,
             since_us,
-            journal: VecDeque::with_capacity(journal_len.clamp(1, 1024)),
-            journal_len: journal_len.max(1),
             observers: Vec::new(),
+            changes: Vec::new(),
             waiters: Vec::new(),
             swept_len: 0,
             sweeping: false,
@@ -171,12 +165,8 @@ impl StateService {
             self.snapshot.send_replace(self.reading());
         }
         debug!(self.log, "state committed"; "from" => %from, "to" => %to);
-        let changed = Changed { from, to };
-        // An observer whose actor stopped is dropped here rather than kept
-        // forever: do_send to it would be silently lost anyway.
-        self.observers.retain(|o| o.connected());
-        for o in &self.observers {
-            o.do_send(changed);
+        if !self.observers.is_empty() {
+            self.changes.push(Changed { from, to });
         }
         if self.waiters.is_empty() {
             return;
@@ -192,12 +182,22 @@ impl StateService {
             }
         }
     }
+}
 
-    fn record(&mut self, entry: JournalEntry) {
-        if self.journal.len() == self.journal_len {
-            self.journal.pop_front();
+impl StateService {
+    /// Tell the observers what [`StateService::apply`] applied since they
+    /// were last told, in one message each.
+    fn tell_observers(&mut self) {
+        if self.changes.is_empty() {
+            return;
         }
-        self.journal.push_back(entry);
+        let changes = StateChanges(Arc::from(std::mem::take(&mut self.changes)));
+        // An observer whose actor stopped is dropped here rather than kept
+        // forever: do_send to it would be silently lost anyway.
+        self.observers.retain(|o| o.connected());
+        for o in &self.observers {
+            o.do_send(changes.clone());
+        }
     }
 }
 
@@ -209,23 +209,26 @@ impl Handler<Commit> for StateService {
             return Err(CommitRefused { expected: msg.from, current: self.state });
         }
         self.apply(msg.from, msg.to, unix_us(), true);
+        self.tell_observers();
         Ok(self.reading())
     }
 }
 
-impl Handler<CommitRound> for StateService {
+impl Handler<CommitRounds> for StateService {
     type Result = ();
 
-    fn handle(&mut self, msg: CommitRound, _ctx: &mut Self::Context) {
-        if msg.from == self.state {
-            self.apply(msg.from, msg.to, msg.since_us, !msg.published);
-        } else {
-            // Only the Supervisor commits, in order: this is a bug. Keep
-            // the state and say so rather than follow a stale writer.
-            warn!(self.log, "commit refused"; "from" => %msg.from, "to" => %msg.to,
-                  "current" => %self.state);
+    fn handle(&mut self, msg: CommitRounds, _ctx: &mut Self::Context) {
+        for c in msg.rounds {
+            if c.from == self.state {
+                self.apply(c.from, c.to, c.since_us, !msg.published);
+            } else {
+                // Only the Supervisor commits, in order: this is a bug. Keep
+                // the state and say so rather than follow a stale writer.
+                warn!(self.log, "commit refused"; "from" => %c.from, "to" => %c.to,
+                      "current" => %self.state);
+            }
         }
-        self.record(msg.round);
+        self.tell_observers();
     }
 }
 
@@ -292,25 +295,6 @@ impl Handler<CountWaiters> for StateService {
     }
 }
 
-impl Handler<RecordRound> for StateService {
-    type Result = ();
-
-    fn handle(&mut self, msg: RecordRound, _ctx: &mut Self::Context) {
-        self.record(msg.0);
-    }
-}
-
-impl Handler<GetJournal> for StateService {
-    type Result = MessageResult<GetJournal>;
-
-    fn handle(&mut self, _msg: GetJournal, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(Journal {
-            state: Some(self.reading()),
-            rounds: self.journal.iter().cloned().collect(),
-        })
-    }
-}
-
 impl Handler<Observe> for StateService {
     type Result = ();
 
@@ -323,7 +307,7 @@ impl Handler<Observe> for StateService {
 mod tests {
     use std::time::Duration;
 
-    use lwsys_messages::state::{RoundOutcome, Verdict};
+    use lwsys_messages::state::CommitRound;
 
     use super::*;
 
@@ -333,7 +317,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn commit_changes_state_only_from_the_current_one() {
-        let s = StateService::new(&log(), 8).start();
+        let s = StateService::new(&log()).start();
         let ok = s
             .send(Commit { from: SystemState::ContextCreated, to: SystemState::PrePrivDrop })
             .await
@@ -351,7 +335,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn wait_for_resolves_once_current_reaches_the_state() {
-        let s = StateService::new(&log(), 8).start();
+        let s = StateService::new(&log()).start();
         let wait = s.send(WaitFor { state: SystemState::Initialized, timeout: None });
         for (from, to) in [
             (SystemState::ContextCreated, SystemState::PrePrivDrop),
@@ -368,7 +352,7 @@ mod tests {
     #[actix_rt::test]
     async fn wait_for_times_out_with_the_current_state() {
         tokio::time::pause();
-        let s = StateService::new(&log(), 8).start();
+        let s = StateService::new(&log()).start();
         let got = s
             .send(WaitFor {
                 state: SystemState::Operational,
@@ -387,7 +371,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn the_snapshot_follows_commits_before_they_are_answered() {
-        let svc = StateService::new(&log(), 8);
+        let svc = StateService::new(&log());
         let snap = svc.snapshot();
         let s = svc.start();
         assert_eq!(snap.borrow().state, SystemState::ContextCreated);
@@ -406,7 +390,7 @@ mod tests {
     #[actix_rt::test]
     async fn timed_out_waits_are_forgotten_without_a_commit() {
         tokio::time::pause();
-        let s = StateService::new(&log(), 8).start();
+        let s = StateService::new(&log()).start();
         for _ in 0..100 {
             let w = WaitFor {
                 state: SystemState::Operational,
@@ -420,7 +404,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_waiter_whose_asker_left_is_forgotten_without_a_commit() {
-        let s = StateService::new(&log(), 8).start();
+        let s = StateService::new(&log()).start();
         let mut kept = Vec::new();
         for i in 0..1000 {
             let (tx, rx) = oneshot::channel();
@@ -446,7 +430,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn add_waiter_answers_at_once_when_already_there_and_on_commit_otherwise() {
-        let s = StateService::new(&log(), 8).start();
+        let s = StateService::new(&log()).start();
         let (tx, rx) = oneshot::channel();
         s.send(AddWaiter { state: SystemState::PrePrivDrop, tx }).await.unwrap();
         s.send(Commit { from: SystemState::ContextCreated, to: SystemState::PrePrivDrop })
@@ -472,58 +456,57 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn commit_round_commits_and_journals_in_one_message_and_never_moves_readers_back() {
-        let svc = StateService::new(&log(), 8);
+    async fn commits_travel_together_in_order_and_never_move_readers_back() {
+        let svc = StateService::new(&log());
         let (snap, publisher) = (svc.snapshot(), svc.publisher());
+        let observed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = svc.start();
-        let entry = |target| JournalEntry {
-            at_us: 5,
-            current: SystemState::ContextCreated,
-            target,
-            verdicts: Vec::new(),
-            inline_ns: 0,
-            outcome: RoundOutcome::Committed,
-        };
+        s.send(Observe(Recorder(observed.clone()).start().recipient())).await.unwrap();
         // The committer published a newer reading already: the service's
-        // handling of the older commit must not replace it.
-        let newer = StateReading { state: SystemState::Initialized, since_us: 9 };
+        // handling of the older commits must not replace it.
+        let newer = StateReading { state: SystemState::Operational, since_us: 9 };
         publisher.publish(newer);
-        let (from, to) = (SystemState::ContextCreated, SystemState::PrePrivDrop);
-        let round = entry(to);
-        s.send(CommitRound { from, to, since_us: 7, round, published: true }).await.unwrap();
+        let (a, b, c) =
+            (SystemState::ContextCreated, SystemState::PrePrivDrop, SystemState::Initialized);
+        let rounds = vec![
+            CommitRound { from: a, to: b, since_us: 7 },
+            CommitRound { from: b, to: c, since_us: 8 },
+            // Not from the current state: changes nothing.
+            CommitRound { from: a, to: SystemState::Operational, since_us: 9 },
+        ];
+        s.send(CommitRounds { rounds, published: true }).await.unwrap();
         assert_eq!(*snap.borrow(), newer);
-        let reading = s.send(GetState).await.unwrap();
-        assert_eq!(reading, StateReading { state: to, since_us: 7 });
-        // A commit from a state that is not current changes nothing but is
-        // still journalled.
-        let (from, to) = (SystemState::ContextCreated, SystemState::Operational);
-        let round = entry(to);
-        s.send(CommitRound { from, to, since_us: 8, round, published: false }).await.unwrap();
-        assert_eq!(s.send(GetState).await.unwrap().state, SystemState::PrePrivDrop);
-        assert_eq!(s.send(GetJournal).await.unwrap().rounds.len(), 2);
+        assert_eq!(s.send(GetState).await.unwrap(), StateReading { state: c, since_us: 8 });
+        // Observers heard each transition, in order.
+        let heard = async {
+            loop {
+                let seen = observed.lock().map(|v| v.clone()).unwrap_or_default();
+                if seen.len() >= 2 {
+                    break seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let seen = tokio::time::timeout(Duration::from_secs(10), heard).await.unwrap();
+        assert_eq!(seen, vec![Changed { from: a, to: b }, Changed { from: b, to: c }]);
+        // Unpublished commits are published by the service.
+        let rounds = vec![CommitRound { from: c, to: SystemState::IfaceColdplug, since_us: 10 }];
+        s.send(CommitRounds { rounds, published: false }).await.unwrap();
+        assert_eq!(snap.borrow().state, SystemState::IfaceColdplug);
     }
 
-    #[actix_rt::test]
-    async fn journal_keeps_the_newest_rounds_up_to_its_bound() {
-        let s = StateService::new(&log(), 3).start();
-        for i in 0..5u64 {
-            s.send(RecordRound(JournalEntry {
-                at_us: i,
-                current: SystemState::ContextCreated,
-                target: SystemState::PrePrivDrop,
-                verdicts: vec![lwsys_messages::NotifierVerdict {
-                    name: "n".into(),
-                    verdict: Verdict::Allow,
-                    latency_us: None,
-                }],
-                inline_ns: 0,
-                outcome: RoundOutcome::Committed,
-            }))
-            .await
-            .unwrap();
+    struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<Changed>>>);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<StateChanges> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: StateChanges, _: &mut Self::Context) {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend(msg.0.iter().copied());
+            }
         }
-        let j = s.send(GetJournal).await.unwrap();
-        let at: Vec<u64> = j.rounds.iter().map(|r| r.at_us).collect();
-        assert_eq!(at, vec![2, 3, 4]);
     }
 }

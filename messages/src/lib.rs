@@ -52,8 +52,8 @@ pub use ota::{OtaError, OtaEvent, OtaPhase, OtaStatus, SlotStatus};
 #[cfg(feature = "actor")]
 pub use state::Observe;
 pub use state::{
-    Aborted, Changed, Commit, CommitRefused, CommitRound, Consent, GetJournal, GetState, Journal,
-    JournalEntry, NotifierVerdict, RecordRound, Resume, RoundOutcome, StateReading, SystemState,
+    Aborted, Changed, Commit, CommitRefused, CommitRound, CommitRounds, Consent, GetState,
+    JournalEntry, NotifierVerdict, Resume, RoundOutcome, StateChanges, StateReading, SystemState,
     Verdict, WaitFor, WaitTimedOut, ALL_STATES,
 };
 pub mod supervisor;

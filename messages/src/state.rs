@@ -193,6 +193,7 @@ impl Verdict {
     }
 
     /// Whether this is `Allow`.
+    #[inline]
     pub fn is_allow(&self) -> bool {
         matches!(self, Self::Allow)
     }
@@ -306,20 +307,8 @@ pub struct WaitTimedOut {
     pub current: SystemState,
 }
 
-/// Sent by the `Supervisor` to `StateService` after each consent round, to
-/// be kept in the bounded journal. No reply.
-#[derive(Debug, Clone)]
-#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
-pub struct RecordRound(pub JournalEntry);
-
-/// Sent by the `Supervisor` to `StateService` when a consent round
-/// commits: the state change and the round's journal entry as one message,
-/// which the Supervisor does not wait for (it is the only writer, so it
-/// already knows the state it commits). Applied like a [`Commit`] from
-/// `from`; one whose `from` is not current changes nothing but is still
-/// journalled. No reply.
-#[derive(Debug, Clone)]
-#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+/// One transition the `Supervisor` committed (see [`CommitRounds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitRound {
     /// The state the Supervisor committed from.
     pub from: SystemState,
@@ -328,26 +317,25 @@ pub struct CommitRound {
     /// When `to` was entered, in Unix microseconds (stamped by the
     /// Supervisor, so that the reading it publishes and the service's agree).
     pub since_us: u64,
-    /// The round, for the journal.
-    pub round: JournalEntry,
-    /// The Supervisor already published this reading itself: the service
-    /// must not publish it again, as newer commits may have been published
-    /// since (it would move readers back).
-    pub published: bool,
 }
 
-/// Asks `StateService` for the journal, oldest round first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "Journal"))]
-pub struct GetJournal;
-
-/// The journal of recent consent rounds, oldest first.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Journal {
-    /// The state now.
-    pub state: Option<StateReading>,
-    /// The rounds kept, oldest first.
-    pub rounds: Vec<JournalEntry>,
+/// Sent by the `Supervisor` to `StateService` with the transitions it
+/// committed since it last sent, oldest first, which it does not wait for
+/// (it is the only writer, so it already knows the states it commits). A
+/// walk of inline notifiers commits many transitions without waiting for
+/// anything; they travel together, one message per burst. Each is applied
+/// like a [`Commit`] from its `from`; one whose `from` is not current
+/// changes nothing. No reply. The journal of consent rounds stays with the
+/// Supervisor, which both writes and reads it.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+pub struct CommitRounds {
+    /// The transitions, oldest first.
+    pub rounds: Vec<CommitRound>,
+    /// The Supervisor already published these readings itself: the service
+    /// must not publish them again, as newer commits may have been
+    /// published since (it would move readers back).
+    pub published: bool,
 }
 
 /// One consent round: who was asked about which transition, and what each
@@ -409,12 +397,20 @@ pub enum RoundOutcome {
     Forced,
 }
 
-/// Sent to `StateService`: send [`Changed`] to this recipient after every
-/// commit, until it stops. No reply.
+/// Sent to `StateService`: send [`StateChanges`] to this recipient after
+/// every commit, until it stops. No reply.
 #[cfg(feature = "actor")]
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-pub struct Observe(pub actix::Recipient<Changed>);
+pub struct Observe(pub actix::Recipient<StateChanges>);
+
+/// Sent by `StateService` to its observers: the transitions it applied
+/// from one message, oldest first (a walk of inline notifiers makes many
+/// in one turn of the Supervisor; they travel together). Each is what a
+/// [`Changed`] would have said. No reply.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "actor", derive(actix::Message), rtype(result = "()"))]
+pub struct StateChanges(pub Arc<[Changed]>);
 
 #[cfg(feature = "actor")]
 impl fmt::Debug for Observe {

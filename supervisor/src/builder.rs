@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, AsyncContext};
 use lwsys_actors::attach::{AttachConfig, AttachService};
 use lwsys_actors::platform::{LinuxSystemOps, Ops, OtaOps, SystemOps};
-use lwsys_actors::state::{StateService, DEFAULT_JOURNAL_LEN};
+use lwsys_actors::state::StateService;
 use lwsys_messages::attach::SetSystem;
 use lwsys_messages::lifecycle::Stop;
 use lwsys_messages::state::{Observe, SystemState};
@@ -17,6 +17,7 @@ use lwsys_messages::supervisor::{NotifierError, NotifierKind, Steps};
 use slog::Logger;
 
 use crate::handle::{Inner, SystemHandle};
+use crate::journal::DEFAULT_JOURNAL_LEN;
 pub use crate::notifier::NotifierSpec;
 use crate::notifier::{actor_registration, InlineNotifier};
 use crate::services::ota::SharedOps;
@@ -157,7 +158,7 @@ impl Builder {
     /// its threads end (see [`SystemHandle`]). If the build fails, what it
     /// had started is stopped.
     pub fn start(self) -> Result<SystemHandle, BuildError> {
-        let state_service = StateService::new(&self.log, self.journal_len);
+        let state_service = StateService::new(&self.log);
         let snapshot = state_service.snapshot();
         let publisher = state_service.publisher();
         let state = state_service.start();
@@ -226,6 +227,7 @@ impl Builder {
             }
         };
         sup.publish_with(publisher);
+        sup.journal_len(self.journal_len);
         if let Some(s) = supervision {
             sup.supervise(s);
         }

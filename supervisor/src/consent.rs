@@ -14,7 +14,9 @@
 
 use std::sync::Arc;
 
-use lwsys_messages::state::{JournalEntry, NotifierVerdict, RoundOutcome, SystemState, Verdict};
+use lwsys_messages::state::{RoundOutcome, SystemState, Verdict};
+
+use crate::journal::{Buffers, Detail, Record};
 
 /// The notifiers of a round, in consent order, as the machine sees them:
 /// ids only, increasing with registration.
@@ -77,8 +79,10 @@ pub struct Round {
     next_index: usize,
     /// The notifier whose verdict is awaited.
     asking: Option<u64>,
-    allowed: Vec<u64>,
-    verdicts: Vec<NotifierVerdict>,
+    /// Who was asked and what they said beyond an inline `Allow`.
+    verdicts: Buffers,
+    /// Those that left during the round (not told `Aborted`).
+    gone: Vec<u64>,
     inline_ns: u64,
     at_us: u64,
     /// A `Resume` from the notifier being asked arrived before its verdict.
@@ -89,13 +93,14 @@ pub struct Round {
 
 impl Round {
     /// A round for `current` -> `target` begun at `at_us` (Unix µs);
-    /// `forced` rounds cannot be stopped; `expected` sizes its lists.
+    /// `forced` rounds cannot be stopped; it writes its verdicts into
+    /// `verdicts` (empty; see [`crate::journal::Journal::buffers`]).
     pub fn new(
         current: SystemState,
         target: SystemState,
         forced: bool,
         at_us: u64,
-        expected: usize,
+        verdicts: Buffers,
     ) -> Self {
         Self {
             current,
@@ -105,8 +110,8 @@ impl Round {
             asked_upto: 0,
             next_index: 0,
             asking: None,
-            allowed: Vec::with_capacity(expected),
-            verdicts: Vec::with_capacity(expected),
+            verdicts,
+            gone: Vec::new(),
             inline_ns: 0,
             at_us,
             early_resume: false,
@@ -146,19 +151,36 @@ impl Round {
         self.asking
     }
 
-    /// Those that allowed so far (told `Aborted` if the round does not
-    /// commit), in the order they allowed.
-    pub fn allowed(&self) -> &[u64] {
-        &self.allowed
+    /// Those that allowed so far and are still registered (told `Aborted`
+    /// if the round does not commit), in the order they allowed.
+    pub fn allowed(&self) -> Vec<u64> {
+        let mut detail = self.verdicts.detail.iter().peekable();
+        let mut allowed = Vec::new();
+        for (i, id) in self.verdicts.asked.iter().enumerate() {
+            let allow = match detail.next_if(|d| usize::try_from(d.at).ok() == Some(i)) {
+                Some(d) => d.verdict.is_allow(),
+                None => true,
+            };
+            if allow && !self.gone.contains(id) {
+                allowed.push(*id);
+            }
+        }
+        allowed
+    }
+
+    /// The ids asked so far, in order.
+    pub fn asked(&self) -> &[u64] {
+        &self.verdicts.asked
     }
 
     /// Whether a forced (or past-defer) round went through a verdict that
     /// would have stopped it.
     pub fn overridden(&self) -> bool {
-        self.verdicts.iter().any(|v| !v.verdict.is_allow() && self.goes_on(&v.verdict))
+        self.verdicts.detail.iter().any(|d| !d.verdict.is_allow() && self.goes_on(&d.verdict))
     }
 
     /// Whom to ask next in `roster`, or that everyone has been asked.
+    #[inline]
     pub fn next(&mut self, roster: &(impl Roster + ?Sized)) -> Next {
         match roster.next_after(self.asked_upto, self.next_index) {
             Some((index, id)) => {
@@ -174,12 +196,42 @@ impl Round {
         }
     }
 
+    /// The inline notifier `id`, at `index` in the roster, is asked now,
+    /// right after the one before it in the roster: the fast path of a run
+    /// of inline notifiers, without [`Round::next`]'s lookup.
+    #[inline]
+    pub fn asking_inline(&mut self, id: u64, index: usize) {
+        self.asked_upto = id;
+        self.next_index = index + 1;
+        self.asking = Some(id);
+    }
+
+    /// The inline notifier `id`, the next in the roster after the last one
+    /// asked, allowed: the fast path of a run of inline notifiers, one id
+    /// written to the journal's list. The run ends with
+    /// [`Round::ran_upto`].
+    #[inline]
+    pub fn allowed_in_run(&mut self, id: u64) {
+        self.verdicts.asked.push(id);
+    }
+
+    /// A run of inline notifiers that allowed ended with `id`, at `index`
+    /// in the roster: the next one asked is after it.
+    #[inline]
+    pub fn ran_upto(&mut self, id: u64, index: usize) {
+        self.asked_upto = id;
+        self.next_index = index + 1;
+        self.asking = None;
+    }
+
     /// The verdict of `id` (named `name`), which took `latency_us` (`None`
-    /// for an inline notifier, answered on the spot).
+    /// for an inline notifier, answered on the spot). An inline `Allow`
+    /// costs one id written to the journal's list (as
+    /// [`Round::allowed_in_run`]).
     pub fn verdict(
         &mut self,
         id: u64,
-        name: Arc<str>,
+        name: &Arc<str>,
         verdict: Verdict,
         latency_us: Option<u64>,
     ) -> Step {
@@ -187,26 +239,25 @@ impl Round {
             return Step::Stale;
         }
         self.asking = None;
-        self.waited |= latency_us.is_some();
-        let allow = verdict.is_allow();
-        if allow {
-            self.allowed.push(id);
+        let at = self.verdicts.asked.len();
+        self.verdicts.asked.push(id);
+        if verdict.is_allow() && latency_us.is_none() {
+            return Step::Continue;
         }
-        self.verdicts.push(NotifierVerdict {
-            name: name.clone(),
-            verdict: verdict.clone(),
-            latency_us,
-        });
-        if self.goes_on(&verdict) {
+        self.waited |= latency_us.is_some();
+        let step = if self.goes_on(&verdict) {
             Step::Continue
         } else {
-            Step::Stop { by: name, verdict }
-        }
+            Step::Stop { by: name.clone(), verdict: verdict.clone() }
+        };
+        let at = u32::try_from(at).unwrap_or(u32::MAX);
+        self.verdicts.detail.push(Detail { at, verdict, latency_us });
+        step
     }
 
     /// `id` missed its deadline: its silence counts as `Defer { reason:
     /// "timeout" }`.
-    pub fn timed_out(&mut self, id: u64, name: Arc<str>, latency_us: u64) -> Step {
+    pub fn timed_out(&mut self, id: u64, name: &Arc<str>, latency_us: u64) -> Step {
         self.verdict(id, name, Verdict::defer("timeout"), Some(latency_us))
     }
 
@@ -214,7 +265,7 @@ impl Round {
     /// whether its verdict was awaited: then the driver goes on with
     /// [`Round::next`].
     pub fn gone(&mut self, id: u64) -> bool {
-        self.allowed.retain(|a| *a != id);
+        self.gone.push(id);
         let was_asked = self.asking == Some(id);
         if was_asked {
             self.asking = None;
@@ -244,10 +295,10 @@ impl Round {
         self.inline_ns = self.inline_ns.saturating_add(ns);
     }
 
-    /// The journal entry of a round that ended with `outcome`; takes the
+    /// The journal record of a round that ended with `outcome`; takes the
     /// verdicts (a round is recorded once).
-    pub fn record(&mut self, outcome: RoundOutcome) -> JournalEntry {
-        JournalEntry {
+    pub fn record(&mut self, outcome: RoundOutcome) -> Record {
+        Record {
             at_us: self.at_us,
             current: self.current,
             target: self.target,
@@ -283,7 +334,7 @@ mod tests {
             match round.next(roster) {
                 Next::Commit => return Step::Continue,
                 Next::Ask { id, .. } => {
-                    let step = round.verdict(id, name(&format!("n{id}")), answer(id), None);
+                    let step = round.verdict(id, &name(&format!("n{id}")), answer(id), None);
                     if step != Step::Continue {
                         return step;
                     }
@@ -294,25 +345,25 @@ mod tests {
 
     #[test]
     fn a_round_every_notifier_allows_asks_each_once_in_order_then_commits() {
-        let mut r = Round::new(Initialized, IfaceColdplug, false, 7, 3);
+        let mut r = Round::new(Initialized, IfaceColdplug, false, 7, Buffers::default());
         let roster = [1, 2, 5];
         let mut asked = Vec::new();
         while let Next::Ask { id, .. } = r.next(&roster[..]) {
             asked.push(id);
-            assert_eq!(r.verdict(id, name("n"), Verdict::Allow, Some(3)), Step::Continue);
+            assert_eq!(r.verdict(id, &name("n"), Verdict::Allow, Some(3)), Step::Continue);
         }
         assert_eq!(asked, [1, 2, 5]);
         assert_eq!(r.allowed(), [1, 2, 5]);
         let j = r.record(RoundOutcome::Committed);
         assert_eq!(
-            (j.at_us, j.current, j.target, j.verdicts.len()),
+            (j.at_us, j.current, j.target, j.verdicts.asked.len()),
             (7, Initialized, IfaceColdplug, 3)
         );
     }
 
     #[test]
     fn a_deny_stops_the_round_at_once_and_names_who_and_why() {
-        let mut r = Round::new(Initialized, IfaceColdplug, false, 0, 3);
+        let mut r = Round::new(Initialized, IfaceColdplug, false, 0, Buffers::default());
         let step = run(&mut r, &[1, 2, 3], |id| {
             if id == 2 {
                 Verdict::Deny { reason: "no".into() }
@@ -328,12 +379,12 @@ mod tests {
         );
         // Notifier 3 was never asked; 1, which allowed, is told Aborted.
         assert_eq!(r.allowed(), [1]);
-        assert_eq!(r.record(RoundOutcome::Committed).verdicts.len(), 2);
+        assert_eq!(r.record(RoundOutcome::Committed).verdicts.asked.len(), 2);
     }
 
     #[test]
     fn a_defer_stops_the_round_and_a_fresh_round_after_the_resume_commits() {
-        let mut r = Round::new(CollectingStdin, IfaceColdplug, false, 0, 2);
+        let mut r = Round::new(CollectingStdin, IfaceColdplug, false, 0, Buffers::default());
         let step =
             run(
                 &mut r,
@@ -345,73 +396,75 @@ mod tests {
         );
         assert!(r.allowed().is_empty());
         // The notifier resumed: the driver starts a fresh round, now allowed.
-        let mut again = Round::new(CollectingStdin, IfaceColdplug, false, 1, 2);
+        let mut again = Round::new(CollectingStdin, IfaceColdplug, false, 1, Buffers::default());
         assert_eq!(run(&mut again, &[1, 2], |_| Verdict::Allow), Step::Continue);
         assert_eq!(again.allowed(), [1, 2]);
     }
 
     #[test]
     fn a_missed_deadline_counts_as_a_timeout_defer_with_its_latency() {
-        let mut r = Round::new(Initialized, IfaceColdplug, false, 0, 1);
+        let mut r = Round::new(Initialized, IfaceColdplug, false, 0, Buffers::default());
         let Next::Ask { id, .. } = r.next(&[4][..]) else { panic!("nobody to ask") };
-        let step = r.timed_out(id, name("slow"), 5_000_000);
+        let step = r.timed_out(id, &name("slow"), 5_000_000);
         assert_eq!(step, Step::Stop { by: name("slow"), verdict: Verdict::defer("timeout") });
         let j = r.record(RoundOutcome::Deferred { by: name("slow"), reason: "timeout".into() });
-        assert_eq!(j.verdicts[0].latency_us, Some(5_000_000));
+        assert_eq!(j.verdicts.detail[0].latency_us, Some(5_000_000));
         // A verdict arriving after the deadline is stale.
-        assert_eq!(r.verdict(id, name("slow"), Verdict::Allow, None), Step::Stale);
+        assert_eq!(r.verdict(id, &name("slow"), Verdict::Allow, None), Step::Stale);
     }
 
     #[test]
     fn a_notifier_leaving_mid_round_is_skipped_and_no_longer_told_aborted() {
-        let mut r = Round::new(Initialized, IfaceColdplug, false, 0, 3);
+        let mut r = Round::new(Initialized, IfaceColdplug, false, 0, Buffers::default());
         let Next::Ask { id: first, .. } = r.next(&[1, 2, 3][..]) else { panic!() };
-        assert_eq!(r.verdict(first, name("a"), Verdict::Allow, None), Step::Continue);
+        assert_eq!(r.verdict(first, &name("a"), Verdict::Allow, None), Step::Continue);
         let Next::Ask { id: second, .. } = r.next(&[1, 2, 3][..]) else { panic!() };
         assert_eq!(second, 2);
         // 1 and then 2 (being asked) unregister: the round goes on to 3.
         assert!(!r.gone(1));
         assert!(r.gone(2));
-        assert_eq!(r.verdict(2, name("b"), Verdict::Allow, None), Step::Stale);
+        assert_eq!(r.verdict(2, &name("b"), Verdict::Allow, None), Step::Stale);
         assert_eq!(r.next(&[3][..]), Next::Ask { index: 0, id: 3 });
-        assert_eq!(r.verdict(3, name("c"), Verdict::Allow, None), Step::Continue);
+        assert_eq!(r.verdict(3, &name("c"), Verdict::Allow, None), Step::Continue);
         assert_eq!(r.next(&[3][..]), Next::Commit);
         assert_eq!(r.allowed(), [3]);
     }
 
     #[test]
     fn a_forced_round_asks_everyone_and_cannot_be_stopped() {
-        let mut r = Round::new(Operational, ContextDestroying, true, 0, 2);
+        let mut r = Round::new(Operational, ContextDestroying, true, 0, Buffers::default());
         let step = run(&mut r, &[1, 2], |_| Verdict::Deny { reason: "busy".into() });
         assert_eq!(step, Step::Continue);
         assert!(r.overridden());
-        assert_eq!(r.record(RoundOutcome::Forced).verdicts.len(), 2);
+        assert_eq!(r.record(RoundOutcome::Forced).verdicts.asked.len(), 2);
     }
 
     #[test]
     fn a_past_defer_round_goes_on_past_defers_and_timeouts_but_stops_at_a_deny() {
-        let mut r = Round::new(Operational, AwaitingModalUpdating, false, 0, 3).past_defer();
+        let mut r = Round::new(Operational, AwaitingModalUpdating, false, 0, Buffers::default())
+            .past_defer();
         let step = run(&mut r, &[1, 2], |_| Verdict::defer("later"));
         assert_eq!(step, Step::Continue);
         assert!(r.overridden());
         assert_eq!(r.allowed(), [] as [u64; 0]);
-        let mut r = Round::new(Operational, AwaitingModalUpdating, false, 0, 3).past_defer();
+        let mut r = Round::new(Operational, AwaitingModalUpdating, false, 0, Buffers::default())
+            .past_defer();
         let Next::Ask { id, .. } = r.next(&[1, 2][..]) else { panic!() };
-        assert_eq!(r.timed_out(id, name("slow"), 9), Step::Continue);
+        assert_eq!(r.timed_out(id, &name("slow"), 9), Step::Continue);
         let Next::Ask { id, .. } = r.next(&[1, 2][..]) else { panic!() };
-        let step = r.verdict(id, name("n2"), Verdict::Deny { reason: "no".into() }, None);
+        let step = r.verdict(id, &name("n2"), Verdict::Deny { reason: "no".into() }, None);
         assert!(matches!(step, Step::Stop { verdict: Verdict::Deny { .. }, .. }), "{step:?}");
         // An ordinary round is not overridden by its allows.
-        let mut r = Round::new(Operational, AwaitingModalUpdating, false, 0, 1);
+        let mut r = Round::new(Operational, AwaitingModalUpdating, false, 0, Buffers::default());
         assert_eq!(run(&mut r, &[1], |_| Verdict::Allow), Step::Continue);
         assert!(!r.overridden());
     }
 
     #[test]
     fn a_notifier_registered_mid_round_is_asked_in_its_turn() {
-        let mut r = Round::new(Initialized, IfaceColdplug, false, 0, 2);
+        let mut r = Round::new(Initialized, IfaceColdplug, false, 0, Buffers::default());
         let Next::Ask { id, .. } = r.next(&[1][..]) else { panic!() };
-        assert_eq!(r.verdict(id, name("a"), Verdict::Allow, None), Step::Continue);
+        assert_eq!(r.verdict(id, &name("a"), Verdict::Allow, None), Step::Continue);
         assert_eq!(r.next(&[1, 9][..]), Next::Ask { index: 1, id: 9 });
     }
 }

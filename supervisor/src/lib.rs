@@ -38,6 +38,7 @@ pub mod daemon;
 pub mod fdlimit;
 pub mod fleet;
 pub mod handle;
+pub mod journal;
 pub mod logging;
 pub mod notifier;
 pub mod services;

@@ -20,6 +20,13 @@ pub trait InlineNotifier: Send + 'static {
 
     /// A transition this notifier allowed was not made.
     fn aborted(&mut self, _current: SystemState, _target: SystemState) {}
+
+    /// Whether [`InlineNotifier::changed`] is worth calling; asked once,
+    /// at registration. A closure's is not (it only answers consent), so
+    /// a state change costs nothing per closure.
+    fn hears_changes(&self) -> bool {
+        true
+    }
 }
 
 impl<F> InlineNotifier for F
@@ -28,6 +35,10 @@ where
 {
     fn consent(&mut self, current: SystemState, target: SystemState) -> Verdict {
         self(current, target)
+    }
+
+    fn hears_changes(&self) -> bool {
+        false
     }
 }
 

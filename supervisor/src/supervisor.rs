@@ -29,7 +29,7 @@ use lwsys_actors::time::unix_us;
 use lwsys_actors::{StatePublisher, StateService};
 use lwsys_messages::protocol::SystemEvent;
 use lwsys_messages::state::{
-    Changed, CommitRound, RecordRound, RoundOutcome, StateReading, SystemState, Verdict,
+    Changed, CommitRound, CommitRounds, RoundOutcome, StateReading, SystemState, Verdict,
 };
 use lwsys_messages::supervisor::{
     Explanation, NotifierError, NotifierEventKind, Pending, WalkError,
@@ -41,6 +41,7 @@ use registry::{Kind, Registry};
 use walk::{Mode, Override, Walk};
 
 use crate::consent::{self, Next, Round, Step};
+use crate::journal::{Journal, DEFAULT_JOURNAL_LEN};
 use crate::notifier::NotifierSpec;
 pub use crate::supervision::RestartLimits;
 use crate::supervision::Supervision;
@@ -67,9 +68,8 @@ pub struct Supervisor {
     log: Logger,
     cfg: SupervisorConfig,
     state: Addr<StateService>,
-    /// Publishes each committed reading before the walk is answered (set
-    /// by the builder; see `StateService`'s module docs).
-    publisher: Option<StatePublisher>,
+    /// Publishes the committed readings (see [`Publication`]).
+    publication: Publication,
     current: SystemState,
     since_us: u64,
     registry: Registry,
@@ -77,9 +77,30 @@ pub struct Supervisor {
     active: Option<Walk>,
     parked: Vec<Walk>,
     round: Option<Round>,
+    /// The newest consent rounds (see the journal module).
+    journal: Journal,
+    /// Transitions committed and not yet sent to the state service: they
+    /// go together when the supervisor is done for now (end of
+    /// [`Supervisor::pump`]).
+    unsent: Vec<CommitRound>,
+    /// A clock reading to start the next round with: the one that ended
+    /// the last round, while nothing has been awaited since (cleared at
+    /// the end of [`Supervisor::pump`]); one reading per round instead of
+    /// two.
+    tick: Option<Instant>,
+    /// The start of the round under way, for its first run of inline
+    /// notifiers.
+    round_t0: Option<Instant>,
+    /// Unix time at an instant, read once per pump: the rounds of a walk
+    /// stamp their start from it rather than read the wall clock each.
+    anchor: Option<(Instant, u64)>,
     /// The consent reply being awaited; replies from any other call are
     /// stale and ignored.
     awaiting: Option<Awaiting>,
+    /// The timer that times out the awaited consent: one for a whole
+    /// walk, re-armed for the next deadline, instead of one per request;
+    /// cancelled once nothing is awaited, so an idle daemon never wakes.
+    deadline: Option<SpawnHandle>,
     call_seq: u64,
     subscribers: Vec<Recipient<SystemEvent>>,
     shutting_down: bool,
@@ -115,7 +136,7 @@ pub(crate) const MAX_EARLY_RESUMES: u32 = 8;
 
 #[derive(Clone, Copy)]
 enum Awaiting {
-    Consent { call: u64, id: u64, since: tokio::time::Instant },
+    Consent { call: u64, id: u64, since: tokio::time::Instant, handle: SpawnHandle },
 }
 
 impl Supervisor {
@@ -148,7 +169,7 @@ impl Supervisor {
             log: log.new(slog::o!("service" => "supervisor")),
             cfg,
             state,
-            publisher: None,
+            publication: Publication::default(),
             current: SystemState::ContextCreated,
             since_us: unix_us(),
             registry,
@@ -156,7 +177,13 @@ impl Supervisor {
             active: None,
             parked: Vec::new(),
             round: None,
+            journal: Journal::new(DEFAULT_JOURNAL_LEN),
+            unsent: Vec::new(),
+            tick: None,
+            round_t0: None,
+            anchor: None,
             awaiting: None,
+            deadline: None,
             call_seq: 0,
             subscribers: Vec::new(),
             shutting_down: false,
@@ -172,7 +199,12 @@ impl Supervisor {
     /// walk (the builder passes the state service's; without one, readers
     /// of the snapshot see a commit once the state service has handled it).
     pub fn publish_with(&mut self, p: StatePublisher) {
-        self.publisher = Some(p);
+        self.publication.publisher = Some(p);
+    }
+
+    /// Keep the newest `n` consent rounds in the journal (at least one).
+    pub fn journal_len(&mut self, n: usize) {
+        self.journal = Journal::new(n);
     }
 
     /// Restart the services of `s` when they die.
@@ -197,8 +229,28 @@ impl Supervisor {
         self.pump(ctx);
     }
 
-    /// Drive the queue as far as it goes without waiting.
+    /// Drive the queue as far as it goes without waiting, then send the
+    /// state service what was committed meanwhile.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.run_queue(ctx);
+        self.publication.flush();
+        if !self.unsent.is_empty() {
+            // Exactly sized; `unsent` keeps its capacity for the next walk.
+            let rounds = self.unsent.drain(..).collect();
+            let published = self.publication.publisher.is_some();
+            self.state.do_send(CommitRounds { rounds, published });
+        }
+        // Whatever comes next comes after a wait: read the clocks afresh.
+        self.tick = None;
+        self.anchor = None;
+        if self.awaiting.is_none() {
+            if let Some(h) = self.deadline.take() {
+                ctx.cancel_future(h);
+            }
+        }
+    }
+
+    fn run_queue(&mut self, ctx: &mut Context<Self>) {
         while self.awaiting.is_none() && self.round.is_none() {
             let Some(walk) = self.active.as_mut() else {
                 match self.queue.pop_front() {
@@ -208,16 +260,21 @@ impl Supervisor {
                 continue;
             };
             if self.shutting_down && walk.leg.mode != Mode::Forced {
+                self.publication.flush();
                 if let Some(w) = self.active.take() {
                     w.fail(WalkError::ShuttingDown);
                 }
                 continue;
             }
-            walk.answer_reached(self.current);
+            if walk.answers_at(self.current) {
+                self.publication.flush();
+                walk.answer_reached(self.current);
+            }
             match walk.next_transition(self.current) {
                 Some(target) => self.start_round(target, ctx),
                 None => {
                     if !walk.advance_leg() {
+                        self.publication.flush();
                         if let Some(w) = self.active.take() {
                             w.finish(self.current);
                         }
@@ -230,9 +287,13 @@ impl Supervisor {
     fn start_round(&mut self, target: SystemState, ctx: &mut Context<Self>) {
         let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
         let overrides = self.active.as_ref().map_or(Override::Nothing, |w| w.overrides);
-        let n = self.registry.len();
-        let round =
-            Round::new(self.current, target, forced || overrides == Override::All, unix_us(), n);
+        let t0 = self.tick.take().unwrap_or_else(Instant::now);
+        let (i0, u0) = *self.anchor.get_or_insert_with(|| (t0, unix_us()));
+        let at_us = u0.saturating_add(micros(t0.saturating_duration_since(i0)));
+        self.round_t0 = Some(t0);
+        let verdicts = self.journal.buffers(self.registry.len());
+        let all = forced || overrides == Override::All;
+        let round = Round::new(self.current, target, all, at_us, verdicts);
         self.round = Some(if overrides == Override::Defers { round.past_defer() } else { round });
         if forced && self.grace_over {
             self.commit();
@@ -254,13 +315,17 @@ impl Supervisor {
     /// it, so a long queue cannot deepen the stack.
     fn ask(&mut self, ctx: &mut Context<Self>) {
         let Some(round) = self.round.as_mut() else { return };
-        let mut inline_run: Option<Instant> = None;
+        // An inline run that starts the round is timed from its start.
+        let mut inline_run: Option<Instant> = self.round_t0.take();
+        let mut ran_inline = false;
         loop {
             let index = match round.next(&self.registry) {
                 Next::Ask { index, .. } => index,
                 Next::Commit => {
-                    if let Some(t) = inline_run {
-                        round.add_inline_ns(elapsed_ns(t));
+                    if let Some(t) = inline_run.filter(|_| ran_inline) {
+                        let t1 = Instant::now();
+                        round.add_inline_ns(nanos(t1.saturating_duration_since(t)));
+                        self.tick = Some(t1);
                     }
                     if round.current() == round.target() {
                         self.check_passed();
@@ -272,11 +337,34 @@ impl Supervisor {
             };
             let Some(n) = self.registry.at_mut(index) else { return };
             match &mut n.kind {
-                Kind::Inline(f) => {
+                Kind::Inline(_) => {
                     inline_run.get_or_insert_with(Instant::now);
-                    let v = f.consent(round.current(), round.target());
-                    if let Step::Stop { by, verdict } = round.verdict(n.id, n.name.clone(), v, None)
-                    {
+                    ran_inline = true;
+                    let (current, target) = (round.current(), round.target());
+                    // The run of inline notifiers from here, called in a
+                    // row in roster order: nothing can change the registry
+                    // while they run, so no lookup is needed between them.
+                    let mut stopped = None;
+                    let mut last = None;
+                    for (index, n) in self.registry.iter_from(index) {
+                        let Kind::Inline(f) = &mut n.kind else { break };
+                        let v = f.consent(current, target);
+                        if v.is_allow() {
+                            round.allowed_in_run(n.id);
+                            last = Some((n.id, index));
+                            continue;
+                        }
+                        last = None;
+                        round.asking_inline(n.id, index);
+                        if let Step::Stop { by, verdict } = round.verdict(n.id, &n.name, v, None) {
+                            stopped = Some((by, verdict));
+                            break;
+                        }
+                    }
+                    if let Some((id, index)) = last {
+                        round.ran_upto(id, index);
+                    }
+                    if let Some((by, verdict)) = stopped {
                         if let Some(t) = inline_run {
                             round.add_inline_ns(elapsed_ns(t));
                         }
@@ -285,7 +373,7 @@ impl Supervisor {
                     }
                 }
                 Kind::Actor { consent, .. } => {
-                    if let Some(t) = inline_run.take() {
+                    if let Some(t) = inline_run.take().filter(|_| ran_inline) {
                         round.add_inline_ns(elapsed_ns(t));
                     }
                     if !consent.connected() {
@@ -297,21 +385,43 @@ impl Supervisor {
                     self.call_seq += 1;
                     let call = self.call_seq;
                     let id = n.id;
-                    let fut = consent
-                        .send(lwsys_messages::Consent {
-                            current: round.current(),
-                            target: round.target(),
-                        })
-                        .timeout(self.cfg.consent_timeout);
-                    self.awaiting =
-                        Some(Awaiting::Consent { call, id, since: tokio::time::Instant::now() });
-                    ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    let fut = consent.send(lwsys_messages::Consent {
+                        current: round.current(),
+                        target: round.target(),
+                    });
+                    let since = tokio::time::Instant::now();
+                    let handle = ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                         act.on_consent(call, res, ctx);
                     }));
+                    self.awaiting = Some(Awaiting::Consent { call, id, since, handle });
+                    self.arm_deadline(ctx);
                     return;
                 }
             }
         }
+    }
+
+    /// Time out the awaited consent at its deadline. One timer serves the
+    /// whole round: when it fires early for the request awaited now (it was
+    /// armed for an earlier one), it is armed again for what is left.
+    fn arm_deadline(&mut self, ctx: &mut Context<Self>) {
+        if self.deadline.is_some() {
+            return;
+        }
+        let Some(Awaiting::Consent { since, .. }) = self.awaiting else { return };
+        let left = (since + self.cfg.consent_timeout)
+            .saturating_duration_since(tokio::time::Instant::now());
+        self.deadline = Some(ctx.run_later(left, |act, ctx| {
+            act.deadline = None;
+            let Some(Awaiting::Consent { call, since, handle, .. }) = act.awaiting else { return };
+            if since.elapsed() >= act.cfg.consent_timeout {
+                // Its reply, should it come, is stale: drop the request.
+                ctx.cancel_future(handle);
+                act.on_consent(call, Err(MailboxError::Timeout), ctx);
+            } else {
+                act.arm_deadline(ctx);
+            }
+        }));
     }
 
     fn on_consent(
@@ -320,22 +430,23 @@ impl Supervisor {
         res: Result<Verdict, MailboxError>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(Awaiting::Consent { call: want, id, since }) = self.awaiting else { return };
+        let Some(Awaiting::Consent { call: want, id, since, .. }) = self.awaiting else { return };
         if want != call {
             return;
         }
         self.awaiting = None;
-        let Some(name) = self.registry.name_of(id) else {
+        let Some(name) = self.registry.name_ref(id) else {
             return self.continue_round(ctx);
         };
-        let latency_us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let latency_us = micros(since.elapsed());
         let step = match res {
             Ok(v) => self.round.as_mut().map(|r| r.verdict(id, name, v, Some(latency_us))),
             Err(MailboxError::Timeout) => {
+                let name = name.clone();
                 warn!(self.log, "notifier missed its consent deadline"; "notifier" => %name,
                       "timeout_ms" => self.cfg.consent_timeout.as_millis());
                 self.emit_notifier(NotifierEventKind::Timeout, name.clone(), None);
-                self.round.as_mut().map(|r| r.timed_out(id, name, latency_us))
+                self.round.as_mut().map(|r| r.timed_out(id, &name, latency_us))
             }
             Err(MailboxError::Closed) => {
                 self.drop_notifier(id, "stopped", ctx);
@@ -354,8 +465,8 @@ impl Supervisor {
                 if early {
                     // The notifier resumed before its Defer reached us: the
                     // dependency is already done, so ask everyone again at once.
-                    self.record_round(consent::stopped_outcome(by, &verdict));
                     self.send_aborted();
+                    self.record_round(consent::stopped_outcome(by, &verdict));
                     self.round = None;
                     self.pump(ctx);
                 } else {
@@ -379,6 +490,8 @@ impl Supervisor {
 
     /// End a round that a notifier did not allow; the caller pumps.
     fn conclude(&mut self, by: Arc<str>, verdict: Verdict) {
+        // Its requesters are answered here: they read what was committed.
+        self.publication.flush();
         let reason = verdict_reason(&verdict);
         let Some(round) = self.round.as_ref() else { return };
         let target = round.target();
@@ -387,11 +500,11 @@ impl Supervisor {
         info!(self.log, "transition not made"; "from" => %self.current, "to" => %target,
               "by" => %by, "verdict" => if denied { "deny" } else { "defer" },
               "reason" => lwsys_actors::LogSafe(&reason));
-        self.record_round(outcome);
         if target != self.current {
             // A health round prepares nothing a notifier would undo.
             self.send_aborted();
         }
+        self.record_round(outcome);
         self.round = None;
         if let Some(mut walk) = self.active.take() {
             if denied {
@@ -408,11 +521,13 @@ impl Supervisor {
         }
     }
 
+    /// Tell those that allowed the round that it was not made; before
+    /// [`Supervisor::record_round`], which takes its verdicts.
     fn send_aborted(&mut self) {
         let Some(round) = self.round.as_ref() else { return };
         let (current, target) = (round.current(), round.target());
         for id in round.allowed() {
-            if let Some(n) = self.registry.get_mut(*id) {
+            if let Some(n) = self.registry.get_mut(id) {
                 n.kind.aborted(current, target);
             }
         }
@@ -420,19 +535,20 @@ impl Supervisor {
 
     fn record_round(&mut self, outcome: RoundOutcome) {
         let Some(round) = self.round.as_mut() else { return };
-        self.state.do_send(RecordRound(round.record(outcome)));
+        self.journal.push(round.record(outcome));
     }
 
-    /// Commit the round's transition: the state service is told (with the
-    /// round's journal entry, in one message) and not waited for, since
-    /// only the supervisor commits and it knows what it commits. The
-    /// caller goes on with [`Supervisor::pump`].
+    /// Commit the round's transition: journal it and publish the reading;
+    /// the state service is told at the end of [`Supervisor::pump`] (which
+    /// the caller goes on with), with the other commits made meanwhile,
+    /// and not waited for, since only the supervisor commits and it knows
+    /// what it commits.
     fn commit(&mut self) {
         let Some(round) = self.round.as_mut() else { return };
         // A past-defer round that went past a verdict is forced through too.
         let forced_through = round.overridden() || (round.forced() && self.grace_over);
         let (from, to) = (round.current(), round.target());
-        let entry = round.record(if forced_through {
+        let record = round.record(if forced_through {
             RoundOutcome::Forced
         } else {
             RoundOutcome::Committed
@@ -440,18 +556,13 @@ impl Supervisor {
         let since_us = round.began_us_if_unwaited().unwrap_or_else(unix_us);
         self.current = to;
         self.since_us = since_us;
-        // Published before the walk can be answered: whoever saw the answer
-        // reads the new state.
-        if let Some(p) = &self.publisher {
-            p.publish(StateReading { state: to, since_us });
+        self.publication.commit(StateReading { state: to, since_us });
+        if self.registry.anyone_hears() || !self.subscribers.is_empty() {
+            // They are told next, and may read the state when they are.
+            self.publication.flush();
         }
-        self.state.do_send(CommitRound {
-            from,
-            to,
-            since_us,
-            round: entry,
-            published: self.publisher.is_some(),
-        });
+        self.journal.push(record);
+        self.unsent.push(CommitRound { from, to, since_us });
         self.round = None;
         if let Some(w) = self.active.as_mut() {
             w.committed();
@@ -465,8 +576,41 @@ impl Supervisor {
     }
 }
 
+/// The readings the supervisor commits, published (set by the builder;
+/// see `StateService`'s module docs) before anyone can learn of the
+/// commit: before the walk's requesters are answered, notifiers are told
+/// `Changed` or subscribers get the event. A walk of plain inline
+/// notifiers, which nobody hears, therefore publishes once, as its turn
+/// ends, rather than at each of its transitions; another thread reading
+/// the snapshot meanwhile reads it as it was when the turn began.
+#[derive(Default)]
+struct Publication {
+    publisher: Option<StatePublisher>,
+    pending: Option<StateReading>,
+}
+
+impl Publication {
+    fn commit(&mut self, reading: StateReading) {
+        self.pending = Some(reading);
+    }
+
+    fn flush(&mut self) {
+        if let (Some(p), Some(r)) = (&self.publisher, self.pending.take()) {
+            p.publish(r);
+        }
+    }
+}
+
 fn elapsed_ns(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    nanos(t.elapsed())
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn verdict_reason(v: &Verdict) -> String {

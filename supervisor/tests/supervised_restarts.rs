@@ -39,7 +39,7 @@ async fn the_supervisor_restarts_any_supervised_services_by_kind_within_the_limi
     use lwsys::supervisor::{RunState, Supervisor, SupervisorConfig};
 
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let state = lwsys_actors::StateService::new(&log, 16).start();
+    let state = lwsys_actors::StateService::new(&log).start();
     let mut sup = Supervisor::new(&log, SupervisorConfig::default(), state, Vec::new()).unwrap();
     let restarted = Arc::new(Mutex::new(Vec::new()));
     let limits = RestartLimits { max: 2, window: Duration::from_secs(60) };

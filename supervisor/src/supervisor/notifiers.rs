@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use lwsys_messages::state::{GetJournal, Resume};
+use lwsys_messages::state::Resume;
 use lwsys_messages::supervisor::{
     Explain, Explanation, ListNotifiers, NotifierError, NotifierEventKind, NotifierKind, Pending,
     RegisterNotifier, Unregister,
@@ -23,14 +23,31 @@ impl Supervisor {
         let Some(n) = self.registry.remove(id) else { return };
         info!(self.log, "notifier unregistered"; "notifier" => %n.name, "why" => why);
         self.emit_notifier(NotifierEventKind::Unregistered, n.name.clone(), Some(why));
+        self.departed(id, n.name.clone());
         if let Some(round) = self.round.as_mut() {
             round.gone(id);
         }
         self.resume_parked(&n.name);
-        if matches!(self.awaiting, Some(Awaiting::Consent { id: w, .. }) if w == id) {
-            self.awaiting = None;
-            self.continue_round(ctx);
+        if let Some(Awaiting::Consent { id: w, handle, .. }) = self.awaiting {
+            if w == id {
+                // Its answer, should it come, is for nobody now.
+                ctx.cancel_future(handle);
+                self.awaiting = None;
+                self.continue_round(ctx);
+            }
         }
+    }
+
+    /// The journal keeps the name of a notifier that left for the rounds
+    /// that name it.
+    pub(super) fn departed(&mut self, id: u64, name: Arc<str>) {
+        let in_flight = self.round.as_ref().map_or(&[][..], |r| r.asked());
+        self.journal.departed(id, name, in_flight);
+    }
+
+    /// The journal, with names.
+    pub(super) fn journal_entries(&self) -> Vec<lwsys_messages::state::JournalEntry> {
+        self.journal.entries(|id| self.registry.name_of(id))
     }
 
     /// Move the walks parked by `name` back to the front of the queue.
@@ -84,7 +101,10 @@ impl Handler<RegisterNotifier> for Supervisor {
             aborted: msg.aborted,
             kind: msg.kind,
         };
-        let id = self.registry.add(&name, kind)?;
+        let (id, replaced) = self.registry.add(&name, kind)?;
+        if let Some((old, name)) = replaced {
+            self.departed(old, name);
+        }
         info!(self.log, "notifier registered"; "notifier" => &name, "kind" => %msg.kind);
         self.emit_notifier(NotifierEventKind::Registered, Arc::from(name), None);
         Ok(id)
@@ -106,7 +126,10 @@ impl Handler<RegisterInline> for Supervisor {
     type Result = Result<u64, NotifierError>;
 
     fn handle(&mut self, msg: RegisterInline, _ctx: &mut Self::Context) -> Self::Result {
-        let id = self.registry.add(&msg.name, Kind::Inline(msg.notifier))?;
+        let (id, replaced) = self.registry.add(&msg.name, Kind::Inline(msg.notifier))?;
+        if let Some((old, name)) = replaced {
+            self.departed(old, name);
+        }
         info!(self.log, "notifier registered"; "notifier" => &msg.name, "kind" => %NotifierKind::Inline);
         self.emit_notifier(NotifierEventKind::Registered, Arc::from(msg.name), None);
         Ok(id)
@@ -127,21 +150,18 @@ impl Handler<Unregister> for Supervisor {
 }
 
 impl Handler<Explain> for Supervisor {
-    type Result = ResponseActFuture<Self, Explanation>;
+    type Result = MessageResult<Explain>;
 
     fn handle(&mut self, _msg: Explain, _ctx: &mut Self::Context) -> Self::Result {
-        let fut = self.state.send(GetJournal);
-        Box::pin(fut.into_actor(self).map(|res, act, _ctx| {
-            let parked: Vec<Pending> =
-                act.parked.iter().filter_map(|w| w.parked_by().cloned()).collect();
-            Explanation {
-                state: act.current,
-                since_us: act.since_us,
-                pending: parked.first().cloned(),
-                parked,
-                journal: res.map(|j| j.rounds).unwrap_or_default(),
-            }
-        }))
+        let parked: Vec<Pending> =
+            self.parked.iter().filter_map(|w| w.parked_by().cloned()).collect();
+        MessageResult(Explanation {
+            state: self.current,
+            since_us: self.since_us,
+            pending: parked.first().cloned(),
+            parked,
+            journal: self.journal_entries(),
+        })
     }
 }
 

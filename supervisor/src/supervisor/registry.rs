@@ -45,6 +45,15 @@ impl Kind {
     fn is_dead(&self) -> bool {
         matches!(self, Self::Actor { consent, .. } if !consent.connected())
     }
+
+    /// Whether it is told about changes: a closure only answers consent,
+    /// so calling it after each commit would cost a call for nothing.
+    fn hears_changes(&self) -> bool {
+        match self {
+            Self::Inline(f) => f.hears_changes(),
+            Self::Actor { .. } => true,
+        }
+    }
 }
 
 pub(crate) struct Notifier {
@@ -52,30 +61,49 @@ pub(crate) struct Notifier {
     pub(crate) id: u64,
     pub(crate) name: Arc<str>,
     pub(crate) kind: Kind,
+    /// `kind.hears_changes()`, asked once.
+    hears: bool,
 }
+
+impl Notifier {
+    fn new(id: u64, name: &str, kind: Kind) -> Self {
+        let hears = kind.hears_changes();
+        Self { id, name: Arc::from(name), kind, hears }
+    }
+}
+
+/// A notifier that a new one with its name replaced (an actor that had
+/// stopped): its id and name.
+pub(crate) type Replaced = Option<(u64, Arc<str>)>;
 
 /// The notifiers, in registration order.
 #[derive(Default)]
 pub(crate) struct Registry {
     list: Vec<Notifier>,
     last_id: u64,
+    /// How many are told about changes (see `Kind::hears_changes`).
+    hearing: usize,
 }
 
 impl Registry {
-    /// Add a notifier; a dead actor notifier holding the name is replaced.
-    pub(crate) fn add(&mut self, name: &str, kind: Kind) -> Result<u64, NotifierError> {
+    /// Add a notifier; a dead actor notifier holding the name is replaced
+    /// (and returned).
+    pub(crate) fn add(&mut self, name: &str, kind: Kind) -> Result<(u64, Replaced), NotifierError> {
         if !lwsys_messages::supervisor::is_valid_notifier_name(name) {
             return Err(NotifierError::BadName(lwsys_messages::supervisor::preview(name)));
         }
+        let mut replaced = None;
         if let Some(pos) = self.list.iter().position(|n| &*n.name == name) {
             if !self.list[pos].kind.is_dead() {
                 return Err(NotifierError::Duplicate(name.to_owned()));
             }
-            self.list.remove(pos);
+            let old = self.list.remove(pos);
+            replaced = Some((old.id, old.name));
         }
         self.last_id += 1;
-        self.list.push(Notifier { id: self.last_id, name: Arc::from(name), kind });
-        Ok(self.last_id)
+        self.list.push(Notifier::new(self.last_id, name, kind));
+        self.recount();
+        Ok((self.last_id, replaced))
     }
 
     /// Put `kind` in place of the notifier `name` (keeping its place in
@@ -83,8 +111,11 @@ impl Registry {
     /// meanwhile, or at the end. Returns its id.
     pub(crate) fn put(&mut self, id: Option<u64>, name: &str, kind: Kind) -> u64 {
         if let Some(n) = self.list.iter_mut().find(|n| &*n.name == name) {
+            n.hears = kind.hears_changes();
             n.kind = kind;
-            return n.id;
+            let id = n.id;
+            self.recount();
+            return id;
         }
         let id = match id {
             Some(id) if self.index(id).is_none() => id,
@@ -94,7 +125,8 @@ impl Registry {
             }
         };
         let at = self.list.partition_point(|n| n.id < id);
-        self.list.insert(at, Notifier { id, name: Arc::from(name), kind });
+        self.list.insert(at, Notifier::new(id, name, kind));
+        self.recount();
         id
     }
 
@@ -102,7 +134,19 @@ impl Registry {
         self.list.len()
     }
 
+    /// The notifiers from `index` on, in consent order, with their
+    /// indexes.
+    #[inline]
+    pub(crate) fn iter_from(
+        &mut self,
+        index: usize,
+    ) -> impl Iterator<Item = (usize, &mut Notifier)> {
+        let from = index.min(self.list.len());
+        (from..).zip(self.list[from..].iter_mut())
+    }
+
     /// The notifier at `index` in consent order.
+    #[inline]
     pub(crate) fn at_mut(&mut self, index: usize) -> Option<&mut Notifier> {
         self.list.get_mut(index)
     }
@@ -117,7 +161,11 @@ impl Registry {
     }
 
     pub(crate) fn name_of(&self, id: u64) -> Option<Arc<str>> {
-        self.index(id).map(|i| self.list[i].name.clone())
+        self.name_ref(id).cloned()
+    }
+
+    pub(crate) fn name_ref(&self, id: u64) -> Option<&Arc<str>> {
+        self.index(id).map(|i| &self.list[i].name)
     }
 
     pub(crate) fn find(&self, name: &str) -> Option<u64> {
@@ -125,11 +173,25 @@ impl Registry {
     }
 
     pub(crate) fn remove(&mut self, id: u64) -> Option<Notifier> {
-        self.index(id).map(|i| self.list.remove(i))
+        let n = self.index(id).map(|i| self.list.remove(i));
+        self.recount();
+        n
+    }
+
+    fn recount(&mut self) {
+        self.hearing = self.list.iter().filter(|n| n.hears).count();
+    }
+
+    /// Whether any notifier is told about changes.
+    pub(crate) fn anyone_hears(&self) -> bool {
+        self.hearing > 0
     }
 
     pub(crate) fn tell_changed(&mut self, ch: Changed) {
-        for n in &mut self.list {
+        if self.hearing == 0 {
+            return;
+        }
+        for n in self.list.iter_mut().filter(|n| n.hears) {
             n.kind.changed(ch);
         }
     }
@@ -145,6 +207,7 @@ impl Registry {
 impl Roster for Registry {
     /// Checks `hint` first and uses it unless the registry changed since
     /// the last notifier was asked: the common case costs no search.
+    #[inline]
     fn next_after(&self, id: u64, hint: usize) -> Option<(usize, u64)> {
         let fits = self.list.get(hint).is_some_and(|n| n.id > id)
             && (hint == 0 || self.list.get(hint - 1).is_some_and(|p| p.id <= id));

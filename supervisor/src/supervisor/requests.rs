@@ -2,7 +2,7 @@
 //! shutdown and its grace period) and the teardown of its system.
 
 use actix::prelude::*;
-use lwsys_messages::state::{GetJournal, SystemState};
+use lwsys_messages::state::SystemState;
 use lwsys_messages::supervisor::{
     Cycle, Explanation, Jump, Shutdown, Steps, WalkError, WalkResult,
 };
@@ -115,20 +115,17 @@ impl Handler<Teardown> for Supervisor {
             s.stop_all();
             // Dropping the factory ends the blob service's thread.
         }
-        // The journal is read before the state service goes, so that a
-        // handle kept after a shutdown can still explain how it ended.
-        // `wait`: nothing else is handled meanwhile.
-        ctx.wait(self.state.send(GetJournal).into_actor(self).map(|res, act, ctx| {
-            let _ = act.last_words.set(Explanation {
-                state: act.current,
-                since_us: act.since_us,
-                pending: None,
-                parked: Vec::new(),
-                journal: res.map(|j| j.rounds).unwrap_or_default(),
-            });
-            act.state.do_send(lwsys_messages::lifecycle::Stop);
-            ctx.stop();
-        }));
+        // Kept, so that a handle kept after a shutdown can still explain
+        // how it ended.
+        let _ = self.last_words.set(Explanation {
+            state: self.current,
+            since_us: self.since_us,
+            pending: None,
+            parked: Vec::new(),
+            journal: self.journal_entries(),
+        });
+        self.state.do_send(lwsys_messages::lifecycle::Stop);
+        ctx.stop();
     }
 }
 

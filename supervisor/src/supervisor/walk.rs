@@ -96,6 +96,12 @@ impl Walk {
         self.waiters.push(Waiter { want, tx });
     }
 
+    /// Whether [`Walk::answer_reached`] would answer anyone at `current`.
+    pub(crate) fn answers_at(&self, current: SystemState) -> bool {
+        self.leg.mode == Mode::Steps
+            && self.waiters.iter().any(|w| w.want.is_some_and(|s| current >= s))
+    }
+
     /// Answer the steps requesters whose target the state has reached.
     pub(crate) fn answer_reached(&mut self, current: SystemState) {
         if self.leg.mode != Mode::Steps
