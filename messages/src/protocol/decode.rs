@@ -5,7 +5,10 @@
 //! A line is read once, by a JSON visitor that refuses an object repeating
 //! a key at any depth: with a last-wins parser, `{"op":"state.get",
 //! "op":"system.shutdown"}` would mean one thing to a client's or proxy's
-//! checks and another to the daemon.
+//! checks and another to the daemon. The plainest lines, a bare op and a
+//! number for id (what a polling client sends), are read by a small
+//! reader instead, which takes only lines that cannot repeat a key and
+//! leaves anything else to the visitor.
 
 use std::fmt;
 
