@@ -371,6 +371,15 @@ impl ControlSession {
             let err = ops::ProtoError::new(ErrorCode::Busy, "too many requests in flight");
             return self.reply(id, Err(err), ctx);
         }
+        // `state.get` is what polling clients send over and over: its
+        // reading is written straight into the reply line, without the
+        // map `dispatch` makes (the same bytes; see `ok_line_of`).
+        if matches!(request, Request::StateGet {}) && self.check_op(Op::StateGet).is_ok() {
+            return match ok_line_of(&id, &self.env.sys.state_now()) {
+                Ok(line) => self.queue_line(line, ctx),
+                Err(e) => self.unserializable(&e, ctx),
+            };
+        }
         // Only a large reply keeps the read permit until it is queued.
         let permit = permit.filter(|_| large_reply(request.op()));
         match self.dispatch(request, ctx) {
@@ -478,6 +487,29 @@ fn ok_line(id: &Value, fields: &Map<String, Value>) -> serde_json::Result<Vec<u8
     Ok(line)
 }
 
+/// A success reply made from a typed reply whose fields are not `id` or
+/// `ok`: the same bytes as [`ok_line`] of its map, without making the map
+/// (the op's struct serializes its fields in the order the map would
+/// keep them).
+fn ok_line_of<T: Serialize>(id: &Value, fields: &T) -> serde_json::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(128);
+    line.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut line, id)?;
+    line.extend_from_slice(b",\"ok\":true");
+    let at = line.len();
+    serde_json::to_writer(&mut line, fields)?;
+    match line.get(at..) {
+        Some(b"{}") => {
+            line.truncate(at);
+            line.push(b'}');
+        }
+        // Its own opening brace becomes the comma after `ok`.
+        Some([b'{', ..]) => line[at] = b',',
+        _ => return Err(serde::ser::Error::custom("a reply is not an object")),
+    }
+    Ok(line)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // a reply that does not serialize should fail loudly
@@ -496,6 +528,24 @@ mod tests {
         assert!(text.starts_with(r#"{"id":7,"ok":true,"#), "{text}");
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v, json!({"id": 7, "ok": true, "state": "OPERATIONAL"}));
+    }
+
+    #[test]
+    fn a_state_reading_is_written_as_its_map_would_be() {
+        use lwsys_messages::state::{StateReading, SystemState};
+        for (id, state) in [
+            (json!(7), SystemState::Operational),
+            (json!("x\"y"), SystemState::PolicyValid),
+            (Value::Null, SystemState::TimeValid),
+        ] {
+            let r = StateReading { state, since_us: 1_700_000_000_123_456 };
+            let by_map = super::ok_line(&id, &super::ops::reply(&r).unwrap()).unwrap();
+            assert_eq!(super::ok_line_of(&id, &r).unwrap(), by_map);
+        }
+        #[derive(serde::Serialize)]
+        struct Empty {}
+        assert_eq!(super::ok_line_of(&json!(1), &Empty {}).unwrap(), br#"{"id":1,"ok":true}"#);
+        assert!(super::ok_line_of(&json!(1), &3).is_err());
     }
 
     #[test]
