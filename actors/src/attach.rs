@@ -403,6 +403,10 @@ impl Handler<Changed> for AttachService {
 
     fn handle(&mut self, msg: Changed, ctx: &mut Self::Context) {
         self.state = msg.to;
+        if self.waiting_len == 0 {
+            // Nothing waits for a state: the common case at every commit.
+            return;
+        }
         let upto = usize::from(msg.to.number());
         let mut released: Vec<(u64, Item)> = Vec::new();
         let mut queues = 0;

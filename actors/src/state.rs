@@ -95,7 +95,8 @@ impl StateService {
             state,
             since_us,
             observers: Vec::new(),
-            changes: Vec::new(),
+            // A boot walk's worth, so the first walk does not grow it.
+            changes: Vec::with_capacity(16),
             waiters: Vec::new(),
             swept_len: 0,
             sweeping: false,

@@ -178,7 +178,8 @@ impl Supervisor {
             parked: Vec::new(),
             round: None,
             journal: Journal::new(DEFAULT_JOURNAL_LEN),
-            unsent: Vec::new(),
+            // A boot walk's worth, so the first walk does not grow it.
+            unsent: Vec::with_capacity(16),
             tick: None,
             round_t0: None,
             anchor: None,
