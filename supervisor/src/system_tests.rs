@@ -471,6 +471,55 @@ async fn unregistering_the_deferring_notifier_continues_the_walk() {
 }
 
 #[actix_rt::test]
+async fn the_journal_names_a_notifier_that_left_and_a_full_journal_keeps_the_newest_rounds() {
+    let log = Log::default();
+    let h = Builder::new()
+        .boot_target(ContextCreated)
+        .journal_len(4)
+        .notifiers(vec![
+            NotifierSpec::inline("first", |_c, _t| Verdict::Allow),
+            scripted("gone", vec![(Dhcp, Answer::Defer)], &log),
+        ])
+        .start()
+        .unwrap();
+    let r = h.steps(Operational).await.unwrap().unwrap();
+    assert_eq!(r.state, IfaceColdplug);
+    h.unregister("gone").await.unwrap();
+    assert_eq!(h.wait_for(Operational, Some(Duration::from_secs(5))).await.unwrap(), Operational);
+    let j = h.explain().await.unwrap().journal;
+    // The 4 newest rounds, in order, ending with the commit of OPERATIONAL.
+    assert_eq!(j.len(), 4);
+    assert!(j.windows(2).all(|w| w[0].target < w[1].target), "{j:?}");
+    assert_eq!(j.last().map(|r| r.target), Some(Operational));
+    // With room for every round, the deferred one is kept, and still
+    // names the notifier that left since.
+    let h = Builder::new()
+        .boot_target(ContextCreated)
+        .journal_len(64)
+        .notifiers(vec![
+            NotifierSpec::inline("first", |_c, _t| Verdict::Allow),
+            scripted("gone", vec![(Dhcp, Answer::Defer)], &log),
+        ])
+        .start()
+        .unwrap();
+    let _ = h.steps(Operational).await.unwrap().unwrap();
+    h.unregister("gone").await.unwrap();
+    assert_eq!(h.wait_for(Operational, Some(Duration::from_secs(5))).await.unwrap(), Operational);
+    let j = h.explain().await.unwrap().journal;
+    let deferred = j
+        .iter()
+        .find(|r| matches!(&r.outcome, RoundOutcome::Deferred { .. }))
+        .expect("the deferred round is kept");
+    let names: Vec<&str> = deferred.verdicts.iter().map(|v| v.name.as_ref()).collect();
+    assert_eq!(names, ["first", "gone"]);
+    assert_eq!(deferred.verdicts[1].verdict, Verdict::defer("working"));
+    assert!(deferred.verdicts[1].latency_us.is_some());
+    // Rounds after it no longer ask the notifier that left.
+    let last = j.last().unwrap();
+    assert_eq!(last.verdicts.iter().map(|v| v.name.as_ref()).collect::<Vec<_>>(), ["first"]);
+}
+
+#[actix_rt::test]
 async fn other_requests_run_while_a_walk_is_parked() {
     let log = Log::default();
     let h = held(vec![scripted("a", vec![(TimeValid, Answer::Defer)], &log)]);
