@@ -473,39 +473,34 @@ async fn unregistering_the_deferring_notifier_continues_the_walk() {
 #[actix_rt::test]
 async fn the_journal_names_a_notifier_that_left_and_a_full_journal_keeps_the_newest_rounds() {
     let log = Log::default();
-    let h = Builder::new()
-        .boot_target(ContextCreated)
-        .journal_len(4)
-        .notifiers(vec![
-            NotifierSpec::inline("first", |_c, _t| Verdict::Allow),
-            scripted("gone", vec![(Dhcp, Answer::Defer)], &log),
-        ])
-        .start()
-        .unwrap();
-    let r = h.steps(Operational).await.unwrap().unwrap();
-    assert_eq!(r.state, IfaceColdplug);
-    h.unregister("gone").await.unwrap();
-    assert_eq!(h.wait_for(Operational, Some(Duration::from_secs(5))).await.unwrap(), Operational);
-    let j = h.explain().await.unwrap().journal;
+    // "gone" defers DHCP and then leaves, which lets the walk go on.
+    let walk_without_gone = |journal_len| {
+        let h = Builder::new()
+            .boot_target(ContextCreated)
+            .journal_len(journal_len)
+            .notifiers(vec![
+                NotifierSpec::inline("first", |_c, _t| Verdict::Allow),
+                scripted("gone", vec![(Dhcp, Answer::Defer)], &log),
+            ])
+            .start()
+            .unwrap();
+        async move {
+            let r = h.steps(Operational).await.unwrap().unwrap();
+            assert_eq!(r.state, IfaceColdplug);
+            h.unregister("gone").await.unwrap();
+            let reached = h.wait_for(Operational, Some(Duration::from_secs(5))).await.unwrap();
+            assert_eq!(reached, Operational);
+            h.explain().await.unwrap().journal
+        }
+    };
+    let j = walk_without_gone(4).await;
     // The 4 newest rounds, in order, ending with the commit of OPERATIONAL.
     assert_eq!(j.len(), 4);
     assert!(j.windows(2).all(|w| w[0].target < w[1].target), "{j:?}");
     assert_eq!(j.last().map(|r| r.target), Some(Operational));
     // With room for every round, the deferred one is kept, and still
     // names the notifier that left since.
-    let h = Builder::new()
-        .boot_target(ContextCreated)
-        .journal_len(64)
-        .notifiers(vec![
-            NotifierSpec::inline("first", |_c, _t| Verdict::Allow),
-            scripted("gone", vec![(Dhcp, Answer::Defer)], &log),
-        ])
-        .start()
-        .unwrap();
-    let _ = h.steps(Operational).await.unwrap().unwrap();
-    h.unregister("gone").await.unwrap();
-    assert_eq!(h.wait_for(Operational, Some(Duration::from_secs(5))).await.unwrap(), Operational);
-    let j = h.explain().await.unwrap().journal;
+    let j = walk_without_gone(64).await;
     let deferred = j
         .iter()
         .find(|r| matches!(&r.outcome, RoundOutcome::Deferred { .. }))
