@@ -154,18 +154,11 @@ impl Round {
     /// Those that allowed so far and are still registered (told `Aborted`
     /// if the round does not commit), in the order they allowed.
     pub fn allowed(&self) -> Vec<u64> {
-        let mut detail = self.verdicts.detail.iter().peekable();
-        let mut allowed = Vec::new();
-        for (i, id) in self.verdicts.asked.iter().enumerate() {
-            let allow = match detail.next_if(|d| usize::try_from(d.at).ok() == Some(i)) {
-                Some(d) => d.verdict.is_allow(),
-                None => true,
-            };
-            if allow && !self.gone.contains(id) {
-                allowed.push(*id);
-            }
-        }
-        allowed
+        self.verdicts
+            .each()
+            .filter(|(id, d)| d.is_none_or(|d| d.verdict.is_allow()) && !self.gone.contains(id))
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// The ids asked so far, in order.

@@ -473,10 +473,7 @@ impl ControlSession {
 /// A success reply, `{"id":..,"ok":true,..fields}`, without its newline.
 /// `id` and `ok` are the protocol's: an op's fields cannot replace them.
 fn ok_line(id: &Value, fields: &Map<String, Value>) -> serde_json::Result<Vec<u8>> {
-    let mut line = Vec::with_capacity(128);
-    line.extend_from_slice(b"{\"id\":");
-    serde_json::to_writer(&mut line, id)?;
-    line.extend_from_slice(b",\"ok\":true");
+    let mut line = ok_head(id)?;
     for (k, v) in fields.iter().filter(|(k, _)| *k != "id" && *k != "ok") {
         line.push(b',');
         serde_json::to_writer(&mut line, k)?;
@@ -487,15 +484,21 @@ fn ok_line(id: &Value, fields: &Map<String, Value>) -> serde_json::Result<Vec<u8
     Ok(line)
 }
 
+/// `{"id":..,"ok":true`, the start of every success reply.
+fn ok_head(id: &Value) -> serde_json::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(128);
+    line.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut line, id)?;
+    line.extend_from_slice(b",\"ok\":true");
+    Ok(line)
+}
+
 /// A success reply made from a typed reply whose fields are not `id` or
 /// `ok`: the same bytes as [`ok_line`] of its map, without making the map
 /// (the op's struct serializes its fields in the order the map would
 /// keep them).
 fn ok_line_of<T: Serialize>(id: &Value, fields: &T) -> serde_json::Result<Vec<u8>> {
-    let mut line = Vec::with_capacity(128);
-    line.extend_from_slice(b"{\"id\":");
-    serde_json::to_writer(&mut line, id)?;
-    line.extend_from_slice(b",\"ok\":true");
+    let mut line = ok_head(id)?;
     let at = line.len();
     serde_json::to_writer(&mut line, fields)?;
     match line.get(at..) {

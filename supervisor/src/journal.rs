@@ -39,6 +39,18 @@ pub struct Buffers {
     pub detail: Vec<Detail>,
 }
 
+impl Buffers {
+    /// Each notifier asked, in order, with its verdict kept in full, or
+    /// `None` for an inline `Allow`.
+    pub fn each(&self) -> impl Iterator<Item = (u64, Option<&Detail>)> {
+        let mut detail = self.detail.iter().peekable();
+        self.asked
+            .iter()
+            .enumerate()
+            .map(move |(i, id)| (*id, detail.next_if(|d| usize::try_from(d.at).ok() == Some(i))))
+    }
+}
+
 /// One consent round as the journal keeps it.
 #[derive(Debug)]
 pub struct Record {
@@ -133,19 +145,15 @@ impl Journal {
         self.rounds
             .iter()
             .map(|r| {
-                let mut detail = r.verdicts.detail.iter().peekable();
                 let verdicts = r
                     .verdicts
-                    .asked
-                    .iter()
-                    .enumerate()
-                    .map(|(i, id)| {
-                        let (verdict, latency_us) =
-                            match detail.next_if(|d| usize::try_from(d.at).ok() == Some(i)) {
-                                Some(d) => (d.verdict.clone(), d.latency_us),
-                                None => (Verdict::Allow, None),
-                            };
-                        NotifierVerdict { name: name(*id), verdict, latency_us }
+                    .each()
+                    .map(|(id, detail)| {
+                        let (verdict, latency_us) = match detail {
+                            Some(d) => (d.verdict.clone(), d.latency_us),
+                            None => (Verdict::Allow, None),
+                        };
+                        NotifierVerdict { name: name(id), verdict, latency_us }
                     })
                     .collect();
                 JournalEntry {

@@ -88,9 +88,6 @@ pub struct Supervisor {
     /// the end of [`Supervisor::pump`]); one reading per round instead of
     /// two.
     tick: Option<Instant>,
-    /// The start of the round under way, for its first run of inline
-    /// notifiers.
-    round_t0: Option<Instant>,
     /// Unix time at an instant, read once per pump: the rounds of a walk
     /// stamp their start from it rather than read the wall clock each.
     anchor: Option<(Instant, u64)>,
@@ -181,7 +178,6 @@ impl Supervisor {
             // A boot walk's worth, so the first walk does not grow it.
             unsent: Vec::with_capacity(16),
             tick: None,
-            round_t0: None,
             anchor: None,
             awaiting: None,
             deadline: None,
@@ -291,7 +287,6 @@ impl Supervisor {
         let t0 = self.tick.take().unwrap_or_else(Instant::now);
         let (i0, u0) = *self.anchor.get_or_insert_with(|| (t0, unix_us()));
         let at_us = u0.saturating_add(micros(t0.saturating_duration_since(i0)));
-        self.round_t0 = Some(t0);
         let verdicts = self.journal.buffers(self.registry.len());
         let all = forced || overrides == Override::All;
         let round = Round::new(self.current, target, all, at_us, verdicts);
@@ -299,13 +294,13 @@ impl Supervisor {
         if forced && self.grace_over {
             self.commit();
         } else {
-            self.ask(ctx);
+            self.ask(Some(t0), ctx);
         }
     }
 
     /// Go on with the round (see [`Supervisor::ask`]), then with the queue.
     fn continue_round(&mut self, ctx: &mut Context<Self>) {
-        self.ask(ctx);
+        self.ask(None, ctx);
         self.pump(ctx);
     }
 
@@ -313,17 +308,19 @@ impl Supervisor {
     /// until one does not allow (the round ends), an actor's answer must be
     /// awaited, or everyone allowed (committed here, without waiting). The
     /// caller goes on with [`Supervisor::pump`]: this never recurses into
-    /// it, so a long queue cannot deepen the stack.
-    fn ask(&mut self, ctx: &mut Context<Self>) {
+    /// it, so a long queue cannot deepen the stack. `started`: when the
+    /// round began, if it begins here; an inline run that starts the round
+    /// is timed from then, saving a clock read.
+    fn ask(&mut self, started: Option<Instant>, ctx: &mut Context<Self>) {
         let Some(round) = self.round.as_mut() else { return };
-        // An inline run that starts the round is timed from its start.
-        let mut inline_run: Option<Instant> = self.round_t0.take();
-        let mut ran_inline = false;
+        // When the run of inline notifiers under way began. One call asks
+        // at most one run: an actor ends it with a wait.
+        let mut inline_run: Option<Instant> = None;
         loop {
             let index = match round.next(&self.registry) {
                 Next::Ask { index, .. } => index,
                 Next::Commit => {
-                    if let Some(t) = inline_run.filter(|_| ran_inline) {
+                    if let Some(t) = inline_run {
                         let t1 = Instant::now();
                         round.add_inline_ns(nanos(t1.saturating_duration_since(t)));
                         self.tick = Some(t1);
@@ -339,8 +336,7 @@ impl Supervisor {
             let Some(n) = self.registry.at_mut(index) else { return };
             match &mut n.kind {
                 Kind::Inline(_) => {
-                    inline_run.get_or_insert_with(Instant::now);
-                    ran_inline = true;
+                    inline_run.get_or_insert_with(|| started.unwrap_or_else(Instant::now));
                     let (current, target) = (round.current(), round.target());
                     // The run of inline notifiers from here, called in a
                     // row in roster order: nothing can change the registry
@@ -374,14 +370,14 @@ impl Supervisor {
                     }
                 }
                 Kind::Actor { consent, .. } => {
-                    if let Some(t) = inline_run.take().filter(|_| ran_inline) {
+                    if let Some(t) = inline_run.take() {
                         round.add_inline_ns(elapsed_ns(t));
                     }
                     if !consent.connected() {
                         let id = n.id;
                         self.drop_notifier(id, "stopped", ctx);
                         // drop_notifier may have moved things; re-borrow.
-                        return self.ask(ctx);
+                        return self.ask(None, ctx);
                     }
                     self.call_seq += 1;
                     let call = self.call_seq;

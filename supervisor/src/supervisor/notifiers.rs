@@ -38,6 +38,16 @@ impl Supervisor {
         }
     }
 
+    /// Register a notifier; one it replaces (a stopped actor with its
+    /// name) has left, for the journal.
+    fn add_notifier(&mut self, name: &str, kind: Kind) -> Result<u64, NotifierError> {
+        let (id, replaced) = self.registry.add(name, kind)?;
+        if let Some((old, name)) = replaced {
+            self.departed(old, name);
+        }
+        Ok(id)
+    }
+
     /// The journal keeps the name of a notifier that left for the rounds
     /// that name it.
     pub(super) fn departed(&mut self, id: u64, name: Arc<str>) {
@@ -101,10 +111,7 @@ impl Handler<RegisterNotifier> for Supervisor {
             aborted: msg.aborted,
             kind: msg.kind,
         };
-        let (id, replaced) = self.registry.add(&name, kind)?;
-        if let Some((old, name)) = replaced {
-            self.departed(old, name);
-        }
+        let id = self.add_notifier(&name, kind)?;
         info!(self.log, "notifier registered"; "notifier" => &name, "kind" => %msg.kind);
         self.emit_notifier(NotifierEventKind::Registered, Arc::from(name), None);
         Ok(id)
@@ -126,10 +133,7 @@ impl Handler<RegisterInline> for Supervisor {
     type Result = Result<u64, NotifierError>;
 
     fn handle(&mut self, msg: RegisterInline, _ctx: &mut Self::Context) -> Self::Result {
-        let (id, replaced) = self.registry.add(&msg.name, Kind::Inline(msg.notifier))?;
-        if let Some((old, name)) = replaced {
-            self.departed(old, name);
-        }
+        let id = self.add_notifier(&msg.name, Kind::Inline(msg.notifier))?;
         info!(self.log, "notifier registered"; "notifier" => &msg.name, "kind" => %NotifierKind::Inline);
         self.emit_notifier(NotifierEventKind::Registered, Arc::from(msg.name), None);
         Ok(id)

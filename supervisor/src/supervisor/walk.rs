@@ -104,9 +104,7 @@ impl Walk {
 
     /// Answer the steps requesters whose target the state has reached.
     pub(crate) fn answer_reached(&mut self, current: SystemState) {
-        if self.leg.mode != Mode::Steps
-            || self.waiters.iter().all(|w| w.want.is_none_or(|s| current < s))
-        {
+        if !self.answers_at(current) {
             return;
         }
         let mut i = 0;
