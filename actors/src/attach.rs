@@ -26,7 +26,11 @@
 //!   runs ready items newest first; we run them oldest first, so a flood
 //!   cannot starve the items queued first.
 //! - Pending items (queued plus waiting) are bounded; past the bound
-//!   `attach` fails with `AttachError::Full`. A panicking callback is
+//!   `attach` fails with `AttachError::Full`. Threads claim slots of the
+//!   bound a chunk at a time, so no counter is shared by every attach;
+//!   the slots a thread holds in reserve (at most 63; none for bounds
+//!   under 2,048) count against the bound, so `Full` can come that many
+//!   items early per attaching thread, never late. A panicking callback is
 //!   caught, logged with its state, origin and thread, and counted. When
 //!   the service stops, pending items are dropped (their closures'
 //!   destructors run), blocked `flush` calls fail, and `attach` fails.
@@ -45,7 +49,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use actix::fut::ActorFutureExt;
 use actix::prelude::*;
-use crossbeam_channel::Receiver;
 use lwsys_messages::attach::{AttachStats, GetAttachStats, SetSystem, SystemRef};
 use lwsys_messages::lifecycle::Stop;
 use lwsys_messages::state::{Changed, StateChanges, SystemState, ALL_STATES};
@@ -53,8 +56,8 @@ use serde::{Deserialize, Serialize};
 use slog::{error, info, Logger};
 
 pub use ctx::AttachCtx;
+use handle::{credit_chunk, Item, Padded, Shared, Track};
 pub use handle::{AttachHandle, AttachTicket};
-use handle::{Item, Padded, Shared, Track, CLOSED};
 
 /// How many items may be pending unless configured otherwise.
 pub const DEFAULT_BOUND: usize = 65_536;
@@ -82,7 +85,6 @@ impl Default for AttachConfig {
 /// Runs attached callbacks on its loop. See the module docs.
 pub struct AttachService {
     shared: Arc<Shared>,
-    rx: Receiver<Item>,
     state: SystemState,
     /// Items whose state was reached while they waited, oldest first.
     ready: VecDeque<Item>,
@@ -130,10 +132,12 @@ impl AttachService {
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             wake_pending: Padded(AtomicBool::new(false)),
-            pending: Padded(AtomicUsize::new(0)),
+            claimed: Padded(AtomicUsize::new(0)),
             bound: config.bound,
+            chunk: credit_chunk(config.bound),
             closed: AtomicBool::new(false),
             tx,
+            rx,
             wake: ctx.address().recipient(),
             cancelled: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -143,7 +147,6 @@ impl AttachService {
         });
         Self {
             shared,
-            rx,
             state: initial,
             ready: VecDeque::new(),
             waiting: (0..=ALL_STATES.len()).map(|_| VecDeque::new()).collect(),
@@ -206,7 +209,7 @@ impl AttachService {
             ran += usize::from(self.run_item(item, ctx, system.as_ref()));
         }
         while budget > 0 {
-            let Ok(item) = self.rx.try_recv() else { break };
+            let Ok(item) = self.shared.rx.try_recv() else { break };
             budget -= 1;
             if item.state <= self.state {
                 ran += usize::from(self.run_item(item, ctx, system.as_ref()));
@@ -219,10 +222,10 @@ impl AttachService {
             }
         }
         if ran > 0 {
-            self.shared.pending.0.fetch_sub(ran, Ordering::AcqRel);
+            self.shared.claimed.0.fetch_sub(ran, Ordering::AcqRel);
             self.publish_finished();
         }
-        if !self.ready.is_empty() || !self.rx.is_empty() {
+        if !self.ready.is_empty() || !self.shared.rx.is_empty() {
             self.schedule(ctx);
         }
     }
@@ -339,24 +342,10 @@ impl AttachService {
             q.drain(..).for_each(|(_, it)| discard(it));
         }
         self.waiting_len = 0;
-        // Producers that counted an item before CLOSED was set may still be
-        // sending it: wait for the count to drain, briefly; they never block
-        // between counting and sending.
-        let pending = &self.shared.pending.0;
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        let mut counted = (pending.load(Ordering::Acquire) & !CLOSED).saturating_sub(dropped);
-        while counted > 0 && std::time::Instant::now() < give_up {
-            match self.rx.try_recv() {
-                Ok(item) => {
-                    if catch_unwind(AssertUnwindSafe(|| item.job.cancel())).unwrap_or(true) {
-                        dropped += 1;
-                    }
-                }
-                Err(_) => std::thread::yield_now(),
-            }
-            counted = (pending.load(Ordering::Acquire) & !CLOSED).saturating_sub(dropped);
-        }
-        pending.fetch_sub(dropped, Ordering::AcqRel);
+        self.shared.claimed.0.fetch_sub(dropped, Ordering::AcqRel);
+        // What is still in the channel; an attach that sends after this
+        // finds the service closed and drops its item itself.
+        dropped += self.shared.drop_leftovers();
         info!(self.log, "attach service stopped";
             "dropped" => dropped, "run" => self.run, "panicked" => self.panicked);
     }
@@ -436,7 +425,7 @@ impl Handler<GetAttachStats> for AttachService {
             cancelled: self.shared.cancelled.load(Ordering::Relaxed),
             panicked: self.panicked,
             rejected: self.shared.rejected.load(Ordering::Relaxed),
-            pending: (self.shared.pending.0.load(Ordering::Relaxed) & !CLOSED) as u64,
+            pending: self.shared.pending() as u64,
             waiting: self.waiting_len as u64,
         })
     }

@@ -1,16 +1,25 @@
 //! The foreign side of attach: [`AttachHandle`] (what other threads hold),
 //! [`AttachTicket`], and the state both share with the loop: the channel,
-//! the wake flag, the pending counter and the per-thread flush tracks.
+//! the wake flag, the slots claimed from the bound and the per-thread
+//! tracks (flush counts and each thread's reserve of slots).
+//!
+//! No counter is touched by every attach. A thread claims slots from the
+//! bound a chunk at a time ([`credit_chunk`]) and spends them from its own
+//! track, so the shared count sees one atomic add per chunk rather than one
+//! per item; the loop gives slots back once per batch. Shutdown needs no
+//! count either: an attach that sends after the loop closed the service
+//! sees it closed (a fence on each side pairs the two) and drops what is
+//! left in the channel itself.
 
 use std::cell::RefCell;
-use std::panic::Location;
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use actix::Recipient;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use lwsys_messages::attach::AttachError;
 use lwsys_messages::state::SystemState;
 
@@ -23,8 +32,17 @@ use super::{AttachCtx, Drain};
 #[repr(align(128))]
 pub(super) struct Padded<T>(pub T);
 
-/// The bit of `Shared::pending` that says the loop has stopped.
+/// The bit of `Shared::claimed` that says the loop has stopped.
 pub(super) const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// How many slots of the bound a thread claims at once: enough that the
+/// shared count is touched once per many items, few enough that the slots
+/// threads hold in reserve are a small part of the bound (at most 1/1024 of
+/// it each, at most 64), and exactly one for bounds under 2,048, whose
+/// `Full` therefore comes at the item it always did.
+pub(super) fn credit_chunk(bound: usize) -> usize {
+    (bound / 1024).clamp(1, 64)
+}
 
 /// One accepted attach request on its way to the loop.
 pub(super) struct Item {
@@ -42,13 +60,19 @@ pub(super) struct Shared {
     /// Set while a wake (a `Drain` message or the loop's own continuation)
     /// is on its way; only the producer that flips it false -> true sends.
     pub wake_pending: Padded<AtomicBool>,
-    /// Accepted items not yet run, cancelled or dropped, plus [`CLOSED`]
-    /// once the loop stops: one RMW per attach both counts the item and
-    /// sees the shutdown, with no fence.
-    pub pending: Padded<AtomicUsize>,
+    /// Slots taken from the bound: items accepted and not yet run,
+    /// cancelled or dropped, plus the slots threads hold in reserve for
+    /// their next items (see [`Track`]), plus [`CLOSED`] once the loop
+    /// stops, so that no thread claims more.
+    pub claimed: Padded<AtomicUsize>,
     pub bound: usize,
+    /// [`credit_chunk`] of `bound`.
+    pub chunk: usize,
     pub closed: AtomicBool,
     pub tx: Sender<Item>,
+    /// For an attach that finds the service closed after sending: it
+    /// drops whatever the loop's shutdown could not have seen.
+    pub rx: Receiver<Item>,
     pub wake: Recipient<Drain>,
     pub cancelled: AtomicU64,
     pub rejected: AtomicU64,
@@ -63,9 +87,10 @@ pub(super) struct Shared {
 /// ticket cancelling it) counts it done. A thread that exits gives its slot
 /// back and the next thread continues the counts, which keeps them equal or
 /// at worst makes the new owner's first flush also wait for the old
-/// owner's leftovers.
+/// owner's leftovers. The track also holds the thread's reserve of slots
+/// claimed from the bound, which it gives back when it exits.
 pub(super) struct Track {
-    queued: Padded<AtomicU64>,
+    own: Padded<Own>,
     done: Padded<AtomicU64>,
     /// The `queued` value a blocked `flush` waits for; 0 when none waits.
     flush_target: AtomicU64,
@@ -75,10 +100,18 @@ pub(super) struct Track {
     service: Weak<Shared>,
 }
 
+/// What only the owning thread writes (others read it), on one line.
+#[derive(Default)]
+struct Own {
+    queued: AtomicU64,
+    /// Slots claimed from the bound and not yet spent on an item.
+    credit: AtomicUsize,
+}
+
 impl Track {
     fn new(service: Weak<Shared>) -> Self {
         Self {
-            queued: Padded::default(),
+            own: Padded::default(),
             done: Padded::default(),
             flush_target: AtomicU64::new(0),
             name: Mutex::new(current_thread_name()),
@@ -113,6 +146,55 @@ impl Track {
         let _g = self.lock();
         self.cv.notify_all();
     }
+
+    /// Spends one slot of the bound for an item from the owning thread,
+    /// claiming a new chunk from the shared count when the reserve is
+    /// empty. Plain loads and stores suffice for the reserve: only its
+    /// owner writes it.
+    fn admit(&self, s: &Shared) -> Result<(), AttachError> {
+        let credit = self.own.0.credit.load(Ordering::Relaxed);
+        if credit > 0 {
+            self.own.0.credit.store(credit - 1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut claimed = s.claimed.0.load(Ordering::Relaxed);
+        loop {
+            if claimed & CLOSED != 0 {
+                return Err(AttachError::Shutdown);
+            }
+            let take = s.bound.saturating_sub(claimed).min(s.chunk);
+            if take == 0 {
+                s.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(AttachError::Full { bound: s.bound });
+            }
+            match s.claimed.0.compare_exchange_weak(
+                claimed,
+                claimed + take,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.own.0.credit.store(take - 1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(now) => claimed = now,
+            }
+        }
+    }
+
+    /// Counts one more item queued by the owning thread; `flush` waits
+    /// for `done` to reach it.
+    fn queued_one(&self) {
+        // Only this thread writes `queued` (flush reads it here too), so
+        // a plain store does; no locked instruction needed.
+        let q = self.own.0.queued.load(Ordering::Relaxed);
+        self.own.0.queued.store(q + 1, Ordering::Relaxed);
+    }
+
+    /// The slots the owning thread holds in reserve.
+    pub fn credit(&self) -> usize {
+        self.own.0.credit.load(Ordering::Relaxed)
+    }
 }
 
 fn current_thread_name() -> String {
@@ -134,7 +216,11 @@ struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        // The reserve goes back with the slot, so the next owner starts
+        // with none and the bound gets the slots back.
+        let credit = self.track.own.0.credit.swap(0, Ordering::Relaxed);
         if let Some(s) = self.shared.upgrade() {
+            s.claimed.0.fetch_sub(credit, Ordering::AcqRel);
             s.free.lock().unwrap_or_else(PoisonError::into_inner).push(self.idx);
         }
     }
@@ -182,8 +268,9 @@ impl Shared {
         Lease { service: self.id, idx, track, shared: Arc::downgrade(self) }
     }
 
-    /// Sends the wake unless one is already on its way; called after the
-    /// item is in the channel.
+    /// Sends the wake unless one is already on its way, or, if the
+    /// service has closed meanwhile, drops what is left in the channel;
+    /// called after the item is in the channel.
     ///
     /// Only a producer that sees the flag clear tries `swap(true)`, and
     /// only the one that flips it sends: under a flood the flag stays set
@@ -191,8 +278,14 @@ impl Shared {
     /// with a locked swap each. The fence pairs with the loop's fence after
     /// it clears the flag: either the loop's drain sees our item, or we see
     /// the flag clear (or set again by a producer whose wake comes after).
+    /// It pairs likewise with the fence in [`Shared::close`]: either the
+    /// loop's last drain sees our item, or we see `closed`.
     pub fn wake(&self) {
         fence(Ordering::SeqCst);
+        if self.closed.load(Ordering::Relaxed) {
+            self.drop_leftovers();
+            return;
+        }
         if !self.wake_pending.0.load(Ordering::Relaxed)
             && !self.wake_pending.0.swap(true, Ordering::AcqRel)
         {
@@ -201,14 +294,48 @@ impl Shared {
     }
 
     /// Marks the service closed and releases every blocked flush. The
-    /// caller then drops every item still counted in `pending`.
+    /// caller then drops every item it holds and [`drop_leftovers`]: an
+    /// attach that sends after that drops its own (see [`Shared::wake`]).
+    ///
+    /// [`drop_leftovers`]: Shared::drop_leftovers
     pub fn close(&self) {
-        self.pending.0.fetch_or(CLOSED, Ordering::AcqRel);
+        self.claimed.0.fetch_or(CLOSED, Ordering::AcqRel);
         self.closed.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for t in tracks {
             t.release();
         }
+    }
+
+    /// Drops, unrun, the items in the channel of a closed service and
+    /// gives their slots back; returns how many it took. Loop and
+    /// producers may both do this at once: each item is taken once.
+    pub fn drop_leftovers(&self) -> usize {
+        let mut dropped = 0;
+        while let Ok(item) = self.rx.try_recv() {
+            // A closure whose destructor panics was still taken and
+            // dropped; no lock is held here, so one that attaches is
+            // refused as shut down.
+            if catch_unwind(AssertUnwindSafe(|| item.job.cancel())).unwrap_or(true) {
+                dropped += 1;
+            }
+        }
+        self.claimed.0.fetch_sub(dropped, Ordering::AcqRel);
+        dropped
+    }
+
+    /// Items accepted and not yet run, cancelled or dropped, from every
+    /// thread: the claimed slots less the reserves.
+    pub fn pending(&self) -> usize {
+        let reserved: usize = self
+            .tracks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|t| t.credit())
+            .sum();
+        (self.claimed.0.load(Ordering::Acquire) & !CLOSED).saturating_sub(reserved)
     }
 }
 
@@ -249,9 +376,11 @@ impl AttachHandle {
         F: FnOnce(&mut AttachCtx<'_>) + Send + 'static,
     {
         let origin = Location::caller();
-        self.admit()?;
+        // Admitted before the closure is boxed: a refused one costs nothing
+        // and is dropped here, on the caller's thread.
+        let (idx, track) = self.admit(Arc::clone)?;
         let job: Arc<dyn Job> = Arc::new(Node::new(f));
-        let track = self.enqueue(Work::Shared(job.clone()), state, origin, Arc::clone)?;
+        self.enqueue(Item { job: Work::Shared(job.clone()), state, track: idx, origin })?;
         Ok(AttachTicket { job, track })
     }
 
@@ -267,57 +396,41 @@ impl AttachHandle {
         F: FnOnce(&mut AttachCtx<'_>) + Send + 'static,
     {
         let origin = Location::caller();
-        self.admit()?;
-        self.enqueue(Work::Owned(Box::new(f)), state, origin, |_| ())
+        let (idx, ()) = self.admit(|_| ())?;
+        self.enqueue(Item { job: Work::Owned(Box::new(f)), state, track: idx, origin })
     }
 
-    /// Counts one more pending item, or refuses it past the bound or after
-    /// shutdown.
-    fn admit(&self) -> Result<(), AttachError> {
+    /// Takes a slot of the bound for one more item from this thread and
+    /// counts it for this thread's `flush`, or refuses it past the bound
+    /// or after shutdown; returns the thread's track index and what `keep`
+    /// takes from the track (a ticket keeps the track itself).
+    fn admit<R>(&self, keep: impl FnOnce(&Arc<Track>) -> R) -> Result<(u32, R), AttachError> {
         let s = &self.shared;
-        let before = s.pending.0.fetch_add(1, Ordering::AcqRel);
-        if before & CLOSED != 0 {
-            s.pending.0.fetch_sub(1, Ordering::AcqRel);
+        if s.closed.load(Ordering::Acquire) {
             return Err(AttachError::Shutdown);
         }
-        if before >= s.bound {
-            s.pending.0.fetch_sub(1, Ordering::AcqRel);
-            s.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(AttachError::Full { bound: s.bound });
-        }
-        Ok(())
+        s.with_track(|idx, track| {
+            track.admit(s)?;
+            track.queued_one();
+            Ok((idx, keep(track)))
+        })
     }
 
-    /// Queues an admitted item and wakes the loop; returns what `keep`
-    /// takes from this thread's track (a ticket keeps the track itself).
-    fn enqueue<R>(
-        &self,
-        job: Work,
-        state: SystemState,
-        origin: &'static Location<'static>,
-        keep: impl FnOnce(&Arc<Track>) -> R,
-    ) -> Result<R, AttachError> {
+    /// Queues an admitted item and wakes the loop.
+    fn enqueue(&self, item: Item) -> Result<(), AttachError> {
         let s = &self.shared;
-        let (idx, kept) = s.with_track(|idx, track| {
-            // Only this thread writes its `queued` (flush reads it here
-            // too), so a plain store does; no locked instruction needed.
-            let q = track.queued.0.load(Ordering::Relaxed);
-            track.queued.0.store(q + 1, Ordering::Relaxed);
-            (idx, keep(track))
-        });
-        if let Err(refused) = s.tx.send(Item { job, state, track: idx, origin }) {
-            // The loop is gone and its receiver with it. The closure is
-            // dropped before the track is touched again: its destructor
-            // may attach.
+        if let Err(refused) = s.tx.send(item) {
+            // Not while `Shared` keeps a receiver; should it ever happen,
+            // the item is dropped and accounted for like a refused one.
+            // The closure is dropped before the track is touched again:
+            // its destructor may attach.
             drop(refused);
-            s.pending.0.fetch_sub(1, Ordering::AcqRel);
+            s.claimed.0.fetch_sub(1, Ordering::AcqRel);
             s.with_track(|_, track| track.finish(1));
             return Err(AttachError::Shutdown);
         }
-        // An item counted before the loop set CLOSED is drained by the
-        // loop's shutdown, which waits for the count to reach zero.
         s.wake();
-        Ok(kept)
+        Ok(())
     }
 
     /// Blocks this thread until every item it attached to this service
@@ -338,7 +451,7 @@ impl AttachHandle {
         }
         let deadline = Instant::now() + timeout;
         s.with_track(|_, track| {
-            let target = track.queued.0.load(Ordering::Relaxed);
+            let target = track.own.0.queued.load(Ordering::Relaxed);
             if track.done.0.load(Ordering::SeqCst) >= target {
                 return Ok(());
             }
@@ -370,7 +483,7 @@ impl AttachHandle {
     /// Items accepted and not yet run, cancelled or dropped, from every
     /// thread.
     pub fn pending(&self) -> usize {
-        self.shared.pending.0.load(Ordering::Relaxed) & !CLOSED
+        self.shared.pending()
     }
 
     /// Whether the service has stopped (attach then fails).
@@ -399,7 +512,7 @@ impl AttachTicket {
             return false;
         }
         if let Some(s) = self.track.service.upgrade() {
-            s.pending.0.fetch_sub(1, Ordering::AcqRel);
+            s.claimed.0.fetch_sub(1, Ordering::AcqRel);
             s.cancelled.fetch_add(1, Ordering::Relaxed);
         }
         self.track.finish(1);

@@ -402,3 +402,114 @@ async fn shutdown_drops_detached_items_unrun() {
     assert_eq!(drops.load(Ordering::SeqCst), 10, "every pending closure was dropped, none run");
     assert_eq!(h.attach_detached(Operational, |_| {}), Err(AttachError::Shutdown));
 }
+
+#[actix_rt::test]
+async fn a_threads_reserve_counts_against_the_bound_and_goes_back_when_it_exits() {
+    // 4,096 slots are claimed 4 at a time (`credit_chunk`).
+    const BOUND: usize = 4096;
+    assert_eq!(super::handle::credit_chunk(BOUND), 4);
+    let (addr, h) = start(Initialized, AttachConfig { bound: BOUND, ..Default::default() });
+    let other = h.clone();
+    // A thread of its own (not tokio's blocking pool, which keeps its
+    // threads), so that it exits before the join returns.
+    let reserve_while_alive = std::thread::spawn(move || {
+        other.attach_detached(Operational, |_| {}).unwrap();
+        // One item pending; this thread holds 3 more slots in reserve.
+        other.shared.claimed.0.load(Ordering::SeqCst) - other.pending()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(reserve_while_alive, 3);
+    // The thread has exited and given its reserve back: everything but
+    // its one item is free again, for this thread to fill exactly.
+    assert_eq!(h.pending(), 1);
+    let mut accepted = 0;
+    while h.attach_detached(Operational, |_| {}).is_ok() {
+        accepted += 1;
+    }
+    assert_eq!(accepted, BOUND - 1);
+    let stats = addr.send(GetAttachStats).await.unwrap();
+    assert_eq!((stats.pending, stats.rejected), (BOUND as u64, 1));
+    change(&addr, Initialized, Operational).await;
+    while addr.send(GetAttachStats).await.unwrap().run < BOUND as u64 {}
+    assert_eq!(h.pending(), 0);
+}
+
+#[actix_rt::test]
+async fn attaching_while_the_service_stops_runs_or_drops_every_accepted_item() {
+    const THREADS: usize = 4;
+    let (addr, h) = start(Operational, AttachConfig::default());
+    let ran = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (h, ran, dropped, accepted, refused) =
+                (h.clone(), ran.clone(), dropped.clone(), accepted.clone(), refused.clone());
+            std::thread::spawn(move || loop {
+                let (ran, guard) = (ran.clone(), DropCount(dropped.clone()));
+                match h.attach_detached(Operational, move |_| {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    drop(guard);
+                }) {
+                    Ok(()) => accepted.fetch_add(1, Ordering::SeqCst),
+                    Err(AttachError::Full { .. }) => refused.fetch_add(1, Ordering::SeqCst),
+                    Err(AttachError::Shutdown) => {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                };
+            })
+        })
+        .collect();
+    // Stop from a callback once the producers are well under way.
+    while ran.load(Ordering::SeqCst) < 10_000 {
+        tokio::task::yield_now().await;
+    }
+    h.attach(Operational, |ctx| ctx.context().stop()).unwrap();
+    tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()))
+        .await
+        .unwrap();
+    while addr.connected() {
+        tokio::task::yield_now().await;
+    }
+    // Each closure that ran was dropped too; one that did not was dropped
+    // by the loop's shutdown or by the attach that found it closed, and a
+    // refused one by its attach.
+    let accepted = accepted.load(Ordering::SeqCst);
+    let refused = refused.load(Ordering::SeqCst);
+    assert_eq!(dropped.load(Ordering::SeqCst), accepted + refused, "every closure is gone");
+    assert!(ran.load(Ordering::SeqCst) <= accepted);
+    assert_eq!(h.pending(), 0, "no slot is left claimed");
+    assert_eq!(h.attach_detached(Operational, |_| {}), Err(AttachError::Shutdown));
+}
+
+#[actix_rt::test]
+async fn an_item_sent_after_the_loop_closed_is_dropped_by_its_sender() {
+    let (addr, h) = start(Operational, AttachConfig::default());
+    h.attach(Operational, |ctx| ctx.context().stop()).unwrap();
+    while addr.connected() {
+        tokio::task::yield_now().await;
+    }
+    // The tail of an attach that was admitted just before the loop closed
+    // and sends just after its last drain: nothing will read the channel
+    // again, so the sender must drop the item itself.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let guard = DropCount(drops.clone());
+    let s = &h.shared;
+    s.claimed.0.fetch_add(1, Ordering::SeqCst);
+    let job = super::job::Work::Owned(Box::new(move |_: &mut super::AttachCtx<'_>| drop(guard)));
+    let item = super::handle::Item {
+        job,
+        state: Operational,
+        track: 0,
+        origin: std::panic::Location::caller(),
+    };
+    assert!(s.tx.send(item).is_ok(), "the handles keep the channel open");
+    s.wake();
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped, unrun");
+    assert!(s.rx.is_empty());
+    assert_eq!(h.pending(), 0);
+}
