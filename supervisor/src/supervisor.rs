@@ -622,5 +622,5 @@ impl Actor for Supervisor {
 }
 
 pub use notifiers::RegisterInline;
-pub(crate) use requests::Teardown;
+pub(crate) use requests::{Teardown, WalkTo};
 pub(crate) use subscribers::{CountSubscribers, Unsubscribe};
