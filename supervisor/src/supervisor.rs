@@ -13,6 +13,7 @@
 //! arrives, with a fresh round. Notifiers that allowed a transition that was
 //! then not made get `Aborted`.
 
+mod awaiting;
 mod notifiers;
 mod registry;
 mod requests;
@@ -37,6 +38,7 @@ use lwsys_messages::supervisor::{
 use slog::{info, warn, Logger};
 
 pub use crate::notifier::InlineNotifier;
+use awaiting::{Awaiting, ReplySlot};
 use registry::{Kind, Registry};
 use walk::{Mode, Override, Walk};
 
@@ -91,14 +93,17 @@ pub struct Supervisor {
     /// Unix time at an instant, read once per pump: the rounds of a walk
     /// stamp their start from it rather than read the wall clock each.
     anchor: Option<(Instant, u64)>,
-    /// The consent reply being awaited; replies from any other call are
-    /// stale and ignored.
+    /// The consent reply being awaited (see the awaiting module); a
+    /// request dropped from here is cancelled: its reply is never read.
     awaiting: Option<Awaiting>,
+    /// The request whose reply is awaited.
+    reply: ReplySlot,
     /// The timer that times out the awaited consent: one for a whole
     /// walk, re-armed for the next deadline, instead of one per request;
-    /// cancelled once nothing is awaited, so an idle daemon never wakes.
-    deadline: Option<SpawnHandle>,
-    call_seq: u64,
+    /// dropped once nothing is awaited, so an idle daemon never wakes.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// An `awaiting::Poller` is running: a request sent now is polled by it.
+    polling: bool,
     subscribers: Vec<Recipient<SystemEvent>>,
     shutting_down: bool,
     grace_over: bool,
@@ -130,11 +135,6 @@ pub enum RunState {
 /// notifier resumed before its verdict arrived; past this it parks, so a
 /// notifier that always does so cannot spin the supervisor.
 pub(crate) const MAX_EARLY_RESUMES: u32 = 8;
-
-#[derive(Clone, Copy)]
-enum Awaiting {
-    Consent { call: u64, id: u64, since: tokio::time::Instant, handle: SpawnHandle },
-}
 
 impl Supervisor {
     /// A supervisor committing to `state`, which must be at
@@ -180,8 +180,9 @@ impl Supervisor {
             tick: None,
             anchor: None,
             awaiting: None,
+            reply: ReplySlot::default(),
             deadline: None,
-            call_seq: 0,
+            polling: false,
             subscribers: Vec::new(),
             shutting_down: false,
             grace_over: false,
@@ -241,9 +242,7 @@ impl Supervisor {
         self.tick = None;
         self.anchor = None;
         if self.awaiting.is_none() {
-            if let Some(h) = self.deadline.take() {
-                ctx.cancel_future(h);
-            }
+            self.deadline = None;
         }
     }
 
@@ -287,7 +286,7 @@ impl Supervisor {
         let t0 = self.tick.take().unwrap_or_else(Instant::now);
         let (i0, u0) = *self.anchor.get_or_insert_with(|| (t0, unix_us()));
         let at_us = u0.saturating_add(micros(t0.saturating_duration_since(i0)));
-        let verdicts = self.journal.buffers(self.registry.len());
+        let verdicts = self.journal.buffers(self.registry.len(), self.registry.actors());
         let all = forced || overrides == Override::All;
         let round = Round::new(self.current, target, all, at_us, verdicts);
         self.round = Some(if overrides == Override::Defers { round.past_defer() } else { round });
@@ -379,59 +378,21 @@ impl Supervisor {
                         // drop_notifier may have moved things; re-borrow.
                         return self.ask(None, ctx);
                     }
-                    self.call_seq += 1;
-                    let call = self.call_seq;
-                    let id = n.id;
-                    let fut = consent.send(lwsys_messages::Consent {
+                    let reply = consent.send(lwsys_messages::Consent {
                         current: round.current(),
                         target: round.target(),
                     });
-                    let since = tokio::time::Instant::now();
-                    let handle = ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                        act.on_consent(call, res, ctx);
-                    }));
-                    self.awaiting = Some(Awaiting::Consent { call, id, since, handle });
-                    self.arm_deadline(ctx);
+                    let id = n.id;
+                    self.await_reply(id, reply, ctx);
                     return;
                 }
             }
         }
     }
 
-    /// Time out the awaited consent at its deadline. One timer serves the
-    /// whole round: when it fires early for the request awaited now (it was
-    /// armed for an earlier one), it is armed again for what is left.
-    fn arm_deadline(&mut self, ctx: &mut Context<Self>) {
-        if self.deadline.is_some() {
-            return;
-        }
-        let Some(Awaiting::Consent { since, .. }) = self.awaiting else { return };
-        let left = (since + self.cfg.consent_timeout)
-            .saturating_duration_since(tokio::time::Instant::now());
-        self.deadline = Some(ctx.run_later(left, |act, ctx| {
-            act.deadline = None;
-            let Some(Awaiting::Consent { call, since, handle, .. }) = act.awaiting else { return };
-            if since.elapsed() >= act.cfg.consent_timeout {
-                // Its reply, should it come, is stale: drop the request.
-                ctx.cancel_future(handle);
-                act.on_consent(call, Err(MailboxError::Timeout), ctx);
-            } else {
-                act.arm_deadline(ctx);
-            }
-        }));
-    }
-
-    fn on_consent(
-        &mut self,
-        call: u64,
-        res: Result<Verdict, MailboxError>,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(Awaiting::Consent { call: want, id, since, .. }) = self.awaiting else { return };
-        if want != call {
-            return;
-        }
-        self.awaiting = None;
+    /// The awaited reply came (or its deadline passed: `Timeout`).
+    fn on_consent(&mut self, res: Result<Verdict, MailboxError>, ctx: &mut Context<Self>) {
+        let Some(Awaiting { id, since, .. }) = self.awaiting.take() else { return };
         let Some(name) = self.registry.name_ref(id) else {
             return self.continue_round(ctx);
         };

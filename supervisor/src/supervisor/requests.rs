@@ -10,7 +10,7 @@ use slog::{info, warn};
 use tokio::sync::oneshot;
 
 use super::walk::{Leg, Mode, Override, Walk};
-use super::{Awaiting, RunState, Supervisor};
+use super::{RunState, Supervisor};
 
 impl Supervisor {
     /// A new request for a target a parked walk is waiting for continues
@@ -83,8 +83,7 @@ impl Supervisor {
         }
         warn!(self.log, "shutdown grace period over; forcing CONTEXT_DESTROYING";
               "grace_ms" => self.cfg.shutdown_grace.as_millis());
-        if matches!(self.awaiting, Some(Awaiting::Consent { .. })) {
-            self.awaiting = None;
+        if self.awaiting.take().is_some() {
             let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
             if forced && self.round.is_some() {
                 self.commit();
