@@ -88,8 +88,10 @@ pub struct Supervisor {
     /// A clock reading to start the next round with: the one that ended
     /// the last round, while nothing has been awaited since (cleared at
     /// the end of [`Supervisor::pump`]); one reading per round instead of
-    /// two.
-    tick: Option<Instant>,
+    /// two. With it, its time since the `anchor` in ns, when known (the
+    /// sum of the spans the rounds measure anyway): the next round's start
+    /// stamp then costs no clock arithmetic.
+    tick: Option<(Instant, Option<u64>)>,
     /// Unix time at an instant, read once per pump: the rounds of a walk
     /// stamp their start from it rather than read the wall clock each.
     anchor: Option<(Instant, u64)>,
@@ -283,9 +285,10 @@ impl Supervisor {
     fn start_round(&mut self, target: SystemState, ctx: &mut Context<Self>) {
         let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
         let overrides = self.active.as_ref().map_or(Override::Nothing, |w| w.overrides);
-        let t0 = self.tick.take().unwrap_or_else(Instant::now);
+        let (t0, known) = self.tick.take().unwrap_or_else(|| (Instant::now(), None));
         let (i0, u0) = *self.anchor.get_or_insert_with(|| (t0, unix_us()));
-        let at_us = u0.saturating_add(micros(t0.saturating_duration_since(i0)));
+        let offset_ns = known.unwrap_or_else(|| nanos(t0.saturating_duration_since(i0)));
+        let at_us = u0.saturating_add(offset_ns / 1000);
         let verdicts = self.journal.buffers(self.registry.len(), self.registry.actors());
         let all = forced || overrides == Override::All;
         let round = Round::new(self.current, target, all, at_us, verdicts);
@@ -293,7 +296,7 @@ impl Supervisor {
         if forced && self.grace_over {
             self.commit();
         } else {
-            self.ask(Some(t0), ctx);
+            self.ask(Some((t0, offset_ns)), ctx);
         }
     }
 
@@ -308,21 +311,24 @@ impl Supervisor {
     /// awaited, or everyone allowed (committed here, without waiting). The
     /// caller goes on with [`Supervisor::pump`]: this never recurses into
     /// it, so a long queue cannot deepen the stack. `started`: when the
-    /// round began, if it begins here; an inline run that starts the round
-    /// is timed from then, saving a clock read.
-    fn ask(&mut self, started: Option<Instant>, ctx: &mut Context<Self>) {
+    /// round began, if it begins here, and how long after the `anchor` (in
+    /// ns); an inline run that starts the round is timed from then, saving
+    /// a clock read.
+    fn ask(&mut self, started: Option<(Instant, u64)>, ctx: &mut Context<Self>) {
         let Some(round) = self.round.as_mut() else { return };
-        // When the run of inline notifiers under way began. One call asks
-        // at most one run: an actor ends it with a wait.
-        let mut inline_run: Option<Instant> = None;
+        // When the run of inline notifiers under way began, and how long
+        // after the anchor if known. One call asks at most one run: an
+        // actor ends it with a wait.
+        let mut inline_run: Option<(Instant, Option<u64>)> = None;
         loop {
             let index = match round.next(&self.registry) {
                 Next::Ask { index, .. } => index,
                 Next::Commit => {
-                    if let Some(t) = inline_run {
+                    if let Some((t, offset_ns)) = inline_run {
                         let t1 = Instant::now();
-                        round.add_inline_ns(nanos(t1.saturating_duration_since(t)));
-                        self.tick = Some(t1);
+                        let ns = nanos(t1.saturating_duration_since(t));
+                        round.add_inline_ns(ns);
+                        self.tick = Some((t1, offset_ns.map(|o| o.saturating_add(ns))));
                     }
                     if round.current() == round.target() {
                         self.check_passed();
@@ -335,7 +341,10 @@ impl Supervisor {
             let Some(n) = self.registry.at_mut(index) else { return };
             match &mut n.kind {
                 Kind::Inline(_) => {
-                    inline_run.get_or_insert_with(|| started.unwrap_or_else(Instant::now));
+                    inline_run.get_or_insert_with(|| match started {
+                        Some((t, offset_ns)) => (t, Some(offset_ns)),
+                        None => (Instant::now(), None),
+                    });
                     let (current, target) = (round.current(), round.target());
                     // The run of inline notifiers from here, called in a
                     // row in roster order: nothing can change the registry
@@ -361,7 +370,7 @@ impl Supervisor {
                         round.ran_upto(id, index);
                     }
                     if let Some((by, verdict)) = stopped {
-                        if let Some(t) = inline_run {
+                        if let Some((t, _)) = inline_run {
                             round.add_inline_ns(elapsed_ns(t));
                         }
                         self.conclude(by, verdict);
@@ -369,7 +378,7 @@ impl Supervisor {
                     }
                 }
                 Kind::Actor { consent, .. } => {
-                    if let Some(t) = inline_run.take() {
+                    if let Some((t, _)) = inline_run.take() {
                         round.add_inline_ns(elapsed_ns(t));
                     }
                     if !consent.connected() {

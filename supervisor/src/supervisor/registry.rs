@@ -83,6 +83,8 @@ pub(crate) struct Registry {
     last_id: u64,
     /// How many are told about changes (see `Kind::hears_changes`).
     hearing: usize,
+    /// How many are actors (their verdicts are journaled in full).
+    actors: usize,
 }
 
 impl Registry {
@@ -180,6 +182,12 @@ impl Registry {
 
     fn recount(&mut self) {
         self.hearing = self.list.iter().filter(|n| n.hears).count();
+        self.actors = self.list.iter().filter(|n| matches!(n.kind, Kind::Actor { .. })).count();
+    }
+
+    /// How many notifiers are actors.
+    pub(crate) fn actors(&self) -> usize {
+        self.actors
     }
 
     /// Whether any notifier is told about changes.
