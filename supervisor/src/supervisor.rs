@@ -349,26 +349,35 @@ impl Supervisor {
                     // The run of inline notifiers from here, called in a
                     // row in roster order: nothing can change the registry
                     // while they run, so no lookup is needed between them.
-                    let mut stopped = None;
-                    let mut last = None;
-                    for (index, n) in self.registry.iter_from(index) {
-                        let Kind::Inline(f) = &mut n.kind else { break };
-                        let v = f.consent(current, target);
-                        if v.is_allow() {
-                            round.allowed_in_run(n.id);
-                            last = Some((n.id, index));
-                            continue;
+                    // A stretch of them that allows is journaled after it
+                    // ran, in one copy: the calls write nothing meanwhile.
+                    let mut from = index;
+                    let stopped = loop {
+                        let mut end = from;
+                        let mut other = None;
+                        for (i, n) in self.registry.iter_from(from) {
+                            let Kind::Inline(f) = &mut n.kind else { break };
+                            let v = f.consent(current, target);
+                            if !v.is_allow() {
+                                other = Some((i, v));
+                                break;
+                            }
+                            end = i + 1;
                         }
-                        last = None;
-                        round.asking_inline(n.id, index);
+                        if end > from {
+                            round.allowed_in_run(self.registry.ids(from, end));
+                            if let Some(n) = self.registry.at_mut(end - 1) {
+                                round.ran_upto(n.id, end - 1);
+                            }
+                        }
+                        let Some((i, v)) = other else { break None };
+                        let Some(n) = self.registry.at_mut(i) else { break None };
+                        round.asking_inline(n.id, i);
                         if let Step::Stop { by, verdict } = round.verdict(n.id, &n.name, v, None) {
-                            stopped = Some((by, verdict));
-                            break;
+                            break Some((by, verdict));
                         }
-                    }
-                    if let Some((id, index)) = last {
-                        round.ran_upto(id, index);
-                    }
+                        from = i + 1;
+                    };
                     if let Some((by, verdict)) = stopped {
                         if let Some((t, _)) = inline_run {
                             round.add_inline_ns(elapsed_ns(t));

@@ -147,6 +147,13 @@ impl Registry {
         (from..).zip(self.list[from..].iter_mut())
     }
 
+    /// The ids of the notifiers at `from..end` in consent order.
+    #[inline]
+    pub(crate) fn ids(&self, from: usize, end: usize) -> impl Iterator<Item = u64> + '_ {
+        let end = end.min(self.list.len());
+        self.list[from.min(end)..end].iter().map(|n| n.id)
+    }
+
     /// The notifier at `index` in consent order.
     #[inline]
     pub(crate) fn at_mut(&mut self, index: usize) -> Option<&mut Notifier> {
