@@ -199,13 +199,13 @@ impl Round {
         self.asking = Some(id);
     }
 
-    /// The inline notifier `id`, the next in the roster after the last one
-    /// asked, allowed: the fast path of a run of inline notifiers, one id
-    /// written to the journal's list. The run ends with
-    /// [`Round::ran_upto`].
+    /// The inline notifiers `ids`, the next in the roster after the last
+    /// one asked, allowed: the fast path of a run of inline notifiers,
+    /// their ids written to the journal's list in one go. The run ends
+    /// with [`Round::ran_upto`].
     #[inline]
-    pub fn allowed_in_run(&mut self, id: u64) {
-        self.verdicts.asked.push(id);
+    pub fn allowed_in_run(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.verdicts.asked.extend(ids);
     }
 
     /// A run of inline notifiers that allowed ended with `id`, at `index`

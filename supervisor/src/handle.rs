@@ -27,14 +27,14 @@ use lwsys_messages::state::{
     Aborted, Changed, Consent, GetState, Resume, StateReading, SystemState, WaitFor, WaitTimedOut,
 };
 use lwsys_messages::supervisor::{
-    Cycle, Explain, Explanation, Jump, ListNotifiers, NotifierInfo, NotifierKind, RegisterNotifier,
-    Shutdown, Steps, Unregister, WalkError, WalkResult,
+    Cycle, Explain, Explanation, ListNotifiers, NotifierInfo, NotifierKind, RegisterNotifier,
+    Shutdown, Unregister, WalkError, WalkResult,
 };
 
 pub use crate::notifier::actor_registration;
 use crate::notifier::InlineNotifier;
 use crate::services::Services;
-use crate::supervisor::{RegisterInline, Supervisor, Teardown};
+use crate::supervisor::{RegisterInline, Supervisor, Teardown, WalkTo};
 use lwsys_actors::attach::{AttachCtx, AttachHandle, AttachService, AttachTicket};
 use lwsys_actors::blobs::BlobHandle;
 use lwsys_actors::platform::{OpError, Ops, RebootStatus};
@@ -191,12 +191,20 @@ impl SystemHandle {
     /// Walk one state at a time to `target`; answers when the walk settles
     /// (reached, or parked by a notifier's `Defer`).
     pub async fn steps(&self, target: SystemState) -> Result<WalkResult, Error> {
-        self.inner.supervisor.send(Steps { target }).await.or_else(|e| self.walk_gone(e))
+        self.walk_to(false, target).await
     }
 
     /// One atomic transition to `target`.
     pub async fn jump(&self, target: SystemState) -> Result<WalkResult, Error> {
-        self.inner.supervisor.send(Jump { target }).await.or_else(|e| self.walk_gone(e))
+        self.walk_to(true, target).await
+    }
+
+    /// A `Steps` (or `Jump`) request answered straight by the walk (see
+    /// [`WalkTo`]); unanswered, the supervisor is gone.
+    async fn walk_to(&self, jump: bool, target: SystemState) -> Result<WalkResult, Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.supervisor.do_send(WalkTo { jump, target, tx });
+        rx.await.or_else(|_| self.walk_gone(MailboxError::Closed))
     }
 
     /// Run a built-in cycle (policy invalidate, enter or leave modal).

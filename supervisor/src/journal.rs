@@ -91,10 +91,12 @@ impl Journal {
         }
     }
 
-    /// Buffers for a new round of about `expected` notifiers: the oldest
-    /// round's, emptied, once the journal is full (the new round takes its
-    /// place when it is [`Journal::push`]ed).
-    pub fn buffers(&mut self, expected: usize) -> Buffers {
+    /// Buffers for a new round of about `expected` notifiers, `detailed`
+    /// of which answer with a verdict kept in full (actor notifiers): the
+    /// oldest round's, emptied, once the journal is full (the new round
+    /// takes its place when it is [`Journal::push`]ed). Sized up front, so
+    /// a round of actor notifiers does not grow its list one by one.
+    pub fn buffers(&mut self, expected: usize, detailed: usize) -> Buffers {
         if self.rounds.len() >= self.len {
             if let Some(old) = self.rounds.pop_front() {
                 let mut b = old.verdicts;
@@ -103,7 +105,7 @@ impl Journal {
                 return b;
             }
         }
-        Buffers { asked: Vec::with_capacity(expected), detail: Vec::new() }
+        Buffers { asked: Vec::with_capacity(expected), detail: Vec::with_capacity(detailed) }
     }
 
     /// Keep `r`, dropping the oldest round if the journal is full.
@@ -175,7 +177,7 @@ mod tests {
     use SystemState::*;
 
     fn record(j: &mut Journal, at_us: u64, asked: &[u64], detail: Vec<Detail>) {
-        let mut verdicts = j.buffers(asked.len());
+        let mut verdicts = j.buffers(asked.len(), 0);
         verdicts.asked.extend_from_slice(asked);
         verdicts.detail = detail;
         j.push(Record {
@@ -202,7 +204,7 @@ mod tests {
         assert_eq!(at, [2, 3, 4]);
         // A full journal hands out the oldest round's lists, emptied.
         let cap = j.rounds[0].verdicts.asked.capacity();
-        let b = j.buffers(2);
+        let b = j.buffers(2, 0);
         assert!(b.asked.is_empty() && b.asked.capacity() == cap);
         assert_eq!(j.entries(names).len(), 2);
     }

@@ -13,6 +13,7 @@
 //! arrives, with a fresh round. Notifiers that allowed a transition that was
 //! then not made get `Aborted`.
 
+mod awaiting;
 mod notifiers;
 mod registry;
 mod requests;
@@ -37,6 +38,7 @@ use lwsys_messages::supervisor::{
 use slog::{info, warn, Logger};
 
 pub use crate::notifier::InlineNotifier;
+use awaiting::{Awaiting, ReplySlot};
 use registry::{Kind, Registry};
 use walk::{Mode, Override, Walk};
 
@@ -86,19 +88,24 @@ pub struct Supervisor {
     /// A clock reading to start the next round with: the one that ended
     /// the last round, while nothing has been awaited since (cleared at
     /// the end of [`Supervisor::pump`]); one reading per round instead of
-    /// two.
-    tick: Option<Instant>,
+    /// two. With it, its time since the `anchor` in ns, when known (the
+    /// sum of the spans the rounds measure anyway): the next round's start
+    /// stamp then costs no clock arithmetic.
+    tick: Option<(Instant, Option<u64>)>,
     /// Unix time at an instant, read once per pump: the rounds of a walk
     /// stamp their start from it rather than read the wall clock each.
     anchor: Option<(Instant, u64)>,
-    /// The consent reply being awaited; replies from any other call are
-    /// stale and ignored.
+    /// The consent reply being awaited (see the awaiting module); a
+    /// request dropped from here is cancelled: its reply is never read.
     awaiting: Option<Awaiting>,
+    /// The request whose reply is awaited.
+    reply: ReplySlot,
     /// The timer that times out the awaited consent: one for a whole
     /// walk, re-armed for the next deadline, instead of one per request;
-    /// cancelled once nothing is awaited, so an idle daemon never wakes.
-    deadline: Option<SpawnHandle>,
-    call_seq: u64,
+    /// dropped once nothing is awaited, so an idle daemon never wakes.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// An `awaiting::Poller` is running: a request sent now is polled by it.
+    polling: bool,
     subscribers: Vec<Recipient<SystemEvent>>,
     shutting_down: bool,
     grace_over: bool,
@@ -130,11 +137,6 @@ pub enum RunState {
 /// notifier resumed before its verdict arrived; past this it parks, so a
 /// notifier that always does so cannot spin the supervisor.
 pub(crate) const MAX_EARLY_RESUMES: u32 = 8;
-
-#[derive(Clone, Copy)]
-enum Awaiting {
-    Consent { call: u64, id: u64, since: tokio::time::Instant, handle: SpawnHandle },
-}
 
 impl Supervisor {
     /// A supervisor committing to `state`, which must be at
@@ -180,8 +182,9 @@ impl Supervisor {
             tick: None,
             anchor: None,
             awaiting: None,
+            reply: ReplySlot::default(),
             deadline: None,
-            call_seq: 0,
+            polling: false,
             subscribers: Vec::new(),
             shutting_down: false,
             grace_over: false,
@@ -241,9 +244,7 @@ impl Supervisor {
         self.tick = None;
         self.anchor = None;
         if self.awaiting.is_none() {
-            if let Some(h) = self.deadline.take() {
-                ctx.cancel_future(h);
-            }
+            self.deadline = None;
         }
     }
 
@@ -284,17 +285,18 @@ impl Supervisor {
     fn start_round(&mut self, target: SystemState, ctx: &mut Context<Self>) {
         let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
         let overrides = self.active.as_ref().map_or(Override::Nothing, |w| w.overrides);
-        let t0 = self.tick.take().unwrap_or_else(Instant::now);
+        let (t0, known) = self.tick.take().unwrap_or_else(|| (Instant::now(), None));
         let (i0, u0) = *self.anchor.get_or_insert_with(|| (t0, unix_us()));
-        let at_us = u0.saturating_add(micros(t0.saturating_duration_since(i0)));
-        let verdicts = self.journal.buffers(self.registry.len());
+        let offset_ns = known.unwrap_or_else(|| nanos(t0.saturating_duration_since(i0)));
+        let at_us = u0.saturating_add(offset_ns / 1000);
+        let verdicts = self.journal.buffers(self.registry.len(), self.registry.actors());
         let all = forced || overrides == Override::All;
         let round = Round::new(self.current, target, all, at_us, verdicts);
         self.round = Some(if overrides == Override::Defers { round.past_defer() } else { round });
         if forced && self.grace_over {
             self.commit();
         } else {
-            self.ask(Some(t0), ctx);
+            self.ask(Some((t0, offset_ns)), ctx);
         }
     }
 
@@ -309,21 +311,24 @@ impl Supervisor {
     /// awaited, or everyone allowed (committed here, without waiting). The
     /// caller goes on with [`Supervisor::pump`]: this never recurses into
     /// it, so a long queue cannot deepen the stack. `started`: when the
-    /// round began, if it begins here; an inline run that starts the round
-    /// is timed from then, saving a clock read.
-    fn ask(&mut self, started: Option<Instant>, ctx: &mut Context<Self>) {
+    /// round began, if it begins here, and how long after the `anchor` (in
+    /// ns); an inline run that starts the round is timed from then, saving
+    /// a clock read.
+    fn ask(&mut self, started: Option<(Instant, u64)>, ctx: &mut Context<Self>) {
         let Some(round) = self.round.as_mut() else { return };
-        // When the run of inline notifiers under way began. One call asks
-        // at most one run: an actor ends it with a wait.
-        let mut inline_run: Option<Instant> = None;
+        // When the run of inline notifiers under way began, and how long
+        // after the anchor if known. One call asks at most one run: an
+        // actor ends it with a wait.
+        let mut inline_run: Option<(Instant, Option<u64>)> = None;
         loop {
             let index = match round.next(&self.registry) {
                 Next::Ask { index, .. } => index,
                 Next::Commit => {
-                    if let Some(t) = inline_run {
+                    if let Some((t, offset_ns)) = inline_run {
                         let t1 = Instant::now();
-                        round.add_inline_ns(nanos(t1.saturating_duration_since(t)));
-                        self.tick = Some(t1);
+                        let ns = nanos(t1.saturating_duration_since(t));
+                        round.add_inline_ns(ns);
+                        self.tick = Some((t1, offset_ns.map(|o| o.saturating_add(ns))));
                     }
                     if round.current() == round.target() {
                         self.check_passed();
@@ -336,33 +341,45 @@ impl Supervisor {
             let Some(n) = self.registry.at_mut(index) else { return };
             match &mut n.kind {
                 Kind::Inline(_) => {
-                    inline_run.get_or_insert_with(|| started.unwrap_or_else(Instant::now));
+                    inline_run.get_or_insert_with(|| match started {
+                        Some((t, offset_ns)) => (t, Some(offset_ns)),
+                        None => (Instant::now(), None),
+                    });
                     let (current, target) = (round.current(), round.target());
                     // The run of inline notifiers from here, called in a
                     // row in roster order: nothing can change the registry
                     // while they run, so no lookup is needed between them.
-                    let mut stopped = None;
-                    let mut last = None;
-                    for (index, n) in self.registry.iter_from(index) {
-                        let Kind::Inline(f) = &mut n.kind else { break };
-                        let v = f.consent(current, target);
-                        if v.is_allow() {
-                            round.allowed_in_run(n.id);
-                            last = Some((n.id, index));
-                            continue;
+                    // A stretch of them that allows is journaled after it
+                    // ran, in one copy: the calls write nothing meanwhile.
+                    let mut from = index;
+                    let stopped = loop {
+                        let mut end = from;
+                        let mut other = None;
+                        for (i, n) in self.registry.iter_from(from) {
+                            let Kind::Inline(f) = &mut n.kind else { break };
+                            let v = f.consent(current, target);
+                            if !v.is_allow() {
+                                other = Some((i, v));
+                                break;
+                            }
+                            end = i + 1;
                         }
-                        last = None;
-                        round.asking_inline(n.id, index);
+                        if end > from {
+                            round.allowed_in_run(self.registry.ids(from, end));
+                            if let Some(n) = self.registry.at_mut(end - 1) {
+                                round.ran_upto(n.id, end - 1);
+                            }
+                        }
+                        let Some((i, v)) = other else { break None };
+                        let Some(n) = self.registry.at_mut(i) else { break None };
+                        round.asking_inline(n.id, i);
                         if let Step::Stop { by, verdict } = round.verdict(n.id, &n.name, v, None) {
-                            stopped = Some((by, verdict));
-                            break;
+                            break Some((by, verdict));
                         }
-                    }
-                    if let Some((id, index)) = last {
-                        round.ran_upto(id, index);
-                    }
+                        from = i + 1;
+                    };
                     if let Some((by, verdict)) = stopped {
-                        if let Some(t) = inline_run {
+                        if let Some((t, _)) = inline_run {
                             round.add_inline_ns(elapsed_ns(t));
                         }
                         self.conclude(by, verdict);
@@ -370,7 +387,7 @@ impl Supervisor {
                     }
                 }
                 Kind::Actor { consent, .. } => {
-                    if let Some(t) = inline_run.take() {
+                    if let Some((t, _)) = inline_run.take() {
                         round.add_inline_ns(elapsed_ns(t));
                     }
                     if !consent.connected() {
@@ -379,59 +396,21 @@ impl Supervisor {
                         // drop_notifier may have moved things; re-borrow.
                         return self.ask(None, ctx);
                     }
-                    self.call_seq += 1;
-                    let call = self.call_seq;
-                    let id = n.id;
-                    let fut = consent.send(lwsys_messages::Consent {
+                    let reply = consent.send(lwsys_messages::Consent {
                         current: round.current(),
                         target: round.target(),
                     });
-                    let since = tokio::time::Instant::now();
-                    let handle = ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                        act.on_consent(call, res, ctx);
-                    }));
-                    self.awaiting = Some(Awaiting::Consent { call, id, since, handle });
-                    self.arm_deadline(ctx);
+                    let id = n.id;
+                    self.await_reply(id, reply, ctx);
                     return;
                 }
             }
         }
     }
 
-    /// Time out the awaited consent at its deadline. One timer serves the
-    /// whole round: when it fires early for the request awaited now (it was
-    /// armed for an earlier one), it is armed again for what is left.
-    fn arm_deadline(&mut self, ctx: &mut Context<Self>) {
-        if self.deadline.is_some() {
-            return;
-        }
-        let Some(Awaiting::Consent { since, .. }) = self.awaiting else { return };
-        let left = (since + self.cfg.consent_timeout)
-            .saturating_duration_since(tokio::time::Instant::now());
-        self.deadline = Some(ctx.run_later(left, |act, ctx| {
-            act.deadline = None;
-            let Some(Awaiting::Consent { call, since, handle, .. }) = act.awaiting else { return };
-            if since.elapsed() >= act.cfg.consent_timeout {
-                // Its reply, should it come, is stale: drop the request.
-                ctx.cancel_future(handle);
-                act.on_consent(call, Err(MailboxError::Timeout), ctx);
-            } else {
-                act.arm_deadline(ctx);
-            }
-        }));
-    }
-
-    fn on_consent(
-        &mut self,
-        call: u64,
-        res: Result<Verdict, MailboxError>,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(Awaiting::Consent { call: want, id, since, .. }) = self.awaiting else { return };
-        if want != call {
-            return;
-        }
-        self.awaiting = None;
+    /// The awaited reply came (or its deadline passed: `Timeout`).
+    fn on_consent(&mut self, res: Result<Verdict, MailboxError>, ctx: &mut Context<Self>) {
+        let Some(Awaiting { id, since, .. }) = self.awaiting.take() else { return };
         let Some(name) = self.registry.name_ref(id) else {
             return self.continue_round(ctx);
         };
@@ -622,5 +601,5 @@ impl Actor for Supervisor {
 }
 
 pub use notifiers::RegisterInline;
-pub(crate) use requests::Teardown;
+pub(crate) use requests::{Teardown, WalkTo};
 pub(crate) use subscribers::{CountSubscribers, Unsubscribe};

@@ -22,6 +22,8 @@ enum Answer {
     Defer,
     Deny,
     Silent,
+    /// Allow, this many ms after being asked.
+    AllowAfter(u64),
 }
 
 /// An actor notifier answering by script: `rules` maps a target to an
@@ -50,6 +52,10 @@ impl Handler<Consent> for Scripted {
                 Answer::Defer => Verdict::defer("working"),
                 Answer::Deny => Verdict::deny("no"),
                 Answer::Silent => futures::future::pending().await,
+                Answer::AllowAfter(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Verdict::Allow
+                }
             }
         })
     }
@@ -177,6 +183,33 @@ async fn silent_notifier_times_out_as_a_defer() {
     let last = j.last().unwrap();
     assert_eq!(last.verdicts[0].verdict, Verdict::defer("timeout"));
     assert!(last.verdicts[0].latency_us.unwrap() >= 300_000);
+}
+
+#[actix_rt::test]
+async fn each_request_has_its_own_deadline_though_one_timer_serves_the_walk() {
+    tokio::time::pause();
+    let log = Log::default();
+    // The timer armed for "slow" (due at 300 ms) fires while "mute", asked
+    // at 200 ms, still has 200 ms to go: it is moved on, not obeyed.
+    let h = held(vec![
+        scripted("slow", vec![(PrePrivDrop, Answer::AllowAfter(200))], &log),
+        scripted("mute", vec![(PrePrivDrop, Answer::Silent)], &log),
+    ]);
+    let r = h.steps(PrePrivDrop).await.unwrap().unwrap();
+    assert_eq!(r.pending.unwrap().by.as_ref(), "mute");
+    let j = h.explain().await.unwrap().journal;
+    let v = &j.last().unwrap().verdicts;
+    assert_eq!(
+        (v[0].verdict.clone(), v[1].verdict.clone()),
+        (Verdict::Allow, Verdict::defer("timeout"))
+    );
+    let (slow, mute) = (v[0].latency_us.unwrap(), v[1].latency_us.unwrap());
+    assert!((200_000..300_000).contains(&slow), "{slow}");
+    assert!(mute >= 300_000, "{mute}");
+    // A walk after it that nobody keeps waiting is not timed out by a
+    // timer left from before.
+    let r = h.steps(PrePrivDrop).await.unwrap().unwrap();
+    assert!(r.reached, "{r:?}");
 }
 
 #[actix_rt::test]

@@ -13,7 +13,7 @@ use lwsys_messages::supervisor::{
 use slog::info;
 
 use super::registry::Kind;
-use super::{Awaiting, Supervisor};
+use super::Supervisor;
 use crate::notifier::InlineNotifier;
 
 impl Supervisor {
@@ -28,13 +28,10 @@ impl Supervisor {
             round.gone(id);
         }
         self.resume_parked(&n.name);
-        if let Some(Awaiting::Consent { id: w, handle, .. }) = self.awaiting {
-            if w == id {
-                // Its answer, should it come, is for nobody now.
-                ctx.cancel_future(handle);
-                self.awaiting = None;
-                self.continue_round(ctx);
-            }
+        if self.awaiting.as_ref().is_some_and(|a| a.id == id) {
+            // Its answer, should it come, is for nobody now.
+            self.awaiting = None;
+            self.continue_round(ctx);
         }
     }
 
@@ -81,10 +78,7 @@ impl Handler<Resume> for Supervisor {
     type Result = bool;
 
     fn handle(&mut self, msg: Resume, ctx: &mut Self::Context) -> bool {
-        let awaited = match self.awaiting {
-            Some(Awaiting::Consent { id, .. }) => self.registry.name_of(id),
-            _ => None,
-        };
+        let awaited = self.awaiting.as_ref().and_then(|a| self.registry.name_of(a.id));
         if awaited.as_deref() == Some(msg.name.as_str()) {
             if let Some(r) = self.round.as_mut() {
                 r.note_early_resume();

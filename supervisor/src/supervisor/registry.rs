@@ -83,6 +83,8 @@ pub(crate) struct Registry {
     last_id: u64,
     /// How many are told about changes (see `Kind::hears_changes`).
     hearing: usize,
+    /// How many are actors (their verdicts are journaled in full).
+    actors: usize,
 }
 
 impl Registry {
@@ -145,6 +147,13 @@ impl Registry {
         (from..).zip(self.list[from..].iter_mut())
     }
 
+    /// The ids of the notifiers at `from..end` in consent order.
+    #[inline]
+    pub(crate) fn ids(&self, from: usize, end: usize) -> impl Iterator<Item = u64> + '_ {
+        let end = end.min(self.list.len());
+        self.list[from.min(end)..end].iter().map(|n| n.id)
+    }
+
     /// The notifier at `index` in consent order.
     #[inline]
     pub(crate) fn at_mut(&mut self, index: usize) -> Option<&mut Notifier> {
@@ -180,6 +189,12 @@ impl Registry {
 
     fn recount(&mut self) {
         self.hearing = self.list.iter().filter(|n| n.hears).count();
+        self.actors = self.list.iter().filter(|n| matches!(n.kind, Kind::Actor { .. })).count();
+    }
+
+    /// How many notifiers are actors.
+    pub(crate) fn actors(&self) -> usize {
+        self.actors
     }
 
     /// Whether any notifier is told about changes.

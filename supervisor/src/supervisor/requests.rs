@@ -10,7 +10,7 @@ use slog::{info, warn};
 use tokio::sync::oneshot;
 
 use super::walk::{Leg, Mode, Override, Walk};
-use super::{Awaiting, RunState, Supervisor};
+use super::{RunState, Supervisor};
 
 impl Supervisor {
     /// A new request for a target a parked walk is waiting for continues
@@ -41,6 +41,22 @@ impl Supervisor {
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<WalkResult> {
         let (tx, rx) = oneshot::channel();
+        self.take_walk(leg, rest, overrides, tx, ctx);
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| Err(WalkError::Internal("supervisor stopped".into())))
+        })
+    }
+
+    /// Take a walk request answered through `tx`: merge it into a walk
+    /// under way or parked for the same target, or queue it.
+    fn take_walk(
+        &mut self,
+        leg: Leg,
+        rest: Vec<Leg>,
+        overrides: Override,
+        tx: oneshot::Sender<WalkResult>,
+        ctx: &mut Context<Self>,
+    ) {
         let single = rest.is_empty() && overrides == Override::Nothing;
         if self.shutting_down {
             let _ = tx.send(Err(WalkError::ShuttingDown));
@@ -58,9 +74,6 @@ impl Supervisor {
             w.overrides = overrides;
             self.enqueue(w, ctx);
         }
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(WalkError::Internal("supervisor stopped".into())))
-        })
     }
 
     pub(super) fn grace_expired(&mut self, ctx: &mut Context<Self>) {
@@ -70,8 +83,7 @@ impl Supervisor {
         }
         warn!(self.log, "shutdown grace period over; forcing CONTEXT_DESTROYING";
               "grace_ms" => self.cfg.shutdown_grace.as_millis());
-        if matches!(self.awaiting, Some(Awaiting::Consent { .. })) {
-            self.awaiting = None;
+        if self.awaiting.take().is_some() {
             let forced = self.active.as_ref().is_some_and(|w| w.leg.mode == Mode::Forced);
             if forced && self.round.is_some() {
                 self.commit();
@@ -126,6 +138,37 @@ impl Handler<Teardown> for Supervisor {
         });
         self.state.do_send(lwsys_messages::lifecycle::Stop);
         ctx.stop();
+    }
+}
+
+/// A `Steps` or `Jump` request that brings its own reply channel: how a
+/// [`SystemHandle`](crate::SystemHandle) asks. The walk answers `tx`
+/// itself, where an actix request would answer through a reply future
+/// spawned as a task of its own, which then forwards the result over a
+/// second channel: that is most of what a request costs beside the walk.
+/// It goes through the mailbox like any other request, so it keeps its
+/// place among them. If the supervisor is gone, `tx` is dropped unanswered.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct WalkTo {
+    /// `Jump` rather than `Steps`.
+    pub(crate) jump: bool,
+    pub(crate) target: SystemState,
+    pub(crate) tx: oneshot::Sender<WalkResult>,
+}
+
+impl Handler<WalkTo> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WalkTo, ctx: &mut Self::Context) {
+        let mode = if msg.jump { Mode::Jump } else { Mode::Steps };
+        self.take_walk(
+            Leg { mode, target: msg.target },
+            Vec::new(),
+            Override::Nothing,
+            msg.tx,
+            ctx,
+        );
     }
 }
 
