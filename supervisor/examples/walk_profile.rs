@@ -94,4 +94,8 @@ fn main() {
         });
     }
     eprintln!("{ok}/{walks} walks reached OPERATIONAL");
+    // scripts/test runs every example: a walk that fell short fails it.
+    if ok != walks {
+        std::process::exit(1);
+    }
 }
