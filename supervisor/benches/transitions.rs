@@ -9,66 +9,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use criterion::{BenchmarkId, Criterion};
-use lwsys::messages::state::{Aborted, Changed, Consent, SystemState, Verdict};
-use lwsys::{Builder, NotifierSpec, SystemHandle};
+use lwsys::messages::state::SystemState;
 
-/// An actor notifier that allows everything, answering synchronously.
-struct Yes;
-
-impl Actor for Yes {
-    type Context = Context<Self>;
-}
-
-impl Handler<Consent> for Yes {
-    type Result = Verdict;
-
-    fn handle(&mut self, _: Consent, _: &mut Context<Self>) -> Verdict {
-        Verdict::Allow
-    }
-}
-
-impl Handler<Changed> for Yes {
-    type Result = ();
-
-    fn handle(&mut self, _: Changed, _: &mut Context<Self>) {}
-}
-
-impl Handler<Aborted> for Yes {
-    type Result = ();
-
-    fn handle(&mut self, _: Aborted, _: &mut Context<Self>) {}
-}
-
-#[derive(Clone, Copy)]
-enum Flavour {
-    Inline,
-    Actor,
-}
-
-fn build(flavour: Flavour, actors: &[Addr<Yes>], n: usize) -> SystemHandle {
-    let specs = (0..n).map(|i| {
-        let name = format!("n{i}");
-        match flavour {
-            Flavour::Inline => NotifierSpec::inline(&name, |_, _| Verdict::Allow),
-            Flavour::Actor => NotifierSpec::actor(&name, &actors[i]),
-        }
-    });
-    Builder::new()
-        .boot_target(SystemState::ContextCreated)
-        .journal_len(16)
-        .notifiers(specs)
-        .start()
-        .expect("build")
-}
-
-async fn settle(h: &SystemHandle) {
-    // Let the Changed messages of the last walk drain so they are not billed
-    // to the next one.
-    for _ in 0..4 {
-        let _ = h.state().await;
-        tokio::task::yield_now().await;
-    }
-}
+#[path = "support/boot_walk.rs"]
+mod boot_walk;
+use boot_walk::{build, settle, Yes};
 
 fn boot_walk(c: &mut Criterion) {
     let sys = actix_rt::System::new();
@@ -76,14 +21,14 @@ fn boot_walk(c: &mut Criterion) {
     let mut group = c.benchmark_group("boot_walk");
     group.sample_size(25).measurement_time(Duration::from_secs(3));
     group.warm_up_time(Duration::from_secs(1));
-    for (label, flavour) in [("inline", Flavour::Inline), ("actor", Flavour::Actor)] {
+    for (label, actor) in [("inline", false), ("actor", true)] {
         for n in [1usize, 10, 100] {
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, &n| {
                 b.iter_custom(|iters| {
                     sys.block_on(async {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
-                            let h = build(flavour, &actors, n);
+                            let h = build(actor, &actors, n);
                             // The new system's actors start, and the last
                             // one's teardown runs, before the clock starts.
                             settle(&h).await;

@@ -11,59 +11,12 @@
 #![allow(clippy::print_stderr)]
 
 use actix::prelude::*;
-use lwsys::messages::state::{Aborted, Changed, Consent, SystemState, Verdict};
-use lwsys::{Builder, NotifierSpec, SystemHandle};
+use lwsys::messages::state::SystemState;
+use lwsys::SystemHandle;
 
-/// An actor notifier that allows everything, answering synchronously.
-struct Yes;
-
-impl Actor for Yes {
-    type Context = Context<Self>;
-}
-
-impl Handler<Consent> for Yes {
-    type Result = Verdict;
-
-    fn handle(&mut self, _: Consent, _: &mut Context<Self>) -> Verdict {
-        Verdict::Allow
-    }
-}
-
-impl Handler<Changed> for Yes {
-    type Result = ();
-
-    fn handle(&mut self, _: Changed, _: &mut Context<Self>) {}
-}
-
-impl Handler<Aborted> for Yes {
-    type Result = ();
-
-    fn handle(&mut self, _: Aborted, _: &mut Context<Self>) {}
-}
-
-fn build(actor: bool, actors: &[Addr<Yes>], n: usize) -> SystemHandle {
-    let specs = (0..n).map(|i| {
-        let name = format!("n{i}");
-        if actor {
-            NotifierSpec::actor(&name, &actors[i])
-        } else {
-            NotifierSpec::inline(&name, |_, _| Verdict::Allow)
-        }
-    });
-    Builder::new()
-        .boot_target(SystemState::ContextCreated)
-        .journal_len(16)
-        .notifiers(specs)
-        .start()
-        .expect("build")
-}
-
-async fn settle(h: &SystemHandle) {
-    for _ in 0..4 {
-        let _ = h.state().await;
-        tokio::task::yield_now().await;
-    }
-}
+#[path = "../benches/support/boot_walk.rs"]
+mod boot_walk;
+use boot_walk::{build, settle, Yes};
 
 /// The measured span: one `steps(OPERATIONAL)`.
 #[inline(never)]
