@@ -331,12 +331,7 @@ impl AttachService {
         self.shut = true;
         self.shared.close();
         let mut dropped = 0usize;
-        let mut discard = |item: Item| {
-            // A closure whose destructor panics was still taken and dropped.
-            if catch_unwind(AssertUnwindSafe(|| item.job.cancel())).unwrap_or(true) {
-                dropped += 1;
-            }
-        };
+        let mut discard = |item: Item| dropped += usize::from(item.discard());
         self.ready.drain(..).for_each(&mut discard);
         for q in &mut self.waiting {
             q.drain(..).for_each(|(_, it)| discard(it));

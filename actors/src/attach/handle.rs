@@ -32,9 +32,6 @@ use super::{AttachCtx, Drain};
 #[repr(align(128))]
 pub(super) struct Padded<T>(pub T);
 
-/// The bit of `Shared::claimed` that says the loop has stopped.
-pub(super) const CLOSED: usize = 1 << (usize::BITS - 1);
-
 /// How many slots of the bound a thread claims at once: enough that the
 /// shared count is touched once per many items, few enough that the slots
 /// threads hold in reserve are a small part of the bound (at most 1/1024 of
@@ -53,6 +50,15 @@ pub(super) struct Item {
     pub origin: &'static Location<'static>,
 }
 
+impl Item {
+    /// Drops the closure unrun, at shutdown, unless a ticket took it
+    /// first; returns whether it was here to drop. A closure whose
+    /// destructor panics was still taken and dropped.
+    pub fn discard(self) -> bool {
+        catch_unwind(AssertUnwindSafe(|| self.job.cancel())).unwrap_or(true)
+    }
+}
+
 /// What the handles and the loop share for one `AttachService`.
 pub(super) struct Shared {
     /// Tells the thread-local track leases which service they belong to.
@@ -62,8 +68,7 @@ pub(super) struct Shared {
     pub wake_pending: Padded<AtomicBool>,
     /// Slots taken from the bound: items accepted and not yet run,
     /// cancelled or dropped, plus the slots threads hold in reserve for
-    /// their next items (see [`Track`]), plus [`CLOSED`] once the loop
-    /// stops, so that no thread claims more.
+    /// their next items (see [`Track`]).
     pub claimed: Padded<AtomicUsize>,
     pub bound: usize,
     /// [`credit_chunk`] of `bound`.
@@ -159,9 +164,6 @@ impl Track {
         }
         let mut claimed = s.claimed.0.load(Ordering::Relaxed);
         loop {
-            if claimed & CLOSED != 0 {
-                return Err(AttachError::Shutdown);
-            }
             let take = s.bound.saturating_sub(claimed).min(s.chunk);
             if take == 0 {
                 s.rejected.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +301,6 @@ impl Shared {
     ///
     /// [`drop_leftovers`]: Shared::drop_leftovers
     pub fn close(&self) {
-        self.claimed.0.fetch_or(CLOSED, Ordering::AcqRel);
         self.closed.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -314,12 +315,9 @@ impl Shared {
     pub fn drop_leftovers(&self) -> usize {
         let mut dropped = 0;
         while let Ok(item) = self.rx.try_recv() {
-            // A closure whose destructor panics was still taken and
-            // dropped; no lock is held here, so one that attaches is
+            // No lock is held here, so a destructor that attaches is
             // refused as shut down.
-            if catch_unwind(AssertUnwindSafe(|| item.job.cancel())).unwrap_or(true) {
-                dropped += 1;
-            }
+            dropped += usize::from(item.discard());
         }
         self.claimed.0.fetch_sub(dropped, Ordering::AcqRel);
         dropped
@@ -335,7 +333,7 @@ impl Shared {
             .iter()
             .map(|t| t.credit())
             .sum();
-        (self.claimed.0.load(Ordering::Acquire) & !CLOSED).saturating_sub(reserved)
+        self.claimed.0.load(Ordering::Acquire).saturating_sub(reserved)
     }
 }
 
